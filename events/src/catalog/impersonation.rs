@@ -1,0 +1,25 @@
+//! Events of an impersonation ("Log in as user") session's stream.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use super::values::EndReason;
+use crate::ids::UserId;
+
+/// An owner or admin started acting as an agent.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ImpersonationStarted {
+    pub admin_id: UserId,
+    pub subject_id: UserId,
+    /// Why; `None` only when the site does not require a reason.
+    pub reason: Option<String>,
+    pub expires_at: DateTime<Utc>,
+}
+
+/// The session ended. For an expired session `ended_at` is its expiry time, which can
+/// be earlier than when the end was recorded.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ImpersonationEnded {
+    pub end_reason: EndReason,
+    pub ended_at: DateTime<Utc>,
+}

@@ -1,0 +1,135 @@
+//! The event store's one error type.
+
+use crate::envelope::{ExpectedVersion, Position, StreamKey};
+
+/// Everything that can go wrong in the event store.
+///
+/// Rejections of the request (`Conflict`, `StreamNotFound`, the `Invalid*` family) are
+/// kept apart from technical failures (`Unavailable`, `Database`, `CorruptEvent`), so
+/// that the layers above can map the first to 4xx answers and the second to 5xx.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The stream's version is not what the caller expected (optimistic concurrency).
+    #[error("conflict on stream {stream}: expected {expected}, actual version {actual}")]
+    Conflict {
+        stream: StreamKey,
+        expected: ExpectedVersion,
+        /// The stream's current version; 0 when it does not exist.
+        actual: u64,
+    },
+
+    /// The stream does not exist.
+    #[error("stream {0} not found")]
+    StreamNotFound(StreamKey),
+
+    /// An append with no events: there is nothing to record.
+    #[error("an append must carry at least one event")]
+    EmptyAppend,
+
+    /// The event type (at that schema version) is not in the catalogue, or does not
+    /// belong on that kind of stream.
+    #[error("unknown event type {event_type} v{schema_version} for a {stream_type} stream")]
+    UnknownEventType {
+        event_type: String,
+        schema_version: u16,
+        stream_type: String,
+    },
+
+    /// The payload is not a JSON object.
+    #[error("the payload of {event_type} is not a JSON object")]
+    InvalidPayload { event_type: String },
+
+    /// An event's payload is larger than the store accepts.
+    #[error("the payload of {event_type} is {size} bytes; the limit is {limit}")]
+    PayloadTooLarge {
+        event_type: String,
+        size: usize,
+        limit: usize,
+    },
+
+    /// The stream belongs to another site than the append says, or one atomic append
+    /// names streams of several sites.
+    #[error("stream {0} belongs to another site")]
+    CrossSite(StreamKey),
+
+    /// The idempotency key was used before for a different append.
+    #[error("idempotency key {key:?} was already used for a different append")]
+    IdempotencyKeyReused { key: String },
+
+    /// The idempotency key is empty or longer than 255 bytes.
+    #[error("an idempotency key must be 1 to 255 bytes long")]
+    InvalidIdempotencyKey,
+
+    /// A stored event cannot be read back: bad JSON, an unknown type, or a payload that
+    /// does not match its type.
+    #[error("corrupt event at position {position}: {reason}")]
+    CorruptEvent { position: Position, reason: String },
+
+    /// The database cannot be reached (connection refused or lost, pool closed).
+    #[error("database unavailable: {0}")]
+    Unavailable(#[source] sqlx::Error),
+
+    /// Any other database failure.
+    #[error("database error: {0}")]
+    Database(#[source] sqlx::Error),
+
+    /// Applying the embedded migrations failed.
+    #[error("database migration failed: {0}")]
+    Migration(#[from] sqlx::migrate::MigrateError),
+
+    /// The database URL is neither `sqlite:` nor `postgres:`.
+    #[error("unsupported database URL {0:?}: use sqlite://PATH or postgres://...")]
+    UnsupportedUrl(String),
+
+    /// The store's writer has stopped (the store is shutting down).
+    #[error("the event store is closed")]
+    Closed,
+}
+
+impl StoreError {
+    /// Whether the error is a rejection of this request (the caller's to fix) rather
+    /// than a failure of the store.
+    #[must_use]
+    pub fn is_rejection(&self) -> bool {
+        matches!(
+            self,
+            Self::Conflict { .. }
+                | Self::StreamNotFound(_)
+                | Self::EmptyAppend
+                | Self::UnknownEventType { .. }
+                | Self::InvalidPayload { .. }
+                | Self::PayloadTooLarge { .. }
+                | Self::CrossSite(_)
+                | Self::IdempotencyKeyReused { .. }
+                | Self::InvalidIdempotencyKey
+        )
+    }
+}
+
+impl From<sqlx::Error> for StoreError {
+    fn from(error: sqlx::Error) -> Self {
+        if is_unavailable(&error) {
+            Self::Unavailable(error)
+        } else {
+            Self::Database(error)
+        }
+    }
+}
+
+/// Whether a database error means "cannot reach the database" rather than "the
+/// database refused this statement".
+fn is_unavailable(error: &sqlx::Error) -> bool {
+    match error {
+        sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::WorkerCrashed => true,
+        sqlx::Error::Database(db) => db.code().is_some_and(|code| {
+            // PostgreSQL: class 08 (connection exception), 57P01..57P03 (shutdown,
+            // crash, cannot connect now). SQLite: SQLITE_CANTOPEN (14).
+            code.starts_with("08") || code.starts_with("57P") || code == "14"
+        }),
+        _ => false,
+    }
+}

@@ -1,0 +1,40 @@
+//! # crm-events
+//!
+//! The foundation of the CRM core: every action is an immutable event, tagged with
+//! the actor (the human who acted) and the subject (the account acted as).
+//!
+//! # Layout
+//!
+//! - [`ids`]: typed identifiers (`SiteId`, `UserId`, `LeadId`, ...).
+//! - [`envelope`]: what every stored event carries (positions, stream, actor,
+//!   subject, impersonation, correlation, hash chain) and the append vocabulary
+//!   (`ExpectedVersion`, `Metadata`, `NewEvent`, `AppendOutcome`).
+//! - [`catalog`]: every event type with its stream type and schema version, and
+//!   [`DomainEvent`], their typed form.
+//! - [`upcast`]: reading events written at older schema versions.
+//! - [`hash`]: the per-site tamper-evident hash chain and its verifier.
+//! - [`store`]: [`EventStore`], on SQLite or PostgreSQL: append (optimistic
+//!   concurrency, idempotency, group commit), read, subscribe, verify.
+//! - [`testing`] (feature `testing`): fresh databases for tests on both backends.
+//!
+//! Nothing here knows about HTTP, sessions or projections.
+
+pub mod catalog;
+pub mod envelope;
+pub mod error;
+pub mod hash;
+pub mod ids;
+pub mod store;
+pub mod upcast;
+
+#[cfg(feature = "testing")]
+pub mod testing;
+
+pub use catalog::DomainEvent;
+pub use envelope::{
+    AppendOutcome, ExpectedVersion, FieldChange, Metadata, NewEvent, Position, RecordedEvent,
+    StreamAppend, StreamAppended, StreamKey, StreamType,
+};
+pub use error::StoreError;
+pub use hash::VerifyReport;
+pub use store::{Database, EventStore, StoreOptions};

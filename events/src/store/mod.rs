@@ -1,0 +1,558 @@
+//! The event store: append with optimistic concurrency and idempotency, read, and
+//! subscribe, on SQLite or PostgreSQL.
+//!
+//! # Group commit
+//!
+//! Every append of this process goes through one writer task. Callers send their
+//! validated request and wait; the writer takes everything that is waiting (up to a
+//! limit), decides each request against the state inside one transaction, writes the
+//! accepted ones in bulk and commits once: one fsync for the whole batch. Each caller
+//! still gets its own outcome, conflict or error. If a batch fails as a whole, its
+//! requests are retried one by one so one bad request cannot sink the others.
+//!
+//! # Order
+//!
+//! Every appending transaction first locks the single row holding the log's last
+//! position, so appends of all processes on the database commit one after another,
+//! in position order, and positions are dense. A reader that has seen position `p` has
+//! seen every position before it; nobody ever skips an event.
+
+mod plan;
+mod postgres;
+mod rows;
+mod sql;
+mod sqlite;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::Utc;
+use futures_core::Stream;
+use sha2::{Digest, Sha256};
+use sqlx::{PgPool, SqlitePool};
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::task::JoinHandle;
+
+use crate::catalog;
+use crate::envelope::{AppendOutcome, Metadata, Position, RecordedEvent, StreamAppend, StreamKey};
+use crate::error::StoreError;
+use crate::hash::{ChainHead, ChainVerifier, VerifyReport};
+use crate::ids::SiteId;
+use plan::{AppendRequest, Needs};
+use rows::{ChainRow, EventRow};
+
+/// The largest payload one event may carry.
+pub const MAX_PAYLOAD_BYTES: usize = 256 * 1024;
+
+/// The longest idempotency key accepted.
+pub const MAX_IDEMPOTENCY_KEY_LEN: usize = 255;
+
+/// How many events one read returns at most.
+pub const MAX_PAGE: u32 = 10_000;
+
+/// The database behind a store: SQLite (embedded default) or PostgreSQL.
+///
+/// Exposed so that the projections can keep their tables in the same database, and
+/// so that tests can reach the raw tables.
+#[derive(Debug, Clone)]
+pub enum Database {
+    Sqlite(SqlitePool),
+    Postgres(PgPool),
+}
+
+impl Database {
+    /// `"sqlite"` or `"postgres"`.
+    #[must_use]
+    pub fn backend_name(&self) -> &'static str {
+        match self {
+            Database::Sqlite(_) => "sqlite",
+            Database::Postgres(_) => "postgres",
+        }
+    }
+}
+
+/// Runs the same code against whichever pool `$db` holds.
+macro_rules! on_pool {
+    ($db:expr, |$pool:ident| $body:expr) => {
+        match $db {
+            Database::Sqlite($pool) => $body,
+            Database::Postgres($pool) => $body,
+        }
+    };
+}
+
+/// Tunables; the defaults suit production.
+#[derive(Debug, Clone)]
+pub struct StoreOptions {
+    /// The most requests one group commit takes.
+    pub max_batch: usize,
+    /// How often a caught-up subscriber looks for appends it was not told about
+    /// (appends of another process on SQLite; a lost notification on PostgreSQL).
+    pub poll_interval: Duration,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        Self {
+            max_batch: 512,
+            poll_interval: Duration::from_millis(100),
+        }
+    }
+}
+
+type Reply = oneshot::Sender<Result<AppendOutcome, StoreError>>;
+
+/// The event store. Cheap to clone; all clones share one writer.
+#[derive(Debug, Clone)]
+pub struct EventStore {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    db: Database,
+    writer: mpsc::Sender<(AppendRequest, Reply)>,
+    /// The last position known to be committed (by any process, as far as we heard).
+    head: watch::Sender<Position>,
+    options: StoreOptions,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        for task in &self.tasks {
+            task.abort();
+        }
+    }
+}
+
+impl EventStore {
+    /// Opens the store at `url` (`sqlite://PATH`, `sqlite::memory:` or
+    /// `postgres://...`), applying the embedded migrations.
+    ///
+    /// # Errors
+    /// [`StoreError::UnsupportedUrl`], [`StoreError::Unavailable`] when the database
+    /// cannot be reached, [`StoreError::Migration`].
+    pub async fn open(url: &str) -> Result<Self, StoreError> {
+        Self::open_with(url, StoreOptions::default()).await
+    }
+
+    /// [`EventStore::open`] with explicit options.
+    ///
+    /// # Errors
+    /// As [`EventStore::open`].
+    pub async fn open_with(url: &str, options: StoreOptions) -> Result<Self, StoreError> {
+        let db = if url.starts_with("sqlite:") {
+            Database::Sqlite(sqlite::open(url).await?)
+        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Database::Postgres(postgres::open(url).await?)
+        } else {
+            return Err(StoreError::UnsupportedUrl(url.to_owned()));
+        };
+        let last: i64 = on_pool!(&db, |pool| sqlx::query_scalar(sql::HEAD)
+            .fetch_one(pool)
+            .await?);
+        let (head, _) = watch::channel(Position(last));
+        let (writer, requests) = mpsc::channel(options.max_batch * 4);
+        let mut tasks = vec![tokio::spawn(run_writer(
+            db.clone(),
+            requests,
+            head.clone(),
+            options.max_batch,
+        ))];
+        if let Database::Postgres(pool) = &db {
+            tasks.push(tokio::spawn(postgres::follow_notifications(
+                pool.clone(),
+                head.clone(),
+            )));
+        }
+        Ok(Self {
+            inner: Arc::new(Inner {
+                db,
+                writer,
+                head,
+                options,
+                tasks,
+            }),
+        })
+    }
+
+    /// The database behind the store.
+    #[must_use]
+    pub fn database(&self) -> &Database {
+        &self.inner.db
+    }
+
+    /// Appends `events` to one stream, atomically.
+    ///
+    /// # Errors
+    /// [`StoreError::Conflict`] when the stream is not at `expected`;
+    /// [`StoreError::IdempotencyKeyReused`]; the validation errors of
+    /// [`EventStore::append_atomic`]; [`StoreError::Unavailable`] or
+    /// [`StoreError::Database`] when the database fails (nothing is appended).
+    pub async fn append(
+        &self,
+        append: StreamAppend,
+        meta: Metadata,
+    ) -> Result<AppendOutcome, StoreError> {
+        self.append_atomic(vec![append], meta).await
+    }
+
+    /// Appends to several streams of one site, all or nothing. A retry carrying the
+    /// same idempotency key and content appends nothing and returns the first
+    /// outcome (with `replayed` set).
+    ///
+    /// # Errors
+    /// [`StoreError::EmptyAppend`], [`StoreError::UnknownEventType`],
+    /// [`StoreError::InvalidPayload`], [`StoreError::PayloadTooLarge`],
+    /// [`StoreError::CrossSite`] before anything is attempted; then as
+    /// [`EventStore::append`].
+    pub async fn append_atomic(
+        &self,
+        appends: Vec<StreamAppend>,
+        meta: Metadata,
+    ) -> Result<AppendOutcome, StoreError> {
+        let site_id = validate(&appends, &meta)?;
+        let request = AppendRequest {
+            site_id,
+            fingerprint: fingerprint(&appends),
+            appends,
+            meta,
+        };
+        let (reply, outcome) = oneshot::channel();
+        self.inner
+            .writer
+            .send((request, reply))
+            .await
+            .map_err(|_| StoreError::Closed)?;
+        outcome.await.map_err(|_| StoreError::Closed)?
+    }
+
+    /// Every event of one stream, oldest first, after version `after_version`
+    /// (0 for all).
+    ///
+    /// # Errors
+    /// [`StoreError::StreamNotFound`] when the stream does not exist;
+    /// [`StoreError::CorruptEvent`]; database errors.
+    pub async fn read_stream(
+        &self,
+        stream: StreamKey,
+        after_version: u64,
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
+        if self.stream_version(stream).await? == 0 {
+            return Err(StoreError::StreamNotFound(stream));
+        }
+        let rows: Vec<EventRow> = on_pool!(&self.inner.db, |pool| sqlx::query_as(sql::READ_STREAM)
+            .bind(stream.stream_type.as_str())
+            .bind(stream.id)
+            .bind(i64::try_from(after_version).unwrap_or(i64::MAX))
+            .fetch_all(pool)
+            .await?);
+        rows::into_events(rows)
+    }
+
+    /// The stream's current version; 0 when it does not exist.
+    ///
+    /// # Errors
+    /// Database errors.
+    pub async fn stream_version(&self, stream: StreamKey) -> Result<u64, StoreError> {
+        stream_version(&self.inner.db, stream).await
+    }
+
+    /// Up to `limit` events (at most [`MAX_PAGE`]) of all sites after `after`, in
+    /// position order. Page through the log by passing the last position seen.
+    ///
+    /// # Errors
+    /// [`StoreError::CorruptEvent`] naming the first unreadable row; database errors.
+    pub async fn read_all(
+        &self,
+        after: Position,
+        limit: u32,
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
+        let limit = i64::from(limit.min(MAX_PAGE));
+        let rows: Vec<EventRow> = on_pool!(&self.inner.db, |pool| sqlx::query_as(sql::READ_ALL)
+            .bind(after.0)
+            .bind(limit)
+            .fetch_all(pool)
+            .await?);
+        rows::into_events(rows)
+    }
+
+    /// As [`EventStore::read_all`], for one site's events only.
+    ///
+    /// # Errors
+    /// As [`EventStore::read_all`].
+    pub async fn read_site(
+        &self,
+        site: SiteId,
+        after: Position,
+        limit: u32,
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
+        let limit = i64::from(limit.min(MAX_PAGE));
+        let rows: Vec<EventRow> = on_pool!(&self.inner.db, |pool| sqlx::query_as(sql::READ_SITE)
+            .bind(site.as_uuid())
+            .bind(after.0)
+            .bind(limit)
+            .fetch_all(pool)
+            .await?);
+        rows::into_events(rows)
+    }
+
+    /// The position of the last committed event ([`Position::START`] when empty).
+    ///
+    /// # Errors
+    /// Database errors.
+    pub async fn head(&self) -> Result<Position, StoreError> {
+        let last: i64 = on_pool!(&self.inner.db, |pool| sqlx::query_scalar(sql::HEAD)
+            .fetch_one(pool)
+            .await?);
+        advance(&self.inner.head, Position(last));
+        Ok(Position(last))
+    }
+
+    /// Every event after `after`: first those already stored, then each new one as
+    /// it is committed, by this process or another, without gaps or duplicates. The
+    /// stream ends only with an error.
+    pub fn subscribe(
+        &self,
+        after: Position,
+    ) -> impl Stream<Item = Result<RecordedEvent, StoreError>> + Send + 'static {
+        let store = self.clone();
+        let mut news = self.inner.head.subscribe();
+        let poll = self.inner.options.poll_interval;
+        async_stream::try_stream! {
+            let mut cursor = after;
+            loop {
+                // Mark what we know before reading, so an append committed while we
+                // read still wakes us afterwards.
+                news.borrow_and_update();
+                let page = store.read_all(cursor, 1_000).await?;
+                if page.is_empty() {
+                    // Woken by this process's writer or a NOTIFY; the timeout covers
+                    // appends nobody told us about.
+                    let _ = tokio::time::timeout(poll, news.changed()).await;
+                    continue;
+                }
+                for event in page {
+                    cursor = event.position;
+                    yield event;
+                }
+            }
+        }
+    }
+
+    /// Recomputes the hash chain of one site, or of the whole log, and names the first
+    /// position where it breaks. Reads in pages: memory stays flat.
+    ///
+    /// # Errors
+    /// Database errors. A corrupt row is reported as a break, not an error.
+    pub async fn verify(&self, site: Option<SiteId>) -> Result<VerifyReport, StoreError> {
+        let mut verifier = match site {
+            Some(_) => ChainVerifier::for_one_site(),
+            None => ChainVerifier::for_whole_log(),
+        };
+        let mut cursor = Position::START;
+        loop {
+            let page = match site {
+                Some(site) => self.read_site(site, cursor, 2_000).await,
+                None => self.read_all(cursor, 2_000).await,
+            };
+            let page = match page {
+                Ok(page) => page,
+                Err(StoreError::CorruptEvent { position, reason }) => {
+                    return Ok(VerifyReport {
+                        ok: false,
+                        events_checked: 0,
+                        first_bad_position: Some(position),
+                        problem: Some(reason),
+                    })
+                }
+                Err(other) => return Err(other),
+            };
+            let Some(last) = page.last() else { break };
+            cursor = last.position;
+            for event in &page {
+                verifier.check(event);
+            }
+            if verifier.failed() {
+                break;
+            }
+        }
+        let heads = self.chain_heads(site).await?;
+        Ok(verifier.finish(&heads))
+    }
+
+    /// The recorded head of each site's chain (or of one site's).
+    ///
+    /// # Errors
+    /// Database errors.
+    pub async fn chain_heads(&self, site: Option<SiteId>) -> Result<Vec<ChainHead>, StoreError> {
+        let rows: Vec<ChainRow> = match site {
+            None => on_pool!(&self.inner.db, |pool| sqlx::query_as(sql::CHAIN_HEADS)
+                .fetch_all(pool)
+                .await?),
+            Some(site) => on_pool!(&self.inner.db, |pool| sqlx::query_as(
+                sql::CHAIN_HEAD_OF_SITE
+            )
+            .bind(site.as_uuid())
+            .fetch_all(pool)
+            .await?),
+        };
+        rows.into_iter().map(ChainRow::into_head).collect()
+    }
+}
+
+async fn stream_version(db: &Database, stream: StreamKey) -> Result<u64, StoreError> {
+    let row: Option<(uuid::Uuid, i64)> = on_pool!(db, |pool| sqlx::query_as(sql::STREAM_VERSION)
+        .bind(stream.stream_type.as_str())
+        .bind(stream.id)
+        .fetch_optional(pool)
+        .await?);
+    Ok(row.map_or(0, |(_, v)| u64::try_from(v).unwrap_or(0)))
+}
+
+/// Moves the known head forward (never back).
+fn advance(head: &watch::Sender<Position>, to: Position) {
+    head.send_if_modified(|known| {
+        let moved = to > *known;
+        if moved {
+            *known = to;
+        }
+        moved
+    });
+}
+
+/// Checks an append before it reaches the writer; returns its site.
+fn validate(appends: &[StreamAppend], meta: &Metadata) -> Result<SiteId, StoreError> {
+    let first = appends.first().ok_or(StoreError::EmptyAppend)?;
+    if let Some(key) = &meta.idempotency_key {
+        if key.is_empty() || key.len() > MAX_IDEMPOTENCY_KEY_LEN {
+            return Err(StoreError::InvalidIdempotencyKey);
+        }
+    }
+    for append in appends {
+        if append.site_id != first.site_id {
+            return Err(StoreError::CrossSite(append.stream));
+        }
+        if append.events.is_empty() {
+            return Err(StoreError::EmptyAppend);
+        }
+        for event in &append.events {
+            let known = catalog::lookup(&event.event_type).filter(|info| {
+                info.schema_version == event.schema_version
+                    && info.stream_type == append.stream.stream_type
+            });
+            if known.is_none() {
+                return Err(StoreError::UnknownEventType {
+                    event_type: event.event_type.clone(),
+                    schema_version: event.schema_version,
+                    stream_type: append.stream.stream_type.to_string(),
+                });
+            }
+            if event.payload.len() > MAX_PAYLOAD_BYTES {
+                return Err(StoreError::PayloadTooLarge {
+                    event_type: event.event_type.clone(),
+                    size: event.payload.len(),
+                    limit: MAX_PAYLOAD_BYTES,
+                });
+            }
+            if serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(&event.payload)
+                .is_err()
+            {
+                return Err(StoreError::InvalidPayload {
+                    event_type: event.event_type.clone(),
+                });
+            }
+        }
+    }
+    Ok(first.site_id)
+}
+
+/// Identifies an append's content, so a retry can be told from a reuse of its key.
+fn fingerprint(appends: &[StreamAppend]) -> [u8; 32] {
+    let mut h = Sha256::new();
+    for append in appends {
+        h.update(append.site_id.as_uuid().as_bytes());
+        h.update(append.stream.stream_type.as_str().as_bytes());
+        h.update(append.stream.id.as_bytes());
+        h.update(format!("{:?}", append.expected).as_bytes());
+        for event in &append.events {
+            for part in [event.event_type.as_bytes(), event.payload.as_bytes()] {
+                h.update((part.len() as u64).to_be_bytes());
+                h.update(part);
+            }
+            h.update(event.schema_version.to_be_bytes());
+        }
+    }
+    h.finalize().into()
+}
+
+/// The group-commit writer: see the module documentation.
+async fn run_writer(
+    db: Database,
+    mut requests: mpsc::Receiver<(AppendRequest, Reply)>,
+    head: watch::Sender<Position>,
+    max_batch: usize,
+) {
+    let mut waiting = Vec::with_capacity(max_batch);
+    while requests.recv_many(&mut waiting, max_batch).await > 0 {
+        let (batch, replies): (Vec<_>, Vec<_>) = waiting.drain(..).unzip();
+        let results = match commit(&db, &batch, &head).await {
+            Ok(results) => results,
+            Err(error) if batch.len() == 1 => vec![Err(error)],
+            Err(error) => {
+                tracing::warn!(%error, size = batch.len(), "group commit failed; retrying its appends one by one");
+                let mut results = Vec::with_capacity(batch.len());
+                for request in &batch {
+                    results.push(
+                        match commit(&db, std::slice::from_ref(request), &head).await {
+                            Ok(mut one) => one.pop().unwrap_or(Err(StoreError::Closed)),
+                            Err(error) => Err(error),
+                        },
+                    );
+                }
+                results
+            }
+        };
+        for (reply, result) in replies.into_iter().zip(results) {
+            // A caller that stopped waiting has gone; its append stands all the same.
+            let _ = reply.send(result);
+        }
+    }
+}
+
+/// Commits one batch; on success, one result per request.
+async fn commit(
+    db: &Database,
+    batch: &[AppendRequest],
+    head: &watch::Sender<Position>,
+) -> Result<Vec<Result<AppendOutcome, StoreError>>, StoreError> {
+    let needs = Needs::of(batch);
+    let mut results = Vec::new();
+    let plan = |loaded| {
+        let (decided, writes) = plan::plan(batch, loaded, Utc::now());
+        results = decided;
+        writes
+    };
+    let last = match db {
+        Database::Sqlite(pool) => sqlite::commit_batch(pool, &needs, plan).await,
+        Database::Postgres(pool) => postgres::commit_batch(pool, &needs, plan).await,
+    };
+    match last {
+        Ok(last) => {
+            advance(head, last);
+            Ok(results)
+        }
+        Err(StoreError::Database(sqlx::Error::Database(e))) if e.is_unique_violation() => {
+            // Only possible if something wrote to the log around this store's
+            // bookkeeping; report it as the conflict it is.
+            let append = &batch[0].appends[0];
+            Err(StoreError::Conflict {
+                stream: append.stream,
+                expected: append.expected,
+                actual: stream_version(db, append.stream).await?,
+            })
+        }
+        Err(other) => Err(other),
+    }
+}

@@ -1,0 +1,301 @@
+//! The PostgreSQL backend, with `synchronous_commit=on`. A batch costs a fixed
+//! number of round trips whatever its size: loads and writes go as arrays
+//! (`UNNEST`). Appends of every process on the database serialize on the log head's
+//! row lock, so positions commit in order; a `NOTIFY` at commit wakes the
+//! subscribers of every process.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use sqlx::migrate::Migrator;
+use sqlx::postgres::{PgConnectOptions, PgListener, PgPool, PgPoolOptions};
+use tokio::sync::watch;
+use uuid::Uuid;
+
+use super::plan::{Loaded, Needs, StreamState, Writes};
+use super::rows::{ChainRow, IdempotencyRow};
+use super::sql;
+use super::sqlite::{outcome_json, version_i64};
+use crate::envelope::Position;
+use crate::error::StoreError;
+use crate::ids::SiteId;
+
+static MIGRATOR: Migrator = sqlx::migrate!("../migrations/postgres");
+
+/// The channel appends are announced on; the payload is the new last position.
+pub(crate) const CHANNEL: &str = "crm_events";
+
+/// Connects and applies the migrations (under sqlx's advisory lock, so several
+/// servers starting at once are safe).
+pub(crate) async fn open(url: &str) -> Result<PgPool, StoreError> {
+    let options = PgConnectOptions::from_str(url)?
+        .options([("synchronous_commit", "on")])
+        .application_name("crm");
+    let pool = PgPoolOptions::new()
+        .max_connections(16)
+        .acquire_timeout(Duration::from_secs(10))
+        .connect_with(options)
+        .await?;
+    MIGRATOR.run(&pool).await?;
+    Ok(pool)
+}
+
+/// Runs one batch in one transaction: lock, load, plan, write, notify, commit.
+pub(crate) async fn commit_batch(
+    pool: &PgPool,
+    needs: &Needs,
+    plan: impl FnOnce(Loaded) -> Writes,
+) -> Result<Position, StoreError> {
+    let mut tx = pool.begin().await?;
+    let head: i64 = sqlx::query_scalar(sql::LOCK_HEAD)
+        .fetch_one(&mut *tx)
+        .await?;
+    let mut loaded = Loaded {
+        head: Position(head),
+        ..Loaded::default()
+    };
+
+    let (types, ids): (Vec<&str>, Vec<Uuid>) = needs
+        .streams
+        .iter()
+        .map(|k| (k.stream_type.as_str(), k.id))
+        .unzip();
+    let rows: Vec<(String, Uuid, Uuid, i64)> = sqlx::query_as(
+        "SELECT s.stream_type, s.stream_id, s.site_id, s.version FROM streams s \
+         JOIN UNNEST($1::text[], $2::uuid[]) AS k(stream_type, stream_id) \
+         ON s.stream_type = k.stream_type AND s.stream_id = k.stream_id",
+    )
+    .bind(&types)
+    .bind(&ids)
+    .fetch_all(&mut *tx)
+    .await?;
+    for (stream_type, id, site, version) in rows {
+        if let Some(key) = needs
+            .streams
+            .iter()
+            .find(|k| k.id == id && k.stream_type.as_str() == stream_type)
+        {
+            loaded.streams.insert(
+                *key,
+                StreamState {
+                    site_id: SiteId::from_uuid(site),
+                    version: u64::try_from(version).unwrap_or(0),
+                },
+            );
+        }
+    }
+
+    if !needs.idempotency.is_empty() {
+        let (sites, keys): (Vec<Uuid>, Vec<&str>) = needs
+            .idempotency
+            .iter()
+            .map(|(site, key)| (site.as_uuid(), key.as_str()))
+            .unzip();
+        let rows: Vec<IdempotencyRow> = sqlx::query_as(
+            "SELECT i.site_id, i.key, i.fingerprint, i.outcome FROM idempotency_keys i \
+             JOIN UNNEST($1::uuid[], $2::text[]) AS k(site_id, key) \
+             ON i.site_id = k.site_id AND i.key = k.key",
+        )
+        .bind(&sites)
+        .bind(&keys)
+        .fetch_all(&mut *tx)
+        .await?;
+        for row in rows {
+            let (id, record) = row.into_record()?;
+            loaded.idempotency.insert(id, record);
+        }
+    }
+
+    let sites: Vec<Uuid> = needs.sites.iter().map(SiteId::as_uuid).collect();
+    let rows: Vec<ChainRow> = sqlx::query_as(
+        "SELECT site_id, last_position, last_hash, event_count FROM site_chains \
+         WHERE site_id = ANY($1)",
+    )
+    .bind(&sites)
+    .fetch_all(&mut *tx)
+    .await?;
+    for row in rows {
+        let head = row.into_head()?;
+        loaded.chains.insert(head.site_id, head);
+    }
+
+    let writes = plan(loaded);
+    if writes.events.is_empty() {
+        tx.rollback().await?;
+        return Ok(writes.head);
+    }
+    insert_events(&mut tx, &writes).await?;
+
+    let (types, ids, sites, versions) = writes.streams.iter().fold(
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new()),
+        |(mut t, mut i, mut s, mut v), (key, state)| {
+            t.push(key.stream_type.as_str());
+            i.push(key.id);
+            s.push(state.site_id.as_uuid());
+            v.push(version_i64(state.version));
+            (t, i, s, v)
+        },
+    );
+    sqlx::query(
+        "INSERT INTO streams (stream_type, stream_id, site_id, version) \
+         SELECT * FROM UNNEST($1::text[], $2::uuid[], $3::uuid[], $4::bigint[]) \
+         ON CONFLICT (stream_type, stream_id) DO UPDATE SET version = excluded.version",
+    )
+    .bind(&types)
+    .bind(&ids)
+    .bind(&sites)
+    .bind(&versions)
+    .execute(&mut *tx)
+    .await?;
+
+    if !writes.idempotency.is_empty() {
+        let mut sites = Vec::new();
+        let mut keys = Vec::new();
+        let mut fingerprints = Vec::new();
+        let mut outcomes = Vec::new();
+        for ((site, key), record) in &writes.idempotency {
+            sites.push(site.as_uuid());
+            keys.push(key.as_str());
+            fingerprints.push(record.fingerprint.to_vec());
+            outcomes.push(outcome_json(&record.outcome));
+        }
+        sqlx::query(
+            "INSERT INTO idempotency_keys (site_id, key, fingerprint, outcome) \
+             SELECT * FROM UNNEST($1::uuid[], $2::text[], $3::bytea[], $4::text[])",
+        )
+        .bind(&sites)
+        .bind(&keys)
+        .bind(&fingerprints)
+        .bind(&outcomes)
+        .execute(&mut *tx)
+        .await?;
+    }
+
+    let mut sites = Vec::new();
+    let mut positions = Vec::new();
+    let mut hashes = Vec::new();
+    let mut counts = Vec::new();
+    for head in &writes.chains {
+        sites.push(head.site_id.as_uuid());
+        positions.push(head.last_position.0);
+        hashes.push(head.last_hash.to_vec());
+        counts.push(version_i64(head.event_count));
+    }
+    sqlx::query(
+        "INSERT INTO site_chains (site_id, last_position, last_hash, event_count) \
+         SELECT * FROM UNNEST($1::uuid[], $2::bigint[], $3::bytea[], $4::bigint[]) \
+         ON CONFLICT (site_id) DO UPDATE SET last_position = excluded.last_position, \
+         last_hash = excluded.last_hash, event_count = excluded.event_count",
+    )
+    .bind(&sites)
+    .bind(&positions)
+    .bind(&hashes)
+    .bind(&counts)
+    .execute(&mut *tx)
+    .await?;
+
+    sqlx::query(
+        "WITH moved AS (UPDATE event_log_head SET last_position = $1 WHERE id = 1) \
+         SELECT pg_notify($2, $1::text)",
+    )
+    .bind(writes.head.0)
+    .bind(CHANNEL)
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(writes.head)
+}
+
+async fn insert_events(
+    tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
+    writes: &Writes,
+) -> Result<(), StoreError> {
+    let n = writes.events.len();
+    let mut position = Vec::with_capacity(n);
+    let mut event_id = Vec::with_capacity(n);
+    let mut site_id = Vec::with_capacity(n);
+    let mut stream_type = Vec::with_capacity(n);
+    let mut stream_id = Vec::with_capacity(n);
+    let mut stream_version = Vec::with_capacity(n);
+    let mut event_type = Vec::with_capacity(n);
+    let mut schema_version = Vec::with_capacity(n);
+    let mut payload = Vec::with_capacity(n);
+    let mut actor_id = Vec::with_capacity(n);
+    let mut subject_id = Vec::with_capacity(n);
+    let mut impersonation_id: Vec<Option<Uuid>> = Vec::with_capacity(n);
+    let mut correlation_id = Vec::with_capacity(n);
+    let mut causation_id: Vec<Option<Uuid>> = Vec::with_capacity(n);
+    let mut idempotency_key: Vec<Option<&str>> = Vec::with_capacity(n);
+    let mut recorded_at: Vec<DateTime<Utc>> = Vec::with_capacity(n);
+    let mut prev_hash = Vec::with_capacity(n);
+    let mut hash = Vec::with_capacity(n);
+    for e in &writes.events {
+        position.push(e.position.0);
+        event_id.push(e.event_id.as_uuid());
+        site_id.push(e.site_id.as_uuid());
+        stream_type.push(e.stream.stream_type.as_str());
+        stream_id.push(e.stream.id);
+        stream_version.push(version_i64(e.stream_version));
+        event_type.push(e.event_type.as_str());
+        schema_version.push(i32::from(e.schema_version));
+        payload.push(e.payload.as_str());
+        actor_id.push(e.actor_id.as_uuid());
+        subject_id.push(e.subject_id.as_uuid());
+        impersonation_id.push(e.impersonation_id.map(|id| id.as_uuid()));
+        correlation_id.push(e.correlation_id.as_uuid());
+        causation_id.push(e.causation_id);
+        idempotency_key.push(e.idempotency_key.as_deref());
+        recorded_at.push(e.recorded_at);
+        prev_hash.push(e.prev_hash.to_vec());
+        hash.push(e.hash.to_vec());
+    }
+    sqlx::query(
+        "INSERT INTO events (position, event_id, site_id, stream_type, stream_id, \
+         stream_version, event_type, schema_version, payload, actor_id, subject_id, \
+         impersonation_id, correlation_id, causation_id, idempotency_key, recorded_at, \
+         prev_hash, hash) \
+         SELECT * FROM UNNEST($1::bigint[], $2::uuid[], $3::uuid[], $4::text[], $5::uuid[], \
+         $6::bigint[], $7::text[], $8::int[], $9::text[], $10::uuid[], $11::uuid[], \
+         $12::uuid[], $13::uuid[], $14::uuid[], $15::text[], $16::timestamptz[], \
+         $17::bytea[], $18::bytea[])",
+    )
+    .bind(&position)
+    .bind(&event_id)
+    .bind(&site_id)
+    .bind(&stream_type)
+    .bind(&stream_id)
+    .bind(&stream_version)
+    .bind(&event_type)
+    .bind(&schema_version)
+    .bind(&payload)
+    .bind(&actor_id)
+    .bind(&subject_id)
+    .bind(&impersonation_id)
+    .bind(&correlation_id)
+    .bind(&causation_id)
+    .bind(&idempotency_key)
+    .bind(&recorded_at)
+    .bind(&prev_hash)
+    .bind(&hash)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+/// Follows the `NOTIFY`s of every process's appends and moves `head` forward,
+/// reconnecting after a lost connection. Runs until the store aborts it.
+pub(crate) async fn follow_notifications(pool: PgPool, head: watch::Sender<Position>) {
+    loop {
+        if let Ok(mut listener) = PgListener::connect_with(&pool).await {
+            if listener.listen(CHANNEL).await.is_ok() {
+                while let Ok(notification) = listener.recv().await {
+                    if let Ok(position) = notification.payload().parse::<i64>() {
+                        super::advance(&head, Position(position));
+                    }
+                }
+            }
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}

@@ -227,6 +227,17 @@ impl ChainVerifier {
         }
     }
 
+    /// The report when the row at `position` could not be read at all.
+    #[must_use]
+    pub fn finish_unreadable(self, position: Position, reason: String) -> VerifyReport {
+        VerifyReport {
+            ok: false,
+            events_checked: self.checked,
+            first_bad_position: Some(position),
+            problem: Some(format!("unreadable: {reason}")),
+        }
+    }
+
     fn fail(&mut self, position: Position, why: &str) {
         self.failure = Some((position, why.to_owned()));
     }

@@ -352,22 +352,27 @@ impl EventStore {
             None => ChainVerifier::for_whole_log(),
         };
         let mut cursor = Position::START;
+        let mut unreadable = None;
         loop {
+            // After an unreadable row, go one event at a time up to it: a break
+            // before it is the first bad position.
+            let limit = if unreadable.is_some() { 1 } else { 2_000 };
             let page = match site {
-                Some(site) => self.read_site(site, cursor, 2_000).await,
-                None => self.read_all(cursor, 2_000).await,
+                Some(site) => self.read_site(site, cursor, limit).await,
+                None => self.read_all(cursor, limit).await,
             };
-            let page = match page {
-                Ok(page) => page,
-                Err(StoreError::CorruptEvent { position, reason }) => {
-                    return Ok(VerifyReport {
-                        ok: false,
-                        events_checked: 0,
-                        first_bad_position: Some(position),
-                        problem: Some(reason),
-                    })
+            let page = match (page, &unreadable) {
+                (Ok(page), _) => page,
+                (Err(StoreError::CorruptEvent { position, reason }), None) => {
+                    unreadable = Some((position, reason));
+                    continue;
                 }
-                Err(other) => return Err(other),
+                (Err(StoreError::CorruptEvent { position, .. }), Some((at, _)))
+                    if position == *at =>
+                {
+                    break;
+                }
+                (Err(other), _) => return Err(other),
             };
             let Some(last) = page.last() else { break };
             cursor = last.position;
@@ -377,6 +382,9 @@ impl EventStore {
             if verifier.failed() {
                 break;
             }
+        }
+        if let (false, Some((position, reason))) = (verifier.failed(), unreadable) {
+            return Ok(verifier.finish_unreadable(position, reason));
         }
         let heads = self.chain_heads(site).await?;
         Ok(verifier.finish(&heads))

@@ -1,1 +1,18 @@
+//! # crm
+//!
+//! An event-sourced CRM core whose "Log in as user" is trustworthy: every action,
+//! impersonation start and end included, is an immutable event tagged with the
+//! actor (the human who acted) and the subject (the account acted as).
+//!
+//! # Layout
+//!
+//! - `events/` (crate `crm-events`): the event envelope, every event type, schema
+//!   versions and upcasting, the append-only, hash-chained event store on SQLite and
+//!   PostgreSQL.
+//! - `projections/` (crate `crm-projections`): the read side folded from the log.
+//! - `migrations/`: the schema of each backend, embedded and applied at start-up.
+//! - [`cli`]: the `crm` command line.
+//!
+//! Dependencies point one way: this crate -> projections -> events.
 
+pub mod cli;

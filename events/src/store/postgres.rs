@@ -34,7 +34,7 @@ pub(crate) async fn open(url: &str) -> Result<PgPool, StoreError> {
         .application_name("crm");
     let pool = PgPoolOptions::new()
         .max_connections(16)
-        .acquire_timeout(Duration::from_secs(10))
+        .acquire_timeout(Duration::from_secs(5))
         .connect_with(options)
         .await?;
     MIGRATOR.run(&pool).await?;

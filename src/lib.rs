@@ -11,8 +11,11 @@
 //!   PostgreSQL.
 //! - `projections/` (crate `crm-projections`): the read side folded from the log.
 //! - `migrations/`: the schema of each backend, embedded and applied at start-up.
+//! - [`domain`]: validated values, the authorization policy and the pure decisions
+//!   of each aggregate.
 //! - [`cli`]: the `crm` command line.
 //!
 //! Dependencies point one way: this crate -> projections -> events.
 
 pub mod cli;
+pub mod domain;

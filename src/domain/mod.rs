@@ -1,0 +1,9 @@
+//! The domain: validated values, the authorization policy, and the pure decisions
+//! of each aggregate (state + command -> events with field-level diffs, or a
+//! rejection). Nothing here does I/O.
+//!
+//! - [`values`]: names, emails, phones, tags, due dates, ... parsed once at the edge.
+//! - [`policy`]: who may do what, who may log in as whom, which leads one sees.
+
+pub mod policy;
+pub mod values;

@@ -4,6 +4,8 @@
 //!
 //! - [`values`]: names, emails, phones, tags, due dates, ... parsed once at the edge.
 //! - [`policy`]: who may do what, who may log in as whom, which leads one sees.
+//! - [`lead`]: the lead aggregate and the Lead Manager's decisions.
 
+pub mod lead;
 pub mod policy;
 pub mod values;

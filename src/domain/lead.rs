@@ -65,10 +65,8 @@ impl Lead {
             }
             DomainEvent::LeadStageChanged(e) => self.stage = e.to,
             DomainEvent::LeadReassigned(e) => self.assigned_agent_id = Some(e.to),
-            DomainEvent::LeadTagAdded(e) => {
-                if !self.tags.contains(&e.tag) {
-                    self.tags.push(e.tag.clone());
-                }
+            DomainEvent::LeadTagAdded(e) if !self.tags.contains(&e.tag) => {
+                self.tags.push(e.tag.clone());
             }
             DomainEvent::LeadTagRemoved(e) => self.tags.retain(|t| *t != e.tag),
             DomainEvent::LeadTaskCreated(e) => {

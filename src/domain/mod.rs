@@ -5,7 +5,9 @@
 //! - [`values`]: names, emails, phones, tags, due dates, ... parsed once at the edge.
 //! - [`policy`]: who may do what, who may log in as whom, which leads one sees.
 //! - [`lead`]: the lead aggregate and the Lead Manager's decisions.
+//! - [`settings`]: a user's settings keys, communication tools and templates.
 
 pub mod lead;
 pub mod policy;
+pub mod settings;
 pub mod values;

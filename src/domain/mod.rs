@@ -6,8 +6,13 @@
 //! - [`policy`]: who may do what, who may log in as whom, which leads one sees.
 //! - [`lead`]: the lead aggregate and the Lead Manager's decisions.
 //! - [`settings`]: a user's settings keys, communication tools and templates.
+//! - [`site`], [`user`], [`impersonation`]: sites and their impersonation settings,
+//!   accounts and roles, "Log in as user" sessions.
 
+pub mod impersonation;
 pub mod lead;
 pub mod policy;
 pub mod settings;
+pub mod site;
+pub mod user;
 pub mod values;

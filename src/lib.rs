@@ -13,9 +13,11 @@
 //! - `migrations/`: the schema of each backend, embedded and applied at start-up.
 //! - [`domain`]: validated values, the authorization policy and the pure decisions
 //!   of each aggregate.
+//! - [`app`]: sessions and the command service (load, authorize, decide, append).
 //! - [`cli`]: the `crm` command line.
 //!
 //! Dependencies point one way: this crate -> projections -> events.
 
+pub mod app;
 pub mod cli;
 pub mod domain;

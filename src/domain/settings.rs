@@ -10,7 +10,7 @@ use crm_events::ids::TemplateId;
 use crm_events::{DomainEvent, FieldChange};
 use serde_json::{json, Map, Value};
 
-use super::values::{Email, Phone, TemplateBody, TemplateName, TemplateSubject};
+use super::values::{Email, FieldError, Phone, TemplateBody, TemplateName, TemplateSubject};
 
 /// The settings keys a user has; nothing else is accepted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -127,13 +127,6 @@ fn is_timezone(tz: &str) -> bool {
                         .all(|c| c.is_ascii_alphanumeric() || "_+-".contains(c))
             })
             && tz.chars().next().is_some_and(|c| c.is_ascii_uppercase()))
-}
-
-/// One field's problem, for validation errors that name the field.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct FieldError {
-    pub field: String,
-    pub message: String,
 }
 
 /// A validated settings change: known keys with valid values.

@@ -308,6 +308,53 @@ impl DueAt {
     }
 }
 
+/// One field's problem: validation errors name the field they are about.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct FieldError {
+    pub field: String,
+    pub message: String,
+}
+
+impl FieldError {
+    pub fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+}
+
+/// A password as typed: 8 to 256 characters. Deliberately neither `Serialize` nor
+/// `Display`, and its `Debug` hides it, so it cannot leak into a log or an event.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Password(String);
+
+impl Password {
+    /// Checks the length.
+    ///
+    /// # Errors
+    /// A message when it is shorter than 8 or longer than 256 characters.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        match text.chars().count() {
+            0..=7 => Err("password must be at least 8 characters".into()),
+            257.. => Err("password must be at most 256 characters".into()),
+            _ => Ok(Self(text.to_owned())),
+        }
+    }
+
+    /// The secret itself, for hashing or checking only.
+    #[must_use]
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Password {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Password(<redacted>)")
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -368,6 +415,14 @@ mod tests {
         assert!(Tags::parse(&many[..20]).is_ok());
         assert!(Tags::parse(&["x".repeat(41)]).is_err());
         assert!(Tags::parse(&["a,b"]).is_err());
+    }
+
+    #[test]
+    fn a_password_is_8_to_256_characters_and_never_shown() {
+        assert!(Password::parse("short").is_err());
+        let p = Password::parse("correct horse").unwrap();
+        assert_eq!(format!("{p:?}"), "Password(<redacted>)");
+        assert!(Password::parse(&"x".repeat(257)).is_err());
     }
 
     #[test]

@@ -71,12 +71,14 @@ impl Database {
     }
 }
 
-/// Runs the same code against whichever pool `$db` holds.
+/// Runs the same code against whichever pool a [`Database`] holds: the code is
+/// compiled once per backend, so it can use `sqlx` generically.
+#[macro_export]
 macro_rules! on_pool {
     ($db:expr, |$pool:ident| $body:expr) => {
         match $db {
-            Database::Sqlite($pool) => $body,
-            Database::Postgres($pool) => $body,
+            $crate::store::Database::Sqlite($pool) => $body,
+            $crate::store::Database::Postgres($pool) => $body,
         }
     };
 }

@@ -1,0 +1,411 @@
+//! Sites, users, passwords and sign-in.
+
+use crm_events::catalog::user::{UserLoggedIn, UserLoggedOut, UserPasswordChanged};
+use crm_events::catalog::values::{EndReason, Role};
+use crm_events::ids::{CorrelationId, ImpersonationId, SiteId, UserId};
+use crm_events::{DomainEvent, ExpectedVersion, Metadata, StreamAppend};
+
+use super::aggregates::{load_site, load_user, site_stream, user_stream, Loaded};
+use super::sessions::{self, SessionRow};
+use super::{expect, App, AppError, RequestContext, Written, SESSION_LIFETIME};
+use crate::domain::policy::{authorize, may_impersonate, Action, Caller};
+use crate::domain::site::{self, Site, SiteSettingsEdit};
+use crate::domain::user::{self, User};
+use crate::domain::values::{Email, Password, PersonName, SiteName};
+
+/// A new site and its owner.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CreatedSite {
+    pub site_id: SiteId,
+    pub owner_id: UserId,
+}
+
+impl App {
+    /// Creates a site with its owner. Done by the operator (the command line), so
+    /// the actor is [`UserId::SYSTEM`].
+    ///
+    /// # Errors
+    /// [`AppError::Conflict`] when the email is taken; store failures.
+    pub async fn create_site(
+        &self,
+        name: SiteName,
+        owner_name: PersonName,
+        owner_email: Email,
+        password: Password,
+    ) -> Result<CreatedSite, AppError> {
+        let site_id = SiteId::generate();
+        let owner_id = UserId::generate();
+        let hash = sessions::hash_password(password).await?;
+        let db = self.store.database();
+        sessions::insert_credentials(db, owner_id, site_id, &owner_email, &hash).await?;
+        let owner = DomainEvent::from(crm_events::catalog::user::UserCreated {
+            name: owner_name.into_inner(),
+            email: owner_email.as_str().to_owned(),
+            role: Role::Owner,
+        });
+        let appended = self
+            .store
+            .append_atomic(
+                vec![
+                    StreamAppend {
+                        site_id,
+                        stream: site_stream(site_id),
+                        expected: ExpectedVersion::NoStream,
+                        events: site::create(name)
+                            .iter()
+                            .map(DomainEvent::to_new_event)
+                            .collect(),
+                    },
+                    StreamAppend {
+                        site_id,
+                        stream: user_stream(owner_id),
+                        expected: ExpectedVersion::NoStream,
+                        events: vec![owner.to_new_event()],
+                    },
+                ],
+                Metadata::acting_as_self(UserId::SYSTEM),
+            )
+            .await;
+        if let Err(error) = appended {
+            sessions::delete_credentials(db, owner_id).await?;
+            return Err(error.into());
+        }
+        Ok(CreatedSite { site_id, owner_id })
+    }
+
+    /// Signs in with email and password; returns the bearer token and the context
+    /// of the new session.
+    ///
+    /// # Errors
+    /// [`AppError::Unauthenticated`] for a wrong email or password (the same answer
+    /// for both) or a deactivated account.
+    pub async fn login(
+        &self,
+        email: &str,
+        password: &str,
+        correlation_id: CorrelationId,
+    ) -> Result<(String, RequestContext), AppError> {
+        let db = self.store.database();
+        let found = sessions::find_credentials(db, email).await?;
+        let (user_id, hash) = match found {
+            Some((user, hash)) => (Some(user), Some(hash)),
+            None => (None, None),
+        };
+        if !sessions::verify_password(hash, password.to_owned()).await {
+            return Err(AppError::Unauthenticated("wrong email or password"));
+        }
+        let user = load_user(
+            &self.store,
+            user_id.ok_or(AppError::Unauthenticated("wrong email or password"))?,
+        )
+        .await?
+        .state;
+        if !user.active {
+            return Err(AppError::Unauthenticated("this account is deactivated"));
+        }
+        let token = sessions::new_token()?;
+        let token_hash = sessions::token_hash(&token);
+        let now = self.clock.now();
+        sessions::insert_session(
+            db,
+            &token_hash,
+            user.id,
+            user.site_id,
+            now,
+            now + SESSION_LIFETIME,
+        )
+        .await?;
+        let ctx = RequestContext {
+            caller: Caller::as_self(user.view()),
+            session: token_hash,
+            correlation_id,
+            idempotency_key: None,
+        };
+        self.record(
+            &ctx,
+            user_stream(user.id),
+            ExpectedVersion::Any,
+            vec![UserLoggedIn {}.into()],
+        )
+        .await?;
+        Ok((token, ctx))
+    }
+
+    /// Resolves a bearer token into the request's context. Re-checks an ongoing
+    /// impersonation on every request: an expired one ends (recorded as expired at its
+    /// expiry time), one the policy no longer allows is revoked, and in both cases the
+    /// request acts as the admin again.
+    ///
+    /// # Errors
+    /// [`AppError::Unauthenticated`] for an unknown, ended or expired session, or a
+    /// deactivated user.
+    pub async fn authenticate(
+        &self,
+        token: &str,
+        correlation_id: CorrelationId,
+        idempotency_key: Option<String>,
+    ) -> Result<RequestContext, AppError> {
+        let db = self.store.database();
+        let token_hash = sessions::token_hash(token);
+        let now = self.clock.now();
+        let session = sessions::find_live_session(db, &token_hash, now)
+            .await?
+            .ok_or(AppError::Unauthenticated(
+                "sign in first: the session is missing, expired or ended",
+            ))?;
+        let actor = load_user(&self.store, UserId::from_uuid(session.user_id))
+            .await?
+            .state;
+        if !actor.active {
+            sessions::end_session(db, &token_hash, now).await?;
+            return Err(AppError::Unauthenticated("this account is deactivated"));
+        }
+        let mut ctx = RequestContext {
+            caller: Caller::as_self(actor.view()),
+            session: token_hash,
+            correlation_id,
+            idempotency_key,
+        };
+        if let Some(subject) = self.ongoing_impersonation(&ctx, &session).await? {
+            ctx.caller = Caller {
+                actor: actor.view(),
+                subject: subject.1.view(),
+                impersonation: Some(subject.0),
+            };
+        }
+        Ok(ctx)
+    }
+
+    /// The impersonation the session is in, if it is still allowed; ends it otherwise.
+    async fn ongoing_impersonation(
+        &self,
+        ctx: &RequestContext,
+        session: &SessionRow,
+    ) -> Result<Option<(ImpersonationId, User)>, AppError> {
+        let (Some(id), Some(subject_id)) = (session.impersonation_id, session.impersonated_user_id)
+        else {
+            return Ok(None);
+        };
+        let id = ImpersonationId::from_uuid(id);
+        let subject = load_user(&self.store, UserId::from_uuid(subject_id))
+            .await?
+            .state;
+        let rules = load_site(&self.store, ctx.site()).await?.state.rules;
+        let allowed = may_impersonate(&ctx.caller, &subject.view(), &rules, true).is_ok();
+        let session_state = super::aggregates::load_impersonation(&self.store, id)
+            .await?
+            .state;
+        if allowed && session_state.is_live(self.clock.now()) {
+            return Ok(Some((id, subject)));
+        }
+        self.end_impersonation_of(ctx, id, subject.id, EndReason::Revoked)
+            .await?;
+        Ok(None)
+    }
+
+    /// Signs out: ends the session, and any impersonation in it (`logged_out`).
+    ///
+    /// # Errors
+    /// Store failures.
+    pub async fn logout(&self, ctx: &RequestContext) -> Result<Written, AppError> {
+        if let Some(id) = ctx.impersonation() {
+            self.end_impersonation_of(ctx, id, ctx.subject(), EndReason::LoggedOut)
+                .await?;
+        }
+        sessions::end_session(self.store.database(), &ctx.session, self.clock.now()).await?;
+        let as_admin = ctx.as_actor();
+        self.record(
+            &as_admin,
+            user_stream(ctx.actor()),
+            ExpectedVersion::Any,
+            vec![UserLoggedOut {}.into()],
+        )
+        .await
+    }
+
+    /// The user `id` of the caller's site.
+    ///
+    /// # Errors
+    /// [`AppError::NotFound`] when there is no such user on the caller's site.
+    pub async fn user(&self, ctx: &RequestContext, id: UserId) -> Result<Loaded<User>, AppError> {
+        let loaded = load_user(&self.store, id).await?;
+        if loaded.state.site_id != ctx.site() {
+            return Err(AppError::NotFound("user"));
+        }
+        Ok(loaded)
+    }
+
+    /// Creates a user of the caller's site.
+    ///
+    /// # Errors
+    /// [`AppError::Forbidden`] / [`AppError::ImpersonationForbidden`] from the policy,
+    /// [`AppError::Conflict`] when the email is taken.
+    pub async fn create_user(
+        &self,
+        ctx: &RequestContext,
+        name: PersonName,
+        email: Email,
+        role: Role,
+        password: Password,
+    ) -> Result<(User, Written), AppError> {
+        authorize(&ctx.caller, Action::ManageUsers)?;
+        let events = user::create(&ctx.caller.subject, name, &email, role)?;
+        let id = UserId::from_uuid(ctx.new_id("user"));
+        let hash = sessions::hash_password(password).await?;
+        let db = self.store.database();
+        sessions::insert_credentials(db, id, ctx.site(), &email, &hash).await?;
+        let written = match self
+            .record(ctx, user_stream(id), ExpectedVersion::NoStream, events)
+            .await
+        {
+            Ok(written) => written,
+            Err(error) => {
+                sessions::delete_credentials(db, id).await?;
+                return Err(error);
+            }
+        };
+        Ok((load_user(&self.store, id).await?.state, written))
+    }
+
+    /// Changes a user's role and/or active flag. Deactivation signs the user out
+    /// everywhere; any impersonation the change no longer allows is revoked.
+    ///
+    /// # Errors
+    /// As [`App::create_user`]; [`AppError::NotFound`] for a user of another site;
+    /// [`AppError::Conflict`] for a stale `if_match`.
+    pub async fn update_user(
+        &self,
+        ctx: &RequestContext,
+        id: UserId,
+        role: Option<Role>,
+        active: Option<bool>,
+        if_match: Option<u64>,
+    ) -> Result<(User, Written), AppError> {
+        authorize(&ctx.caller, Action::ManageUsers)?;
+        let target = self.user(ctx, id).await?;
+        let by = &ctx.caller.subject;
+        let mut events = Vec::new();
+        if let Some(role) = role {
+            events.extend(user::change_role(by, &target.state, role)?);
+        }
+        if let Some(active) = active {
+            events.extend(user::set_active(by, &target.state, active)?);
+        }
+        let expected = expect(if_match, target.version)?;
+        let written = self.record(ctx, user_stream(id), expected, events).await?;
+        let updated = load_user(&self.store, id).await?.state;
+        if !updated.active {
+            sessions::end_sessions_of(self.store.database(), id, self.clock.now()).await?;
+        }
+        self.revoke_impersonations_involving(ctx, id).await?;
+        Ok((updated, written))
+    }
+
+    /// Re-checks every open impersonation in which `user` takes part, and revokes
+    /// those the policy no longer allows.
+    pub(crate) async fn revoke_impersonations_involving(
+        &self,
+        ctx: &RequestContext,
+        user: UserId,
+    ) -> Result<(), AppError> {
+        let db = self.store.database();
+        for session in sessions::impersonations_involving(db, user).await? {
+            let (Some(id), Some(subject)) =
+                (session.impersonation_id, session.impersonated_user_id)
+            else {
+                continue;
+            };
+            let admin = load_user(&self.store, UserId::from_uuid(session.user_id))
+                .await?
+                .state;
+            let subject = load_user(&self.store, UserId::from_uuid(subject))
+                .await?
+                .state;
+            let rules = load_site(&self.store, admin.site_id).await?.state.rules;
+            let admin_caller = Caller::as_self(admin.view());
+            if may_impersonate(&admin_caller, &subject.view(), &rules, true).is_err() {
+                let token_hash: [u8; 32] =
+                    session.token_hash.as_slice().try_into().unwrap_or([0; 32]);
+                let theirs = RequestContext {
+                    caller: admin_caller,
+                    session: token_hash,
+                    correlation_id: ctx.correlation_id,
+                    idempotency_key: None,
+                };
+                self.end_impersonation_of(
+                    &theirs,
+                    ImpersonationId::from_uuid(id),
+                    subject.id,
+                    EndReason::Revoked,
+                )
+                .await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Changes the caller's own password.
+    ///
+    /// # Errors
+    /// [`AppError::ImpersonationForbidden`] while impersonating;
+    /// [`AppError::Validation`] when the current password is wrong.
+    pub async fn change_password(
+        &self,
+        ctx: &RequestContext,
+        current: &str,
+        new: Password,
+    ) -> Result<Written, AppError> {
+        authorize(&ctx.caller, Action::ChangeOwnPassword)?;
+        let db = self.store.database();
+        let stored = sessions::password_hash_of(db, ctx.actor()).await?;
+        if !sessions::verify_password(stored, current.to_owned()).await {
+            return Err(AppError::invalid(
+                "current_password",
+                "the current password is wrong",
+            ));
+        }
+        let hash = sessions::hash_password(new).await?;
+        sessions::set_password_hash(db, ctx.actor(), &hash).await?;
+        self.record(
+            ctx,
+            user_stream(ctx.actor()),
+            ExpectedVersion::Any,
+            vec![UserPasswordChanged {}.into()],
+        )
+        .await
+    }
+
+    /// The caller's site with its impersonation settings.
+    ///
+    /// # Errors
+    /// [`AppError::Forbidden`] unless owner or admin.
+    pub async fn site_settings(&self, ctx: &RequestContext) -> Result<Loaded<Site>, AppError> {
+        authorize(&ctx.caller, Action::ReadSiteSettings)?;
+        load_site(&self.store, ctx.site()).await
+    }
+
+    /// Changes the site's impersonation settings (owner only). Switching
+    /// impersonation off revokes the sessions in progress on their next request.
+    ///
+    /// # Errors
+    /// [`AppError::Forbidden`], [`AppError::ImpersonationForbidden`],
+    /// [`AppError::Validation`], [`AppError::Conflict`] for a stale `if_match`.
+    pub async fn change_site_settings(
+        &self,
+        ctx: &RequestContext,
+        edit: SiteSettingsEdit,
+        if_match: Option<u64>,
+    ) -> Result<(Site, Written), AppError> {
+        authorize(&ctx.caller, Action::ChangeSiteSettings)?;
+        let edit = edit
+            .validate()
+            .map_err(|why| AppError::invalid("impersonation_max_minutes", why))?;
+        let site = load_site(&self.store, ctx.site()).await?;
+        let expected = expect(if_match, site.version)?;
+        let events = site::change_settings(&site.state, edit);
+        let written = self
+            .record(ctx, site_stream(ctx.site()), expected, events)
+            .await?;
+        Ok((load_site(&self.store, ctx.site()).await?.state, written))
+    }
+}

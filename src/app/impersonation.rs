@@ -1,0 +1,125 @@
+//! "Log in as user" and "Return to Admin".
+
+use crm_events::catalog::values::EndReason;
+use crm_events::ids::{ImpersonationId, UserId};
+use crm_events::ExpectedVersion;
+
+use super::aggregates::{impersonation_stream, load_impersonation, load_site, load_user};
+use super::sessions;
+use super::{App, AppError, RequestContext};
+use crate::domain::impersonation;
+use crate::domain::policy::{may_impersonate, Caller};
+use crate::domain::values::Reason;
+
+impl App {
+    /// The caller (an owner or admin) starts acting as the agent `target`. Returns
+    /// the context the session's next requests will have.
+    ///
+    /// # Errors
+    /// [`AppError::Conflict`] when already impersonating; [`AppError::NotFound`] for
+    /// an unknown user; [`AppError::Forbidden`] for a disallowed caller or target, or
+    /// when the site has it switched off; [`AppError::Validation`] when a required
+    /// reason is missing or too long.
+    pub async fn start_impersonation(
+        &self,
+        ctx: &RequestContext,
+        target: UserId,
+        reason: Option<&str>,
+    ) -> Result<RequestContext, AppError> {
+        if ctx.caller.is_impersonating() {
+            return Err(AppError::Conflict(
+                "already logged in as another user: return to admin first".into(),
+            ));
+        }
+        let reason = match reason.map(str::trim).filter(|r| !r.is_empty()) {
+            None => None,
+            Some(text) => {
+                Some(Reason::parse(text).map_err(|why| AppError::invalid("reason", why))?)
+            }
+        };
+        let target = load_user(&self.store, target).await?.state;
+        let rules = load_site(&self.store, ctx.site()).await?.state.rules;
+        may_impersonate(&ctx.caller, &target.view(), &rules, reason.is_some())?;
+
+        let id = ImpersonationId::from_uuid(ctx.new_id("impersonation"));
+        let db = self.store.database();
+        if !sessions::set_impersonation(db, &ctx.session, Some((id, target.id))).await? {
+            return Err(AppError::Conflict(
+                "already logged in as another user: return to admin first".into(),
+            ));
+        }
+        let acting = RequestContext {
+            caller: Caller {
+                actor: ctx.caller.actor,
+                subject: target.view(),
+                impersonation: Some(id),
+            },
+            ..ctx.clone()
+        };
+        let events = impersonation::start(
+            ctx.actor(),
+            target.id,
+            reason,
+            self.clock.now(),
+            rules.max_minutes,
+        );
+        if let Err(error) = self
+            .record(
+                &acting,
+                impersonation_stream(id),
+                ExpectedVersion::NoStream,
+                events,
+            )
+            .await
+        {
+            sessions::set_impersonation(db, &ctx.session, None).await?;
+            return Err(error);
+        }
+        Ok(acting)
+    }
+
+    /// "Return to Admin": ends the impersonation; the session acts as the admin again.
+    ///
+    /// # Errors
+    /// [`AppError::Conflict`] when not impersonating.
+    pub async fn return_to_admin(&self, ctx: &RequestContext) -> Result<RequestContext, AppError> {
+        let Some(id) = ctx.impersonation() else {
+            return Err(AppError::Conflict("not logged in as another user".into()));
+        };
+        self.end_impersonation_of(ctx, id, ctx.subject(), EndReason::Returned)
+            .await?;
+        Ok(ctx.as_actor())
+    }
+
+    /// Records the end of impersonation `id` (as the admin, about the subject) and
+    /// takes the admin's session out of it. Ending an already ended session records
+    /// nothing.
+    pub(crate) async fn end_impersonation_of(
+        &self,
+        admin_ctx: &RequestContext,
+        id: ImpersonationId,
+        subject: UserId,
+        reason: EndReason,
+    ) -> Result<(), AppError> {
+        let session = load_impersonation(&self.store, id).await?;
+        let events = impersonation::end(&session.state, reason, self.clock.now());
+        let mut about_subject = admin_ctx.as_actor();
+        about_subject.caller.subject.id = subject;
+        about_subject.caller.impersonation = Some(id);
+        let recorded = self
+            .record(
+                &about_subject,
+                impersonation_stream(id),
+                ExpectedVersion::Exact(session.version),
+                events,
+            )
+            .await;
+        match recorded {
+            // Another request ended it first: it is ended either way.
+            Ok(_) | Err(AppError::Conflict(_)) => {}
+            Err(other) => return Err(other),
+        }
+        sessions::set_impersonation(self.store.database(), &admin_ctx.session, None).await?;
+        Ok(())
+    }
+}

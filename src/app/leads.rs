@@ -1,0 +1,239 @@
+//! The Lead Manager's commands. They act as the subject: while impersonating, an
+//! admin works exactly the agent's leads, and every event records both.
+
+use crm_events::catalog::values::{Channel, Direction};
+use crm_events::ids::{CommunicationId, LeadId, NoteId, TaskId, UserId};
+use crm_events::{DomainEvent, ExpectedVersion};
+
+use super::aggregates::{lead_stream, load_lead, load_user, Loaded};
+use super::{expect, App, AppError, RequestContext, Written};
+use crate::domain::lead::{self, Lead, LeadEdit, NewLead};
+use crate::domain::policy::{authorize, can_see_lead, Action};
+use crate::domain::values::{DueAt, NoteBody, Summary, TaskTitle};
+
+/// How often a command without `If-Match` retries when another write to the same
+/// lead slipped in between its load and its append.
+const RETRIES: usize = 3;
+
+impl App {
+    /// A lead the subject may see. Others' leads and archived ones are "not found",
+    /// never "forbidden": their existence is not leaked.
+    ///
+    /// # Errors
+    /// [`AppError::NotFound`].
+    pub async fn lead(&self, ctx: &RequestContext, id: LeadId) -> Result<Loaded<Lead>, AppError> {
+        authorize(&ctx.caller, Action::WorkOwnLeads)?;
+        let loaded = match load_lead(&self.store, id).await {
+            Ok(loaded) => loaded,
+            Err(AppError::NotFound(_)) => return Err(AppError::NotFound("lead")),
+            Err(other) => return Err(other),
+        };
+        let visible = can_see_lead(
+            &ctx.caller.subject,
+            loaded.state.site_id,
+            loaded.state.assigned_agent_id,
+        );
+        if !visible || loaded.state.archived {
+            return Err(AppError::NotFound("lead"));
+        }
+        Ok(loaded)
+    }
+
+    /// Creates a lead. Agents' leads are theirs; owners and admins may assign a new
+    /// lead to any active agent (or admin) of the site.
+    ///
+    /// # Errors
+    /// [`AppError::Forbidden`] for an auditor, or an agent naming another assignee;
+    /// [`AppError::Validation`] for an assignee who is not an active user of the site.
+    pub async fn create_lead(
+        &self,
+        ctx: &RequestContext,
+        mut new: NewLead,
+    ) -> Result<(LeadId, Written), AppError> {
+        authorize(&ctx.caller, Action::WorkOwnLeads)?;
+        let subject = ctx.subject();
+        match new.assigned_agent_id {
+            None => new.assigned_agent_id = Some(subject),
+            Some(other) if other != subject => {
+                authorize(&ctx.caller, Action::WorkAllLeads)?;
+                self.check_assignee(ctx, other).await?;
+            }
+            Some(_) => {}
+        }
+        let id = LeadId::from_uuid(ctx.new_id("lead"));
+        let written = self
+            .record(
+                ctx,
+                lead_stream(id),
+                ExpectedVersion::NoStream,
+                lead::create(new),
+            )
+            .await?;
+        Ok((id, written))
+    }
+
+    async fn check_assignee(&self, ctx: &RequestContext, agent: UserId) -> Result<(), AppError> {
+        let assignee = match load_user(&self.store, agent).await {
+            Ok(user) => user.state,
+            Err(AppError::NotFound(_)) => {
+                return Err(AppError::invalid("agent_id", "no such user"))
+            }
+            Err(other) => return Err(other),
+        };
+        if assignee.site_id != ctx.site() {
+            return Err(AppError::invalid("agent_id", "no such user"));
+        }
+        if !assignee.active || assignee.role == crm_events::catalog::values::Role::Auditor {
+            return Err(AppError::invalid(
+                "agent_id",
+                "leads can be assigned to active agents, admins and owners only",
+            ));
+        }
+        Ok(())
+    }
+
+    /// Edits a lead's contact fields, stage and tags.
+    ///
+    /// # Errors
+    /// [`AppError::NotFound`]; [`AppError::Conflict`] for a stale `if_match`.
+    pub async fn edit_lead(
+        &self,
+        ctx: &RequestContext,
+        id: LeadId,
+        edit: LeadEdit,
+        if_match: Option<u64>,
+    ) -> Result<Written, AppError> {
+        self.on_lead(ctx, id, if_match, |lead| lead::edit(lead, edit.clone()))
+            .await
+    }
+
+    /// Assigns a lead to another agent (owners and admins).
+    ///
+    /// # Errors
+    /// [`AppError::Forbidden`] for agents; as [`App::edit_lead`].
+    pub async fn assign_lead(
+        &self,
+        ctx: &RequestContext,
+        id: LeadId,
+        agent: UserId,
+        if_match: Option<u64>,
+    ) -> Result<Written, AppError> {
+        authorize(&ctx.caller, Action::WorkAllLeads)?;
+        self.check_assignee(ctx, agent).await?;
+        self.on_lead(ctx, id, if_match, |lead| lead::assign(lead, agent))
+            .await
+    }
+
+    /// Adds a note; returns its id.
+    ///
+    /// # Errors
+    /// As [`App::edit_lead`].
+    pub async fn add_note(
+        &self,
+        ctx: &RequestContext,
+        id: LeadId,
+        body: NoteBody,
+    ) -> Result<(NoteId, Written), AppError> {
+        let note = NoteId::from_uuid(ctx.new_id("note"));
+        let written = self
+            .on_lead(ctx, id, None, |lead| {
+                lead::add_note(lead, note, body.clone())
+            })
+            .await?;
+        Ok((note, written))
+    }
+
+    /// Creates a task; returns its id.
+    ///
+    /// # Errors
+    /// As [`App::edit_lead`].
+    pub async fn create_task(
+        &self,
+        ctx: &RequestContext,
+        id: LeadId,
+        title: TaskTitle,
+        due_at: DueAt,
+    ) -> Result<(TaskId, Written), AppError> {
+        let task = TaskId::from_uuid(ctx.new_id("task"));
+        let written = self
+            .on_lead(ctx, id, None, |lead| {
+                lead::create_task(lead, task, title.clone(), due_at)
+            })
+            .await?;
+        Ok((task, written))
+    }
+
+    /// Completes a task.
+    ///
+    /// # Errors
+    /// [`AppError::NotFound`] for an unknown task; as [`App::edit_lead`].
+    pub async fn complete_task(
+        &self,
+        ctx: &RequestContext,
+        id: LeadId,
+        task: TaskId,
+    ) -> Result<Written, AppError> {
+        self.on_lead(ctx, id, None, |lead| lead::complete_task(lead, task))
+            .await
+    }
+
+    /// Logs a call, email or text; returns its id.
+    ///
+    /// # Errors
+    /// As [`App::edit_lead`].
+    pub async fn log_communication(
+        &self,
+        ctx: &RequestContext,
+        id: LeadId,
+        channel: Channel,
+        direction: Direction,
+        summary: Summary,
+    ) -> Result<(CommunicationId, Written), AppError> {
+        let communication = CommunicationId::from_uuid(ctx.new_id("communication"));
+        let written = self
+            .on_lead(ctx, id, None, |lead| {
+                lead::log_communication(lead, communication, channel, direction, summary.clone())
+            })
+            .await?;
+        Ok((communication, written))
+    }
+
+    /// Archives a lead.
+    ///
+    /// # Errors
+    /// As [`App::edit_lead`].
+    pub async fn archive_lead(
+        &self,
+        ctx: &RequestContext,
+        id: LeadId,
+        if_match: Option<u64>,
+    ) -> Result<Written, AppError> {
+        self.on_lead(ctx, id, if_match, lead::archive).await
+    }
+
+    /// Loads a visible lead, decides, appends; without `If-Match`, retries a few
+    /// times if another write to the lead came in between.
+    async fn on_lead<F>(
+        &self,
+        ctx: &RequestContext,
+        id: LeadId,
+        if_match: Option<u64>,
+        decide: F,
+    ) -> Result<Written, AppError>
+    where
+        F: Fn(&Lead) -> Result<Vec<DomainEvent>, lead::LeadRejection>,
+    {
+        let mut attempt = 0;
+        loop {
+            let lead = self.lead(ctx, id).await?;
+            let expected = expect(if_match, lead.version)?;
+            let events = decide(&lead.state)?;
+            match self.record(ctx, lead_stream(id), expected, events).await {
+                Err(AppError::Conflict(_)) if if_match.is_none() && attempt < RETRIES => {
+                    attempt += 1
+                }
+                result => return result,
+            }
+        }
+    }
+}

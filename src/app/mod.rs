@@ -1,0 +1,117 @@
+//! The command side: sessions (actor, subject, impersonation), and the command
+//! service that, for each command, loads the aggregate, asks the policy, decides
+//! (purely, in [`crate::domain`]) and appends with optimistic concurrency.
+//!
+//! - [`App`]: the service; its commands live in [`accounts`] (sites, users,
+//!   passwords, sign-in), [`impersonation`] ("Log in as user" and "Return to
+//!   Admin"), [`leads`] and [`settings`].
+//! - [`context`]: the request context every command runs in.
+//! - [`error`]: [`AppError`], every way a command can be refused.
+
+pub mod accounts;
+mod aggregates;
+pub mod clock;
+pub mod context;
+pub mod error;
+pub mod impersonation;
+pub mod leads;
+mod sessions;
+pub mod settings;
+
+use chrono::Duration;
+use crm_events::{
+    AppendOutcome, DomainEvent, EventStore, ExpectedVersion, Position, StreamAppend, StreamKey,
+};
+
+pub use aggregates::Loaded;
+pub use clock::Clock;
+pub use context::RequestContext;
+pub use error::AppError;
+pub use sessions::token_hash;
+
+/// How long a sign-in lasts.
+pub const SESSION_LIFETIME: Duration = Duration::hours(12);
+
+/// What a successful write reports: the global position of its last event (a read
+/// made after it reflects the write) and the aggregate's version after it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Written {
+    pub position: Position,
+    pub version: u64,
+}
+
+/// The command service.
+#[derive(Debug, Clone)]
+pub struct App {
+    store: EventStore,
+    clock: Clock,
+}
+
+impl App {
+    #[must_use]
+    pub fn new(store: EventStore, clock: Clock) -> Self {
+        Self { store, clock }
+    }
+
+    #[must_use]
+    pub fn store(&self) -> &EventStore {
+        &self.store
+    }
+
+    #[must_use]
+    pub fn clock(&self) -> &Clock {
+        &self.clock
+    }
+
+    /// Appends the decided `events` to one stream of the request's site; appends
+    /// nothing when there are none (a change that changes nothing).
+    async fn record(
+        &self,
+        ctx: &RequestContext,
+        stream: StreamKey,
+        expected: ExpectedVersion,
+        events: Vec<DomainEvent>,
+    ) -> Result<Written, AppError> {
+        let version_now = match expected {
+            ExpectedVersion::Exact(v) => v,
+            _ => 0,
+        };
+        if events.is_empty() {
+            return Ok(Written {
+                position: self.store.head().await?,
+                version: version_now,
+            });
+        }
+        let outcome = self
+            .store
+            .append(
+                StreamAppend {
+                    site_id: ctx.site(),
+                    stream,
+                    expected,
+                    events: events.iter().map(DomainEvent::to_new_event).collect(),
+                },
+                ctx.metadata(),
+            )
+            .await?;
+        Ok(written(&outcome))
+    }
+}
+
+fn written(outcome: &AppendOutcome) -> Written {
+    Written {
+        position: outcome.last_position,
+        version: outcome.streams.first().map_or(0, |s| s.version),
+    }
+}
+
+/// The version a write must find: the client's `If-Match` when it sent one (a stale
+/// one is a conflict), else the version just loaded.
+fn expect(if_match: Option<u64>, loaded: u64) -> Result<ExpectedVersion, AppError> {
+    match if_match {
+        Some(v) if v != loaded => Err(AppError::Conflict(format!(
+            "version {v} is stale: the resource is at version {loaded}"
+        ))),
+        _ => Ok(ExpectedVersion::Exact(loaded)),
+    }
+}

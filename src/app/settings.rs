@@ -1,0 +1,113 @@
+//! Settings, templates and communication tools: the subject's own.
+
+use crm_events::catalog::values::TemplateKind;
+use crm_events::ids::TemplateId;
+use crm_events::DomainEvent;
+
+use super::aggregates::{load_settings, settings_stream, Loaded};
+use super::{expect, App, AppError, RequestContext, Written};
+use crate::domain::policy::{authorize, Action};
+use crate::domain::settings::{self, Settings, SettingsChange, SettingsRejection, TemplateEdit};
+use crate::domain::values::{TemplateBody, TemplateName, TemplateSubject};
+
+impl App {
+    /// The subject's settings and templates.
+    ///
+    /// # Errors
+    /// Store failures.
+    pub async fn settings(&self, ctx: &RequestContext) -> Result<Loaded<Settings>, AppError> {
+        authorize(&ctx.caller, Action::ManageOwnSettings)?;
+        load_settings(&self.store, ctx.subject()).await
+    }
+
+    /// Changes settings keys.
+    ///
+    /// # Errors
+    /// [`AppError::Conflict`] for a stale `if_match`.
+    pub async fn change_settings(
+        &self,
+        ctx: &RequestContext,
+        change: SettingsChange,
+        if_match: Option<u64>,
+    ) -> Result<Written, AppError> {
+        self.on_settings(ctx, if_match, |s| Ok(settings::change(s, change.clone())))
+            .await
+    }
+
+    /// Creates a template; returns its id.
+    ///
+    /// # Errors
+    /// [`AppError::Validation`] for a subject that does not fit the kind.
+    pub async fn create_template(
+        &self,
+        ctx: &RequestContext,
+        kind: TemplateKind,
+        name: TemplateName,
+        subject: Option<TemplateSubject>,
+        body: TemplateBody,
+    ) -> Result<(TemplateId, Written), AppError> {
+        let id = TemplateId::from_uuid(ctx.new_id("template"));
+        let written = self
+            .on_settings(ctx, None, |_| {
+                settings::create_template(id, kind, name.clone(), subject.clone(), body.clone())
+            })
+            .await?;
+        Ok((id, written))
+    }
+
+    /// Edits a template.
+    ///
+    /// # Errors
+    /// [`AppError::NotFound`] for an unknown template.
+    pub async fn update_template(
+        &self,
+        ctx: &RequestContext,
+        id: TemplateId,
+        edit: TemplateEdit,
+    ) -> Result<Written, AppError> {
+        self.on_settings(ctx, None, |s| {
+            settings::update_template(s, id, edit.clone())
+        })
+        .await
+    }
+
+    /// Deletes a template.
+    ///
+    /// # Errors
+    /// [`AppError::NotFound`] for an unknown template.
+    pub async fn delete_template(
+        &self,
+        ctx: &RequestContext,
+        id: TemplateId,
+    ) -> Result<Written, AppError> {
+        self.on_settings(ctx, None, |s| settings::delete_template(s, id))
+            .await
+    }
+
+    async fn on_settings<F>(
+        &self,
+        ctx: &RequestContext,
+        if_match: Option<u64>,
+        decide: F,
+    ) -> Result<Written, AppError>
+    where
+        F: Fn(&Settings) -> Result<Vec<DomainEvent>, SettingsRejection>,
+    {
+        let mut attempt = 0;
+        loop {
+            let current = self.settings(ctx).await?;
+            let expected = match (if_match, current.version) {
+                (None, 0) => crm_events::ExpectedVersion::NoStream,
+                _ => expect(if_match, current.version)?,
+            };
+            let events = decide(&current.state)?;
+            match self
+                .record(ctx, settings_stream(ctx.subject()), expected, events)
+                .await
+            {
+                Err(AppError::Conflict(_)) if if_match.is_none() && attempt < 3 => attempt += 1,
+                result => return result,
+            }
+        }
+    }
+}

@@ -89,9 +89,8 @@ pub(crate) async fn insert_credentials(
     email: &Email,
     password_hash: &str,
 ) -> Result<(), AppError> {
-    let result =
-        on_pool!(db, |pool| {
-            sqlx::query(
+    let result = on_pool!(db, |pool| {
+        sqlx::query(
         "INSERT INTO credentials (user_id, site_id, email, password_hash) VALUES ($1, $2, $3, $4)"
     )
     .bind(user.as_uuid())
@@ -101,7 +100,7 @@ pub(crate) async fn insert_credentials(
     .execute(pool)
     .await
     .map(drop)
-        });
+    });
     match result {
         Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
             Err(AppError::Conflict(format!("{email} is already in use")))

@@ -26,6 +26,7 @@ backend_tests!(
     users_are_managed_by_role_and_emails_are_unique,
     no_password_hash_or_token_enters_the_log,
     nothing_crosses_sites,
+    a_retried_command_with_the_same_idempotency_key_lands_once,
 );
 
 fn settings_change(value: serde_json::Value) -> SettingsChange {
@@ -75,7 +76,7 @@ async fn the_same_changes_as_the_agent_and_as_an_impersonating_admin_differ_only
     .await
     .unwrap();
     let acting = app
-        .start_impersonation(&s.admin.ctx, s.agent1.id, Some("Update Dana"))
+        .start_impersonation(&s.admin.ctx, s.agent1.id, reason("Update Dana"))
         .await
         .unwrap();
     let as_admin = make_changes(&app, &acting, second).await;
@@ -528,4 +529,61 @@ async fn nothing_crosses_sites(db: &TestDatabase) {
     }
     assert!(app.store().verify(Some(a.id)).await.unwrap().ok);
     assert!(app.store().verify(Some(b.id)).await.unwrap().ok);
+}
+
+async fn a_retried_command_with_the_same_idempotency_key_lands_once(db: &TestDatabase) {
+    let app = app(db).await;
+    let s = site(&app, "Demo Realty", "demo.example").await;
+    let keyed = |key: &str| {
+        s.agent1.ctx.clone().for_request(
+            crm_events::ids::CorrelationId::generate(),
+            Some(key.to_owned()),
+        )
+    };
+    let (lead, first) = app
+        .create_lead(&keyed("create-1"), new_lead("Dana"))
+        .await
+        .unwrap();
+    let (again, retry) = app
+        .create_lead(&keyed("create-1"), new_lead("Dana"))
+        .await
+        .unwrap();
+    assert_eq!(
+        (again, retry.position),
+        (lead, first.position),
+        "the same lead, nothing new"
+    );
+    let (note, noted) = app
+        .add_note(
+            &keyed("note-1"),
+            lead,
+            NoteBody::parse("Call after 5").unwrap(),
+        )
+        .await
+        .unwrap();
+    let (same_note, renoted) = app
+        .add_note(
+            &keyed("note-1"),
+            lead,
+            NoteBody::parse("Call after 5").unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!((same_note, renoted.position), (note, noted.position));
+    assert_eq!(head(&app).await, noted.position);
+    let reused = app
+        .add_note(
+            &keyed("note-1"),
+            lead,
+            NoteBody::parse("Something else").unwrap(),
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(reused, AppError::Conflict(_)), "{reused:?}");
+    // Without a key, the same command is a new one.
+    let (other, _) = app
+        .create_lead(&s.agent1.ctx, new_lead("Dana"))
+        .await
+        .unwrap();
+    assert_ne!(other, lead);
 }

@@ -22,6 +22,7 @@ backend_tests!(
     deactivating_or_demoting_revokes_the_impersonation,
     switching_impersonation_off_revokes_sessions_in_progress,
     signing_out_ends_the_impersonation_and_the_session,
+    the_sites_maximum_duration_is_honoured,
 );
 
 async fn an_admin_logs_in_as_an_agent_and_returns_to_admin(db: &TestDatabase) {
@@ -33,7 +34,7 @@ async fn an_admin_logs_in_as_an_agent_and_returns_to_admin(db: &TestDatabase) {
         .start_impersonation(
             &s.admin.ctx,
             s.agent1.id,
-            Some("Fix Dana's follow-up template"),
+            reason("Fix Dana's follow-up template"),
         )
         .await
         .unwrap();
@@ -79,7 +80,7 @@ async fn an_admin_logs_in_as_an_agent_and_returns_to_admin(db: &TestDatabase) {
     );
     // No nesting.
     let nested = app
-        .start_impersonation(&next, s.agent2.id, Some("x"))
+        .start_impersonation(&next, s.agent2.id, reason("x"))
         .await
         .unwrap_err();
     assert!(matches!(nested, AppError::Conflict(_)), "{nested:?}");
@@ -112,7 +113,7 @@ async fn an_admin_logs_in_as_an_agent_and_returns_to_admin(db: &TestDatabase) {
 
     // The owner may too.
     let owner_acting = app
-        .start_impersonation(&s.owner.ctx, s.agent2.id, Some("Check settings"))
+        .start_impersonation(&s.owner.ctx, s.agent2.id, reason("Check settings"))
         .await
         .unwrap();
     assert_eq!(owner_acting.subject(), s.agent2.id);
@@ -143,13 +144,13 @@ async fn disallowed_callers_and_targets_are_refused_and_append_nothing(db: &Test
     ];
     for (caller, target, case) in forbidden {
         let error = app
-            .start_impersonation(&caller.ctx, target, Some("reason"))
+            .start_impersonation(&caller.ctx, target, reason("reason"))
             .await
             .unwrap_err();
         assert!(matches!(error, AppError::Forbidden(_)), "{case}: {error:?}");
     }
     let missing = app
-        .start_impersonation(&s.admin.ctx, s.agent1.id, Some("   "))
+        .start_impersonation(&s.admin.ctx, s.agent1.id, reason("   "))
         .await
         .unwrap_err();
     assert!(
@@ -157,7 +158,11 @@ async fn disallowed_callers_and_targets_are_refused_and_append_nothing(db: &Test
         "{missing:?}"
     );
     let unknown = app
-        .start_impersonation(&s.admin.ctx, crm_events::ids::UserId::generate(), Some("r"))
+        .start_impersonation(
+            &s.admin.ctx,
+            crm_events::ids::UserId::generate(),
+            reason("r"),
+        )
         .await
         .unwrap_err();
     assert!(matches!(unknown, AppError::NotFound(_)), "{unknown:?}");
@@ -186,7 +191,7 @@ async fn the_reserved_actions_are_refused_while_impersonating_and_append_nothing
     let app = app(db).await;
     let s = site(&app, "Demo Realty", "demo.example").await;
     let acting = app
-        .start_impersonation(&s.owner.ctx, s.agent1.id, Some("Help"))
+        .start_impersonation(&s.owner.ctx, s.agent1.id, reason("Help"))
         .await
         .unwrap();
     let before = head(&app).await;
@@ -249,7 +254,7 @@ async fn an_expired_impersonation_acts_as_the_admin_again_and_is_recorded_as_exp
     let app = app(db).await;
     let s = site(&app, "Demo Realty", "demo.example").await;
     let acting = app
-        .start_impersonation(&s.admin.ctx, s.agent1.id, Some("Help"))
+        .start_impersonation(&s.admin.ctx, s.agent1.id, reason("Help"))
         .await
         .unwrap();
     let id = acting.impersonation().unwrap();
@@ -292,7 +297,7 @@ async fn deactivating_or_demoting_revokes_the_impersonation(db: &TestDatabase) {
     let s = site(&app, "Demo Realty", "demo.example").await;
 
     // The subject deactivated.
-    app.start_impersonation(&s.admin.ctx, s.agent1.id, Some("Help"))
+    app.start_impersonation(&s.admin.ctx, s.agent1.id, reason("Help"))
         .await
         .unwrap();
     let before = head(&app).await;
@@ -312,7 +317,7 @@ async fn deactivating_or_demoting_revokes_the_impersonation(db: &TestDatabase) {
     );
 
     // The admin demoted.
-    app.start_impersonation(&s.admin2.ctx, s.agent2.id, Some("Help"))
+    app.start_impersonation(&s.admin2.ctx, s.agent2.id, reason("Help"))
         .await
         .unwrap();
     let before = head(&app).await;
@@ -330,7 +335,7 @@ async fn deactivating_or_demoting_revokes_the_impersonation(db: &TestDatabase) {
 async fn switching_impersonation_off_revokes_sessions_in_progress(db: &TestDatabase) {
     let app = app(db).await;
     let s = site(&app, "Demo Realty", "demo.example").await;
-    app.start_impersonation(&s.admin.ctx, s.agent1.id, Some("Help"))
+    app.start_impersonation(&s.admin.ctx, s.agent1.id, reason("Help"))
         .await
         .unwrap();
     app.change_site_settings(
@@ -348,7 +353,7 @@ async fn switching_impersonation_off_revokes_sessions_in_progress(db: &TestDatab
     assert_eq!(next.impersonation(), None);
     assert_eq!(ended_reasons(&app, before).await, [EndReason::Revoked]);
     let error = app
-        .start_impersonation(&next, s.agent1.id, Some("again"))
+        .start_impersonation(&next, s.agent1.id, reason("again"))
         .await
         .unwrap_err();
     assert!(matches!(error, AppError::Forbidden(_)), "{error:?}");
@@ -358,7 +363,7 @@ async fn signing_out_ends_the_impersonation_and_the_session(db: &TestDatabase) {
     let app = app(db).await;
     let s = site(&app, "Demo Realty", "demo.example").await;
     let acting = app
-        .start_impersonation(&s.admin.ctx, s.agent1.id, Some("Help"))
+        .start_impersonation(&s.admin.ctx, s.agent1.id, reason("Help"))
         .await
         .unwrap();
     let before = head(&app).await;
@@ -395,4 +400,29 @@ async fn ended_reasons(app: &crm::app::App, after: crm_events::Position) -> Vec<
             _ => None,
         })
         .collect()
+}
+
+async fn the_sites_maximum_duration_is_honoured(db: &TestDatabase) {
+    let app = app(db).await;
+    let s = site(&app, "Demo Realty", "demo.example").await;
+    let edit = SiteSettingsEdit {
+        max_minutes: Some(15),
+        ..Default::default()
+    };
+    app.change_site_settings(&s.owner.ctx, edit, None)
+        .await
+        .unwrap();
+    let acting = app
+        .start_impersonation(&s.admin.ctx, s.agent1.id, reason("Quick fix"))
+        .await
+        .unwrap();
+    app.clock().advance(Duration::minutes(14));
+    assert_eq!(
+        again(&app, &s.admin).await.impersonation(),
+        acting.impersonation()
+    );
+    app.clock().advance(Duration::minutes(2));
+    let before = head(&app).await;
+    assert_eq!(again(&app, &s.admin).await.impersonation(), None);
+    assert_eq!(ended_reasons(&app, before).await, [EndReason::Expired]);
 }

@@ -8,7 +8,8 @@ use crm_events::backend_tests;
 use crm_events::ids::{CorrelationId, ImpersonationId, SiteId, UserId};
 use crm_events::testing::TestDatabase;
 use crm_events::{
-    EventStore, ExpectedVersion, Metadata, NewEvent, Position, StoreError, StreamKey, StreamType,
+    EventStore, ExpectedVersion, Metadata, NewEvent, Position, StoreError, StreamAppend, StreamKey,
+    StreamType,
 };
 use futures_util::StreamExt;
 use support::*;
@@ -173,6 +174,19 @@ async fn a_retry_with_the_same_idempotency_key_appends_nothing(db: &TestDatabase
     assert_eq!(retry.streams, first.streams);
     assert_eq!(retry.last_position, first.last_position);
     assert_eq!(store.head().await.unwrap(), Position(1));
+
+    // A retry made after the first attempt landed expects the new version: still a retry.
+    let late_retry = StreamAppend {
+        expected: ExpectedVersion::Exact(1),
+        ..request.clone()
+    };
+    assert!(
+        store
+            .append(late_retry, meta.clone())
+            .await
+            .unwrap()
+            .replayed
+    );
 
     let different = append(site, stream, ExpectedVersion::Any, vec![tagged("other")]);
     let reused = store.append(different, meta.clone()).await;

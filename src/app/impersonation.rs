@@ -18,25 +18,19 @@ impl App {
     /// # Errors
     /// [`AppError::Conflict`] when already impersonating; [`AppError::NotFound`] for
     /// an unknown user; [`AppError::Forbidden`] for a disallowed caller or target, or
-    /// when the site has it switched off; [`AppError::Validation`] when a required
-    /// reason is missing or too long.
+    /// when the site has it switched off; [`AppError::Validation`] when the site
+    /// requires a reason and there is none.
     pub async fn start_impersonation(
         &self,
         ctx: &RequestContext,
         target: UserId,
-        reason: Option<&str>,
+        reason: Option<Reason>,
     ) -> Result<RequestContext, AppError> {
         if ctx.caller.is_impersonating() {
             return Err(AppError::Conflict(
                 "already logged in as another user: return to admin first".into(),
             ));
         }
-        let reason = match reason.map(str::trim).filter(|r| !r.is_empty()) {
-            None => None,
-            Some(text) => {
-                Some(Reason::parse(text).map_err(|why| AppError::invalid("reason", why))?)
-            }
-        };
         let target = load_user(&self.store, target).await?.state;
         let rules = load_site(&self.store, ctx.site()).await?.state.rules;
         may_impersonate(&ctx.caller, &target.view(), &rules, reason.is_some())?;

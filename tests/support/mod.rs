@@ -4,7 +4,7 @@
 
 use crm::app::{App, Clock, RequestContext};
 use crm::domain::lead::NewLead;
-use crm::domain::values::{Email, Password, PersonName, SiteName, Tags};
+use crm::domain::values::{Email, Password, PersonName, Reason, SiteName, Tags};
 use crm_events::catalog::values::{Role, Stage};
 use crm_events::ids::{CorrelationId, LeadId, SiteId, UserId};
 use crm_events::testing::TestDatabase;
@@ -121,6 +121,13 @@ pub async fn lead_of(app: &App, ctx: &RequestContext, name: &str) -> LeadId {
 /// Every event after `after`.
 pub async fn events_after(app: &App, after: Position) -> Vec<RecordedEvent> {
     app.store().read_all(after, 10_000).await.unwrap()
+}
+
+/// A "Log in as user" reason as the edge passes it: blank is none.
+pub fn reason(text: &str) -> Option<Reason> {
+    Some(text.trim())
+        .filter(|t| !t.is_empty())
+        .map(|t| Reason::parse(t).unwrap())
 }
 
 pub async fn head(app: &App) -> Position {

@@ -37,4 +37,4 @@ pub use envelope::{
 };
 pub use error::StoreError;
 pub use hash::VerifyReport;
-pub use store::{Database, EventStore, StoreOptions};
+pub use store::{AppendHook, Database, EventStore, StoreOptions, Tx};

@@ -1,9 +1,43 @@
 //! # crm-projections
 //!
-//! The read side: projections folded from the event log of [`crm_events`] into
-//! tables of their own (lead manager, settings, users, notifications, audit trail),
-//! each with a checkpoint committed in the same transaction as its rows.
+//! The read side: pure folds of the event log of [`crm_events`] into tables of their
+//! own, which web frontends, admins and compliance read. Nothing else writes these
+//! tables; nothing reads the log to answer a page.
 //!
-//! This crate depends only on `crm-events`; nothing here writes events.
+//! # Layout
+//!
+//! - [`projection`]: the [`Projection`] abstraction (name, version, the events it
+//!   reads, its tables, `apply` inside a transaction).
+//! - [`runner`]: the [`Projector`]: folds every append inline (same transaction,
+//!   checkpoint included), catches up, rebuilds.
+//! - One module per projection, with its fold and its queries: [`users`],
+//!   [`lead_manager`], [`settings`], [`notifications`], [`audit_trail`].
+//! - [`query`]: pages, cursors and the query builder the list queries share.
 
-pub use crm_events;
+pub mod audit_trail;
+pub mod lead_manager;
+pub mod notifications;
+pub mod projection;
+pub mod query;
+pub mod runner;
+pub mod settings;
+mod sql;
+pub mod users;
+
+use std::sync::Arc;
+
+pub use projection::{Decoded, Projection};
+pub use query::{Page, QueryError};
+pub use runner::{Checkpoint, Projector};
+
+/// Every projection, in folding order.
+#[must_use]
+pub fn all() -> Vec<Arc<dyn Projection>> {
+    vec![
+        Arc::new(users::Users),
+        Arc::new(lead_manager::LeadManager),
+        Arc::new(settings::SettingsProjection),
+        Arc::new(notifications::Notifications),
+        Arc::new(audit_trail::AuditTrail),
+    ]
+}

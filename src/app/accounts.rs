@@ -66,9 +66,12 @@ impl App {
                 Metadata::acting_as_self(UserId::SYSTEM),
             )
             .await;
-        if let Err(error) = appended {
-            sessions::delete_credentials(db, owner_id).await?;
-            return Err(error.into());
+        match appended {
+            Ok(outcome) => self.projector.wait_for(outcome.last_position).await?,
+            Err(error) => {
+                sessions::delete_credentials(db, owner_id).await?;
+                return Err(error.into());
+            }
         }
         Ok(CreatedSite { site_id, owner_id })
     }

@@ -60,6 +60,15 @@ impl From<StoreError> for AppError {
     }
 }
 
+impl From<crm_projections::QueryError> for AppError {
+    fn from(error: crm_projections::QueryError) -> Self {
+        match error {
+            crm_projections::QueryError::BadCursor => Self::invalid("cursor", error.to_string()),
+            crm_projections::QueryError::Store(store) => store.into(),
+        }
+    }
+}
+
 impl From<sqlx::Error> for AppError {
     fn from(error: sqlx::Error) -> Self {
         Self::Store(StoreError::from(error))

@@ -18,10 +18,13 @@ pub mod leads;
 mod sessions;
 pub mod settings;
 
+use std::sync::Arc;
+
 use chrono::Duration;
 use crm_events::{
     AppendOutcome, DomainEvent, EventStore, ExpectedVersion, Position, StreamAppend, StreamKey,
 };
+use crm_projections::Projector;
 
 pub use aggregates::Loaded;
 pub use clock::Clock;
@@ -44,18 +47,34 @@ pub struct Written {
 #[derive(Debug, Clone)]
 pub struct App {
     store: EventStore,
+    projector: Arc<Projector>,
     clock: Clock,
 }
 
 impl App {
-    #[must_use]
-    pub fn new(store: EventStore, clock: Clock) -> Self {
-        Self { store, clock }
+    /// Starts the projections on `store` (catching them up with the log) and returns
+    /// the service.
+    ///
+    /// # Errors
+    /// Store failures while catching up.
+    pub async fn start(store: EventStore, clock: Clock) -> Result<Self, AppError> {
+        let projector = Projector::start(store.clone(), crm_projections::all()).await?;
+        Ok(Self {
+            store,
+            projector,
+            clock,
+        })
     }
 
     #[must_use]
     pub fn store(&self) -> &EventStore {
         &self.store
+    }
+
+    /// The projections the reads come from.
+    #[must_use]
+    pub fn projector(&self) -> &Projector {
+        &self.projector
     }
 
     #[must_use]
@@ -94,6 +113,7 @@ impl App {
                 ctx.metadata(),
             )
             .await?;
+        self.projector.wait_for(outcome.last_position).await?;
         Ok(written(&outcome))
     }
 }

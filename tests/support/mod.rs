@@ -34,7 +34,9 @@ pub struct Site {
 }
 
 pub async fn app(db: &TestDatabase) -> App {
-    App::new(EventStore::open(&db.url).await.unwrap(), Clock::system())
+    App::start(EventStore::open(&db.url).await.unwrap(), Clock::system())
+        .await
+        .unwrap()
 }
 
 pub async fn login(app: &App, email: &str) -> Person {

@@ -17,6 +17,7 @@
 //! in position order, and positions are dense. A reader that has seen position `p` has
 //! seen every position before it; nobody ever skips an event.
 
+mod hook;
 mod plan;
 mod postgres;
 mod rows;
@@ -38,6 +39,7 @@ use crate::envelope::{AppendOutcome, Metadata, Position, RecordedEvent, StreamAp
 use crate::error::StoreError;
 use crate::hash::{ChainHead, ChainVerifier, VerifyReport};
 use crate::ids::SiteId;
+pub use hook::{AppendHook, Tx};
 use plan::{AppendRequest, Needs};
 use rows::{ChainRow, EventRow};
 
@@ -110,9 +112,13 @@ pub struct EventStore {
     inner: Arc<Inner>,
 }
 
+/// The hook the writer calls for every batch, once installed.
+type HookSlot = Arc<std::sync::OnceLock<Arc<dyn AppendHook>>>;
+
 #[derive(Debug)]
 struct Inner {
     db: Database,
+    hook: HookSlot,
     writer: mpsc::Sender<(AppendRequest, Reply)>,
     /// The last position known to be committed (by any process, as far as we heard).
     head: watch::Sender<Position>,
@@ -156,8 +162,10 @@ impl EventStore {
             .await?);
         let (head, _) = watch::channel(Position(last));
         let (writer, requests) = mpsc::channel(options.max_batch * 4);
+        let hook = HookSlot::default();
         let mut tasks = vec![tokio::spawn(run_writer(
             db.clone(),
+            hook.clone(),
             requests,
             head.clone(),
             options.max_batch,
@@ -171,6 +179,7 @@ impl EventStore {
         Ok(Self {
             inner: Arc::new(Inner {
                 db,
+                hook,
                 writer,
                 head,
                 options,
@@ -183,6 +192,12 @@ impl EventStore {
     #[must_use]
     pub fn database(&self) -> &Database {
         &self.inner.db
+    }
+
+    /// Installs the hook every later batch runs inside its transaction (the
+    /// projections). Only one hook can be installed; returns false if one was.
+    pub fn install_hook(&self, hook: Arc<dyn AppendHook>) -> bool {
+        self.inner.hook.set(hook).is_ok()
     }
 
     /// Appends `events` to one stream, atomically.
@@ -501,6 +516,7 @@ fn fingerprint(appends: &[StreamAppend]) -> [u8; 32] {
 /// The group-commit writer: see the module documentation.
 async fn run_writer(
     db: Database,
+    hook: HookSlot,
     mut requests: mpsc::Receiver<(AppendRequest, Reply)>,
     head: watch::Sender<Position>,
     max_batch: usize,
@@ -508,7 +524,8 @@ async fn run_writer(
     let mut waiting = Vec::with_capacity(max_batch);
     while requests.recv_many(&mut waiting, max_batch).await > 0 {
         let (batch, replies): (Vec<_>, Vec<_>) = waiting.drain(..).unzip();
-        let results = match commit(&db, &batch, &head).await {
+        let hook = hook.get().map(|h| &**h);
+        let results = match commit(&db, hook, &batch, &head).await {
             Ok(results) => results,
             Err(error) if batch.len() == 1 => vec![Err(error)],
             Err(error) => {
@@ -516,7 +533,7 @@ async fn run_writer(
                 let mut results = Vec::with_capacity(batch.len());
                 for request in &batch {
                     results.push(
-                        match commit(&db, std::slice::from_ref(request), &head).await {
+                        match commit(&db, hook, std::slice::from_ref(request), &head).await {
                             Ok(mut one) => one.pop().unwrap_or(Err(StoreError::Closed)),
                             Err(error) => Err(error),
                         },
@@ -535,6 +552,7 @@ async fn run_writer(
 /// Commits one batch; on success, one result per request.
 async fn commit(
     db: &Database,
+    hook: Option<&dyn AppendHook>,
     batch: &[AppendRequest],
     head: &watch::Sender<Position>,
 ) -> Result<Vec<Result<AppendOutcome, StoreError>>, StoreError> {
@@ -546,11 +564,14 @@ async fn commit(
         writes
     };
     let last = match db {
-        Database::Sqlite(pool) => sqlite::commit_batch(pool, &needs, plan).await,
-        Database::Postgres(pool) => postgres::commit_batch(pool, &needs, plan).await,
+        Database::Sqlite(pool) => sqlite::commit_batch(pool, &needs, plan, hook).await,
+        Database::Postgres(pool) => postgres::commit_batch(pool, &needs, plan, hook).await,
     };
     match last {
         Ok(last) => {
+            if let Some(hook) = hook {
+                hook.committed(last);
+            }
             advance(head, last);
             Ok(results)
         }

@@ -13,6 +13,7 @@ use sqlx::postgres::{PgConnectOptions, PgListener, PgPool, PgPoolOptions};
 use tokio::sync::watch;
 use uuid::Uuid;
 
+use super::hook::{AppendHook, Tx};
 use super::plan::{Loaded, Needs, StreamState, Writes};
 use super::rows::{ChainRow, IdempotencyRow};
 use super::sql;
@@ -46,6 +47,7 @@ pub(crate) async fn commit_batch(
     pool: &PgPool,
     needs: &Needs,
     plan: impl FnOnce(Loaded) -> Writes,
+    hook: Option<&dyn AppendHook>,
 ) -> Result<Position, StoreError> {
     let mut tx = pool.begin().await?;
     let head: i64 = sqlx::query_scalar(sql::LOCK_HEAD)
@@ -203,6 +205,10 @@ pub(crate) async fn commit_batch(
     .bind(CHANNEL)
     .execute(&mut *tx)
     .await?;
+    if let Some(hook) = hook {
+        hook.appended(&mut Tx::Postgres(&mut tx), &writes.events)
+            .await?;
+    }
     tx.commit().await?;
     Ok(writes.head)
 }

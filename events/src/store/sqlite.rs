@@ -12,6 +12,7 @@ use sqlx::sqlite::{
 };
 use uuid::Uuid;
 
+use super::hook::{AppendHook, Tx};
 use super::plan::{IdempotencyRecord, Loaded, Needs, StreamState, Writes};
 use super::rows::{ChainRow, IdempotencyRow};
 use super::sql;
@@ -47,6 +48,7 @@ pub(crate) async fn commit_batch(
     pool: &SqlitePool,
     needs: &Needs,
     plan: impl FnOnce(Loaded) -> Writes,
+    hook: Option<&dyn AppendHook>,
 ) -> Result<Position, StoreError> {
     let mut tx = pool.begin().await?;
     // The first statement writes, so the transaction takes SQLite's write lock at once
@@ -180,6 +182,10 @@ pub(crate) async fn commit_batch(
         .bind(writes.head.0)
         .execute(&mut *tx)
         .await?;
+    if let Some(hook) = hook {
+        hook.appended(&mut Tx::Sqlite(&mut tx), &writes.events)
+            .await?;
+    }
     tx.commit().await?;
     Ok(writes.head)
 }

@@ -1,0 +1,534 @@
+//! The audit trail: every "Log in as user" session (admin, agent, reason, start, end,
+//! end reason, number of changes) and every change, field by field (when, which
+//! event, which entity, field, before, after, actor, subject, impersonation). Admins
+//! review what was changed while impersonating; compliance filters and exports all
+//! changes; an agent reads who logged in as them.
+
+use chrono::{DateTime, Utc};
+use crm_events::ids::{ImpersonationId, SiteId, UserId};
+use crm_events::{on_pool, Database, DomainEvent, FieldChange, StoreError, Tx};
+use futures_util::future::BoxFuture;
+use serde::Serialize;
+use serde_json::{json, Value};
+use uuid::Uuid;
+
+use crate::projection::{Decoded, Projection};
+use crate::query::{decode_cursor, i64_at, paginate, Bind, Page, QueryError, Sql};
+use crate::sql::execute;
+
+/// See the module documentation.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct AuditTrail;
+
+impl Projection for AuditTrail {
+    fn name(&self) -> &'static str {
+        "audit_trail"
+    }
+
+    fn version(&self) -> i64 {
+        1
+    }
+
+    fn tables(&self) -> &'static [&'static str] {
+        &["audit_changes", "audit_sessions"]
+    }
+
+    fn reads(&self, event: &DomainEvent) -> bool {
+        !matches!(
+            event,
+            DomainEvent::UserLoggedIn(_) | DomainEvent::UserLoggedOut(_)
+        )
+    }
+
+    fn apply<'a>(
+        &'a self,
+        tx: &'a mut Tx<'_>,
+        decoded: &'a Decoded,
+    ) -> BoxFuture<'a, Result<(), StoreError>> {
+        Box::pin(apply(tx, decoded))
+    }
+}
+
+async fn apply(tx: &mut Tx<'_>, decoded: &Decoded) -> Result<(), StoreError> {
+    let e = &decoded.recorded;
+    match &decoded.event {
+        DomainEvent::ImpersonationStarted(started) => {
+            execute!(
+                tx,
+                "INSERT INTO audit_sessions (id, site_id, admin_id, subject_id, reason, started_at, \
+                 expires_at, ended_at, end_reason, change_count, position) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, NULL, NULL, $8, $9)",
+                e.stream.id,
+                e.site_id.as_uuid(),
+                started.admin_id.as_uuid(),
+                started.subject_id.as_uuid(),
+                started.reason.as_deref(),
+                e.recorded_at,
+                started.expires_at,
+                0_i64,
+                e.position.0
+            )?;
+        }
+        DomainEvent::ImpersonationEnded(ended) => {
+            execute!(
+                tx,
+                "UPDATE audit_sessions SET ended_at = $1, end_reason = $2 WHERE id = $3",
+                ended.ended_at,
+                ended.end_reason.as_str(),
+                e.stream.id
+            )?;
+        }
+        event => {
+            let Some((entity_type, entity_id, changes)) = changes_of(event, e.stream.id) else {
+                return Ok(());
+            };
+            for (seq, change) in changes.iter().enumerate() {
+                execute!(
+                    tx,
+                    "INSERT INTO audit_changes (position, seq, site_id, at, event_type, entity_type, \
+                     entity_id, field, before, after, actor_id, subject_id, impersonation_id) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
+                    e.position.0,
+                    i64::try_from(seq).unwrap_or(i64::MAX),
+                    e.site_id.as_uuid(),
+                    e.recorded_at,
+                    &e.event_type,
+                    entity_type,
+                    entity_id,
+                    &change.field,
+                    change.before.to_string(),
+                    change.after.to_string(),
+                    e.actor_id.as_uuid(),
+                    e.subject_id.as_uuid(),
+                    e.impersonation_id.map(|i| i.as_uuid())
+                )?;
+            }
+            if let Some(session) = e.impersonation_id {
+                execute!(
+                    tx,
+                    "UPDATE audit_sessions SET change_count = change_count + $1 WHERE id = $2",
+                    i64::try_from(changes.len()).unwrap_or(i64::MAX),
+                    session.as_uuid()
+                )?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// What an event changed: the entity (type and id) and each field with its value
+/// before and after. Creations have `null` befores, deletions `null` afters.
+/// `None` for events that change no entity (sign-ins, impersonation sessions).
+#[must_use]
+pub fn changes_of(
+    event: &DomainEvent,
+    stream_id: Uuid,
+) -> Option<(&'static str, Uuid, Vec<FieldChange>)> {
+    let created = |fields: Vec<(&str, Value)>| -> Vec<FieldChange> {
+        fields
+            .into_iter()
+            .filter(|(_, v)| !v.is_null())
+            .map(|(f, v)| FieldChange::new(f, Value::Null, v))
+            .collect()
+    };
+    let one =
+        |field: &str, before: Value, after: Value| vec![FieldChange::new(field, before, after)];
+    Some(match event {
+        DomainEvent::SiteCreated(s) => ("site", stream_id, created(vec![("name", json!(s.name))])),
+        DomainEvent::SiteSettingsChanged(c) => ("site", stream_id, c.changes.clone()),
+        DomainEvent::UserCreated(u) => (
+            "user",
+            stream_id,
+            created(vec![
+                ("name", json!(u.name)),
+                ("email", json!(u.email)),
+                ("role", json!(u.role)),
+            ]),
+        ),
+        DomainEvent::UserRoleChanged(c) => {
+            ("user", stream_id, one("role", json!(c.from), json!(c.to)))
+        }
+        DomainEvent::UserEmailChanged(c) => {
+            ("user", stream_id, one("email", json!(c.from), json!(c.to)))
+        }
+        DomainEvent::UserDeactivated(_) => {
+            ("user", stream_id, one("active", json!(true), json!(false)))
+        }
+        DomainEvent::UserReactivated(_) => {
+            ("user", stream_id, one("active", json!(false), json!(true)))
+        }
+        // That it changed, never what to.
+        DomainEvent::UserPasswordChanged(_) => (
+            "user",
+            stream_id,
+            one("password", Value::Null, json!("changed")),
+        ),
+        DomainEvent::LeadCreated(c) => (
+            "lead",
+            stream_id,
+            created(vec![
+                ("name", json!(c.name)),
+                ("email", json!(c.email)),
+                ("phone", json!(c.phone)),
+                ("source", json!(c.source)),
+                ("stage", json!(c.stage)),
+                ("tags", json!(c.tags)),
+                ("assigned_agent_id", json!(c.assigned_agent_id)),
+            ]),
+        ),
+        DomainEvent::LeadFieldsUpdated(u) => ("lead", stream_id, u.changes.clone()),
+        DomainEvent::LeadStageChanged(s) => {
+            ("lead", stream_id, one("stage", json!(s.from), json!(s.to)))
+        }
+        DomainEvent::LeadReassigned(r) => (
+            "lead",
+            stream_id,
+            one("assigned_agent_id", json!(r.from), json!(r.to)),
+        ),
+        DomainEvent::LeadTagAdded(t) => ("lead", stream_id, one("tag", Value::Null, json!(t.tag))),
+        DomainEvent::LeadTagRemoved(t) => {
+            ("lead", stream_id, one("tag", json!(t.tag), Value::Null))
+        }
+        DomainEvent::LeadNoteAdded(n) => (
+            "lead",
+            stream_id,
+            one(
+                "note",
+                Value::Null,
+                json!({"id": n.note_id, "body": n.body}),
+            ),
+        ),
+        DomainEvent::LeadTaskCreated(t) => (
+            "lead",
+            stream_id,
+            one(
+                "task",
+                Value::Null,
+                json!({"id": t.task_id, "title": t.title, "due_at": t.due_at}),
+            ),
+        ),
+        DomainEvent::LeadTaskCompleted(t) => (
+            "lead",
+            stream_id,
+            one(
+                "task",
+                json!({"id": t.task_id, "completed": false}),
+                json!({"id": t.task_id, "completed": true}),
+            ),
+        ),
+        DomainEvent::LeadCommunicationLogged(c) => (
+            "lead",
+            stream_id,
+            one(
+                "communication",
+                Value::Null,
+                json!({"id": c.communication_id, "channel": c.channel, "direction": c.direction, "summary": c.summary}),
+            ),
+        ),
+        DomainEvent::LeadArchived(_) => (
+            "lead",
+            stream_id,
+            one("archived", json!(false), json!(true)),
+        ),
+        DomainEvent::UserSettingsChanged(c) => ("settings", stream_id, c.changes.clone()),
+        DomainEvent::TemplateCreated(t) => (
+            "template",
+            t.template_id.as_uuid(),
+            created(vec![
+                ("kind", json!(t.kind)),
+                ("name", json!(t.name)),
+                ("subject", json!(t.subject)),
+                ("body", json!(t.body)),
+            ]),
+        ),
+        DomainEvent::TemplateUpdated(t) => ("template", t.template_id.as_uuid(), t.changes.clone()),
+        DomainEvent::TemplateDeleted(t) => {
+            let fields = [
+                ("kind", json!(t.kind)),
+                ("name", json!(t.name)),
+                ("subject", json!(t.subject)),
+                ("body", json!(t.body)),
+            ];
+            let deleted = fields
+                .into_iter()
+                .filter(|(_, v)| !v.is_null())
+                .map(|(f, v)| FieldChange::new(f, v, Value::Null))
+                .collect();
+            ("template", t.template_id.as_uuid(), deleted)
+        }
+        DomainEvent::UserLoggedIn(_)
+        | DomainEvent::UserLoggedOut(_)
+        | DomainEvent::ImpersonationStarted(_)
+        | DomainEvent::ImpersonationEnded(_) => return None,
+    })
+}
+
+/// One impersonation session.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow)]
+pub struct Session {
+    pub id: Uuid,
+    #[serde(skip)]
+    pub site_id: Uuid,
+    pub admin_id: Uuid,
+    pub subject_id: Uuid,
+    pub reason: Option<String>,
+    pub started_at: DateTime<Utc>,
+    pub expires_at: DateTime<Utc>,
+    pub ended_at: Option<DateTime<Utc>>,
+    pub end_reason: Option<String>,
+    pub change_count: i64,
+    #[serde(skip)]
+    pub position: i64,
+}
+
+/// One change.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Change {
+    pub position: i64,
+    #[serde(skip)]
+    pub seq: i64,
+    pub at: DateTime<Utc>,
+    pub event_type: String,
+    pub entity_type: String,
+    pub entity_id: Uuid,
+    pub field: String,
+    pub before: Value,
+    pub after: Value,
+    pub actor_id: Uuid,
+    pub subject_id: Uuid,
+    pub impersonation_id: Option<Uuid>,
+}
+
+#[derive(Debug, sqlx::FromRow)]
+struct ChangeRow {
+    position: i64,
+    seq: i64,
+    at: DateTime<Utc>,
+    event_type: String,
+    entity_type: String,
+    entity_id: Uuid,
+    field: String,
+    before: String,
+    after: String,
+    actor_id: Uuid,
+    subject_id: Uuid,
+    impersonation_id: Option<Uuid>,
+}
+
+impl From<ChangeRow> for Change {
+    fn from(r: ChangeRow) -> Self {
+        Change {
+            position: r.position,
+            seq: r.seq,
+            at: r.at,
+            event_type: r.event_type,
+            entity_type: r.entity_type,
+            entity_id: r.entity_id,
+            field: r.field,
+            before: serde_json::from_str(&r.before).unwrap_or(Value::Null),
+            after: serde_json::from_str(&r.after).unwrap_or(Value::Null),
+            actor_id: r.actor_id,
+            subject_id: r.subject_id,
+            impersonation_id: r.impersonation_id,
+        }
+    }
+}
+
+const SESSION_COLUMNS: &str =
+    "SELECT id, site_id, admin_id, subject_id, reason, started_at, expires_at, ended_at, \
+     end_reason, change_count, position FROM audit_sessions ";
+const CHANGE_COLUMNS: &str =
+    "SELECT position, seq, at, event_type, entity_type, entity_id, field, before, after, \
+     actor_id, subject_id, impersonation_id FROM audit_changes ";
+
+/// Which sessions to list.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct SessionFilter {
+    pub admin_id: Option<UserId>,
+    pub subject_id: Option<UserId>,
+    /// Started at or after.
+    pub from: Option<DateTime<Utc>>,
+    /// Started before.
+    pub to: Option<DateTime<Utc>>,
+}
+
+/// The sessions query for one page, newest first (exposed for `EXPLAIN` in tests).
+///
+/// # Errors
+/// [`QueryError::BadCursor`].
+pub fn sessions_query(
+    site: SiteId,
+    filter: &SessionFilter,
+    cursor: Option<&str>,
+    limit: u32,
+) -> Result<Sql, QueryError> {
+    let mut sql = Sql::new(SESSION_COLUMNS);
+    match (filter.subject_id, filter.admin_id) {
+        // Start with the most selective indexed column.
+        (Some(subject), _) => sql
+            .push("WHERE subject_id = ")
+            .bind(Bind::Uuid(subject.as_uuid())),
+        (None, Some(admin)) => sql
+            .push("WHERE admin_id = ")
+            .bind(Bind::Uuid(admin.as_uuid())),
+        (None, None) => sql
+            .push("WHERE site_id = ")
+            .bind(Bind::Uuid(site.as_uuid())),
+    };
+    sql.push(" AND site_id = ").bind(Bind::Uuid(site.as_uuid()));
+    if let (Some(_), Some(admin)) = (filter.subject_id, filter.admin_id) {
+        sql.push(" AND admin_id = ")
+            .bind(Bind::Uuid(admin.as_uuid()));
+    }
+    if let Some(from) = filter.from {
+        sql.push(" AND started_at >= ").bind(Bind::Time(from));
+    }
+    if let Some(to) = filter.to {
+        sql.push(" AND started_at < ").bind(Bind::Time(to));
+    }
+    if let Some(cursor) = cursor {
+        let before = decode_cursor(cursor, |k| i64_at(k, 0))?;
+        sql.push(" AND position < ").bind(Bind::I64(before));
+    }
+    sql.push(" ORDER BY position DESC LIMIT ")
+        .bind(Bind::I64(i64::from(limit) + 1));
+    Ok(sql)
+}
+
+/// A page of the site's impersonation sessions, newest first.
+///
+/// # Errors
+/// [`QueryError::BadCursor`]; store failures.
+pub async fn sessions(
+    db: &Database,
+    site: SiteId,
+    filter: &SessionFilter,
+    cursor: Option<&str>,
+    limit: u32,
+) -> Result<Page<Session>, QueryError> {
+    let rows: Vec<Session> = sessions_query(site, filter, cursor, limit)?
+        .fetch_all(db)
+        .await?;
+    Ok(paginate(rows, limit, |s| json!([s.position])))
+}
+
+/// One session of the site.
+///
+/// # Errors
+/// Store failures.
+pub async fn session(
+    db: &Database,
+    site: SiteId,
+    id: ImpersonationId,
+) -> Result<Option<Session>, QueryError> {
+    Ok(on_pool!(db, |pool| sqlx::query_as(&format!(
+        "{SESSION_COLUMNS}WHERE id = $1 AND site_id = $2"
+    ))
+    .bind(id.as_uuid())
+    .bind(site.as_uuid())
+    .fetch_optional(pool)
+    .await?))
+}
+
+/// Every change made in one session, in order.
+///
+/// # Errors
+/// Store failures.
+pub async fn session_changes(
+    db: &Database,
+    id: ImpersonationId,
+) -> Result<Vec<Change>, QueryError> {
+    let rows: Vec<ChangeRow> = on_pool!(db, |pool| sqlx::query_as(&format!(
+        "{CHANGE_COLUMNS}WHERE impersonation_id = $1 ORDER BY position, seq"
+    ))
+    .bind(id.as_uuid())
+    .fetch_all(pool)
+    .await?);
+    Ok(rows.into_iter().map(Change::from).collect())
+}
+
+/// Which changes to list or export.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ChangeFilter {
+    pub actor_id: Option<UserId>,
+    pub subject_id: Option<UserId>,
+    pub entity_type: Option<String>,
+    pub entity_id: Option<Uuid>,
+    /// Only changes made while impersonating (true) or not (false).
+    pub impersonated: Option<bool>,
+    /// At or after.
+    pub from: Option<DateTime<Utc>>,
+    /// Before.
+    pub to: Option<DateTime<Utc>>,
+}
+
+/// The changes query for one page, oldest first (exposed for `EXPLAIN` in tests).
+///
+/// # Errors
+/// [`QueryError::BadCursor`].
+pub fn changes_query(
+    site: SiteId,
+    filter: &ChangeFilter,
+    cursor: Option<&str>,
+    limit: u32,
+) -> Result<Sql, QueryError> {
+    let mut sql = Sql::new(CHANGE_COLUMNS);
+    sql.push("WHERE site_id = ")
+        .bind(Bind::Uuid(site.as_uuid()));
+    if let Some(actor) = filter.actor_id {
+        sql.push(" AND actor_id = ")
+            .bind(Bind::Uuid(actor.as_uuid()));
+    }
+    if let Some(subject) = filter.subject_id {
+        sql.push(" AND subject_id = ")
+            .bind(Bind::Uuid(subject.as_uuid()));
+    }
+    if let Some(entity_type) = &filter.entity_type {
+        sql.push(" AND entity_type = ")
+            .bind(Bind::Text(entity_type.clone()));
+    }
+    if let Some(entity) = filter.entity_id {
+        sql.push(" AND entity_id = ").bind(Bind::Uuid(entity));
+    }
+    match filter.impersonated {
+        Some(true) => sql.push(" AND impersonation_id IS NOT NULL"),
+        Some(false) => sql.push(" AND impersonation_id IS NULL"),
+        None => &mut sql,
+    };
+    if let Some(from) = filter.from {
+        sql.push(" AND at >= ").bind(Bind::Time(from));
+    }
+    if let Some(to) = filter.to {
+        sql.push(" AND at < ").bind(Bind::Time(to));
+    }
+    if let Some(cursor) = cursor {
+        let (position, seq) = decode_cursor(cursor, |k| Some((i64_at(k, 0)?, i64_at(k, 1)?)))?;
+        sql.push(" AND (position, seq) > (")
+            .bind(Bind::I64(position))
+            .push(", ")
+            .bind(Bind::I64(seq))
+            .push(")");
+    }
+    sql.push(" ORDER BY position, seq LIMIT ")
+        .bind(Bind::I64(i64::from(limit) + 1));
+    Ok(sql)
+}
+
+/// A page of the site's changes, oldest first. Paging through every page reads the
+/// whole trail with flat memory (what an export does).
+///
+/// # Errors
+/// [`QueryError::BadCursor`]; store failures.
+pub async fn changes(
+    db: &Database,
+    site: SiteId,
+    filter: &ChangeFilter,
+    cursor: Option<&str>,
+    limit: u32,
+) -> Result<Page<Change>, QueryError> {
+    let rows: Vec<ChangeRow> = changes_query(site, filter, cursor, limit)?
+        .fetch_all(db)
+        .await?;
+    let changes: Vec<Change> = rows.into_iter().map(Change::from).collect();
+    Ok(paginate(changes, limit, |c| json!([c.position, c.seq])))
+}

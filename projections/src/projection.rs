@@ -1,0 +1,52 @@
+//! The projection abstraction.
+
+use std::fmt;
+
+use crm_events::{DomainEvent, RecordedEvent, StoreError, Tx};
+use futures_util::future::BoxFuture;
+
+/// A stored event together with its typed, upcast form (decoded once per batch,
+/// shared by every projection).
+#[derive(Debug, Clone)]
+pub struct Decoded {
+    pub recorded: RecordedEvent,
+    pub event: DomainEvent,
+}
+
+impl Decoded {
+    /// Decodes a stored event.
+    ///
+    /// # Errors
+    /// [`StoreError::CorruptEvent`] naming its position.
+    pub fn new(recorded: RecordedEvent) -> Result<Self, StoreError> {
+        let event = DomainEvent::decode(&recorded)?;
+        Ok(Self { recorded, event })
+    }
+}
+
+/// A pure fold of events into tables of its own.
+///
+/// `apply` runs inside a transaction that also moves the projection's checkpoint,
+/// so each event's effect lands exactly once. It must be deterministic: the same
+/// events give the same rows, whether folded as they happen or rebuilt from 0.
+pub trait Projection: Send + Sync + fmt::Debug {
+    /// Its name in the checkpoint table and on the command line.
+    fn name(&self) -> &'static str;
+
+    /// Bumped whenever the fold changes meaning: a projection whose stored version
+    /// differs is rebuilt at start.
+    fn version(&self) -> i64;
+
+    /// The tables it owns and alone writes (emptied by a rebuild, children first).
+    fn tables(&self) -> &'static [&'static str];
+
+    /// Whether it reads events of this type (others only move its checkpoint).
+    fn reads(&self, event: &DomainEvent) -> bool;
+
+    /// Folds one event into its tables.
+    fn apply<'a>(
+        &'a self,
+        tx: &'a mut Tx<'_>,
+        event: &'a Decoded,
+    ) -> BoxFuture<'a, Result<(), StoreError>>;
+}

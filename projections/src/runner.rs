@@ -1,0 +1,393 @@
+//! Running the projections: inline with every append, catching up, rebuilding.
+//!
+//! The [`Projector`] is installed as the event store's append hook, so each batch of
+//! appends folds into the projections inside its own transaction: rows, checkpoints
+//! and events commit together, and a command that has returned can be read back at
+//! once. A projection that is behind (new, rebuilt, or a changed version) is skipped
+//! inline and brought up by [`Projector::catch_up`], which folds the log in batches,
+//! each in one transaction with its checkpoint.
+//!
+//! Every transaction that folds events first locks the checkpoint rows (an `UPDATE`
+//! that changes nothing), then reads the checkpoints, so two servers (or a server
+//! and `crm rebuild`) never fold the same event twice nor race each other.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use crm_events::{on_pool, EventStore, Position, RecordedEvent, StoreError, Tx};
+use futures_util::future::BoxFuture;
+use tokio::sync::watch;
+
+use crate::projection::{Decoded, Projection};
+use crate::sql::execute;
+
+/// How many events one catch-up transaction folds.
+const CATCH_UP_BATCH: u32 = 1_000;
+
+const LOCK_CHECKPOINTS: &str =
+    "UPDATE projection_checkpoints SET position = position RETURNING name, version, position";
+
+/// Runs a set of projections against one store.
+#[derive(Debug)]
+pub struct Projector {
+    store: EventStore,
+    projections: Vec<Arc<dyn Projection>>,
+    /// The position every projection has folded (as far as this process knows).
+    projected: watch::Sender<Position>,
+    /// Set by an inline fold, published once its transaction commits.
+    pending: Mutex<Option<Position>>,
+    /// One catch-up at a time in this process.
+    catching_up: tokio::sync::Mutex<()>,
+}
+
+/// One projection's checkpoint.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Checkpoint {
+    pub name: String,
+    pub version: i64,
+    pub position: Position,
+}
+
+impl Projector {
+    /// Prepares the projections (rebuilding those whose version changed), installs
+    /// them as the store's append hook and catches them up with the log.
+    ///
+    /// # Errors
+    /// Store failures; a projection that cannot fold an event.
+    pub async fn start(
+        store: EventStore,
+        projections: Vec<Arc<dyn Projection>>,
+    ) -> Result<Arc<Self>, StoreError> {
+        let projector = Arc::new(Self {
+            store: store.clone(),
+            projections,
+            projected: watch::channel(Position::START).0,
+            pending: Mutex::new(None),
+            catching_up: tokio::sync::Mutex::new(()),
+        });
+        projector.prepare().await?;
+        store.install_hook(projector.clone());
+        projector.catch_up(&|_| {}).await?;
+        Ok(projector)
+    }
+
+    /// The names of the projections, in folding order.
+    #[must_use]
+    pub fn names(&self) -> Vec<&'static str> {
+        self.projections.iter().map(|p| p.name()).collect()
+    }
+
+    /// The position every projection has folded, as far as this process knows.
+    #[must_use]
+    pub fn projected(&self) -> Position {
+        *self.projected.borrow()
+    }
+
+    /// Returns once every projection has folded `position` (read-your-writes): at
+    /// once when the append folded them inline, else after catching up.
+    ///
+    /// # Errors
+    /// Store failures while catching up.
+    pub async fn wait_for(&self, position: Position) -> Result<(), StoreError> {
+        if self.projected() < position {
+            self.catch_up(&|_| {}).await?;
+        }
+        Ok(())
+    }
+
+    /// Each projection's checkpoint.
+    ///
+    /// # Errors
+    /// Store failures.
+    pub async fn checkpoints(&self) -> Result<Vec<Checkpoint>, StoreError> {
+        let rows: Vec<(String, i64, i64)> = on_pool!(self.store.database(), |pool| sqlx::query_as(
+            "SELECT name, version, position FROM projection_checkpoints ORDER BY name"
+        )
+        .fetch_all(pool)
+        .await?);
+        Ok(rows
+            .into_iter()
+            .map(|(name, version, position)| Checkpoint {
+                name,
+                version,
+                position: Position(position),
+            })
+            .collect())
+    }
+
+    /// Creates missing checkpoints; empties the projections whose version changed.
+    async fn prepare(&self) -> Result<(), StoreError> {
+        let stored: HashMap<String, i64> = self
+            .checkpoints()
+            .await?
+            .into_iter()
+            .map(|c| (c.name, c.version))
+            .collect();
+        let db = self.store.database();
+        let mut changed = Vec::new();
+        for projection in &self.projections {
+            match stored.get(projection.name()) {
+                None => {
+                    on_pool!(db, |pool| {
+                        sqlx::query(
+                        "INSERT INTO projection_checkpoints (name, version, position) VALUES ($1, $2, 0) \
+                         ON CONFLICT (name) DO NOTHING"
+                    )
+                    .bind(projection.name())
+                    .bind(projection.version())
+                    .execute(pool)
+                    .await
+                    .map(drop)?
+                    });
+                }
+                Some(version) if *version != projection.version() => {
+                    changed.push(projection.name())
+                }
+                Some(_) => {}
+            }
+        }
+        if !changed.is_empty() {
+            tracing::info!(projections = ?changed, "projection versions changed: rebuilding them");
+            self.reset(&changed).await?;
+        }
+        Ok(())
+    }
+
+    /// Empties the named projections and puts their checkpoints back to 0, in one
+    /// transaction.
+    async fn reset(&self, names: &[&str]) -> Result<(), StoreError> {
+        let chosen: Vec<&Arc<dyn Projection>> = self
+            .projections
+            .iter()
+            .filter(|p| names.contains(&p.name()))
+            .collect();
+        on_pool!(self.store.database(), |pool| {
+            let mut tx = pool.begin().await?;
+            for projection in &chosen {
+                for table in projection.tables() {
+                    sqlx::query(&format!("DELETE FROM {table}"))
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                sqlx::query(
+                    "UPDATE projection_checkpoints SET position = 0, version = $1 WHERE name = $2",
+                )
+                .bind(projection.version())
+                .bind(projection.name())
+                .execute(&mut *tx)
+                .await?;
+            }
+            tx.commit().await?;
+        });
+        self.projected.send_replace(Position::START);
+        Ok(())
+    }
+
+    /// The named projections, checked: all of them when `names` is empty.
+    ///
+    /// # Errors
+    /// A message naming an unknown projection and listing the known ones.
+    pub fn resolve(&self, names: &[&str]) -> Result<Vec<&'static str>, String> {
+        let all = self.names();
+        if names.is_empty() {
+            return Ok(all);
+        }
+        names
+            .iter()
+            .map(|name| {
+                all.iter().copied().find(|n| n == name).ok_or_else(|| {
+                    format!(
+                        "no projection named {name:?} (there are: {})",
+                        all.join(", ")
+                    )
+                })
+            })
+            .collect()
+    }
+
+    /// Empties the named projections (see [`Projector::resolve`]) and folds the whole
+    /// log into them again, calling `progress` after each batch. Stopping it at any
+    /// moment leaves consistent projections that the next start (or rebuild) finishes.
+    ///
+    /// # Errors
+    /// Store failures; a projection that cannot fold an event.
+    pub async fn rebuild(
+        &self,
+        names: &[&'static str],
+        progress: &(dyn Fn(Position) + Sync),
+    ) -> Result<Position, StoreError> {
+        self.reset(names).await?;
+        self.catch_up(progress).await
+    }
+
+    /// Folds everything the projections have not folded yet, in batches of one
+    /// transaction each; returns the position reached.
+    ///
+    /// # Errors
+    /// Store failures; a projection that cannot fold an event.
+    pub async fn catch_up(
+        &self,
+        progress: &(dyn Fn(Position) + Sync),
+    ) -> Result<Position, StoreError> {
+        let _one_at_a_time = self.catching_up.lock().await;
+        loop {
+            let folded = on_pool!(self.store.database(), |pool| {
+                let mut tx = pool.begin().await?;
+                let folded = self.fold_next_batch(&mut Tx::from(&mut *tx)).await?;
+                match folded {
+                    Some(_) => tx.commit().await?,
+                    None => tx.rollback().await?,
+                }
+                folded
+            });
+            match folded {
+                Some(last) => {
+                    self.publish(last);
+                    progress(last);
+                }
+                None => return Ok(self.projected()),
+            }
+        }
+    }
+
+    /// One catch-up step inside `tx`: lock the checkpoints, fold the next batch.
+    async fn fold_next_batch(&self, tx: &mut Tx<'_>) -> Result<Option<Position>, StoreError> {
+        let checkpoints = self.lock_checkpoints(tx).await?;
+        let from = checkpoints
+            .values()
+            .copied()
+            .min()
+            .unwrap_or(Position::START);
+        let head = self.store.head().await?;
+        if from >= head {
+            self.publish(from);
+            return Ok(None);
+        }
+        let batch = self.store.read_all(from, CATCH_UP_BATCH).await?;
+        let Some(last) = batch.last().map(|e| e.position) else {
+            return Ok(None);
+        };
+        let decoded = decode_all(batch)?;
+        for projection in &self.projections {
+            let at = checkpoints
+                .get(projection.name())
+                .copied()
+                .unwrap_or(Position::START);
+            fold(projection.as_ref(), tx, &decoded, at).await?;
+        }
+        self.move_checkpoints(tx, last, None).await?;
+        Ok(Some(last))
+    }
+
+    async fn lock_checkpoints(
+        &self,
+        tx: &mut Tx<'_>,
+    ) -> Result<HashMap<String, Position>, StoreError> {
+        let rows: Vec<(String, i64, i64)> =
+            crm_events::on_tx!(tx, |conn| sqlx::query_as(LOCK_CHECKPOINTS)
+                .fetch_all(&mut **conn)
+                .await?);
+        Ok(rows
+            .into_iter()
+            .map(|(name, _, position)| (name, Position(position)))
+            .collect())
+    }
+
+    /// Moves the checkpoints of `only` (all projections when `None`) to `to`.
+    async fn move_checkpoints(
+        &self,
+        tx: &mut Tx<'_>,
+        to: Position,
+        only: Option<&[&str]>,
+    ) -> Result<(), StoreError> {
+        for projection in &self.projections {
+            if only.is_some_and(|names| !names.contains(&projection.name())) {
+                continue;
+            }
+            execute!(
+                tx,
+                "UPDATE projection_checkpoints SET position = $1 WHERE name = $2 AND position < $1",
+                to.0,
+                projection.name()
+            )?;
+        }
+        Ok(())
+    }
+
+    fn publish(&self, position: Position) {
+        self.projected.send_if_modified(|known| {
+            let moved = position > *known;
+            if moved {
+                *known = position;
+            }
+            moved
+        });
+    }
+
+    /// Remembers `position` to publish when the current transaction commits. (A
+    /// catch-up commits right after; an inline fold in [`AppendHook::committed`].)
+    fn publish_after_commit(&self, position: Position) {
+        if let Ok(mut pending) = self.pending.lock() {
+            *pending = Some(position);
+        }
+    }
+}
+
+/// Decodes a batch once for every projection.
+fn decode_all(batch: Vec<RecordedEvent>) -> Result<Vec<Decoded>, StoreError> {
+    batch.into_iter().map(Decoded::new).collect()
+}
+
+/// Folds the events after `checkpoint` that the projection reads.
+async fn fold(
+    projection: &dyn Projection,
+    tx: &mut Tx<'_>,
+    batch: &[Decoded],
+    checkpoint: Position,
+) -> Result<(), StoreError> {
+    for decoded in batch.iter().filter(|d| d.recorded.position > checkpoint) {
+        if projection.reads(&decoded.event) {
+            projection.apply(tx, decoded).await?;
+        }
+    }
+    Ok(())
+}
+
+impl crm_events::AppendHook for Projector {
+    fn appended<'a>(
+        &'a self,
+        tx: &'a mut Tx<'_>,
+        events: &'a [RecordedEvent],
+    ) -> BoxFuture<'a, Result<(), StoreError>> {
+        Box::pin(async move {
+            let (Some(first), Some(last)) = (events.first(), events.last()) else {
+                return Ok(());
+            };
+            let checkpoints = self.lock_checkpoints(tx).await?;
+            let before = Position(first.position.0 - 1);
+            let decoded = decode_all(events.to_vec())?;
+            let mut folded = Vec::new();
+            for projection in &self.projections {
+                // Only a projection that has folded everything before this batch may
+                // fold it now; one that is behind is left to the catch-up.
+                if checkpoints.get(projection.name()) == Some(&before) {
+                    fold(projection.as_ref(), tx, &decoded, before).await?;
+                    folded.push(projection.name());
+                }
+            }
+            self.move_checkpoints(tx, last.position, Some(&folded))
+                .await?;
+            if folded.len() == self.projections.len() {
+                self.publish_after_commit(last.position);
+            }
+            Ok(())
+        })
+    }
+
+    fn committed(&self, _last: Position) {
+        let pending = self.pending.lock().ok().and_then(|mut p| p.take());
+        if let Some(position) = pending {
+            self.publish(position);
+        }
+    }
+}

@@ -194,6 +194,8 @@ CREATE TABLE audit_changes (
 CREATE INDEX audit_changes_by_site ON audit_changes (site_id, position, seq);
 CREATE INDEX audit_changes_by_session ON audit_changes (impersonation_id, position, seq)
     WHERE impersonation_id IS NOT NULL;
+CREATE INDEX audit_changes_impersonated ON audit_changes (site_id, position, seq)
+    WHERE impersonation_id IS NOT NULL;
 CREATE INDEX audit_changes_by_actor ON audit_changes (site_id, actor_id, position, seq);
 CREATE INDEX audit_changes_by_subject ON audit_changes (site_id, subject_id, position, seq);
 CREATE INDEX audit_changes_by_entity ON audit_changes (site_id, entity_type, entity_id, position, seq);

@@ -363,22 +363,26 @@ pub fn sessions_query(
     limit: u32,
 ) -> Result<Sql, QueryError> {
     let mut sql = Sql::new(SESSION_COLUMNS);
+    // Lead with the most selective indexed column.
     match (filter.subject_id, filter.admin_id) {
-        // Start with the most selective indexed column.
-        (Some(subject), _) => sql
-            .push("WHERE subject_id = ")
-            .bind(Bind::Uuid(subject.as_uuid())),
-        (None, Some(admin)) => sql
-            .push("WHERE admin_id = ")
-            .bind(Bind::Uuid(admin.as_uuid())),
-        (None, None) => sql
-            .push("WHERE site_id = ")
-            .bind(Bind::Uuid(site.as_uuid())),
-    };
-    sql.push(" AND site_id = ").bind(Bind::Uuid(site.as_uuid()));
-    if let (Some(_), Some(admin)) = (filter.subject_id, filter.admin_id) {
-        sql.push(" AND admin_id = ")
-            .bind(Bind::Uuid(admin.as_uuid()));
+        (Some(subject), admin) => {
+            sql.push("WHERE subject_id = ")
+                .bind(Bind::Uuid(subject.as_uuid()));
+            sql.push(" AND site_id = ").bind(Bind::Uuid(site.as_uuid()));
+            if let Some(admin) = admin {
+                sql.push(" AND admin_id = ")
+                    .bind(Bind::Uuid(admin.as_uuid()));
+            }
+        }
+        (None, Some(admin)) => {
+            sql.push("WHERE admin_id = ")
+                .bind(Bind::Uuid(admin.as_uuid()));
+            sql.push(" AND site_id = ").bind(Bind::Uuid(site.as_uuid()));
+        }
+        (None, None) => {
+            sql.push("WHERE site_id = ")
+                .bind(Bind::Uuid(site.as_uuid()));
+        }
     }
     if let Some(from) = filter.from {
         sql.push(" AND started_at >= ").bind(Bind::Time(from));

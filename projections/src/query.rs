@@ -55,13 +55,7 @@ impl Sql {
         Ok(on_pool!(db, |pool| {
             let mut query = sqlx::query_as::<_, T>(&self.text);
             for bind in &self.binds {
-                query = match bind {
-                    Bind::Uuid(v) => query.bind(*v),
-                    Bind::Text(v) => query.bind(v.clone()),
-                    Bind::Time(v) => query.bind(*v),
-                    Bind::I64(v) => query.bind(*v),
-                    Bind::Bool(v) => query.bind(*v),
-                };
+                query = bind_one(query, bind);
             }
             query.fetch_all(pool).await?
         }))
@@ -73,34 +67,73 @@ impl Sql {
         &self.text
     }
 
-    /// How the database would run the query: `EXPLAIN QUERY PLAN` on SQLite,
-    /// `EXPLAIN` on PostgreSQL, one line per plan step.
+    /// How the database would run the query, one line per plan step:
+    /// `EXPLAIN QUERY PLAN` on SQLite; on PostgreSQL `EXPLAIN` with sequential scans,
+    /// bitmap scans and sorts discouraged, so that a small table shows the index a
+    /// large one would use (a plan that still scans the table, or sorts, has no
+    /// usable index).
     ///
     /// # Errors
     /// Store failures.
     pub async fn explain(&self, db: &Database) -> Result<Vec<String>, QueryError> {
-        let prefix = match db {
-            Database::Sqlite(_) => "EXPLAIN QUERY PLAN ",
-            Database::Postgres(_) => "EXPLAIN ",
-        };
-        let explained = Sql {
-            text: format!("{prefix}{}", self.text),
-            binds: self.binds.clone(),
-        };
         Ok(match db {
-            Database::Sqlite(_) => explained
-                .fetch_all::<(i64, i64, i64, String)>(db)
-                .await?
-                .into_iter()
-                .map(|(_, _, _, step)| step)
-                .collect(),
-            Database::Postgres(_) => explained
-                .fetch_all::<(String,)>(db)
-                .await?
-                .into_iter()
-                .map(|(line,)| line)
-                .collect(),
+            Database::Sqlite(pool) => {
+                let text = format!("EXPLAIN QUERY PLAN {}", self.text);
+                let mut query = sqlx::query_as::<_, (i64, i64, i64, String)>(&text);
+                for bind in &self.binds {
+                    query = bind_one(query, bind);
+                }
+                query
+                    .fetch_all(pool)
+                    .await?
+                    .into_iter()
+                    .map(|(_, _, _, step)| step)
+                    .collect()
+            }
+            Database::Postgres(pool) => {
+                let mut tx = pool.begin().await?;
+                for discouraged in ["enable_seqscan", "enable_bitmapscan", "enable_sort"] {
+                    sqlx::query(&format!("SET LOCAL {discouraged} = off"))
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                let text = format!("EXPLAIN {}", self.text);
+                let mut query = sqlx::query_as::<_, (String,)>(&text);
+                for bind in &self.binds {
+                    query = bind_one(query, bind);
+                }
+                let plan = query
+                    .fetch_all(&mut *tx)
+                    .await?
+                    .into_iter()
+                    .map(|(line,)| line)
+                    .collect();
+                tx.rollback().await?;
+                plan
+            }
         })
+    }
+}
+
+/// Binds one value, on either backend.
+fn bind_one<'q, DB, O>(
+    query: sqlx::query::QueryAs<'q, DB, O, <DB as sqlx::Database>::Arguments<'q>>,
+    bind: &Bind,
+) -> sqlx::query::QueryAs<'q, DB, O, <DB as sqlx::Database>::Arguments<'q>>
+where
+    DB: sqlx::Database,
+    Uuid: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+    String: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+    DateTime<Utc>: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+    i64: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+    bool: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+{
+    match bind {
+        Bind::Uuid(v) => query.bind(*v),
+        Bind::Text(v) => query.bind(v.clone()),
+        Bind::Time(v) => query.bind(*v),
+        Bind::I64(v) => query.bind(*v),
+        Bind::Bool(v) => query.bind(*v),
     }
 }
 

@@ -1,0 +1,555 @@
+//! The read side on both backends: the seed scenario in the audit trail, the lead
+//! manager, settings, users list and notifications; indexes behind the main queries.
+
+mod support;
+
+use crm::domain::lead::LeadEdit;
+use crm::domain::settings::{SettingsChange, TemplateEdit};
+use crm::domain::site::SiteSettingsEdit;
+use crm::domain::values::{Email, NoteBody, Phone, TemplateBody, TemplateName, TemplateSubject};
+use crm_events::backend_tests;
+use crm_events::catalog::values::{Stage, TemplateKind};
+use crm_events::ids::{LeadId, SiteId};
+use crm_events::testing::TestDatabase;
+use crm_projections::audit_trail::{self, ChangeFilter, SessionFilter};
+use crm_projections::lead_manager::{self, LeadFilter, LeadSort, Owner};
+use crm_projections::{notifications, settings, users};
+use serde_json::json;
+use support::*;
+
+backend_tests!(
+    the_seed_scenario_lists_exactly_the_admins_changes_with_before_and_after,
+    the_lead_manager_filters_sorts_counts_and_pages,
+    agents_are_told_when_the_site_says_so,
+    the_main_queries_are_served_by_indexes,
+);
+
+async fn the_seed_scenario_lists_exactly_the_admins_changes_with_before_and_after(
+    db: &TestDatabase,
+) {
+    let app = app(db).await;
+    let s = site(&app, "Demo Realty", "demo.example").await;
+    let agent = &s.agent1.ctx;
+    let mut lead = new_lead("Dana Whitfield");
+    lead.phone = Some(Phone::parse("+1 555 0100").unwrap());
+    let (lead, _) = app.create_lead(agent, lead).await.unwrap();
+    let (template, _) = app
+        .create_template(
+            agent,
+            TemplateKind::Email,
+            TemplateName::parse("Follow-up").unwrap(),
+            Some(TemplateSubject::parse("Checking in").unwrap()),
+            TemplateBody::parse("Hi {name}, still looking?").unwrap(),
+        )
+        .await
+        .unwrap();
+
+    // The admin logs in as the agent, changes two fields of a lead, adds a note,
+    // edits a template and a setting, and returns to admin.
+    let acting = app
+        .start_impersonation(&s.admin.ctx, s.agent1.id, reason("Fix Dana's record"))
+        .await
+        .unwrap();
+    let session = acting.impersonation().unwrap();
+    let edit = LeadEdit {
+        phone: Some(Some(Phone::parse("+1 555 0199").unwrap())),
+        email: Some(Some(Email::parse("dana.w@example.com").unwrap())),
+        ..LeadEdit::default()
+    };
+    app.edit_lead(&acting, lead, edit, None).await.unwrap();
+    app.add_note(
+        &acting,
+        lead,
+        NoteBody::parse("Prefers a call after 5pm").unwrap(),
+    )
+    .await
+    .unwrap();
+    let body = TemplateEdit {
+        body: Some(TemplateBody::parse("Hi {name}, shall we meet?").unwrap()),
+        ..TemplateEdit::default()
+    };
+    app.update_template(&acting, template, body).await.unwrap();
+    let timezone =
+        SettingsChange::parse(json!({"timezone": "America/Denver"}).as_object().unwrap()).unwrap();
+    app.change_settings(&acting, timezone, None).await.unwrap();
+    app.return_to_admin(&acting).await.unwrap();
+
+    let dbh = app.store().database();
+    let listed = audit_trail::session(dbh, s.id, session)
+        .await
+        .unwrap()
+        .expect("the session is listed");
+    assert_eq!(
+        (listed.admin_id, listed.subject_id),
+        (s.admin.id.as_uuid(), s.agent1.id.as_uuid())
+    );
+    assert_eq!(listed.reason.as_deref(), Some("Fix Dana's record"));
+    assert_eq!(listed.end_reason.as_deref(), Some("returned"));
+    assert!(listed.ended_at.is_some_and(|end| end >= listed.started_at));
+    assert_eq!(listed.change_count, 5);
+
+    let changes = audit_trail::session_changes(dbh, session).await.unwrap();
+    let seen: Vec<_> = changes
+        .iter()
+        .map(|c| {
+            (
+                c.entity_type.as_str(),
+                c.field.as_str(),
+                c.before.clone(),
+                c.after.clone(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            (
+                "lead",
+                "email",
+                json!("lead@example.com"),
+                json!("dana.w@example.com")
+            ),
+            ("lead", "phone", json!("+1 555 0100"), json!("+1 555 0199")),
+            ("lead", "note", json!(null), changes[2].after.clone()),
+            (
+                "template",
+                "body",
+                json!("Hi {name}, still looking?"),
+                json!("Hi {name}, shall we meet?")
+            ),
+            (
+                "settings",
+                "timezone",
+                json!("UTC"),
+                json!("America/Denver")
+            ),
+        ]
+    );
+    assert_eq!(changes[2].after["body"], "Prefers a call after 5pm");
+    for change in &changes {
+        assert_eq!(change.actor_id, s.admin.id.as_uuid());
+        assert_eq!(change.subject_id, s.agent1.id.as_uuid());
+        assert_eq!(change.impersonation_id, Some(session.as_uuid()));
+    }
+    assert_eq!(changes[0].entity_id, lead.as_uuid());
+    assert_eq!(changes[3].entity_id, template.as_uuid());
+
+    // The same changes, site-wide, filtered as compliance would.
+    let impersonated = ChangeFilter {
+        impersonated: Some(true),
+        ..ChangeFilter::default()
+    };
+    let page = audit_trail::changes(dbh, s.id, &impersonated, None, 50)
+        .await
+        .unwrap();
+    assert_eq!(page.items, changes);
+    let by_admin = ChangeFilter {
+        actor_id: Some(s.admin.id),
+        ..ChangeFilter::default()
+    };
+    assert_eq!(
+        audit_trail::changes(dbh, s.id, &by_admin, None, 50)
+            .await
+            .unwrap()
+            .items
+            .len(),
+        5,
+        "the admin changed nothing else"
+    );
+    let the_lead = ChangeFilter {
+        entity_type: Some("lead".into()),
+        entity_id: Some(lead.as_uuid()),
+        ..ChangeFilter::default()
+    };
+    let lead_history = audit_trail::changes(dbh, s.id, &the_lead, None, 50)
+        .await
+        .unwrap()
+        .items;
+    assert_eq!(
+        lead_history
+            .iter()
+            .filter(|c| c.impersonation_id.is_none())
+            .count(),
+        6,
+        "created by the agent"
+    );
+    assert_eq!(
+        lead_history
+            .iter()
+            .filter(|c| c.impersonation_id.is_some())
+            .count(),
+        3
+    );
+
+    // The agent sees the new values.
+    let shown = lead_manager::get(dbh, lead).await.unwrap().unwrap();
+    assert_eq!(
+        (shown.phone.as_deref(), shown.email.as_deref()),
+        (Some("+1 555 0199"), Some("dana.w@example.com"))
+    );
+    let mine = lead_manager::list(
+        dbh,
+        &LeadFilter::of(Owner::AssignedTo(s.agent1.id)),
+        LeadSort::default(),
+        None,
+        50,
+    )
+    .await
+    .unwrap();
+    assert_eq!(mine.items, [shown.clone()]);
+    let notes = lead_manager::notes(dbh, lead).await.unwrap();
+    assert_eq!(notes.len(), 1);
+    assert_eq!(
+        notes[0].author_id,
+        s.agent1.id.as_uuid(),
+        "written as the agent"
+    );
+    let (values, _) = settings::get(dbh, s.agent1.id).await.unwrap();
+    assert_eq!(values["timezone"], "America/Denver");
+    let templates = settings::templates(dbh, s.agent1.id).await.unwrap();
+    assert_eq!(
+        (templates[0].body.as_str(), templates[0].version),
+        ("Hi {name}, shall we meet?", 2)
+    );
+
+    // "Who logged in as me".
+    let as_me = SessionFilter {
+        subject_id: Some(s.agent1.id),
+        ..SessionFilter::default()
+    };
+    let who = audit_trail::sessions(dbh, s.id, &as_me, None, 50)
+        .await
+        .unwrap();
+    assert_eq!(who.items, [listed]);
+    let other = SessionFilter {
+        subject_id: Some(s.agent2.id),
+        ..SessionFilter::default()
+    };
+    assert!(audit_trail::sessions(dbh, s.id, &other, None, 50)
+        .await
+        .unwrap()
+        .items
+        .is_empty());
+
+    // The users list knows the agent, with its version as the ETag.
+    let list = users::list(dbh, s.id, None, 50).await.unwrap();
+    assert_eq!(list.items.len(), 6);
+    let row = users::get(dbh, s.id, s.agent1.id).await.unwrap().unwrap();
+    assert_eq!(
+        row.version as u64,
+        app.user(&s.owner.ctx, s.agent1.id).await.unwrap().version
+    );
+}
+
+async fn the_lead_manager_filters_sorts_counts_and_pages(db: &TestDatabase) {
+    let app = app(db).await;
+    let s = site(&app, "Demo Realty", "demo.example").await;
+    let agent = &s.agent1.ctx;
+    let mut ids: Vec<LeadId> = Vec::new();
+    for (i, name) in [
+        "Zoe Park",
+        "adam_Smith",
+        "Mia 100%",
+        "Bob Stone",
+        "Eve Adams",
+    ]
+    .iter()
+    .enumerate()
+    {
+        let mut lead = new_lead(name);
+        if i % 2 == 0 {
+            lead.tags = crm::domain::values::Tags::parse(&["vip"]).unwrap();
+        }
+        ids.push(app.create_lead(agent, lead).await.unwrap().0);
+    }
+    app.create_lead(&s.agent2.ctx, new_lead("Not Mine"))
+        .await
+        .unwrap();
+    app.edit_lead(
+        agent,
+        ids[1],
+        LeadEdit {
+            stage: Some(Stage::Contacted),
+            ..LeadEdit::default()
+        },
+        None,
+    )
+    .await
+    .unwrap();
+    app.create_task(
+        agent,
+        ids[3],
+        crm::domain::values::TaskTitle::parse("Call").unwrap(),
+        crm::domain::values::DueAt::parse("2026-12-01T09:00:00Z").unwrap(),
+    )
+    .await
+    .unwrap();
+    app.create_task(
+        agent,
+        ids[4],
+        crm::domain::values::TaskTitle::parse("Call").unwrap(),
+        crm::domain::values::DueAt::parse("2026-11-30T09:00:00Z").unwrap(),
+    )
+    .await
+    .unwrap();
+    app.archive_lead(agent, ids[2], None).await.unwrap();
+
+    let dbh = app.store().database();
+    let mine = LeadFilter::of(Owner::AssignedTo(s.agent1.id));
+    let names = |page: &crm_projections::Page<lead_manager::Lead>| {
+        page.items
+            .iter()
+            .map(|l| l.name.clone())
+            .collect::<Vec<_>>()
+    };
+
+    let by_name = lead_manager::list(dbh, &mine, LeadSort::Name, None, 50)
+        .await
+        .unwrap();
+    assert_eq!(
+        names(&by_name),
+        ["adam_Smith", "Bob Stone", "Eve Adams", "Zoe Park"],
+        "archived leads leave the list"
+    );
+    let by_due = lead_manager::list(dbh, &mine, LeadSort::NextTaskDueAt, None, 50)
+        .await
+        .unwrap();
+    assert_eq!(
+        names(&by_due)[..2],
+        ["Eve Adams", "Bob Stone"],
+        "soonest task first, none last"
+    );
+    let newest = lead_manager::list(dbh, &mine, LeadSort::UpdatedAtDesc, None, 50)
+        .await
+        .unwrap();
+    assert_eq!(names(&newest)[0], "Eve Adams");
+
+    // Pages of two, in both directions, cover everything once.
+    for sort in [
+        LeadSort::Name,
+        LeadSort::UpdatedAt,
+        LeadSort::UpdatedAtDesc,
+        LeadSort::NextTaskDueAt,
+    ] {
+        let mut cursor = None;
+        let mut paged = Vec::new();
+        loop {
+            let page = lead_manager::list(dbh, &mine, sort, cursor.as_deref(), 2)
+                .await
+                .unwrap();
+            paged.extend(names(&page));
+            match page.next_cursor {
+                Some(next) => cursor = Some(next),
+                None => break,
+            }
+        }
+        let all = lead_manager::list(dbh, &mine, sort, None, 50)
+            .await
+            .unwrap();
+        assert_eq!(paged, names(&all), "{sort:?}");
+    }
+    assert!(matches!(
+        lead_manager::list(dbh, &mine, LeadSort::Name, Some("zz"), 2).await,
+        Err(crm_projections::QueryError::BadCursor)
+    ));
+
+    let vip = LeadFilter {
+        tag: Some("vip".into()),
+        ..mine.clone()
+    };
+    assert_eq!(
+        names(
+            &lead_manager::list(dbh, &vip, LeadSort::Name, None, 50)
+                .await
+                .unwrap()
+        ),
+        ["Eve Adams", "Zoe Park"]
+    );
+    let contacted = LeadFilter {
+        stage: Some(Stage::Contacted),
+        ..mine.clone()
+    };
+    assert_eq!(
+        names(
+            &lead_manager::list(dbh, &contacted, LeadSort::Name, None, 50)
+                .await
+                .unwrap()
+        ),
+        ["adam_Smith"]
+    );
+    for (q, expected) in [
+        ("ADAM", vec!["adam_Smith", "Eve Adams"]),
+        ("_", vec!["adam_Smith"]),
+        ("%", vec![]),
+    ] {
+        let text = LeadFilter {
+            q: Some(q.into()),
+            ..mine.clone()
+        };
+        assert_eq!(
+            names(
+                &lead_manager::list(dbh, &text, LeadSort::Name, None, 50)
+                    .await
+                    .unwrap()
+            ),
+            expected,
+            "q={q}"
+        );
+    }
+    let counts = lead_manager::counts_by_stage(dbh, &mine).await.unwrap();
+    assert_eq!(
+        (counts["new"], counts["contacted"], counts["lost"]),
+        (3, 1, 0)
+    );
+    let site = LeadFilter::of(Owner::Site(s.id));
+    assert_eq!(
+        lead_manager::list(dbh, &site, LeadSort::Name, None, 50)
+            .await
+            .unwrap()
+            .items
+            .len(),
+        5
+    );
+    let elsewhere = LeadFilter::of(Owner::Site(SiteId::generate()));
+    assert!(
+        lead_manager::list(dbh, &elsewhere, LeadSort::Name, None, 50)
+            .await
+            .unwrap()
+            .items
+            .is_empty()
+    );
+}
+
+async fn agents_are_told_when_the_site_says_so(db: &TestDatabase) {
+    let app = app(db).await;
+    let s = site(&app, "Demo Realty", "demo.example").await;
+    let dbh = app.store().database();
+    let acting = app
+        .start_impersonation(&s.admin.ctx, s.agent1.id, reason("Quiet fix"))
+        .await
+        .unwrap();
+    app.return_to_admin(&acting).await.unwrap();
+    assert!(
+        notifications::list(dbh, s.agent1.id, None, 50)
+            .await
+            .unwrap()
+            .items
+            .is_empty(),
+        "off by default"
+    );
+
+    app.change_site_settings(
+        &s.owner.ctx,
+        SiteSettingsEdit {
+            notify_subject: Some(true),
+            ..Default::default()
+        },
+        None,
+    )
+    .await
+    .unwrap();
+    app.start_impersonation(&s.admin.ctx, s.agent1.id, reason("Update the signature"))
+        .await
+        .unwrap();
+    let told = notifications::list(dbh, s.agent1.id, None, 50)
+        .await
+        .unwrap()
+        .items;
+    assert_eq!(told.len(), 1);
+    assert_eq!(told[0].text, "admin logged in as you: Update the signature");
+    assert_eq!(told[0].kind, "impersonation_started");
+    assert!(notifications::list(dbh, s.admin.id, None, 50)
+        .await
+        .unwrap()
+        .items
+        .is_empty());
+}
+
+async fn the_main_queries_are_served_by_indexes(db: &TestDatabase) {
+    let app = app(db).await;
+    let s = site(&app, "Demo Realty", "demo.example").await;
+    lead_of(&app, &s.agent1.ctx, "Dana").await;
+    let dbh = app.store().database();
+    let mine = LeadFilter::of(Owner::AssignedTo(s.agent1.id));
+    let mut queries = Vec::new();
+    for sort in [
+        LeadSort::Name,
+        LeadSort::UpdatedAt,
+        LeadSort::UpdatedAtDesc,
+        LeadSort::NextTaskDueAt,
+    ] {
+        queries.push((
+            format!("leads {sort:?}"),
+            lead_manager::list_query(&mine, sort, None, 50).unwrap(),
+        ));
+        let site = LeadFilter::of(Owner::Site(s.id));
+        queries.push((
+            format!("site leads {sort:?}"),
+            lead_manager::list_query(&site, sort, None, 50).unwrap(),
+        ));
+    }
+    let staged = LeadFilter {
+        stage: Some(Stage::New),
+        tag: Some("vip".into()),
+        ..mine.clone()
+    };
+    queries.push((
+        "leads by stage and tag".into(),
+        lead_manager::list_query(&staged, LeadSort::Name, None, 50).unwrap(),
+    ));
+    let filters = [
+        ChangeFilter::default(),
+        ChangeFilter {
+            actor_id: Some(s.admin.id),
+            ..ChangeFilter::default()
+        },
+        ChangeFilter {
+            subject_id: Some(s.agent1.id),
+            ..ChangeFilter::default()
+        },
+        ChangeFilter {
+            entity_type: Some("lead".into()),
+            entity_id: Some(uuid::Uuid::now_v7()),
+            ..ChangeFilter::default()
+        },
+        ChangeFilter {
+            impersonated: Some(true),
+            ..ChangeFilter::default()
+        },
+    ];
+    for filter in &filters {
+        queries.push((
+            format!("changes {filter:?}"),
+            audit_trail::changes_query(s.id, filter, None, 50).unwrap(),
+        ));
+    }
+    for filter in [
+        SessionFilter::default(),
+        SessionFilter {
+            subject_id: Some(s.agent1.id),
+            ..SessionFilter::default()
+        },
+        SessionFilter {
+            admin_id: Some(s.admin.id),
+            ..SessionFilter::default()
+        },
+    ] {
+        queries.push((
+            format!("sessions {filter:?}"),
+            audit_trail::sessions_query(s.id, &filter, None, 50).unwrap(),
+        ));
+    }
+    for (name, query) in queries {
+        let plan = query.explain(dbh).await.unwrap().join("\n");
+        let scans_a_table = plan.lines().any(|step| {
+            // SQLite: "SCAN leads_view" without an index; PostgreSQL: "Seq Scan on ...".
+            (step.contains("SCAN ") && !step.contains("USING") && !step.contains("SCAN CONSTANT"))
+                || step.contains("Seq Scan")
+        });
+        assert!(!scans_a_table, "{name} scans a whole table:\n{plan}");
+        assert!(
+            !plan.contains("TEMP B-TREE") && !plan.contains("Sort  "),
+            "{name} sorts instead of reading an index in order:\n{plan}"
+        );
+    }
+}

@@ -5,6 +5,8 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use crm_events::ids::SiteId;
 use crm_events::{EventStore, StoreError};
+use crm_projections::Projector;
+use indicatif::{ProgressBar, ProgressStyle};
 
 /// Event-sourced CRM core with an audited "Log in as user".
 #[derive(Debug, Parser)]
@@ -35,6 +37,23 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Empty the projections and fold the whole event log into them again, with a
+    /// progress bar. Safe to stop at any moment and run again.
+    Rebuild {
+        /// Rebuild only this projection (repeatable): users, lead_manager, settings,
+        /// notifications, audit_trail. All of them by default.
+        #[arg(long = "projection", value_name = "NAME")]
+        projections: Vec<String>,
+    },
+}
+
+/// Why a command failed.
+#[derive(Debug, thiserror::Error)]
+enum CliError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("{0}")]
+    Usage(String),
 }
 
 /// Parses the arguments and runs the command.
@@ -64,11 +83,41 @@ pub fn main() -> ExitCode {
     }
 }
 
-async fn run(cli: Cli) -> Result<ExitCode, StoreError> {
+async fn run(cli: Cli) -> Result<ExitCode, CliError> {
     let store = EventStore::open(&cli.database_url).await?;
     match cli.command {
-        Command::Verify { site, json } => verify(&store, site, json).await,
+        Command::Verify { site, json } => Ok(verify(&store, site, json).await?),
+        Command::Rebuild { projections } => rebuild(store, &projections).await,
     }
+}
+
+async fn rebuild(store: EventStore, names: &[String]) -> Result<ExitCode, CliError> {
+    let projector = Projector::open(store.clone(), crm_projections::all()).await?;
+    let names: Vec<&str> = names.iter().map(String::as_str).collect();
+    let chosen = projector.resolve(&names).map_err(CliError::Usage)?;
+    let head = store.head().await?;
+    let bar = ProgressBar::new(u64::try_from(head.0).unwrap_or(0));
+    bar.set_style(
+        ProgressStyle::with_template(
+            "rebuilding [{bar:40}] {pos}/{len} events, {per_sec}, {elapsed_precise} (eta {eta})",
+        )
+        .unwrap_or_else(|_| ProgressStyle::default_bar())
+        .progress_chars("=> "),
+    );
+    let started = std::time::Instant::now();
+    let reached = projector
+        .rebuild(&chosen, &|position| {
+            bar.set_position(u64::try_from(position.0).unwrap_or(0))
+        })
+        .await?;
+    bar.finish_and_clear();
+    let seconds = started.elapsed().as_secs_f64();
+    println!(
+        "rebuilt {} up to position {reached} in {seconds:.1} s ({:.0} events/s)",
+        chosen.join(", "),
+        reached.0 as f64 / seconds.max(f64::EPSILON)
+    );
+    Ok(ExitCode::SUCCESS)
 }
 
 async fn verify(

@@ -196,7 +196,7 @@ async fn the_seed_scenario_lists_exactly_the_admins_changes_with_before_and_afte
     )
     .await
     .unwrap();
-    assert_eq!(mine.items, [shown.clone()]);
+    assert_eq!(mine.items, std::slice::from_ref(&shown));
     let notes = lead_manager::notes(dbh, lead).await.unwrap();
     assert_eq!(notes.len(), 1);
     assert_eq!(

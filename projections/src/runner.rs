@@ -58,16 +58,29 @@ impl Projector {
         store: EventStore,
         projections: Vec<Arc<dyn Projection>>,
     ) -> Result<Arc<Self>, StoreError> {
+        let projector = Self::open(store.clone(), projections).await?;
+        store.install_hook(projector.clone());
+        projector.catch_up(&|_| {}).await?;
+        Ok(projector)
+    }
+
+    /// Prepares the projections (rebuilding those whose version changed) without
+    /// folding anything: for tools that only rebuild or inspect them.
+    ///
+    /// # Errors
+    /// Store failures.
+    pub async fn open(
+        store: EventStore,
+        projections: Vec<Arc<dyn Projection>>,
+    ) -> Result<Arc<Self>, StoreError> {
         let projector = Arc::new(Self {
-            store: store.clone(),
+            store,
             projections,
             projected: watch::channel(Position::START).0,
             pending: Mutex::new(None),
             catching_up: tokio::sync::Mutex::new(()),
         });
         projector.prepare().await?;
-        store.install_hook(projector.clone());
-        projector.catch_up(&|_| {}).await?;
         Ok(projector)
     }
 

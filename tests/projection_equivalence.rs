@@ -121,7 +121,7 @@ async fn random_history(app: &App, seed: u64, steps: usize) -> Vec<Site> {
             .collect();
         let result = match rng.below(12) {
             0 | 1 => {
-                let mut lead = new_lead(*rng.pick(&NAMES));
+                let mut lead = new_lead(rng.pick(&NAMES));
                 lead.tags = Tags::parse(&[*rng.pick(&TAGS)]).unwrap();
                 if rng.chance(50) {
                     lead.phone =
@@ -135,7 +135,7 @@ async fn random_history(app: &App, seed: u64, steps: usize) -> Vec<Site> {
                 let lead = *rng.pick(&mine);
                 let mut edit = LeadEdit::default();
                 if rng.chance(40) {
-                    edit.name = Some(PersonName::parse(*rng.pick(&NAMES)).unwrap());
+                    edit.name = Some(PersonName::parse(rng.pick(&NAMES)).unwrap());
                 }
                 if rng.chance(40) {
                     edit.stage = Some(*rng.pick(Stage::ALL));

@@ -121,7 +121,8 @@ async fn random_history(app: &App, seed: u64, steps: usize) -> Vec<Site> {
             .collect();
         let result = match rng.below(12) {
             0 | 1 => {
-                let mut lead = new_lead(rng.pick(&NAMES));
+                let name: &str = rng.pick(&NAMES);
+                let mut lead = new_lead(name);
                 lead.tags = Tags::parse(&[*rng.pick(&TAGS)]).unwrap();
                 if rng.chance(50) {
                     lead.phone =
@@ -135,7 +136,8 @@ async fn random_history(app: &App, seed: u64, steps: usize) -> Vec<Site> {
                 let lead = *rng.pick(&mine);
                 let mut edit = LeadEdit::default();
                 if rng.chance(40) {
-                    edit.name = Some(PersonName::parse(rng.pick(&NAMES)).unwrap());
+                    let name: &str = rng.pick(&NAMES);
+                    edit.name = Some(PersonName::parse(name).unwrap());
                 }
                 if rng.chance(40) {
                     edit.stage = Some(*rng.pick(Stage::ALL));

@@ -121,7 +121,7 @@ async fn random_history(app: &App, seed: u64, steps: usize) -> Vec<Site> {
             .collect();
         let result = match rng.below(12) {
             0 | 1 => {
-                let name: &str = rng.pick(&NAMES);
+                let name = NAMES[rng.below(NAMES.len())];
                 let mut lead = new_lead(name);
                 lead.tags = Tags::parse(&[*rng.pick(&TAGS)]).unwrap();
                 if rng.chance(50) {
@@ -136,7 +136,7 @@ async fn random_history(app: &App, seed: u64, steps: usize) -> Vec<Site> {
                 let lead = *rng.pick(&mine);
                 let mut edit = LeadEdit::default();
                 if rng.chance(40) {
-                    let name: &str = rng.pick(&NAMES);
+                    let name = NAMES[rng.below(NAMES.len())];
                     edit.name = Some(PersonName::parse(name).unwrap());
                 }
                 if rng.chance(40) {

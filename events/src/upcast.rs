@@ -7,7 +7,7 @@
 
 use serde_json::{Map, Value};
 
-use crate::catalog;
+use crate::catalog::{self, DomainEvent};
 
 type Step = fn(Map<String, Value>) -> Result<Map<String, Value>, String>;
 
@@ -78,6 +78,24 @@ fn communication_logged_v1_to_v2(mut v1: Map<String, Value>) -> Result<Map<Strin
     v1.insert("channel".to_owned(), channel);
     v1.insert("direction".to_owned(), Value::String(direction.to_owned()));
     Ok(v1)
+}
+
+impl DomainEvent {
+    /// Reads a stored event back in typed form, upcasting older schema versions.
+    ///
+    /// # Errors
+    /// [`StoreError::CorruptEvent`] naming the event's position when its payload is
+    /// not JSON, its type or version is unknown, or the payload does not match its type.
+    pub fn decode(event: &crate::envelope::RecordedEvent) -> Result<Self, crate::StoreError> {
+        let corrupt = |reason: String| crate::StoreError::CorruptEvent {
+            position: event.position,
+            reason,
+        };
+        let payload: Value = serde_json::from_str(&event.payload)
+            .map_err(|e| corrupt(format!("payload is not JSON: {e}")))?;
+        let current = upcast(&event.event_type, event.schema_version, payload).map_err(corrupt)?;
+        Self::from_current(&event.event_type, current).map_err(corrupt)
+    }
 }
 
 #[cfg(test)]

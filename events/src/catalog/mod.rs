@@ -144,22 +144,3 @@ catalog! {
 pub fn lookup(event_type: &str) -> Option<&'static EventTypeInfo> {
     CATALOG.iter().find(|info| info.name == event_type)
 }
-
-impl DomainEvent {
-    /// Reads a stored event back in typed form, upcasting older schema versions.
-    ///
-    /// # Errors
-    /// [`StoreError::CorruptEvent`] naming the event's position when its payload is
-    /// not JSON, its type or version is unknown, or the payload does not match its type.
-    pub fn decode(event: &crate::envelope::RecordedEvent) -> Result<Self, crate::StoreError> {
-        let corrupt = |reason: String| crate::StoreError::CorruptEvent {
-            position: event.position,
-            reason,
-        };
-        let payload: Value = serde_json::from_str(&event.payload)
-            .map_err(|e| corrupt(format!("payload is not JSON: {e}")))?;
-        let current = crate::upcast::upcast(&event.event_type, event.schema_version, payload)
-            .map_err(corrupt)?;
-        Self::from_current(&event.event_type, current).map_err(corrupt)
-    }
-}

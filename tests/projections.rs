@@ -22,6 +22,9 @@ backend_tests!(
     the_lead_manager_filters_sorts_counts_and_pages,
     agents_are_told_when_the_site_says_so,
     the_main_queries_are_served_by_indexes,
+    the_users_list_says_on_which_rows_log_in_as_user_is_allowed,
+    reads_follow_the_same_policy_as_commands,
+    the_projections_follow_appends_made_by_another_process,
 );
 
 async fn the_seed_scenario_lists_exactly_the_admins_changes_with_before_and_after(
@@ -552,4 +555,230 @@ async fn the_main_queries_are_served_by_indexes(db: &TestDatabase) {
             "{name} sorts instead of reading an index in order:\n{plan}"
         );
     }
+}
+
+async fn the_users_list_says_on_which_rows_log_in_as_user_is_allowed(db: &TestDatabase) {
+    let app = app(db).await;
+    let s = site(&app, "Demo Realty", "demo.example").await;
+    app.update_user(&s.owner.ctx, s.agent2.id, None, Some(false), None)
+        .await
+        .unwrap();
+    let allowed = |page: crm_projections::Page<crm::app::reads::ListedUser>| {
+        page.items
+            .into_iter()
+            .filter(|u| u.can_impersonate)
+            .map(|u| u.user.email)
+            .collect::<Vec<_>>()
+    };
+    for caller in [&s.owner, &s.admin] {
+        let page = app.users_list(&caller.ctx, None, 50).await.unwrap();
+        assert_eq!(page.items.len(), 6);
+        assert_eq!(
+            allowed(page),
+            ["agent1@demo.example"],
+            "only the active agent"
+        );
+    }
+    assert!(allowed(app.users_list(&s.auditor.ctx, None, 50).await.unwrap()).is_empty());
+    let agent = app.users_list(&s.agent1.ctx, None, 50).await.unwrap_err();
+    assert!(
+        matches!(agent, crm::app::AppError::Forbidden(_)),
+        "{agent:?}"
+    );
+    let acting = app
+        .start_impersonation(&s.admin.ctx, s.agent1.id, reason("Help"))
+        .await
+        .unwrap();
+    assert!(matches!(
+        app.users_list(&acting, None, 50).await.unwrap_err(),
+        crm::app::AppError::Forbidden(_)
+    ));
+    let first = app.users_list(&s.owner.ctx, None, 4).await.unwrap();
+    let rest = app
+        .users_list(&s.owner.ctx, first.next_cursor.as_deref(), 4)
+        .await
+        .unwrap();
+    assert_eq!(
+        (first.items.len(), rest.items.len(), rest.next_cursor),
+        (4, 2, None)
+    );
+}
+
+async fn reads_follow_the_same_policy_as_commands(db: &TestDatabase) {
+    use crm::app::reads::LeadQuery;
+    use crm::app::AppError;
+    let app = app(db).await;
+    let s = site(&app, "Demo Realty", "demo.example").await;
+    let lead = lead_of(&app, &s.agent1.ctx, "Dana").await;
+    let acting = app
+        .start_impersonation(&s.admin.ctx, s.agent1.id, reason("Help"))
+        .await
+        .unwrap();
+    let session = acting.impersonation().unwrap();
+    app.add_note(&acting, lead, NoteBody::parse("hi").unwrap())
+        .await
+        .unwrap();
+
+    // The Lead Manager acts as the subject.
+    assert_eq!(
+        app.leads(&acting, LeadQuery::default(), None, 50)
+            .await
+            .unwrap()
+            .items
+            .len(),
+        1
+    );
+    assert_eq!(app.lead_detail(&acting, lead).await.unwrap().notes.len(), 1);
+    assert!(matches!(
+        app.lead_detail(&s.agent2.ctx, lead).await.unwrap_err(),
+        AppError::NotFound(_)
+    ));
+    let site_scope = LeadQuery {
+        whole_site: true,
+        ..LeadQuery::default()
+    };
+    assert!(matches!(
+        app.leads(&s.agent1.ctx, site_scope.clone(), None, 50)
+            .await
+            .unwrap_err(),
+        AppError::Forbidden(_)
+    ));
+    assert_eq!(
+        app.leads(&s.owner.ctx, site_scope, None, 50)
+            .await
+            .unwrap()
+            .items
+            .len(),
+        1
+    );
+    assert_eq!(
+        app.leads(&s.owner.ctx, LeadQuery::default(), None, 50)
+            .await
+            .unwrap()
+            .items
+            .len(),
+        0,
+        "the owner's own leads"
+    );
+
+    // The audit trail: never while impersonating; agents only their own sessions.
+    let forbidden = app
+        .audit_sessions(&acting, &SessionFilter::default(), None, 50)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(forbidden, AppError::ImpersonationForbidden(_)),
+        "{forbidden:?}"
+    );
+    assert!(matches!(
+        app.audit_session(&acting, session).await.unwrap_err(),
+        AppError::ImpersonationForbidden(_)
+    ));
+    assert!(matches!(
+        app.impersonations_of_me(&acting, None, 50)
+            .await
+            .unwrap_err(),
+        AppError::ImpersonationForbidden(_)
+    ));
+    assert!(matches!(
+        app.audit_sessions(&s.agent1.ctx, &SessionFilter::default(), None, 50)
+            .await
+            .unwrap_err(),
+        AppError::Forbidden(_)
+    ));
+    assert_eq!(
+        app.impersonations_of_me(&s.agent1.ctx, None, 50)
+            .await
+            .unwrap()
+            .items
+            .len(),
+        1
+    );
+    assert_eq!(
+        app.audit_session(&s.agent1.ctx, session)
+            .await
+            .unwrap()
+            .changes
+            .len(),
+        1,
+        "what changed on my account"
+    );
+    assert!(matches!(
+        app.audit_session(&s.agent2.ctx, session).await.unwrap_err(),
+        AppError::NotFound(_)
+    ));
+    assert_eq!(
+        app.audit_session(&s.auditor.ctx, session)
+            .await
+            .unwrap()
+            .changes
+            .len(),
+        1
+    );
+    let other = site(&app, "Rival Homes", "rival.example").await;
+    assert!(matches!(
+        app.audit_session(&other.owner.ctx, session)
+            .await
+            .unwrap_err(),
+        AppError::NotFound(_)
+    ));
+    assert!(app
+        .audit_changes(&other.owner.ctx, &ChangeFilter::default(), None, 500)
+        .await
+        .unwrap()
+        .items
+        .iter()
+        .all(|c| c.actor_id != s.admin.id.as_uuid()));
+
+    // Settings with every key, defaults filled in.
+    let (values, version) = app.settings_view(&s.agent1.ctx).await.unwrap();
+    assert_eq!(
+        (
+            values["timezone"].clone(),
+            values["notifications.task_reminder_minutes"].clone(),
+            version
+        ),
+        (json!("UTC"), json!(30), 0)
+    );
+    assert_eq!(values.len(), 8);
+}
+
+async fn the_projections_follow_appends_made_by_another_process(db: &TestDatabase) {
+    let app = app(db).await;
+    let s = site(&app, "Demo Realty", "demo.example").await;
+    // Another process, without projections of its own, appends a lead.
+    let other = crm_events::EventStore::open(&db.url).await.unwrap();
+    let lead = LeadId::generate();
+    let created = crm_events::DomainEvent::from(crm_events::catalog::lead::LeadCreated {
+        name: "From elsewhere".into(),
+        email: None,
+        phone: None,
+        source: None,
+        stage: Stage::New,
+        tags: vec![],
+        assigned_agent_id: Some(s.agent1.id),
+    });
+    let appended = other
+        .append(
+            crm_events::StreamAppend {
+                site_id: s.id,
+                stream: crm_events::StreamKey::new(crm_events::StreamType::Lead, lead.as_uuid()),
+                expected: crm_events::ExpectedVersion::NoStream,
+                events: vec![created.to_new_event()],
+            },
+            crm_events::Metadata::acting_as_self(s.agent1.id),
+        )
+        .await
+        .unwrap();
+    let dbh = app.store().database();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while lead_manager::get(dbh, lead).await.unwrap().is_none() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the projections never caught up with position {}",
+            appended.last_position
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(app.projector().projected(), appended.last_position);
 }

@@ -59,8 +59,10 @@ impl Projector {
         projections: Vec<Arc<dyn Projection>>,
     ) -> Result<Arc<Self>, StoreError> {
         let projector = Self::open(store.clone(), projections).await?;
-        store.install_hook(projector.clone());
+        let hook: Arc<dyn crm_events::AppendHook> = projector.clone();
+        store.install_hook(&hook);
         projector.catch_up(&|_| {}).await?;
+        tokio::spawn(follow(Arc::downgrade(&projector), store.watch_head()));
         Ok(projector)
     }
 
@@ -342,6 +344,30 @@ impl Projector {
     fn publish_after_commit(&self, position: Position) {
         if let Ok(mut pending) = self.pending.lock() {
             *pending = Some(position);
+        }
+    }
+}
+
+/// Catches up whenever the log moves past what the projections hold: appends of
+/// another process, or ones this process could not fold inline. Ends when the
+/// projector is dropped.
+async fn follow(projector: std::sync::Weak<Projector>, mut head: watch::Receiver<Position>) {
+    loop {
+        // Woken by every append heard of; once a second, ask the database (another
+        // SQLite process's appends are heard of no other way).
+        let woken = tokio::time::timeout(std::time::Duration::from_secs(1), head.changed()).await;
+        let Some(projector) = projector.upgrade() else {
+            return;
+        };
+        let known = match woken {
+            Ok(Ok(())) => *head.borrow_and_update(),
+            Ok(Err(_)) => return,
+            Err(_) => projector.store.head().await.unwrap_or(Position::START),
+        };
+        if projector.projected() < known {
+            if let Err(error) = projector.catch_up(&|_| {}).await {
+                tracing::warn!(%error, "projections could not catch up; retrying");
+            }
         }
     }
 }

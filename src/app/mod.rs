@@ -4,7 +4,8 @@
 //!
 //! - [`App`]: the service; its commands live in [`accounts`] (sites, users,
 //!   passwords, sign-in), [`impersonation`] ("Log in as user" and "Return to
-//!   Admin"), [`leads`] and [`settings`].
+//!   Admin"), [`leads`] and [`settings`]; what frontends read, through the same
+//!   policy, in [`reads`].
 //! - [`context`]: the request context every command runs in.
 //! - [`error`]: [`AppError`], every way a command can be refused.
 
@@ -15,6 +16,7 @@ pub mod context;
 pub mod error;
 pub mod impersonation;
 pub mod leads;
+pub mod reads;
 mod sessions;
 pub mod settings;
 

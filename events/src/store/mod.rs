@@ -112,8 +112,9 @@ pub struct EventStore {
     inner: Arc<Inner>,
 }
 
-/// The hook the writer calls for every batch, once installed.
-type HookSlot = Arc<std::sync::OnceLock<Arc<dyn AppendHook>>>;
+/// The hook the writer calls for every batch, once installed. Held weakly: the
+/// hook's owner decides how long it lives (and the hook may hold the store).
+type HookSlot = Arc<std::sync::OnceLock<std::sync::Weak<dyn AppendHook>>>;
 
 #[derive(Debug)]
 struct Inner {
@@ -195,9 +196,17 @@ impl EventStore {
     }
 
     /// Installs the hook every later batch runs inside its transaction (the
-    /// projections). Only one hook can be installed; returns false if one was.
-    pub fn install_hook(&self, hook: Arc<dyn AppendHook>) -> bool {
-        self.inner.hook.set(hook).is_ok()
+    /// projections), for as long as its owner keeps it. Only one hook can be
+    /// installed; returns false if one was.
+    pub fn install_hook(&self, hook: &Arc<dyn AppendHook>) -> bool {
+        self.inner.hook.set(Arc::downgrade(hook)).is_ok()
+    }
+
+    /// The last position known to be committed, by this process or (as soon as it
+    /// is heard of) another: wakes whoever waits on it at each new append.
+    #[must_use]
+    pub fn watch_head(&self) -> watch::Receiver<Position> {
+        self.inner.head.subscribe()
     }
 
     /// Appends `events` to one stream, atomically.
@@ -524,7 +533,8 @@ async fn run_writer(
     let mut waiting = Vec::with_capacity(max_batch);
     while requests.recv_many(&mut waiting, max_batch).await > 0 {
         let (batch, replies): (Vec<_>, Vec<_>) = waiting.drain(..).unzip();
-        let hook = hook.get().map(|h| &**h);
+        let hook = hook.get().and_then(std::sync::Weak::upgrade);
+        let hook = hook.as_deref();
         let results = match commit(&db, hook, &batch, &head).await {
             Ok(results) => results,
             Err(error) if batch.len() == 1 => vec![Err(error)],

@@ -1,0 +1,317 @@
+//! What the web frontends read: the projections, through the same policy as the
+//! commands. Every read is scoped to the caller's site; agents see only their own.
+
+use std::collections::BTreeMap;
+
+use crm_events::catalog::values::Role;
+use crm_events::ids::{ImpersonationId, LeadId, SiteId, UserId};
+use crm_projections::audit_trail::{self, Change, ChangeFilter, Session, SessionFilter};
+use crm_projections::lead_manager::{
+    self, Communication, Lead, LeadFilter, LeadSort, Note, Owner, Task,
+};
+use crm_projections::settings::{self as settings_view, Template};
+use crm_projections::users::{self, SiteRow, UserRow};
+use crm_projections::{notifications, Page};
+use serde::Serialize;
+use serde_json::Value;
+
+use super::{App, AppError, RequestContext};
+use crate::domain::policy::{
+    authorize, can_see_lead, may_impersonate, Action, ImpersonationRules, UserView,
+};
+use crate::domain::settings::SettingKey;
+
+/// A row of the users list, with whether the caller may log in as that user.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ListedUser {
+    #[serde(flatten)]
+    pub user: UserRow,
+    pub can_impersonate: bool,
+}
+
+/// What the Lead Manager lists.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct LeadQuery {
+    pub stage: Option<crm_events::catalog::values::Stage>,
+    pub tag: Option<String>,
+    pub q: Option<String>,
+    pub sort: LeadSort,
+    /// Every lead of the site (owners and admins), not only the subject's.
+    pub whole_site: bool,
+}
+
+/// A page of leads with the counts per stage.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct LeadPage {
+    pub items: Vec<Lead>,
+    pub counts_by_stage: BTreeMap<String, i64>,
+    pub next_cursor: Option<String>,
+}
+
+/// A lead with its notes, tasks and communications.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct LeadDetail {
+    #[serde(flatten)]
+    pub lead: Lead,
+    pub notes: Vec<Note>,
+    pub tasks: Vec<Task>,
+    pub communications: Vec<Communication>,
+}
+
+/// A session with every change made in it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SessionDetail {
+    #[serde(flatten)]
+    pub session: Session,
+    pub changes: Vec<Change>,
+}
+
+fn rules_of(site: &SiteRow) -> ImpersonationRules {
+    ImpersonationRules {
+        enabled: site.impersonation_enabled,
+        max_minutes: u32::try_from(site.impersonation_max_minutes).unwrap_or(0),
+        reason_required: site.impersonation_reason_required,
+        notify_subject: site.notify_subject_on_impersonation,
+    }
+}
+
+fn view_of(user: &UserRow) -> UserView {
+    UserView {
+        id: UserId::from_uuid(user.id),
+        site_id: SiteId::from_uuid(user.site_id),
+        role: Role::parse(&user.role).unwrap_or(Role::Auditor),
+        active: user.active,
+    }
+}
+
+impl App {
+    /// The caller's site as the projections hold it.
+    ///
+    /// # Errors
+    /// [`AppError::NotFound`] when it is not projected (yet).
+    pub async fn site_view(&self, ctx: &RequestContext) -> Result<SiteRow, AppError> {
+        users::site(self.store.database(), ctx.site())
+            .await?
+            .ok_or(AppError::NotFound("site"))
+    }
+
+    /// The site's users, by name, each with "may the caller log in as this user".
+    ///
+    /// # Errors
+    /// [`AppError::Forbidden`] for agents; a bad cursor.
+    pub async fn users_list(
+        &self,
+        ctx: &RequestContext,
+        cursor: Option<&str>,
+        limit: u32,
+    ) -> Result<Page<ListedUser>, AppError> {
+        authorize(&ctx.caller, Action::ReadUsers)?;
+        let rules = rules_of(&self.site_view(ctx).await?);
+        let page = users::list(self.store.database(), ctx.site(), cursor, limit).await?;
+        Ok(Page {
+            items: page
+                .items
+                .into_iter()
+                .map(|user| ListedUser {
+                    can_impersonate: may_impersonate(&ctx.caller, &view_of(&user), &rules, true)
+                        .is_ok(),
+                    user,
+                })
+                .collect(),
+            next_cursor: page.next_cursor,
+        })
+    }
+
+    /// The subject's Lead Manager (or, for owners and admins asking, the whole site's).
+    ///
+    /// # Errors
+    /// [`AppError::Forbidden`] for `whole_site` asked by an agent; a bad cursor.
+    pub async fn leads(
+        &self,
+        ctx: &RequestContext,
+        query: LeadQuery,
+        cursor: Option<&str>,
+        limit: u32,
+    ) -> Result<LeadPage, AppError> {
+        authorize(&ctx.caller, Action::WorkOwnLeads)?;
+        let owner = if query.whole_site {
+            authorize(&ctx.caller, Action::WorkAllLeads)?;
+            Owner::Site(ctx.site())
+        } else {
+            Owner::AssignedTo(ctx.subject())
+        };
+        let filter = LeadFilter {
+            owner,
+            stage: query.stage,
+            tag: query.tag,
+            q: query.q,
+        };
+        let db = self.store.database();
+        let page = lead_manager::list(db, &filter, query.sort, cursor, limit).await?;
+        Ok(LeadPage {
+            counts_by_stage: lead_manager::counts_by_stage(db, &filter).await?,
+            items: page.items,
+            next_cursor: page.next_cursor,
+        })
+    }
+
+    /// One lead the subject may see, with its notes, tasks and communications.
+    ///
+    /// # Errors
+    /// [`AppError::NotFound`] for a lead that does not exist, is archived, or is not
+    /// the subject's to see.
+    pub async fn lead_detail(
+        &self,
+        ctx: &RequestContext,
+        id: LeadId,
+    ) -> Result<LeadDetail, AppError> {
+        authorize(&ctx.caller, Action::WorkOwnLeads)?;
+        let db = self.store.database();
+        let lead = lead_manager::get(db, id)
+            .await?
+            .ok_or(AppError::NotFound("lead"))?;
+        let visible = can_see_lead(
+            &ctx.caller.subject,
+            SiteId::from_uuid(lead.site_id),
+            lead.assigned_agent_id.map(UserId::from_uuid),
+        );
+        if !visible || lead.archived {
+            return Err(AppError::NotFound("lead"));
+        }
+        Ok(LeadDetail {
+            notes: lead_manager::notes(db, id).await?,
+            tasks: lead_manager::tasks(db, id).await?,
+            communications: lead_manager::communications(db, id).await?,
+            lead,
+        })
+    }
+
+    /// The subject's settings, every key (defaults where never set), and the version.
+    ///
+    /// # Errors
+    /// Store failures.
+    pub async fn settings_view(
+        &self,
+        ctx: &RequestContext,
+    ) -> Result<(BTreeMap<&'static str, Value>, i64), AppError> {
+        authorize(&ctx.caller, Action::ManageOwnSettings)?;
+        let (stored, version) = settings_view::get(self.store.database(), ctx.subject()).await?;
+        let values = SettingKey::ALL
+            .into_iter()
+            .map(|key| {
+                (
+                    key.as_str(),
+                    stored
+                        .get(key.as_str())
+                        .cloned()
+                        .unwrap_or_else(|| key.default_value()),
+                )
+            })
+            .collect();
+        Ok((values, version))
+    }
+
+    /// The subject's templates, by name.
+    ///
+    /// # Errors
+    /// Store failures.
+    pub async fn templates_view(&self, ctx: &RequestContext) -> Result<Vec<Template>, AppError> {
+        authorize(&ctx.caller, Action::ManageOwnSettings)?;
+        Ok(settings_view::templates(self.store.database(), ctx.subject()).await?)
+    }
+
+    /// The subject's notifications, newest first.
+    ///
+    /// # Errors
+    /// A bad cursor; store failures.
+    pub async fn notifications(
+        &self,
+        ctx: &RequestContext,
+        cursor: Option<&str>,
+        limit: u32,
+    ) -> Result<Page<notifications::Notification>, AppError> {
+        Ok(notifications::list(self.store.database(), ctx.subject(), cursor, limit).await?)
+    }
+
+    /// "Who logged in as me": the sessions in which someone acted as the caller.
+    ///
+    /// # Errors
+    /// [`AppError::ImpersonationForbidden`] while impersonating; a bad cursor.
+    pub async fn impersonations_of_me(
+        &self,
+        ctx: &RequestContext,
+        cursor: Option<&str>,
+        limit: u32,
+    ) -> Result<Page<Session>, AppError> {
+        authorize(&ctx.caller, Action::ReadOwnImpersonations)?;
+        let filter = SessionFilter {
+            subject_id: Some(ctx.actor()),
+            ..SessionFilter::default()
+        };
+        Ok(
+            audit_trail::sessions(self.store.database(), ctx.site(), &filter, cursor, limit)
+                .await?,
+        )
+    }
+
+    /// The site's impersonation sessions (owners, admins, auditors).
+    ///
+    /// # Errors
+    /// [`AppError::Forbidden`], [`AppError::ImpersonationForbidden`]; a bad cursor.
+    pub async fn audit_sessions(
+        &self,
+        ctx: &RequestContext,
+        filter: &SessionFilter,
+        cursor: Option<&str>,
+        limit: u32,
+    ) -> Result<Page<Session>, AppError> {
+        authorize(&ctx.caller, Action::ReadAudit)?;
+        Ok(audit_trail::sessions(self.store.database(), ctx.site(), filter, cursor, limit).await?)
+    }
+
+    /// One session with its changes: for owners, admins and auditors, and for the
+    /// agent it was about (transparency: what changed on my account).
+    ///
+    /// # Errors
+    /// [`AppError::NotFound`] for another site's session or one the caller may not
+    /// read.
+    pub async fn audit_session(
+        &self,
+        ctx: &RequestContext,
+        id: ImpersonationId,
+    ) -> Result<SessionDetail, AppError> {
+        let db = self.store.database();
+        let session = audit_trail::session(db, ctx.site(), id)
+            .await?
+            .ok_or(AppError::NotFound("impersonation"))?;
+        let about_me = session.subject_id == ctx.actor().as_uuid();
+        match authorize(&ctx.caller, Action::ReadAudit) {
+            Ok(()) => {}
+            Err(_) if about_me && authorize(&ctx.caller, Action::ReadOwnImpersonations).is_ok() => {
+            }
+            Err(refusal @ crate::domain::policy::Refusal::ImpersonationForbidden(_)) => {
+                return Err(refusal.into())
+            }
+            Err(_) => return Err(AppError::NotFound("impersonation")),
+        }
+        Ok(SessionDetail {
+            changes: audit_trail::session_changes(db, id).await?,
+            session,
+        })
+    }
+
+    /// The site's changes, filtered (owners, admins, auditors).
+    ///
+    /// # Errors
+    /// [`AppError::Forbidden`], [`AppError::ImpersonationForbidden`]; a bad cursor.
+    pub async fn audit_changes(
+        &self,
+        ctx: &RequestContext,
+        filter: &ChangeFilter,
+        cursor: Option<&str>,
+        limit: u32,
+    ) -> Result<Page<Change>, AppError> {
+        authorize(&ctx.caller, Action::ReadAudit)?;
+        Ok(audit_trail::changes(self.store.database(), ctx.site(), filter, cursor, limit).await?)
+    }
+}

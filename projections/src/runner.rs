@@ -7,9 +7,10 @@
 //! inline and brought up by [`Projector::catch_up`], which folds the log in batches,
 //! each in one transaction with its checkpoint.
 //!
-//! Every transaction that folds events first locks the checkpoint rows (an `UPDATE`
-//! that changes nothing), then reads the checkpoints, so two servers (or a server
-//! and `crm rebuild`) never fold the same event twice nor race each other.
+//! Every transaction that folds events (or empties a projection) first locks all
+//! the checkpoint rows, in one fixed order, then reads them, so two servers (or a
+//! server and `crm rebuild`) never fold the same event twice, never race, and never
+//! deadlock on each other.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -24,8 +25,13 @@ use crate::sql::execute;
 /// How many events one catch-up transaction folds.
 const CATCH_UP_BATCH: u32 = 1_000;
 
-const LOCK_CHECKPOINTS: &str =
+/// Takes every checkpoint row's lock, always in the same order (by name) so that
+/// two folding transactions can never each hold a row the other waits for. On
+/// SQLite a write takes the database's single write lock at once.
+const LOCK_CHECKPOINTS_SQLITE: &str =
     "UPDATE projection_checkpoints SET position = position RETURNING name, version, position";
+const LOCK_CHECKPOINTS_POSTGRES: &str =
+    "SELECT name, version, position FROM projection_checkpoints ORDER BY name FOR UPDATE";
 
 /// Runs a set of projections against one store.
 #[derive(Debug)]
@@ -178,6 +184,7 @@ impl Projector {
             .collect();
         on_pool!(self.store.database(), |pool| {
             let mut tx = pool.begin().await?;
+            self.lock_checkpoints(&mut Tx::from(&mut *tx)).await?;
             for projection in &chosen {
                 for table in projection.tables() {
                     sqlx::query(&format!("DELETE FROM {table}"))
@@ -298,10 +305,18 @@ impl Projector {
         &self,
         tx: &mut Tx<'_>,
     ) -> Result<HashMap<String, Position>, StoreError> {
-        let rows: Vec<(String, i64, i64)> =
-            crm_events::on_tx!(tx, |conn| sqlx::query_as(LOCK_CHECKPOINTS)
-                .fetch_all(&mut **conn)
-                .await?);
+        let rows: Vec<(String, i64, i64)> = match tx {
+            Tx::Sqlite(conn) => {
+                sqlx::query_as(LOCK_CHECKPOINTS_SQLITE)
+                    .fetch_all(&mut **conn)
+                    .await?
+            }
+            Tx::Postgres(conn) => {
+                sqlx::query_as(LOCK_CHECKPOINTS_POSTGRES)
+                    .fetch_all(&mut **conn)
+                    .await?
+            }
+        };
         Ok(rows
             .into_iter()
             .map(|(name, _, position)| (name, Position(position)))

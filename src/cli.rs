@@ -6,6 +6,10 @@ use clap::{Parser, Subcommand};
 use crm_events::ids::SiteId;
 use crm_events::{EventStore, StoreError};
 use crm_projections::Projector;
+
+use crate::app::{App, Clock};
+use crate::domain::input::UserInput;
+use crate::domain::values::{Email, Password, PersonName, SiteName};
 use indicatif::{ProgressBar, ProgressStyle};
 
 /// Event-sourced CRM core with an audited "Log in as user".
@@ -27,6 +31,30 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Run the HTTP API.
+    Serve {
+        /// Address to listen on.
+        #[arg(long, default_value = "127.0.0.1:8080", env = "CRM_BIND")]
+        bind: std::net::SocketAddr,
+        /// Seed the "Demo Realty" site (once) and print its sign-ins.
+        #[arg(long)]
+        demo: bool,
+    },
+    /// Sites.
+    Site {
+        #[command(subcommand)]
+        command: SiteCommand,
+    },
+    /// Users.
+    User {
+        #[command(subcommand)]
+        command: UserCommand,
+    },
+    /// The audit trail.
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
     /// Recompute the tamper-evident hash chain; exit 0 when the log is intact, 1 (naming
     /// the first bad position) when it is not.
     Verify {
@@ -47,6 +75,56 @@ pub enum Command {
     },
 }
 
+#[derive(Debug, Subcommand)]
+pub enum SiteCommand {
+    /// Create a site and its owner.
+    Create {
+        #[arg(long)]
+        name: String,
+        #[arg(long)]
+        owner_name: String,
+        #[arg(long)]
+        owner_email: String,
+        /// The owner's password (at least 8 characters).
+        #[arg(long, env = "CRM_OWNER_PASSWORD", hide_env_values = true)]
+        owner_password: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum UserCommand {
+    /// Create a user of a site (as the operator).
+    Create {
+        #[arg(long)]
+        site: SiteId,
+        #[arg(long)]
+        name: String,
+        #[arg(long)]
+        email: String,
+        /// admin, agent or auditor.
+        #[arg(long)]
+        role: String,
+        /// At least 8 characters.
+        #[arg(long, env = "CRM_USER_PASSWORD", hide_env_values = true)]
+        password: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AuditCommand {
+    /// Write a site's changes to standard output, as CSV or NDJSON.
+    Export {
+        #[arg(long)]
+        site: SiteId,
+        /// csv or ndjson.
+        #[arg(long, default_value = "csv")]
+        format: String,
+        /// Only changes made while impersonating.
+        #[arg(long)]
+        impersonated: bool,
+    },
+}
+
 /// Why a command failed.
 #[derive(Debug, thiserror::Error)]
 enum CliError {
@@ -54,6 +132,10 @@ enum CliError {
     Store(#[from] StoreError),
     #[error("{0}")]
     Usage(String),
+    #[error("{0}")]
+    App(#[from] crate::app::AppError),
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
 }
 
 /// Parses the arguments and runs the command.
@@ -63,7 +145,7 @@ pub fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx=warn")),
         )
         .with_writer(std::io::stderr)
         .init();
@@ -86,9 +168,172 @@ pub fn main() -> ExitCode {
 async fn run(cli: Cli) -> Result<ExitCode, CliError> {
     let store = EventStore::open(&cli.database_url).await?;
     match cli.command {
+        Command::Serve { bind, demo } => serve(store, bind, demo).await,
+        Command::Site {
+            command:
+                SiteCommand::Create {
+                    name,
+                    owner_name,
+                    owner_email,
+                    owner_password,
+                },
+        } => {
+            let app = App::start(store, Clock::system()).await?;
+            let usage =
+                |field: &'static str| move |why: String| CliError::Usage(format!("{field}: {why}"));
+            let created = app
+                .create_site(
+                    SiteName::parse(&name).map_err(usage("--name"))?,
+                    PersonName::parse(&owner_name).map_err(usage("--owner-name"))?,
+                    Email::parse(&owner_email).map_err(usage("--owner-email"))?,
+                    Password::parse(&owner_password).map_err(usage("--owner-password"))?,
+                )
+                .await?;
+            println!(
+                "site {} created; owner {} <{owner_email}>",
+                created.site_id, created.owner_id
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::User {
+            command:
+                UserCommand::Create {
+                    site,
+                    name,
+                    email,
+                    role,
+                    password,
+                },
+        } => {
+            let app = App::start(store, Clock::system()).await?;
+            let input = UserInput {
+                name,
+                email,
+                role,
+                password,
+            };
+            let (name, email, role, password) = input.parse().map_err(|errors| {
+                CliError::Usage(
+                    errors
+                        .iter()
+                        .map(|e| format!("--{}: {}", e.field, e.message))
+                        .collect::<Vec<_>>()
+                        .join("; "),
+                )
+            })?;
+            app.site_view(&app.operator(site)).await?;
+            let (user, _) = app
+                .create_user(&app.operator(site), name, email, role, password)
+                .await?;
+            println!(
+                "user {} created: {} <{}> ({})",
+                user.id, user.name, user.email, user.role
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Audit {
+            command:
+                AuditCommand::Export {
+                    site,
+                    format,
+                    impersonated,
+                },
+        } => export(store, site, &format, impersonated).await,
         Command::Verify { site, json } => Ok(verify(&store, site, json).await?),
         Command::Rebuild { projections } => rebuild(store, &projections).await,
     }
+}
+
+async fn serve(
+    store: EventStore,
+    bind: std::net::SocketAddr,
+    demo: bool,
+) -> Result<ExitCode, CliError> {
+    let app = App::start(store, Clock::system()).await?;
+    if demo {
+        let seeded = crate::demo::seed(&app).await?;
+        println!(
+            "Demo Realty {}. Sign in with any of these (password `{}`):",
+            if seeded { "seeded" } else { "is already there" },
+            crate::demo::PASSWORD
+        );
+        for (email, role) in crate::demo::LOGINS {
+            println!("  {email:<24} {role}");
+        }
+    }
+    let listener = tokio::net::TcpListener::bind(bind).await?;
+    println!("crm listening on http://{}", listener.local_addr()?);
+    let router = crate::http::router(crate::http::AppState { app });
+    axum::serve(listener, router)
+        .with_graceful_shutdown(shutdown_signal())
+        .await?;
+    println!("crm stopped");
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Ctrl-C or SIGTERM: stop accepting, finish the requests in flight, exit.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {}
+        () = terminate => {}
+    }
+    tracing::info!("shutting down: finishing the requests in flight");
+}
+
+async fn export(
+    store: EventStore,
+    site: SiteId,
+    format: &str,
+    impersonated: bool,
+) -> Result<ExitCode, CliError> {
+    use crm_projections::audit_trail::{self, ChangeFilter};
+    use std::io::Write;
+    let ndjson = match format {
+        "csv" => false,
+        "ndjson" => true,
+        other => return Err(CliError::Usage(format!("--format {other}: csv or ndjson"))),
+    };
+    App::start(store.clone(), Clock::system()).await?;
+    let filter = ChangeFilter {
+        impersonated: impersonated.then_some(true),
+        ..ChangeFilter::default()
+    };
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::new(stdout.lock());
+    let mut cursor: Option<String> = None;
+    let mut first = true;
+    loop {
+        let page = audit_trail::changes(store.database(), site, &filter, cursor.as_deref(), 1_000)
+            .await
+            .map_err(crate::app::AppError::from)?;
+        let chunk = if ndjson {
+            crate::export::ndjson_lines(&page.items)
+        } else {
+            crate::export::csv_rows(&page.items, first)
+        };
+        first = false;
+        out.write_all(&chunk)?;
+        match page.next_cursor {
+            Some(next) => cursor = Some(next),
+            None => break,
+        }
+    }
+    out.flush()?;
+    Ok(ExitCode::SUCCESS)
 }
 
 async fn rebuild(store: EventStore, names: &[String]) -> Result<ExitCode, CliError> {

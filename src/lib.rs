@@ -14,10 +14,14 @@
 //! - [`domain`]: validated values, the authorization policy and the pure decisions
 //!   of each aggregate.
 //! - [`app`]: sessions and the command service (load, authorize, decide, append).
-//! - [`cli`]: the `crm` command line.
+//! - [`http`]: the HTTP API (axum), one module per resource, and its OpenAPI document.
+//! - [`cli`]: the `crm` command line; [`demo`]: the demo site of `crm serve --demo`.
 //!
 //! Dependencies point one way: this crate -> projections -> events.
 
 pub mod app;
 pub mod cli;
+pub mod demo;
 pub mod domain;
+pub mod export;
+pub mod http;

@@ -264,6 +264,7 @@ pub fn changes_of(
 }
 
 /// One impersonation session.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow)]
 pub struct Session {
     pub id: Uuid,
@@ -282,6 +283,7 @@ pub struct Session {
 }
 
 /// One change.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Change {
     pub position: i64,

@@ -296,6 +296,7 @@ async fn next_task_due(tx: &mut Tx<'_>, id: Uuid) -> Result<(), StoreError> {
 }
 
 /// A lead as the Lead Manager shows it.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Lead {
     pub id: Uuid,
@@ -559,6 +560,7 @@ pub async fn get(db: &Database, id: LeadId) -> Result<Option<Lead>, QueryError> 
 }
 
 /// A note on a lead.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow)]
 pub struct Note {
     pub id: Uuid,
@@ -568,6 +570,7 @@ pub struct Note {
 }
 
 /// A task on a lead.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow)]
 pub struct Task {
     pub id: Uuid,
@@ -577,6 +580,7 @@ pub struct Task {
 }
 
 /// A logged call, email or text.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow)]
 pub struct Communication {
     pub id: Uuid,

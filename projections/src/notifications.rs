@@ -125,6 +125,7 @@ async fn apply(tx: &mut Tx<'_>, decoded: &Decoded) -> Result<(), StoreError> {
 }
 
 /// One notification.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow)]
 pub struct Notification {
     pub id: Uuid,

@@ -150,6 +150,7 @@ pub async fn get(db: &Database, user: UserId) -> Result<(Map<String, Value>, i64
 }
 
 /// An email or text template.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow)]
 pub struct Template {
     pub id: Uuid,

@@ -155,6 +155,7 @@ async fn apply(tx: &mut Tx<'_>, decoded: &Decoded) -> Result<(), StoreError> {
 }
 
 /// One row of the users list.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow, serde::Serialize)]
 pub struct UserRow {
     pub id: Uuid,
@@ -168,6 +169,7 @@ pub struct UserRow {
 }
 
 /// A site's settings as the users list and the site settings page show them.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow, serde::Serialize)]
 pub struct SiteRow {
     pub id: Uuid,

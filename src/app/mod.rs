@@ -73,6 +73,24 @@ impl App {
         &self.store
     }
 
+    /// A context for the operator (the command line) acting on `site` with the
+    /// owner's permissions; what it appends has [`UserId::SYSTEM`] as actor.
+    #[must_use]
+    pub fn operator(&self, site: crm_events::ids::SiteId) -> RequestContext {
+        let operator = crate::domain::policy::UserView {
+            id: crm_events::ids::UserId::SYSTEM,
+            site_id: site,
+            role: crm_events::catalog::values::Role::Owner,
+            active: true,
+        };
+        RequestContext {
+            caller: crate::domain::policy::Caller::as_self(operator),
+            session: [0; 32],
+            correlation_id: crm_events::ids::CorrelationId::generate(),
+            idempotency_key: None,
+        }
+    }
+
     /// The projections the reads come from.
     #[must_use]
     pub fn projector(&self) -> &Projector {

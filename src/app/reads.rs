@@ -41,7 +41,7 @@ pub struct LeadQuery {
 }
 
 /// A page of leads with the counts per stage.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct LeadPage {
     pub items: Vec<Lead>,
     pub counts_by_stage: BTreeMap<String, i64>,
@@ -49,7 +49,7 @@ pub struct LeadPage {
 }
 
 /// A lead with its notes, tasks and communications.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct LeadDetail {
     #[serde(flatten)]
     pub lead: Lead,
@@ -59,7 +59,7 @@ pub struct LeadDetail {
 }
 
 /// A session with every change made in it.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct SessionDetail {
     #[serde(flatten)]
     pub session: Session,

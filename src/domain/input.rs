@@ -6,6 +6,7 @@
 use crm_events::catalog::values::{Channel, Direction, Role, Stage, TemplateKind};
 use crm_events::ids::UserId;
 use serde::{Deserialize, Deserializer};
+use utoipa::ToSchema;
 
 use super::lead::{LeadEdit, NewLead};
 use super::settings::TemplateEdit;
@@ -77,7 +78,7 @@ fn stage(text: &str) -> Result<Stage, String> {
 }
 
 /// `POST /api/leads`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct LeadInput {
     pub name: String,
@@ -92,6 +93,7 @@ pub struct LeadInput {
     #[serde(default)]
     pub tags: Option<Vec<String>>,
     #[serde(default)]
+    #[schema(value_type = Option<uuid::Uuid>)]
     pub assigned_agent_id: Option<UserId>,
 }
 
@@ -121,16 +123,19 @@ impl LeadInput {
 }
 
 /// `PATCH /api/leads/{id}`: absent fields stay; `null` clears email, phone, source.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct LeadPatch {
     #[serde(default)]
     pub name: Option<String>,
     #[serde(default, deserialize_with = "nullable")]
+    #[schema(value_type = Option<String>)]
     pub email: Option<Option<String>>,
     #[serde(default, deserialize_with = "nullable")]
+    #[schema(value_type = Option<String>)]
     pub phone: Option<Option<String>>,
     #[serde(default, deserialize_with = "nullable")]
+    #[schema(value_type = Option<String>)]
     pub source: Option<Option<String>>,
     #[serde(default)]
     pub stage: Option<String>,
@@ -172,7 +177,7 @@ impl LeadPatch {
 }
 
 /// `POST /api/leads/{id}/notes`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NoteInput {
     pub body: String,
@@ -189,7 +194,7 @@ impl NoteInput {
 }
 
 /// `POST /api/leads/{id}/tasks`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TaskInput {
     pub title: String,
@@ -208,7 +213,7 @@ impl TaskInput {
 }
 
 /// `POST /api/leads/{id}/communications`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CommunicationInput {
     pub channel: String,
@@ -247,7 +252,7 @@ impl CommunicationInput {
 }
 
 /// `POST /api/users`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UserInput {
     pub name: String,
@@ -274,7 +279,7 @@ fn role(text: &str) -> Result<Role, String> {
 }
 
 /// `PATCH /api/users/{id}`.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UserPatch {
     #[serde(default)]
@@ -294,7 +299,7 @@ impl UserPatch {
 }
 
 /// `PATCH /api/site/settings`.
-#[derive(Debug, Clone, Copy, Default, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SiteSettingsPatch {
     #[serde(default)]
@@ -323,7 +328,7 @@ impl SiteSettingsPatch {
 }
 
 /// `POST /api/templates`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TemplateInput {
     pub kind: String,
@@ -366,7 +371,7 @@ impl TemplateInput {
 }
 
 /// `PATCH /api/templates/{id}`.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TemplatePatch {
     #[serde(default)]
@@ -396,9 +401,10 @@ impl TemplatePatch {
 }
 
 /// `POST /api/impersonation`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ImpersonationInput {
+    #[schema(value_type = uuid::Uuid)]
     pub user_id: UserId,
     #[serde(default)]
     pub reason: Option<String>,

@@ -1,0 +1,227 @@
+//! The audit trail for owners, admins and auditors (never while impersonating):
+//! sessions, a session's changes, all changes filtered, streamed exports, and the
+//! hash chain's verification.
+
+use axum::body::Body as ResponseBody;
+use axum::extract::{Path, State};
+use axum::http::{header, HeaderValue};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use chrono::{DateTime, Utc};
+use crm_events::ids::{ImpersonationId, UserId};
+use crm_projections::audit_trail::{self, Change, ChangeFilter, Session, SessionFilter};
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+use uuid::Uuid;
+
+use super::bodies::List;
+use super::error::{ApiError, ApiResult, Problem};
+use super::extract::{Auth, Query};
+use super::AppState;
+use crate::app::reads::SessionDetail;
+use crate::domain::policy::{authorize, Action};
+
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list_sessions))
+        .routes(routes!(get_session))
+        .routes(routes!(list_changes))
+        .routes(routes!(export_changes))
+        .routes(routes!(verify_log))
+}
+
+/// `GET /api/audit/impersonations` query.
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct SessionsQuery {
+    #[param(value_type = Option<Uuid>)]
+    admin_id: Option<UserId>,
+    #[param(value_type = Option<Uuid>)]
+    subject_id: Option<UserId>,
+    /// Started at or after.
+    from: Option<DateTime<Utc>>,
+    /// Started before.
+    to: Option<DateTime<Utc>>,
+    limit: Option<u32>,
+    cursor: Option<String>,
+}
+
+/// The site's impersonation sessions, newest first.
+#[utoipa::path(get, path = "/api/audit/impersonations", tag = "audit", security(("bearer" = [])), params(SessionsQuery),
+    responses((status = 200, body = List<Session>), (status = 401, body = Problem), (status = 403, body = Problem), (status = 422, body = Problem)))]
+async fn list_sessions(
+    State(state): State<AppState>,
+    Auth(ctx): Auth,
+    Query(q): Query<SessionsQuery>,
+) -> ApiResult<Json<List<Session>>> {
+    let filter = SessionFilter {
+        admin_id: q.admin_id,
+        subject_id: q.subject_id,
+        from: q.from,
+        to: q.to,
+    };
+    let limit = crm_projections::query::clamp_limit(q.limit);
+    Ok(Json(
+        state
+            .app
+            .audit_sessions(&ctx, &filter, q.cursor.as_deref(), limit)
+            .await?
+            .into(),
+    ))
+}
+
+/// One session and every change made in it (before -> after).
+#[utoipa::path(get, path = "/api/audit/impersonations/{id}", tag = "audit", security(("bearer" = [])),
+    params(("id" = Uuid, Path, description = "impersonation id")),
+    responses((status = 200, body = SessionDetail), (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem)))]
+async fn get_session(
+    State(state): State<AppState>,
+    Auth(ctx): Auth,
+    Path(id): Path<ImpersonationId>,
+) -> ApiResult<Json<SessionDetail>> {
+    Ok(Json(state.app.audit_session(&ctx, id).await?))
+}
+
+/// `GET /api/audit/changes` and `/api/audit/export` filters.
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct ChangesQuery {
+    #[param(value_type = Option<Uuid>)]
+    actor_id: Option<UserId>,
+    #[param(value_type = Option<Uuid>)]
+    subject_id: Option<UserId>,
+    /// `lead`, `settings`, `template`, `user` or `site`.
+    entity_type: Option<String>,
+    entity_id: Option<Uuid>,
+    /// Only changes made while impersonating (`true`) or not (`false`).
+    impersonated: Option<bool>,
+    /// At or after.
+    from: Option<DateTime<Utc>>,
+    /// Before.
+    to: Option<DateTime<Utc>>,
+    limit: Option<u32>,
+    cursor: Option<String>,
+    /// For the export: `csv` (default) or `ndjson`.
+    format: Option<String>,
+}
+
+impl ChangesQuery {
+    fn filter(&self) -> ChangeFilter {
+        ChangeFilter {
+            actor_id: self.actor_id,
+            subject_id: self.subject_id,
+            entity_type: self.entity_type.clone().filter(|t| !t.is_empty()),
+            entity_id: self.entity_id,
+            impersonated: self.impersonated,
+            from: self.from,
+            to: self.to,
+        }
+    }
+}
+
+/// Every change of the site, field by field, oldest first.
+#[utoipa::path(get, path = "/api/audit/changes", tag = "audit", security(("bearer" = [])), params(ChangesQuery),
+    responses((status = 200, body = List<Change>), (status = 401, body = Problem), (status = 403, body = Problem), (status = 422, body = Problem)))]
+async fn list_changes(
+    State(state): State<AppState>,
+    Auth(ctx): Auth,
+    Query(q): Query<ChangesQuery>,
+) -> ApiResult<Json<List<Change>>> {
+    if q.format.is_some() {
+        return Err(ApiError::invalid(
+            "format",
+            "only the export takes a format",
+        ));
+    }
+    let limit = crm_projections::query::clamp_limit(q.limit);
+    Ok(Json(
+        state
+            .app
+            .audit_changes(&ctx, &q.filter(), q.cursor.as_deref(), limit)
+            .await?
+            .into(),
+    ))
+}
+
+/// The same changes as a file, streamed page by page (flat memory however large):
+/// CSV (one row per change) or NDJSON (one JSON object per line).
+#[utoipa::path(get, path = "/api/audit/export", tag = "audit", security(("bearer" = [])), params(ChangesQuery),
+    responses((status = 200, description = "text/csv or application/x-ndjson", content_type = "text/csv"),
+        (status = 401, body = Problem), (status = 403, body = Problem), (status = 422, body = Problem)))]
+async fn export_changes(
+    State(state): State<AppState>,
+    Auth(ctx): Auth,
+    Query(q): Query<ChangesQuery>,
+) -> ApiResult<Response> {
+    authorize(&ctx.caller, Action::ReadAudit).map_err(crate::app::AppError::from)?;
+    let csv = match q.format.as_deref() {
+        None | Some("csv") => true,
+        Some("ndjson") => false,
+        Some(_) => return Err(ApiError::invalid("format", "csv or ndjson")),
+    };
+    let filter = q.filter();
+    let db = state.app.store().database().clone();
+    let site = ctx.site();
+    let stream = async_stream::stream! {
+        let mut cursor: Option<String> = None;
+        let mut first = true;
+        loop {
+            let page = match audit_trail::changes(&db, site, &filter, cursor.as_deref(), 1_000).await {
+                Ok(page) => page,
+                Err(error) => {
+                    tracing::error!(%error, "audit export stopped");
+                    yield Err(std::io::Error::other("the export could not be completed"));
+                    break;
+                }
+            };
+            let chunk = if csv { crate::export::csv_rows(&page.items, first) } else { crate::export::ndjson_lines(&page.items) };
+            first = false;
+            yield Ok::<_, std::io::Error>(chunk);
+            match page.next_cursor {
+                Some(next) => cursor = Some(next),
+                None => break,
+            }
+        }
+    };
+    let (content_type, extension) = if csv {
+        ("text/csv; charset=utf-8", "csv")
+    } else {
+        ("application/x-ndjson", "ndjson")
+    };
+    let mut response = ResponseBody::from_stream(stream).into_response();
+    let headers = response.headers_mut();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    if let Ok(value) = HeaderValue::from_str(&format!(
+        "attachment; filename=\"audit-changes.{extension}\""
+    )) {
+        headers.insert(header::CONTENT_DISPOSITION, value);
+    }
+    Ok(response)
+}
+
+/// The result of verifying the site's hash chain.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
+pub struct VerifyBody {
+    pub ok: bool,
+    pub events_checked: u64,
+    pub first_bad_position: Option<i64>,
+    pub problem: Option<String>,
+}
+
+/// Recompute the site's hash chain and name the first bad position, if any.
+#[utoipa::path(get, path = "/api/audit/verify", tag = "audit", security(("bearer" = [])),
+    responses((status = 200, body = VerifyBody), (status = 401, body = Problem), (status = 403, body = Problem)))]
+async fn verify_log(State(state): State<AppState>, Auth(ctx): Auth) -> ApiResult<Json<VerifyBody>> {
+    authorize(&ctx.caller, Action::ReadAudit).map_err(crate::app::AppError::from)?;
+    let report = state.app.store().verify(Some(ctx.site())).await?;
+    Ok(Json(VerifyBody {
+        ok: report.ok,
+        events_checked: report.events_checked,
+        first_bad_position: report.first_bad_position.map(|p| p.0),
+        problem: report.problem,
+    }))
+}

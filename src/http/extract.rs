@@ -1,0 +1,155 @@
+//! Extractors that turn requests into validated input, answering problems in our
+//! shape: JSON bodies, the signed-in session, `If-Match`, query strings.
+
+use axum::extract::rejection::{JsonRejection, QueryRejection};
+use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::http::request::Parts;
+use axum::http::{header, HeaderMap};
+use crm_events::ids::CorrelationId;
+use serde::de::DeserializeOwned;
+
+use super::error::ApiError;
+use super::AppState;
+use crate::app::RequestContext;
+
+/// A JSON body: unknown fields, wrong types and malformed JSON are 422 problems
+/// naming what is wrong; a body over the limit is 413.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Body<T>(pub T);
+
+impl<S, T> FromRequest<S> for Body<T>
+where
+    T: DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        match axum::Json::<T>::from_request(req, state).await {
+            Ok(axum::Json(value)) => Ok(Self(value)),
+            Err(JsonRejection::BytesRejection(rejection)) if rejection.status().as_u16() == 413 => {
+                Err(ApiError::payload_too_large("the body is larger than 1 MiB"))
+            }
+            Err(JsonRejection::JsonDataError(error)) => {
+                Err(ApiError::invalid("body", error.body_text()))
+            }
+            Err(JsonRejection::JsonSyntaxError(error)) => {
+                Err(ApiError::invalid("body", error.body_text()))
+            }
+            Err(JsonRejection::MissingJsonContentType(_)) => Err(ApiError::invalid(
+                "body",
+                "send the body as JSON (Content-Type: application/json)",
+            )),
+            Err(other) => Err(ApiError::invalid("body", other.body_text())),
+        }
+    }
+}
+
+/// A query string; a bad one is a 422 problem.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Query<T>(pub T);
+
+impl<S, T> FromRequestParts<S> for Query<T>
+where
+    T: DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        match axum::extract::Query::<T>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Query(value)) => Ok(Self(value)),
+            Err(QueryRejection::FailedToDeserializeQueryString(error)) => {
+                Err(ApiError::invalid("query", error.body_text()))
+            }
+            Err(other) => Err(ApiError::invalid("query", other.body_text())),
+        }
+    }
+}
+
+/// The request's correlation id: set by the request-id middleware, one per request.
+pub fn correlation_id(parts: &Parts) -> CorrelationId {
+    parts
+        .extensions
+        .get::<CorrelationId>()
+        .copied()
+        .unwrap_or_else(CorrelationId::generate)
+}
+
+/// The bearer token of a request, if it has one.
+pub fn bearer(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get(header::AUTHORIZATION)?
+        .to_str()
+        .ok()?
+        .strip_prefix("Bearer ")
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+}
+
+/// The signed-in session of the request: actor, subject, impersonation, plus the
+/// request's correlation id and idempotency key.
+#[derive(Debug, Clone)]
+pub struct Auth(pub RequestContext);
+
+impl FromRequestParts<AppState> for Auth {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let token = bearer(&parts.headers).ok_or_else(|| {
+            ApiError::unauthenticated("send Authorization: Bearer <token> from POST /api/login")
+        })?;
+        let key = parts
+            .headers
+            .get("idempotency-key")
+            .map(|v| v.to_str().map(str::to_owned))
+            .transpose()
+            .map_err(|_| ApiError::invalid("Idempotency-Key", "must be visible ASCII"))?;
+        let ctx = state
+            .app
+            .authenticate(token, correlation_id(parts), key)
+            .await?;
+        Ok(Self(ctx))
+    }
+}
+
+/// The version a write expects, from `If-Match: "<version>"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct IfMatch(pub Option<u64>);
+
+impl<S: Send + Sync> FromRequestParts<S> for IfMatch {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        let Some(value) = parts.headers.get(header::IF_MATCH) else {
+            return Ok(Self(None));
+        };
+        value
+            .to_str()
+            .ok()
+            .map(|v| v.trim().trim_start_matches("W/").trim_matches('"'))
+            .and_then(|v| v.parse::<u64>().ok())
+            .map(|v| Self(Some(v)))
+            .ok_or_else(|| {
+                ApiError::invalid(
+                    "If-Match",
+                    "expected a version as given by the ETag, e.g. \"3\"",
+                )
+            })
+    }
+}
+
+/// The request's correlation id, for handlers that run before a session exists.
+#[derive(Debug, Clone, Copy)]
+pub struct Correlation(pub CorrelationId);
+
+impl<S: Send + Sync> FromRequestParts<S> for Correlation {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        Ok(Self(correlation_id(parts)))
+    }
+}

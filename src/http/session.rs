@@ -1,0 +1,193 @@
+//! Sign-in, the session, "Log in as user" and "Return to Admin", and what the
+//! signed-in user reads about themselves.
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::Response;
+use axum::Json;
+use crm_projections::audit_trail::{self, Session};
+use crm_projections::notifications::Notification;
+use crm_projections::users;
+use serde::Deserialize;
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use super::bodies::{no_content, written, ImpersonationInfo, List, LoginResponse, Me, User};
+use super::error::{ApiError, ApiResult, Problem};
+use super::extract::{Auth, Body, Correlation, Query};
+use super::{AppState, PageQuery};
+use crate::app::RequestContext;
+use crate::domain::input::ImpersonationInput;
+use crate::domain::values::Password;
+
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(login))
+        .routes(routes!(logout))
+        .routes(routes!(get_me))
+        .routes(routes!(start_impersonation, return_to_admin))
+        .routes(routes!(list_my_impersonations))
+        .routes(routes!(list_my_notifications))
+        .routes(routes!(change_my_password))
+}
+
+/// `me` for a request context, read from the projections.
+pub(super) async fn me_of(state: &AppState, ctx: &RequestContext) -> ApiResult<Me> {
+    let db = state.app.store().database();
+    let user = |id| async move {
+        users::get(db, ctx.site(), id)
+            .await
+            .map_err(ApiError::from)?
+            .map(User::from)
+            .ok_or_else(|| ApiError::not_found("user"))
+    };
+    let impersonation = match ctx.impersonation() {
+        None => None,
+        Some(id) => audit_trail::session(db, ctx.site(), id)
+            .await?
+            .map(|s| ImpersonationInfo {
+                id: s.id,
+                reason: s.reason,
+                started_at: s.started_at,
+                expires_at: s.expires_at,
+            }),
+    };
+    Ok(Me {
+        user: user(ctx.subject()).await?,
+        actor: user(ctx.actor()).await?,
+        impersonation,
+    })
+}
+
+/// `POST /api/login`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LoginBody {
+    pub email: String,
+    pub password: String,
+}
+
+/// Sign in; the token goes in `Authorization: Bearer <token>`.
+#[utoipa::path(post, path = "/api/login", tag = "session", request_body = LoginBody,
+    responses((status = 200, body = LoginResponse), (status = 401, body = Problem), (status = 422, body = Problem)))]
+async fn login(
+    State(state): State<AppState>,
+    Correlation(correlation): Correlation,
+    Body(body): Body<LoginBody>,
+) -> ApiResult<Json<LoginResponse>> {
+    let (token, ctx) = state
+        .app
+        .login(&body.email, &body.password, correlation)
+        .await?;
+    let me = me_of(&state, &ctx).await?;
+    Ok(Json(LoginResponse { token, me }))
+}
+
+/// Sign out: ends the session and any impersonation in it (`logged_out`).
+#[utoipa::path(post, path = "/api/logout", tag = "session", security(("bearer" = [])),
+    responses((status = 204), (status = 401, body = Problem)))]
+async fn logout(State(state): State<AppState>, Auth(ctx): Auth) -> ApiResult<Response> {
+    let written = state.app.logout(&ctx).await?;
+    Ok(no_content(written.position))
+}
+
+/// Who the requests act as, who is signed in, and the impersonation in progress.
+#[utoipa::path(get, path = "/api/me", tag = "session", security(("bearer" = [])),
+    responses((status = 200, body = Me), (status = 401, body = Problem)))]
+async fn get_me(State(state): State<AppState>, Auth(ctx): Auth) -> ApiResult<Json<Me>> {
+    Ok(Json(me_of(&state, &ctx).await?))
+}
+
+/// "Log in as user": an owner or admin starts acting as an agent.
+#[utoipa::path(post, path = "/api/impersonation", tag = "session", security(("bearer" = [])),
+    request_body = ImpersonationInput,
+    responses((status = 200, body = Me), (status = 401, body = Problem), (status = 403, body = Problem),
+        (status = 404, body = Problem), (status = 409, body = Problem), (status = 422, body = Problem)))]
+async fn start_impersonation(
+    State(state): State<AppState>,
+    Auth(ctx): Auth,
+    Body(body): Body<ImpersonationInput>,
+) -> ApiResult<Response> {
+    let reason = body.reason().map_err(ApiError::validation)?;
+    let acting = state
+        .app
+        .start_impersonation(&ctx, body.user_id, reason)
+        .await?;
+    let me = me_of(&state, &acting).await?;
+    let position = state.app.store().head().await?;
+    Ok(written(StatusCode::OK, me, position, None))
+}
+
+/// "Return to Admin": ends the impersonation.
+#[utoipa::path(delete, path = "/api/impersonation", tag = "session", security(("bearer" = [])),
+    responses((status = 200, body = Me), (status = 401, body = Problem), (status = 409, body = Problem)))]
+async fn return_to_admin(State(state): State<AppState>, Auth(ctx): Auth) -> ApiResult<Response> {
+    let back = state.app.return_to_admin(&ctx).await?;
+    let me = me_of(&state, &back).await?;
+    let position = state.app.store().head().await?;
+    Ok(written(StatusCode::OK, me, position, None))
+}
+
+/// The sessions in which someone logged in as me (who, when, why, how many changes).
+#[utoipa::path(get, path = "/api/me/impersonations", tag = "session", security(("bearer" = [])),
+    params(PageQuery),
+    responses((status = 200, body = List<Session>), (status = 401, body = Problem), (status = 403, body = Problem)))]
+async fn list_my_impersonations(
+    State(state): State<AppState>,
+    Auth(ctx): Auth,
+    Query(page): Query<PageQuery>,
+) -> ApiResult<Json<List<Session>>> {
+    let sessions = state
+        .app
+        .impersonations_of_me(&ctx, page.cursor.as_deref(), page.limit())
+        .await?;
+    Ok(Json(sessions.into()))
+}
+
+/// My notifications, newest first.
+#[utoipa::path(get, path = "/api/me/notifications", tag = "session", security(("bearer" = [])),
+    params(PageQuery),
+    responses((status = 200, body = List<Notification>), (status = 401, body = Problem)))]
+async fn list_my_notifications(
+    State(state): State<AppState>,
+    Auth(ctx): Auth,
+    Query(page): Query<PageQuery>,
+) -> ApiResult<Json<List<Notification>>> {
+    let notifications = state
+        .app
+        .notifications(&ctx, page.cursor.as_deref(), page.limit())
+        .await?;
+    Ok(Json(notifications.into()))
+}
+
+/// `POST /api/me/password`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PasswordBody {
+    pub current_password: String,
+    pub new_password: String,
+}
+
+/// Change my password (never while logged in as someone else).
+#[utoipa::path(post, path = "/api/me/password", tag = "session", security(("bearer" = [])),
+    request_body = PasswordBody,
+    responses((status = 204), (status = 401, body = Problem), (status = 403, body = Problem), (status = 422, body = Problem)))]
+async fn change_my_password(
+    State(state): State<AppState>,
+    Auth(ctx): Auth,
+    Body(body): Body<PasswordBody>,
+) -> ApiResult<Response> {
+    crate::domain::policy::authorize(
+        &ctx.caller,
+        crate::domain::policy::Action::ChangeOwnPassword,
+    )
+    .map_err(crate::app::AppError::from)?;
+    let new = Password::parse(&body.new_password)
+        .map_err(|why| ApiError::invalid("new_password", why))?;
+    let written = state
+        .app
+        .change_password(&ctx, &body.current_password, new)
+        .await?;
+    Ok(no_content(written.position))
+}

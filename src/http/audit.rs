@@ -3,7 +3,7 @@
 //! hash chain's verification.
 
 use axum::body::Body as ResponseBody;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{header, HeaderValue};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -18,7 +18,7 @@ use uuid::Uuid;
 
 use super::bodies::List;
 use super::error::{ApiError, ApiResult, Problem};
-use super::extract::{Auth, Query};
+use super::extract::{Auth, Path, Query};
 use super::AppState;
 use crate::app::reads::SessionDetail;
 use crate::domain::policy::{authorize, Action};

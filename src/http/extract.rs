@@ -153,3 +153,23 @@ impl<S: Send + Sync> FromRequestParts<S> for Correlation {
         Ok(Self(correlation_id(parts)))
     }
 }
+
+/// Path parameters; one that does not parse (a malformed id) names nothing that
+/// exists, so it is a 404 problem.
+#[derive(Debug, Clone, Copy)]
+pub struct Path<T>(pub T);
+
+impl<S, T> FromRequestParts<S> for Path<T>
+where
+    T: DeserializeOwned + Send,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        axum::extract::Path::<T>::from_request_parts(parts, state)
+            .await
+            .map(|axum::extract::Path(value)| Self(value))
+            .map_err(|_| ApiError::not_found("resource"))
+    }
+}

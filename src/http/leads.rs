@@ -1,7 +1,7 @@
 //! The Lead Manager. Acts as the subject: while impersonating, the admin works the
 //! agent's leads.
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::Response;
 use crm_events::catalog::values::Stage;
@@ -14,7 +14,7 @@ use utoipa_axum::routes;
 
 use super::bodies::{no_content, versioned, written};
 use super::error::{ApiError, ApiResult, Problem};
-use super::extract::{Auth, Body, IfMatch, Query};
+use super::extract::{Auth, Body, IfMatch, Path, Query};
 use super::AppState;
 use crate::app::reads::{LeadDetail, LeadPage, LeadQuery};
 use crate::app::Written;

@@ -14,6 +14,7 @@ pub mod bodies;
 pub mod error;
 pub mod events;
 pub mod extract;
+mod idempotency;
 pub mod leads;
 pub mod session;
 pub mod settings;
@@ -107,6 +108,7 @@ pub fn router(state: AppState) -> Router {
         )
         .fallback(|| async { ApiError::not_found("route") })
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(middleware::from_fn_with_state(state.clone(), idempotency::replay_or_record))
         .layer(middleware::from_fn(timeout_except_streams))
         .layer(middleware::from_fn(request_id))
         .with_state(state)

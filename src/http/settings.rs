@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::Response;
 use axum::Json;
@@ -16,7 +16,7 @@ use utoipa_axum::routes;
 
 use super::bodies::{no_content, versioned, written};
 use super::error::{ApiError, ApiResult, Problem};
-use super::extract::{Auth, Body, IfMatch};
+use super::extract::{Auth, Body, IfMatch, Path};
 use super::AppState;
 use crate::domain::input::{TemplateInput, TemplatePatch};
 use crate::domain::settings::SettingsChange;

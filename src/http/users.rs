@@ -1,6 +1,6 @@
 //! Users and the site's impersonation settings.
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::Response;
 use axum::Json;
@@ -13,7 +13,7 @@ use utoipa_axum::routes;
 
 use super::bodies::{versioned, written, List, ListedUser, User};
 use super::error::{ApiError, ApiResult, Problem};
-use super::extract::{Auth, Body, IfMatch, Query};
+use super::extract::{Auth, Body, IfMatch, Path, Query};
 use super::{AppState, PageQuery};
 use crate::domain::input::{SiteSettingsPatch, UserInput, UserPatch};
 use crate::domain::policy::{authorize, Action};

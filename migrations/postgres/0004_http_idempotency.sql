@@ -9,7 +9,7 @@ CREATE TABLE http_idempotency (
     token_hash   BYTEA       NOT NULL,
     key          TEXT        NOT NULL,
     fingerprint  BYTEA       NOT NULL,
-    status       INT         NOT NULL,
+    status       BIGINT      NOT NULL,
     content_type TEXT,
     body         BYTEA       NOT NULL,
     created_at   TIMESTAMPTZ NOT NULL,

@@ -19,9 +19,20 @@ use crate::app::token_hash;
 /// Responses are small JSON documents; a larger one is not kept.
 const MAX_KEPT_RESPONSE: usize = 1024 * 1024;
 
-pub(super) async fn replay_or_record(State(state): State<AppState>, request: Request, next: Next) -> Response {
-    let is_write = matches!(*request.method(), Method::POST | Method::PATCH | Method::PUT | Method::DELETE);
-    let key = request.headers().get("idempotency-key").and_then(|v| v.to_str().ok()).map(str::to_owned);
+pub(super) async fn replay_or_record(
+    State(state): State<AppState>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let is_write = matches!(
+        *request.method(),
+        Method::POST | Method::PATCH | Method::PUT | Method::DELETE
+    );
+    let key = request
+        .headers()
+        .get("idempotency-key")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
     let token = bearer(request.headers()).map(token_hash);
     let (Some(key), Some(token), true) = (key, token, is_write) else {
         return next.run(request).await;
@@ -46,12 +57,17 @@ pub(super) async fn replay_or_record(State(state): State<AppState>, request: Req
         Err(error) => return ApiError::from(crm_events::StoreError::from(error)).into_response(),
         Ok(Some(first)) if first.fingerprint == fingerprint => return first.into_response(),
         Ok(Some(_)) => {
-            return ApiError::conflict("this Idempotency-Key was already used for a different request").into_response();
+            return ApiError::conflict(
+                "this Idempotency-Key was already used for a different request",
+            )
+            .into_response();
         }
         Ok(None) => {}
     }
 
-    let response = next.run(Request::from_parts(parts, Body::from(bytes))).await;
+    let response = next
+        .run(Request::from_parts(parts, Body::from(bytes)))
+        .await;
     if response.status().is_server_error() {
         return response;
     }
@@ -59,13 +75,25 @@ pub(super) async fn replay_or_record(State(state): State<AppState>, request: Req
     let Ok(bytes) = to_bytes(body, MAX_KEPT_RESPONSE).await else {
         return (StatusCode::INTERNAL_SERVER_ERROR, "response too large").into_response();
     };
-    let content_type = parts.headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).map(str::to_owned);
-    let kept = Kept { fingerprint, status: parts.status.as_u16(), content_type, body: bytes.to_vec() };
+    let content_type = parts
+        .headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let kept = Kept {
+        fingerprint,
+        status: parts.status.as_u16(),
+        content_type,
+        body: bytes.to_vec(),
+    };
     if let Err(error) = keep(db, &token, &key, &kept).await {
         tracing::warn!(%error, "could not keep the response of an idempotent request");
     }
     Response::from_parts(parts, Body::from(bytes))
 }
+
+/// A stored answer: fingerprint, status, content type, body.
+type KeptRow = (Vec<u8>, i64, Option<String>, Vec<u8>);
 
 struct Kept {
     fingerprint: [u8; 32],
@@ -78,22 +106,33 @@ impl IntoResponse for Kept {
     fn into_response(self) -> Response {
         let status = StatusCode::from_u16(self.status).unwrap_or(StatusCode::OK);
         let mut response = (status, self.body).into_response();
-        if let Some(value) = self.content_type.and_then(|c| HeaderValue::from_str(&c).ok()) {
+        if let Some(value) = self
+            .content_type
+            .and_then(|c| HeaderValue::from_str(&c).ok())
+        {
             response.headers_mut().insert(header::CONTENT_TYPE, value);
         }
-        response.headers_mut().insert("idempotent-replayed", HeaderValue::from_static("true"));
+        response
+            .headers_mut()
+            .insert("idempotent-replayed", HeaderValue::from_static("true"));
         response
     }
 }
 
-async fn find(db: &crm_events::Database, token: &[u8; 32], key: &str) -> Result<Option<Kept>, sqlx::Error> {
-    let row: Option<(Vec<u8>, i64, Option<String>, Vec<u8>)> = on_pool!(db, |pool| sqlx::query_as(
+async fn find(
+    db: &crm_events::Database,
+    token: &[u8; 32],
+    key: &str,
+) -> Result<Option<Kept>, sqlx::Error> {
+    let row: Option<KeptRow> = on_pool!(db, |pool| {
+        sqlx::query_as(
         "SELECT fingerprint, status, content_type, body FROM http_idempotency WHERE token_hash = $1 AND key = $2"
     )
     .bind(token.as_slice())
     .bind(key)
     .fetch_optional(pool)
-    .await?);
+    .await?
+    });
     Ok(row.map(|(fingerprint, status, content_type, body)| Kept {
         fingerprint: fingerprint.as_slice().try_into().unwrap_or([0; 32]),
         status: u16::try_from(status).unwrap_or(200),
@@ -102,8 +141,14 @@ async fn find(db: &crm_events::Database, token: &[u8; 32], key: &str) -> Result<
     }))
 }
 
-async fn keep(db: &crm_events::Database, token: &[u8; 32], key: &str, kept: &Kept) -> Result<(), sqlx::Error> {
-    on_pool!(db, |pool| sqlx::query(
+async fn keep(
+    db: &crm_events::Database,
+    token: &[u8; 32],
+    key: &str,
+    kept: &Kept,
+) -> Result<(), sqlx::Error> {
+    on_pool!(db, |pool| {
+        sqlx::query(
         "INSERT INTO http_idempotency (token_hash, key, fingerprint, status, content_type, body, created_at) \
          VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (token_hash, key) DO NOTHING"
     )
@@ -116,5 +161,6 @@ async fn keep(db: &crm_events::Database, token: &[u8; 32], key: &str, kept: &Kep
     .bind(Utc::now())
     .execute(pool)
     .await
-    .map(drop))
+    .map(drop)
+    })
 }

@@ -108,7 +108,10 @@ pub fn router(state: AppState) -> Router {
         )
         .fallback(|| async { ApiError::not_found("route") })
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
-        .layer(middleware::from_fn_with_state(state.clone(), idempotency::replay_or_record))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            idempotency::replay_or_record,
+        ))
         .layer(middleware::from_fn(timeout_except_streams))
         .layer(middleware::from_fn(request_id))
         .with_state(state)

@@ -2,6 +2,8 @@
 
 #![allow(dead_code)]
 
+pub mod http;
+
 use crm::app::{App, Clock, RequestContext};
 use crm::domain::lead::NewLead;
 use crm::domain::values::{Email, Password, PersonName, Reason, SiteName, Tags};

@@ -78,7 +78,8 @@ async fn the_same_changes_as_the_agent_and_as_an_impersonating_admin_differ_only
     let acting = app
         .start_impersonation(&s.admin.ctx, s.agent1.id, reason("Update Dana"))
         .await
-        .unwrap();
+        .unwrap()
+        .0;
     let as_admin = make_changes(&app, &acting, second).await;
 
     assert_eq!(as_agent.len(), 3, "fields, stage, settings");

@@ -37,7 +37,8 @@ async fn an_admin_logs_in_as_an_agent_and_returns_to_admin(db: &TestDatabase) {
             reason("Fix Dana's follow-up template"),
         )
         .await
-        .unwrap();
+        .unwrap()
+        .0;
     assert_eq!(
         (acting.actor(), acting.subject()),
         (s.admin.id, s.agent1.id)
@@ -115,7 +116,8 @@ async fn an_admin_logs_in_as_an_agent_and_returns_to_admin(db: &TestDatabase) {
     let owner_acting = app
         .start_impersonation(&s.owner.ctx, s.agent2.id, reason("Check settings"))
         .await
-        .unwrap();
+        .unwrap()
+        .0;
     assert_eq!(owner_acting.subject(), s.agent2.id);
 }
 
@@ -193,7 +195,8 @@ async fn the_reserved_actions_are_refused_while_impersonating_and_append_nothing
     let acting = app
         .start_impersonation(&s.owner.ctx, s.agent1.id, reason("Help"))
         .await
-        .unwrap();
+        .unwrap()
+        .0;
     let before = head(&app).await;
 
     let refused = |e: AppError| matches!(e, AppError::ImpersonationForbidden(_));
@@ -256,7 +259,8 @@ async fn an_expired_impersonation_acts_as_the_admin_again_and_is_recorded_as_exp
     let acting = app
         .start_impersonation(&s.admin.ctx, s.agent1.id, reason("Help"))
         .await
-        .unwrap();
+        .unwrap()
+        .0;
     let id = acting.impersonation().unwrap();
     let started = events_after(&app, crm_events::Position::START)
         .await
@@ -299,7 +303,8 @@ async fn deactivating_or_demoting_revokes_the_impersonation(db: &TestDatabase) {
     // The subject deactivated.
     app.start_impersonation(&s.admin.ctx, s.agent1.id, reason("Help"))
         .await
-        .unwrap();
+        .unwrap()
+        .0;
     let before = head(&app).await;
     app.update_user(&s.owner.ctx, s.agent1.id, None, Some(false), None)
         .await
@@ -319,7 +324,8 @@ async fn deactivating_or_demoting_revokes_the_impersonation(db: &TestDatabase) {
     // The admin demoted.
     app.start_impersonation(&s.admin2.ctx, s.agent2.id, reason("Help"))
         .await
-        .unwrap();
+        .unwrap()
+        .0;
     let before = head(&app).await;
     app.update_user(&s.owner.ctx, s.admin2.id, Some(Role::Agent), None, None)
         .await
@@ -337,7 +343,8 @@ async fn switching_impersonation_off_revokes_sessions_in_progress(db: &TestDatab
     let s = site(&app, "Demo Realty", "demo.example").await;
     app.start_impersonation(&s.admin.ctx, s.agent1.id, reason("Help"))
         .await
-        .unwrap();
+        .unwrap()
+        .0;
     app.change_site_settings(
         &s.owner.ctx,
         SiteSettingsEdit {
@@ -365,7 +372,8 @@ async fn signing_out_ends_the_impersonation_and_the_session(db: &TestDatabase) {
     let acting = app
         .start_impersonation(&s.admin.ctx, s.agent1.id, reason("Help"))
         .await
-        .unwrap();
+        .unwrap()
+        .0;
     let before = head(&app).await;
     app.logout(&acting).await.unwrap();
     assert_eq!(ended_reasons(&app, before).await, [EndReason::LoggedOut]);
@@ -415,7 +423,8 @@ async fn the_sites_maximum_duration_is_honoured(db: &TestDatabase) {
     let acting = app
         .start_impersonation(&s.admin.ctx, s.agent1.id, reason("Quick fix"))
         .await
-        .unwrap();
+        .unwrap()
+        .0;
     app.clock().advance(Duration::minutes(14));
     assert_eq!(
         again(&app, &s.admin).await.impersonation(),

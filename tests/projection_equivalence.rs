@@ -92,7 +92,8 @@ async fn random_history(app: &App, seed: u64, steps: usize) -> Vec<Site> {
                 let ctx = app
                     .start_impersonation(&admin.ctx, agent.id, reason(&format!("step {step}")))
                     .await
-                    .unwrap();
+                    .unwrap()
+                    .0;
                 acting.insert(admin.id, ctx);
             }
             continue;

@@ -52,7 +52,8 @@ async fn the_seed_scenario_lists_exactly_the_admins_changes_with_before_and_afte
     let acting = app
         .start_impersonation(&s.admin.ctx, s.agent1.id, reason("Fix Dana's record"))
         .await
-        .unwrap();
+        .unwrap()
+        .0;
     let session = acting.impersonation().unwrap();
     let edit = LeadEdit {
         phone: Some(Some(Phone::parse("+1 555 0199").unwrap())),
@@ -430,7 +431,8 @@ async fn agents_are_told_when_the_site_says_so(db: &TestDatabase) {
     let acting = app
         .start_impersonation(&s.admin.ctx, s.agent1.id, reason("Quiet fix"))
         .await
-        .unwrap();
+        .unwrap()
+        .0;
     app.return_to_admin(&acting).await.unwrap();
     assert!(
         notifications::list(dbh, s.agent1.id, None, 50)
@@ -453,7 +455,8 @@ async fn agents_are_told_when_the_site_says_so(db: &TestDatabase) {
     .unwrap();
     app.start_impersonation(&s.admin.ctx, s.agent1.id, reason("Update the signature"))
         .await
-        .unwrap();
+        .unwrap()
+        .0;
     let told = notifications::list(dbh, s.agent1.id, None, 50)
         .await
         .unwrap()
@@ -588,7 +591,8 @@ async fn the_users_list_says_on_which_rows_log_in_as_user_is_allowed(db: &TestDa
     let acting = app
         .start_impersonation(&s.admin.ctx, s.agent1.id, reason("Help"))
         .await
-        .unwrap();
+        .unwrap()
+        .0;
     assert!(matches!(
         app.users_list(&acting, None, 50).await.unwrap_err(),
         crm::app::AppError::Forbidden(_)
@@ -613,7 +617,8 @@ async fn reads_follow_the_same_policy_as_commands(db: &TestDatabase) {
     let acting = app
         .start_impersonation(&s.admin.ctx, s.agent1.id, reason("Help"))
         .await
-        .unwrap();
+        .unwrap()
+        .0;
     let session = acting.impersonation().unwrap();
     app.add_note(&acting, lead, NoteBody::parse("hi").unwrap())
         .await

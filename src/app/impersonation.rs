@@ -6,7 +6,7 @@ use crm_events::ExpectedVersion;
 
 use super::aggregates::{impersonation_stream, load_impersonation, load_site, load_user};
 use super::sessions;
-use super::{App, AppError, RequestContext};
+use super::{App, AppError, RequestContext, Written};
 use crate::domain::impersonation;
 use crate::domain::policy::{may_impersonate, Caller};
 use crate::domain::values::Reason;
@@ -25,7 +25,7 @@ impl App {
         ctx: &RequestContext,
         target: UserId,
         reason: Option<Reason>,
-    ) -> Result<RequestContext, AppError> {
+    ) -> Result<(RequestContext, Written), AppError> {
         if ctx.caller.is_impersonating() {
             return Err(AppError::Conflict(
                 "already logged in as another user: return to admin first".into(),
@@ -57,7 +57,7 @@ impl App {
             self.clock.now(),
             rules.max_minutes,
         );
-        if let Err(error) = self
+        match self
             .record(
                 &acting,
                 impersonation_stream(id),
@@ -66,23 +66,29 @@ impl App {
             )
             .await
         {
-            sessions::set_impersonation(db, &ctx.session, None).await?;
-            return Err(error);
+            Ok(written) => Ok((acting, written)),
+            Err(error) => {
+                sessions::set_impersonation(db, &ctx.session, None).await?;
+                Err(error)
+            }
         }
-        Ok(acting)
     }
 
     /// "Return to Admin": ends the impersonation; the session acts as the admin again.
     ///
     /// # Errors
     /// [`AppError::Conflict`] when not impersonating.
-    pub async fn return_to_admin(&self, ctx: &RequestContext) -> Result<RequestContext, AppError> {
+    pub async fn return_to_admin(
+        &self,
+        ctx: &RequestContext,
+    ) -> Result<(RequestContext, Written), AppError> {
         let Some(id) = ctx.impersonation() else {
             return Err(AppError::Conflict("not logged in as another user".into()));
         };
-        self.end_impersonation_of(ctx, id, ctx.subject(), EndReason::Returned)
+        let written = self
+            .end_impersonation_of(ctx, id, ctx.subject(), EndReason::Returned)
             .await?;
-        Ok(ctx.as_actor())
+        Ok((ctx.as_actor(), written))
     }
 
     /// Records the end of impersonation `id` (as the admin, about the subject) and
@@ -94,7 +100,7 @@ impl App {
         id: ImpersonationId,
         subject: UserId,
         reason: EndReason,
-    ) -> Result<(), AppError> {
+    ) -> Result<Written, AppError> {
         let session = load_impersonation(&self.store, id).await?;
         let events = impersonation::end(&session.state, reason, self.clock.now());
         let mut about_subject = admin_ctx.as_actor();
@@ -108,12 +114,16 @@ impl App {
                 events,
             )
             .await;
-        match recorded {
+        let written = match recorded {
+            Ok(written) => written,
             // Another request ended it first: it is ended either way.
-            Ok(_) | Err(AppError::Conflict(_)) => {}
+            Err(AppError::Conflict(_)) => Written {
+                position: self.projector.projected(),
+                version: session.version + 1,
+            },
             Err(other) => return Err(other),
-        }
+        };
         sessions::set_impersonation(self.store.database(), &admin_ctx.session, None).await?;
-        Ok(())
+        Ok(written)
     }
 }

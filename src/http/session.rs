@@ -110,23 +110,21 @@ async fn start_impersonation(
     Body(body): Body<ImpersonationInput>,
 ) -> ApiResult<Response> {
     let reason = body.reason().map_err(ApiError::validation)?;
-    let acting = state
+    let (acting, at) = state
         .app
         .start_impersonation(&ctx, body.user_id, reason)
         .await?;
     let me = me_of(&state, &acting).await?;
-    let position = state.app.store().head().await?;
-    Ok(written(StatusCode::OK, me, position, None))
+    Ok(written(StatusCode::OK, me, at.position, None))
 }
 
 /// "Return to Admin": ends the impersonation.
 #[utoipa::path(delete, path = "/api/impersonation", tag = "session", security(("bearer" = [])),
     responses((status = 200, body = Me), (status = 401, body = Problem), (status = 409, body = Problem)))]
 async fn return_to_admin(State(state): State<AppState>, Auth(ctx): Auth) -> ApiResult<Response> {
-    let back = state.app.return_to_admin(&ctx).await?;
+    let (back, at) = state.app.return_to_admin(&ctx).await?;
     let me = me_of(&state, &back).await?;
-    let position = state.app.store().head().await?;
-    Ok(written(StatusCode::OK, me, position, None))
+    Ok(written(StatusCode::OK, me, at.position, None))
 }
 
 /// The sessions in which someone logged in as me (who, when, why, how many changes).

@@ -86,7 +86,7 @@ async fn an_admin_logs_in_as_an_agent_and_returns_to_admin(db: &TestDatabase) {
         .unwrap_err();
     assert!(matches!(nested, AppError::Conflict(_)), "{nested:?}");
 
-    let back = app.return_to_admin(&next).await.unwrap();
+    let back = app.return_to_admin(&next).await.unwrap().0;
     assert_eq!(
         (back.actor(), back.subject(), back.impersonation()),
         (s.admin.id, s.admin.id, None)
@@ -291,7 +291,7 @@ async fn an_expired_impersonation_acts_as_the_admin_again_and_is_recorded_as_exp
         "recorded as expired at expires_at"
     );
     // Return to Admin still works (and records nothing more).
-    let back = app.return_to_admin(&acting).await.unwrap();
+    let back = app.return_to_admin(&acting).await.unwrap().0;
     assert_eq!(back.subject(), s.admin.id);
     assert_eq!(events_after(&app, ended[0].position).await.len(), 0);
 }

@@ -303,8 +303,7 @@ async fn deactivating_or_demoting_revokes_the_impersonation(db: &TestDatabase) {
     // The subject deactivated.
     app.start_impersonation(&s.admin.ctx, s.agent1.id, reason("Help"))
         .await
-        .unwrap()
-        .0;
+        .unwrap();
     let before = head(&app).await;
     app.update_user(&s.owner.ctx, s.agent1.id, None, Some(false), None)
         .await
@@ -324,8 +323,7 @@ async fn deactivating_or_demoting_revokes_the_impersonation(db: &TestDatabase) {
     // The admin demoted.
     app.start_impersonation(&s.admin2.ctx, s.agent2.id, reason("Help"))
         .await
-        .unwrap()
-        .0;
+        .unwrap();
     let before = head(&app).await;
     app.update_user(&s.owner.ctx, s.admin2.id, Some(Role::Agent), None, None)
         .await
@@ -343,8 +341,7 @@ async fn switching_impersonation_off_revokes_sessions_in_progress(db: &TestDatab
     let s = site(&app, "Demo Realty", "demo.example").await;
     app.start_impersonation(&s.admin.ctx, s.agent1.id, reason("Help"))
         .await
-        .unwrap()
-        .0;
+        .unwrap();
     app.change_site_settings(
         &s.owner.ctx,
         SiteSettingsEdit {

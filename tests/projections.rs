@@ -455,8 +455,7 @@ async fn agents_are_told_when_the_site_says_so(db: &TestDatabase) {
     .unwrap();
     app.start_impersonation(&s.admin.ctx, s.agent1.id, reason("Update the signature"))
         .await
-        .unwrap()
-        .0;
+        .unwrap();
     let told = notifications::list(dbh, s.agent1.id, None, 50)
         .await
         .unwrap()

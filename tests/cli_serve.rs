@@ -1,0 +1,231 @@
+//! The `crm` binary as an operator runs it, on both backends: creating a site and a
+//! user, exporting the audit trail, and `crm serve --demo` seeding once, answering
+//! HTTP, and stopping cleanly on SIGTERM.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use crm_events::backend_tests;
+use crm_events::testing::TestDatabase;
+
+backend_tests!(
+    sites_users_and_exports_from_the_command_line,
+    serve_demo_seeds_once_answers_and_stops_on_sigterm,
+);
+
+fn crm(db: &TestDatabase, args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_crm"))
+        .args(args)
+        .args(["--database-url", &db.url])
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+async fn sites_users_and_exports_from_the_command_line(db: &TestDatabase) {
+    let (code, out, err) = crm(
+        db,
+        &[
+            "site",
+            "create",
+            "--name",
+            "Acme Homes",
+            "--owner-name",
+            "Olga Owner",
+            "--owner-email",
+            "olga@acme.example",
+            "--owner-password",
+            "a-long-password",
+        ],
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    let site = out.split_whitespace().nth(1).unwrap().to_owned();
+    let (code, out, err) = crm(
+        db,
+        &[
+            "user",
+            "create",
+            "--site",
+            &site,
+            "--name",
+            "Ann Agent",
+            "--email",
+            "ann@acme.example",
+            "--role",
+            "agent",
+            "--password",
+            "another-password",
+        ],
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("<ann@acme.example> (agent)"), "{out}");
+    let (code, _, err) = crm(
+        db,
+        &[
+            "user",
+            "create",
+            "--site",
+            &site,
+            "--name",
+            "",
+            "--email",
+            "bad",
+            "--role",
+            "boss",
+            "--password",
+            "x",
+        ],
+    );
+    assert_eq!(code, 2);
+    assert!(
+        err.contains("--name")
+            && err.contains("--email")
+            && err.contains("--role")
+            && err.contains("--password"),
+        "{err}"
+    );
+    let (code, _, err) = crm(
+        db,
+        &[
+            "user",
+            "create",
+            "--site",
+            &site,
+            "--name",
+            "Dup",
+            "--email",
+            "ann@acme.example",
+            "--role",
+            "agent",
+            "--password",
+            "another-password",
+        ],
+    );
+    assert_eq!(code, 2);
+    assert!(err.contains("already in use"), "{err}");
+
+    let (code, csv, _) = crm(db, &["audit", "export", "--site", &site]);
+    assert_eq!(code, 0);
+    let mut lines = csv.lines();
+    assert_eq!(lines.next(), Some("position,at,event_type,entity_type,entity_id,field,before,after,actor_id,subject_id,impersonation_id"));
+    assert!(
+        csv.contains("UserCreated,user") && csv.contains("\"\"\"ann@acme.example\"\"\""),
+        "{csv}"
+    );
+    let (code, ndjson, _) = crm(
+        db,
+        &["audit", "export", "--site", &site, "--format", "ndjson"],
+    );
+    assert_eq!(code, 0);
+    let changes: Vec<serde_json::Value> = ndjson
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(changes.len(), csv.lines().count() - 1);
+    assert_eq!(
+        crm(db, &["audit", "export", "--site", &site, "--format", "xml"]).0,
+        2
+    );
+}
+
+/// One HTTP/1.1 request over a plain socket; returns the status and the body.
+fn http(addr: &str, method: &str, path: &str, body: Option<&str>) -> (u16, String) {
+    let mut stream = TcpStream::connect(addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    let body = body.unwrap_or("");
+    write!(
+        stream,
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).unwrap();
+    let status = answer.split_whitespace().nth(1).unwrap().parse().unwrap();
+    let body = answer.split("\r\n\r\n").nth(1).unwrap_or("").to_owned();
+    (status, body)
+}
+
+fn start_serve(db: &TestDatabase) -> (std::process::Child, String, Vec<String>) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_crm"))
+        .args([
+            "serve",
+            "--demo",
+            "--bind",
+            "127.0.0.1:0",
+            "--database-url",
+            &db.url,
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = Vec::new();
+    let mut reader = BufReader::new(child.stdout.take().unwrap());
+    loop {
+        let mut line = String::new();
+        assert!(
+            reader.read_line(&mut line).unwrap() > 0,
+            "crm serve ended early: {lines:?}"
+        );
+        if let Some(addr) = line.trim().strip_prefix("crm listening on http://") {
+            let addr = addr.to_owned();
+            std::thread::spawn(move || std::io::copy(&mut reader, &mut std::io::sink()));
+            return (child, addr, lines);
+        }
+        lines.push(line);
+    }
+}
+
+async fn serve_demo_seeds_once_answers_and_stops_on_sigterm(db: &TestDatabase) {
+    let (mut server, addr, printed) = start_serve(db);
+    assert!(printed[0].starts_with("Demo Realty seeded"), "{printed:?}");
+    assert!(printed.iter().any(|l| l.contains("agent5@demo.example")));
+    assert_eq!(
+        http(&addr, "GET", "/healthz", None),
+        (200, r#"{"status":"ok"}"#.to_owned())
+    );
+    let (status, body) = http(
+        &addr,
+        "POST",
+        "/api/login",
+        Some(r#"{"email":"agent3@demo.example","password":"demo-password"}"#),
+    );
+    assert_eq!(status, 200, "{body}");
+    let (status, _) = http(&addr, "GET", "/api/openapi.json", None);
+    assert_eq!(status, 200);
+
+    let pid = server.id().to_string();
+    assert!(Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let exit = server.wait().unwrap();
+    assert!(exit.success(), "a clean stop on SIGTERM: {exit}");
+
+    let (mut again, addr, printed) = start_serve(db);
+    assert!(
+        printed[0].starts_with("Demo Realty is already there"),
+        "seeded once: {printed:?}"
+    );
+    let (status, body) = http(
+        &addr,
+        "POST",
+        "/api/login",
+        Some(r#"{"email":"agent3@demo.example","password":"demo-password"}"#),
+    );
+    assert_eq!(status, 200, "nothing was lost: {body}");
+    let _ = Command::new("kill")
+        .args(["-TERM", &again.id().to_string()])
+        .status();
+    assert!(again.wait().unwrap().success());
+}

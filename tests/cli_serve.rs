@@ -172,10 +172,12 @@ fn start_serve(db: &TestDatabase) -> (std::process::Child, String, Vec<String>) 
     let mut reader = BufReader::new(child.stdout.take().unwrap());
     loop {
         let mut line = String::new();
-        assert!(
-            reader.read_line(&mut line).unwrap() > 0,
-            "crm serve ended early: {lines:?}"
-        );
+        let read = reader.read_line(&mut line).unwrap_or(0);
+        if read == 0 {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("crm serve ended early: {lines:?}");
+        }
         if let Some(addr) = line.trim().strip_prefix("crm listening on http://") {
             let addr = addr.to_owned();
             std::thread::spawn(move || std::io::copy(&mut reader, &mut std::io::sink()));

@@ -154,34 +154,58 @@ fn http(addr: &str, method: &str, path: &str, body: Option<&str>) -> (u16, Strin
     (status, body)
 }
 
-fn start_serve(db: &TestDatabase) -> (std::process::Child, String, Vec<String>) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_crm"))
-        .args([
-            "serve",
-            "--demo",
-            "--bind",
-            "127.0.0.1:0",
-            "--database-url",
-            &db.url,
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+/// A running `crm serve`, stopped (and reaped) however the test ends.
+struct Server(std::process::Child);
+
+impl Server {
+    /// Sends SIGTERM and waits; true when it exited cleanly.
+    fn stop(&mut self) -> bool {
+        let pid = self.0.id().to_string();
+        let sent = Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .is_ok_and(|s| s.success());
+        sent && self.0.wait().is_ok_and(|status| status.success())
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if matches!(self.0.try_wait(), Ok(None)) {
+            let _ = self.0.kill();
+        }
+        let _ = self.0.wait();
+    }
+}
+
+fn start_serve(db: &TestDatabase) -> (Server, String, Vec<String>) {
+    let mut server = Server(
+        Command::new(env!("CARGO_BIN_EXE_crm"))
+            .args([
+                "serve",
+                "--demo",
+                "--bind",
+                "127.0.0.1:0",
+                "--database-url",
+                &db.url,
+            ])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
     let mut lines = Vec::new();
-    let mut reader = BufReader::new(child.stdout.take().unwrap());
+    let mut reader = BufReader::new(server.0.stdout.take().unwrap());
     loop {
         let mut line = String::new();
-        let read = reader.read_line(&mut line).unwrap_or(0);
-        if read == 0 {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("crm serve ended early: {lines:?}");
-        }
+        assert!(
+            reader.read_line(&mut line).unwrap_or(0) > 0,
+            "crm serve ended early: {lines:?}"
+        );
         if let Some(addr) = line.trim().strip_prefix("crm listening on http://") {
             let addr = addr.to_owned();
             std::thread::spawn(move || std::io::copy(&mut reader, &mut std::io::sink()));
-            return (child, addr, lines);
+            return (server, addr, lines);
         }
         lines.push(line);
     }

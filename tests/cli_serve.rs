@@ -229,14 +229,7 @@ async fn serve_demo_seeds_once_answers_and_stops_on_sigterm(db: &TestDatabase) {
     let (status, _) = http(&addr, "GET", "/api/openapi.json", None);
     assert_eq!(status, 200);
 
-    let pid = server.id().to_string();
-    assert!(Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .unwrap()
-        .success());
-    let exit = server.wait().unwrap();
-    assert!(exit.success(), "a clean stop on SIGTERM: {exit}");
+    assert!(server.stop(), "a clean stop on SIGTERM");
 
     let (mut again, addr, printed) = start_serve(db);
     assert!(
@@ -250,8 +243,5 @@ async fn serve_demo_seeds_once_answers_and_stops_on_sigterm(db: &TestDatabase) {
         Some(r#"{"email":"agent3@demo.example","password":"demo-password"}"#),
     );
     assert_eq!(status, 200, "nothing was lost: {body}");
-    let _ = Command::new("kill")
-        .args(["-TERM", &again.id().to_string()])
-        .status();
-    assert!(again.wait().unwrap().success());
+    assert!(again.stop());
 }

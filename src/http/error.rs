@@ -15,8 +15,8 @@ use crate::domain::values::FieldError;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
 pub struct Problem {
     /// One of `unauthenticated`, `forbidden`, `impersonation_forbidden`, `not_found`,
-    /// `conflict`, `validation`, `payload_too_large`, `rate_limited`, `unavailable`,
-    /// `internal`.
+    /// `conflict`, `validation`, `payload_too_large`, `rate_limited`, `timeout`,
+    /// `unavailable`, `internal`.
     #[serde(rename = "type")]
     pub kind: String,
     pub title: String,
@@ -85,6 +85,10 @@ impl ApiError {
 
     pub fn forbidden(detail: impl Into<String>) -> Self {
         Self::new(StatusCode::FORBIDDEN, "forbidden", "Forbidden", detail)
+    }
+
+    pub fn timeout(detail: impl Into<String>) -> Self {
+        Self::new(StatusCode::REQUEST_TIMEOUT, "timeout", "Request timeout", detail)
     }
 
     pub fn payload_too_large(detail: impl Into<String>) -> Self {

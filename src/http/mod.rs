@@ -176,10 +176,6 @@ async fn timeout_except_streams(request: Request, next: Next) -> Response {
     }
     match tokio::time::timeout(REQUEST_TIMEOUT, next.run(request)).await {
         Ok(response) => response,
-        Err(_) => {
-            let mut response = ApiError::conflict("the request took too long").into_response();
-            *response.status_mut() = StatusCode::REQUEST_TIMEOUT;
-            response
-        }
+        Err(_) => ApiError::timeout("the request took longer than 30 seconds").into_response(),
     }
 }

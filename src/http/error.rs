@@ -88,7 +88,12 @@ impl ApiError {
     }
 
     pub fn timeout(detail: impl Into<String>) -> Self {
-        Self::new(StatusCode::REQUEST_TIMEOUT, "timeout", "Request timeout", detail)
+        Self::new(
+            StatusCode::REQUEST_TIMEOUT,
+            "timeout",
+            "Request timeout",
+            detail,
+        )
     }
 
     pub fn payload_too_large(detail: impl Into<String>) -> Self {

@@ -46,6 +46,16 @@ async fn the_readme_walkthrough_works(db: &TestDatabase) {
         )
         .await;
     assert_eq!(lead.status, 201, "{}", lead.body);
+    // The request's id is the correlation id of the event it appended.
+    let request_id = lead.header("x-request-id").unwrap().to_owned();
+    let position = lead.body["position"].as_i64().unwrap();
+    let appended = api
+        .app
+        .store()
+        .read_all(crm_events::Position(position - 1), 1)
+        .await
+        .unwrap();
+    assert_eq!(appended[0].correlation_id.to_string(), request_id);
 
     // Log in as the admin; list users.
     let admin = api.login("admin@demo.example").await;

@@ -55,6 +55,19 @@ pub enum Command {
         #[command(subcommand)]
         command: AuditCommand,
     },
+    /// Fill a fresh database with a realistic history and measure the core against
+    /// the same database's plain durable insert and in-order scan.
+    Bench {
+        /// How many events to fill the database with.
+        #[arg(long, default_value_t = 100_000)]
+        events: u64,
+        /// Print the report as one JSON object on the last line.
+        #[arg(long)]
+        json: bool,
+        /// How long each timed phase (raw inserts, commands, 16 writers) runs.
+        #[arg(long, default_value_t = 5)]
+        seconds: u64,
+    },
     /// Recompute the tamper-evident hash chain; exit 0 when the log is intact, 1 (naming
     /// the first bad position) when it is not.
     Verify {
@@ -240,6 +253,20 @@ async fn run(cli: Cli) -> Result<ExitCode, CliError> {
                     impersonated,
                 },
         } => export(store, site, &format, impersonated).await,
+        Command::Bench {
+            events,
+            json,
+            seconds,
+        } => {
+            drop(store);
+            let phase = std::time::Duration::from_secs(seconds.max(1));
+            let report = crate::bench::run(&cli.database_url, events, phase).await?;
+            print!("{}", crate::bench::describe(&report));
+            if json {
+                println!("{}", serde_json::to_string(&report).unwrap_or_default());
+            }
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Verify { site, json } => Ok(verify(&store, site, json).await?),
         Command::Rebuild { projections } => rebuild(store, &projections).await,
     }

@@ -264,6 +264,7 @@ impl Projector {
             });
             match folded {
                 Some(last) => {
+                    tracing::debug!(position = last.0, "caught up a batch");
                     self.publish(last);
                     progress(last);
                 }

@@ -114,7 +114,7 @@ pub struct EventStore {
 
 /// The hook the writer calls for every batch, once installed. Held weakly: the
 /// hook's owner decides how long it lives (and the hook may hold the store).
-type HookSlot = Arc<std::sync::OnceLock<std::sync::Weak<dyn AppendHook>>>;
+type HookSlot = Arc<std::sync::RwLock<Option<std::sync::Weak<dyn AppendHook>>>>;
 
 #[derive(Debug)]
 struct Inner {
@@ -196,10 +196,11 @@ impl EventStore {
     }
 
     /// Installs the hook every later batch runs inside its transaction (the
-    /// projections), for as long as its owner keeps it. Only one hook can be
-    /// installed; returns false if one was.
-    pub fn install_hook(&self, hook: &Arc<dyn AppendHook>) -> bool {
-        self.inner.hook.set(Arc::downgrade(hook)).is_ok()
+    /// projections), for as long as its owner keeps it; it replaces any earlier one.
+    pub fn install_hook(&self, hook: &Arc<dyn AppendHook>) {
+        if let Ok(mut slot) = self.inner.hook.write() {
+            *slot = Some(Arc::downgrade(hook));
+        }
     }
 
     /// The last position known to be committed, by this process or (as soon as it
@@ -533,7 +534,10 @@ async fn run_writer(
     let mut waiting = Vec::with_capacity(max_batch);
     while requests.recv_many(&mut waiting, max_batch).await > 0 {
         let (batch, replies): (Vec<_>, Vec<_>) = waiting.drain(..).unzip();
-        let hook = hook.get().and_then(std::sync::Weak::upgrade);
+        let hook = hook
+            .read()
+            .ok()
+            .and_then(|slot| slot.as_ref().and_then(std::sync::Weak::upgrade));
         let hook = hook.as_deref();
         let results = match commit(&db, hook, &batch, &head).await {
             Ok(results) => results,

@@ -331,15 +331,27 @@ impl Projector {
         to: Position,
         only: Option<&[&str]>,
     ) -> Result<(), StoreError> {
-        for projection in &self.projections {
-            if only.is_some_and(|names| !names.contains(&projection.name())) {
-                continue;
-            }
+        let names: Vec<&str> = self
+            .projections
+            .iter()
+            .map(|p| p.name())
+            .filter(|name| only.is_none_or(|chosen| chosen.contains(name)))
+            .collect();
+        if names.len() == self.projections.len() {
+            // The usual case: one statement moves them all.
+            execute!(
+                tx,
+                "UPDATE projection_checkpoints SET position = $1 WHERE position < $1",
+                to.0
+            )?;
+            return Ok(());
+        }
+        for name in names {
             execute!(
                 tx,
                 "UPDATE projection_checkpoints SET position = $1 WHERE name = $2 AND position < $1",
                 to.0,
-                projection.name()
+                name
             )?;
         }
         Ok(())

@@ -5,7 +5,7 @@ use crm_events::catalog::values::{EndReason, Role};
 use crm_events::ids::{CorrelationId, ImpersonationId, SiteId, UserId};
 use crm_events::{DomainEvent, ExpectedVersion, Metadata, StreamAppend};
 
-use super::aggregates::{load_site, load_user, site_stream, user_stream, Loaded};
+use super::aggregates::{site_stream, user_stream, Loaded};
 use super::sessions::{self, SessionRow};
 use super::{expect, App, AppError, RequestContext, Written, SESSION_LIFETIME};
 use crate::domain::policy::{authorize, may_impersonate, Action, Caller};
@@ -97,12 +97,10 @@ impl App {
         if !sessions::verify_password(hash, password.to_owned()).await {
             return Err(AppError::Unauthenticated("wrong email or password"));
         }
-        let user = load_user(
-            &self.store,
-            user_id.ok_or(AppError::Unauthenticated("wrong email or password"))?,
-        )
-        .await?
-        .state;
+        let user = self
+            .load_user(user_id.ok_or(AppError::Unauthenticated("wrong email or password"))?)
+            .await?
+            .state;
         if !user.active {
             return Err(AppError::Unauthenticated("this account is deactivated"));
         }
@@ -156,7 +154,8 @@ impl App {
             .ok_or(AppError::Unauthenticated(
                 "sign in first: the session is missing, expired or ended",
             ))?;
-        let actor = load_user(&self.store, UserId::from_uuid(session.user_id))
+        let actor = self
+            .load_user(UserId::from_uuid(session.user_id))
             .await?
             .state;
         if !actor.active {
@@ -190,14 +189,10 @@ impl App {
             return Ok(None);
         };
         let id = ImpersonationId::from_uuid(id);
-        let subject = load_user(&self.store, UserId::from_uuid(subject_id))
-            .await?
-            .state;
-        let rules = load_site(&self.store, ctx.site()).await?.state.rules;
+        let subject = self.load_user(UserId::from_uuid(subject_id)).await?.state;
+        let rules = self.load_site(ctx.site()).await?.state.rules;
         let allowed = may_impersonate(&ctx.caller, &subject.view(), &rules, true).is_ok();
-        let session_state = super::aggregates::load_impersonation(&self.store, id)
-            .await?
-            .state;
+        let session_state = self.load_impersonation(id).await?.state;
         if allowed && session_state.is_live(self.clock.now()) {
             return Ok(Some((id, subject)));
         }
@@ -231,7 +226,7 @@ impl App {
     /// # Errors
     /// [`AppError::NotFound`] when there is no such user on the caller's site.
     pub async fn user(&self, ctx: &RequestContext, id: UserId) -> Result<Loaded<User>, AppError> {
-        let loaded = load_user(&self.store, id).await?;
+        let loaded = self.load_user(id).await?;
         if loaded.state.site_id != ctx.site() {
             return Err(AppError::NotFound("user"));
         }
@@ -267,7 +262,7 @@ impl App {
                 return Err(error);
             }
         };
-        Ok((load_user(&self.store, id).await?.state, written))
+        Ok((self.load_user(id).await?.state, written))
     }
 
     /// Changes a user's role and/or active flag. Deactivation signs the user out
@@ -296,7 +291,7 @@ impl App {
         }
         let expected = expect(if_match, target.version)?;
         let written = self.record(ctx, user_stream(id), expected, events).await?;
-        let updated = load_user(&self.store, id).await?.state;
+        let updated = self.load_user(id).await?.state;
         if !updated.active {
             sessions::end_sessions_of(self.store.database(), id, self.clock.now()).await?;
         }
@@ -318,13 +313,12 @@ impl App {
             else {
                 continue;
             };
-            let admin = load_user(&self.store, UserId::from_uuid(session.user_id))
+            let admin = self
+                .load_user(UserId::from_uuid(session.user_id))
                 .await?
                 .state;
-            let subject = load_user(&self.store, UserId::from_uuid(subject))
-                .await?
-                .state;
-            let rules = load_site(&self.store, admin.site_id).await?.state.rules;
+            let subject = self.load_user(UserId::from_uuid(subject)).await?.state;
+            let rules = self.load_site(admin.site_id).await?.state.rules;
             let admin_caller = Caller::as_self(admin.view());
             if may_impersonate(&admin_caller, &subject.view(), &rules, true).is_err() {
                 let token_hash: [u8; 32] =
@@ -384,7 +378,7 @@ impl App {
     /// [`AppError::Forbidden`] unless owner or admin.
     pub async fn site_settings(&self, ctx: &RequestContext) -> Result<Loaded<Site>, AppError> {
         authorize(&ctx.caller, Action::ReadSiteSettings)?;
-        load_site(&self.store, ctx.site()).await
+        self.load_site(ctx.site()).await
     }
 
     /// Changes the site's impersonation settings (owner only). Switching
@@ -403,12 +397,12 @@ impl App {
         let edit = edit
             .validate()
             .map_err(|why| AppError::invalid("impersonation_max_minutes", why))?;
-        let site = load_site(&self.store, ctx.site()).await?;
+        let site = self.load_site(ctx.site()).await?;
         let expected = expect(if_match, site.version)?;
         let events = site::change_settings(&site.state, edit);
         let written = self
             .record(ctx, site_stream(ctx.site()), expected, events)
             .await?;
-        Ok((load_site(&self.store, ctx.site()).await?.state, written))
+        Ok((self.load_site(ctx.site()).await?.state, written))
     }
 }

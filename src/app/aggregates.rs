@@ -152,3 +152,135 @@ pub(crate) async fn load_impersonation(
     )
     .ok_or(AppError::NotFound("impersonation"))
 }
+
+/// An aggregate whose state can be brought forward by later events of its stream.
+pub(crate) trait Fold: Clone + Send {
+    fn apply_event(&mut self, event: &DomainEvent);
+}
+
+impl Fold for Lead {
+    fn apply_event(&mut self, event: &DomainEvent) {
+        self.apply(event);
+    }
+}
+
+impl Fold for User {
+    fn apply_event(&mut self, event: &DomainEvent) {
+        self.apply(event);
+    }
+}
+
+impl Fold for Site {
+    fn apply_event(&mut self, event: &DomainEvent) {
+        self.apply(event);
+    }
+}
+
+impl Fold for Impersonation {
+    fn apply_event(&mut self, event: &DomainEvent) {
+        self.apply(event);
+    }
+}
+
+/// How many aggregates of one kind a cache keeps.
+const CACHE_CAPACITY: usize = 20_000;
+
+/// Aggregates recently loaded, each with the version it was folded at: loading one
+/// again reads only the events after that version (one small query), instead of its
+/// whole history. Appends by anyone, in any process, are picked up by that read.
+#[derive(Debug)]
+pub(crate) struct Cache<T> {
+    entries: std::sync::Mutex<std::collections::HashMap<StreamKey, Loaded<T>>>,
+}
+
+impl<T> Default for Cache<T> {
+    fn default() -> Self {
+        Self {
+            entries: std::sync::Mutex::new(std::collections::HashMap::new()),
+        }
+    }
+}
+
+impl<T: Fold> Cache<T> {
+    /// The aggregate of `stream`, up to date; `first_load` folds it from scratch when
+    /// it is not cached.
+    pub(crate) async fn load<F, Fut>(
+        &self,
+        store: &EventStore,
+        stream: StreamKey,
+        first_load: F,
+    ) -> Result<Loaded<T>, AppError>
+    where
+        F: FnOnce() -> Fut,
+        Fut: std::future::Future<Output = Result<Loaded<T>, AppError>>,
+    {
+        let cached = self
+            .entries
+            .lock()
+            .ok()
+            .and_then(|entries| entries.get(&stream).cloned());
+        let loaded = match cached {
+            None => first_load().await?,
+            Some(mut loaded) => {
+                for recorded in store.read_stream(stream, loaded.version).await? {
+                    let event = DomainEvent::decode(&recorded).map_err(AppError::Store)?;
+                    loaded.state.apply_event(&event);
+                    loaded.version = recorded.stream_version;
+                }
+                loaded
+            }
+        };
+        if let Ok(mut entries) = self.entries.lock() {
+            if entries.len() >= CACHE_CAPACITY && !entries.contains_key(&stream) {
+                // Crude but bounded: start over rather than track recency.
+                entries.clear();
+            }
+            entries.insert(stream, loaded.clone());
+        }
+        Ok(loaded)
+    }
+}
+
+/// The caches of one application.
+#[derive(Debug, Default)]
+pub(crate) struct Caches {
+    pub leads: Cache<Lead>,
+    pub users: Cache<User>,
+    pub sites: Cache<Site>,
+    pub impersonations: Cache<Impersonation>,
+}
+
+impl super::App {
+    pub(crate) async fn load_lead(&self, id: LeadId) -> Result<Loaded<Lead>, AppError> {
+        self.caches
+            .leads
+            .load(&self.store, lead_stream(id), || load_lead(&self.store, id))
+            .await
+    }
+
+    pub(crate) async fn load_user(&self, id: UserId) -> Result<Loaded<User>, AppError> {
+        self.caches
+            .users
+            .load(&self.store, user_stream(id), || load_user(&self.store, id))
+            .await
+    }
+
+    pub(crate) async fn load_site(&self, id: SiteId) -> Result<Loaded<Site>, AppError> {
+        self.caches
+            .sites
+            .load(&self.store, site_stream(id), || load_site(&self.store, id))
+            .await
+    }
+
+    pub(crate) async fn load_impersonation(
+        &self,
+        id: ImpersonationId,
+    ) -> Result<Loaded<Impersonation>, AppError> {
+        self.caches
+            .impersonations
+            .load(&self.store, impersonation_stream(id), || {
+                load_impersonation(&self.store, id)
+            })
+            .await
+    }
+}

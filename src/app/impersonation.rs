@@ -4,7 +4,7 @@ use crm_events::catalog::values::EndReason;
 use crm_events::ids::{ImpersonationId, UserId};
 use crm_events::ExpectedVersion;
 
-use super::aggregates::{impersonation_stream, load_impersonation, load_site, load_user};
+use super::aggregates::impersonation_stream;
 use super::sessions;
 use super::{App, AppError, RequestContext, Written};
 use crate::domain::impersonation;
@@ -31,8 +31,8 @@ impl App {
                 "already logged in as another user: return to admin first".into(),
             ));
         }
-        let target = load_user(&self.store, target).await?.state;
-        let rules = load_site(&self.store, ctx.site()).await?.state.rules;
+        let target = self.load_user(target).await?.state;
+        let rules = self.load_site(ctx.site()).await?.state.rules;
         may_impersonate(&ctx.caller, &target.view(), &rules, reason.is_some())?;
 
         let id = ImpersonationId::from_uuid(ctx.new_id("impersonation"));
@@ -101,7 +101,7 @@ impl App {
         subject: UserId,
         reason: EndReason,
     ) -> Result<Written, AppError> {
-        let session = load_impersonation(&self.store, id).await?;
+        let session = self.load_impersonation(id).await?;
         let events = impersonation::end(&session.state, reason, self.clock.now());
         let mut about_subject = admin_ctx.as_actor();
         about_subject.caller.subject.id = subject;

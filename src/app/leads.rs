@@ -5,7 +5,7 @@ use crm_events::catalog::values::{Channel, Direction};
 use crm_events::ids::{CommunicationId, LeadId, NoteId, TaskId, UserId};
 use crm_events::{DomainEvent, ExpectedVersion};
 
-use super::aggregates::{lead_stream, load_lead, load_user, Loaded};
+use super::aggregates::{lead_stream, Loaded};
 use super::{expect, App, AppError, RequestContext, Written};
 use crate::domain::lead::{self, Lead, LeadEdit, NewLead};
 use crate::domain::policy::{authorize, can_see_lead, Action};
@@ -23,7 +23,7 @@ impl App {
     /// [`AppError::NotFound`].
     pub async fn lead(&self, ctx: &RequestContext, id: LeadId) -> Result<Loaded<Lead>, AppError> {
         authorize(&ctx.caller, Action::WorkOwnLeads)?;
-        let loaded = match load_lead(&self.store, id).await {
+        let loaded = match self.load_lead(id).await {
             Ok(loaded) => loaded,
             Err(AppError::NotFound(_)) => return Err(AppError::NotFound("lead")),
             Err(other) => return Err(other),
@@ -73,7 +73,7 @@ impl App {
     }
 
     async fn check_assignee(&self, ctx: &RequestContext, agent: UserId) -> Result<(), AppError> {
-        let assignee = match load_user(&self.store, agent).await {
+        let assignee = match self.load_user(agent).await {
             Ok(user) => user.state,
             Err(AppError::NotFound(_)) => {
                 return Err(AppError::invalid("agent_id", "no such user"))

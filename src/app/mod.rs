@@ -51,6 +51,7 @@ pub struct App {
     store: EventStore,
     projector: Arc<Projector>,
     clock: Clock,
+    caches: Arc<aggregates::Caches>,
 }
 
 impl App {
@@ -65,6 +66,7 @@ impl App {
             store,
             projector,
             clock,
+            caches: Arc::default(),
         })
     }
 

@@ -256,25 +256,27 @@ impl EventStore {
     }
 
     /// Every event of one stream, oldest first, after version `after_version`
-    /// (0 for all).
+    /// (0 for all; a caller holding the state at version `n` reads only what came
+    /// after it). One query.
     ///
     /// # Errors
-    /// [`StoreError::StreamNotFound`] when the stream does not exist;
+    /// [`StoreError::StreamNotFound`] when the stream does not exist (asked from 0);
     /// [`StoreError::CorruptEvent`]; database errors.
     pub async fn read_stream(
         &self,
         stream: StreamKey,
         after_version: u64,
     ) -> Result<Vec<RecordedEvent>, StoreError> {
-        if self.stream_version(stream).await? == 0 {
-            return Err(StoreError::StreamNotFound(stream));
-        }
         let rows: Vec<EventRow> = on_pool!(&self.inner.db, |pool| sqlx::query_as(sql::READ_STREAM)
             .bind(stream.stream_type.as_str())
             .bind(stream.id)
             .bind(i64::try_from(after_version).unwrap_or(i64::MAX))
             .fetch_all(pool)
             .await?);
+        // A stream exists from its first event on: nothing from version 0 means none.
+        if rows.is_empty() && after_version == 0 {
+            return Err(StoreError::StreamNotFound(stream));
+        }
         rows::into_events(rows)
     }
 

@@ -1,6 +1,6 @@
 //! The PostgreSQL backend, with `synchronous_commit=on`. A batch costs a fixed
-//! number of round trips whatever its size: loads and writes go as arrays
-//! (`UNNEST`). Appends of every process on the database serialize on the log head's
+//! number of round trips whatever its size: loads go as arrays (`UNNEST`) and all
+//! its writes in one statement. Appends of every process on the database serialize on the log head's
 //! row lock, so positions commit in order; a `NOTIFY` at commit wakes the
 //! subscribers of every process.
 
@@ -127,84 +127,7 @@ pub(crate) async fn commit_batch(
         tx.rollback().await?;
         return Ok(writes.head);
     }
-    insert_events(&mut tx, &writes).await?;
-
-    let (types, ids, sites, versions) = writes.streams.iter().fold(
-        (Vec::new(), Vec::new(), Vec::new(), Vec::new()),
-        |(mut t, mut i, mut s, mut v), (key, state)| {
-            t.push(key.stream_type.as_str());
-            i.push(key.id);
-            s.push(state.site_id.as_uuid());
-            v.push(version_i64(state.version));
-            (t, i, s, v)
-        },
-    );
-    sqlx::query(
-        "INSERT INTO streams (stream_type, stream_id, site_id, version) \
-         SELECT * FROM UNNEST($1::text[], $2::uuid[], $3::uuid[], $4::bigint[]) \
-         ON CONFLICT (stream_type, stream_id) DO UPDATE SET version = excluded.version",
-    )
-    .bind(&types)
-    .bind(&ids)
-    .bind(&sites)
-    .bind(&versions)
-    .execute(&mut *tx)
-    .await?;
-
-    if !writes.idempotency.is_empty() {
-        let mut sites = Vec::new();
-        let mut keys = Vec::new();
-        let mut fingerprints = Vec::new();
-        let mut outcomes = Vec::new();
-        for ((site, key), record) in &writes.idempotency {
-            sites.push(site.as_uuid());
-            keys.push(key.as_str());
-            fingerprints.push(record.fingerprint.to_vec());
-            outcomes.push(outcome_json(&record.outcome));
-        }
-        sqlx::query(
-            "INSERT INTO idempotency_keys (site_id, key, fingerprint, outcome) \
-             SELECT * FROM UNNEST($1::uuid[], $2::text[], $3::bytea[], $4::text[])",
-        )
-        .bind(&sites)
-        .bind(&keys)
-        .bind(&fingerprints)
-        .bind(&outcomes)
-        .execute(&mut *tx)
-        .await?;
-    }
-
-    let mut sites = Vec::new();
-    let mut positions = Vec::new();
-    let mut hashes = Vec::new();
-    let mut counts = Vec::new();
-    for head in &writes.chains {
-        sites.push(head.site_id.as_uuid());
-        positions.push(head.last_position.0);
-        hashes.push(head.last_hash.to_vec());
-        counts.push(version_i64(head.event_count));
-    }
-    sqlx::query(
-        "INSERT INTO site_chains (site_id, last_position, last_hash, event_count) \
-         SELECT * FROM UNNEST($1::uuid[], $2::bigint[], $3::bytea[], $4::bigint[]) \
-         ON CONFLICT (site_id) DO UPDATE SET last_position = excluded.last_position, \
-         last_hash = excluded.last_hash, event_count = excluded.event_count",
-    )
-    .bind(&sites)
-    .bind(&positions)
-    .bind(&hashes)
-    .bind(&counts)
-    .execute(&mut *tx)
-    .await?;
-
-    sqlx::query(
-        "WITH moved AS (UPDATE event_log_head SET last_position = $1 WHERE id = 1) \
-         SELECT pg_notify($2, $1::text)",
-    )
-    .bind(writes.head.0)
-    .bind(CHANNEL)
-    .execute(&mut *tx)
-    .await?;
+    write_batch(&mut tx, &writes).await?;
     if let Some(hook) = hook {
         hook.appended(&mut Tx::Postgres(&mut tx), &writes.events)
             .await?;
@@ -213,7 +136,10 @@ pub(crate) async fn commit_batch(
     Ok(writes.head)
 }
 
-async fn insert_events(
+/// Writes a whole batch in one statement (one round trip): the events, the streams'
+/// versions, the idempotency records, the sites' chain heads and the log head, and
+/// announces the new head to every listener (delivered at commit).
+async fn write_batch(
     tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
     writes: &Writes,
 ) -> Result<(), StoreError> {
@@ -256,15 +182,54 @@ async fn insert_events(
         prev_hash.push(e.prev_hash.to_vec());
         hash.push(e.hash.to_vec());
     }
+    let (mut s_type, mut s_id, mut s_site, mut s_version) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for (key, state) in &writes.streams {
+        s_type.push(key.stream_type.as_str());
+        s_id.push(key.id);
+        s_site.push(state.site_id.as_uuid());
+        s_version.push(version_i64(state.version));
+    }
+    let (mut i_site, mut i_key, mut i_fingerprint, mut i_outcome) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for ((site, key), record) in &writes.idempotency {
+        i_site.push(site.as_uuid());
+        i_key.push(key.as_str());
+        i_fingerprint.push(record.fingerprint.to_vec());
+        i_outcome.push(outcome_json(&record.outcome));
+    }
+    let (mut c_site, mut c_position, mut c_hash, mut c_count) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for head in &writes.chains {
+        c_site.push(head.site_id.as_uuid());
+        c_position.push(head.last_position.0);
+        c_hash.push(head.last_hash.to_vec());
+        c_count.push(version_i64(head.event_count));
+    }
     sqlx::query(
-        "INSERT INTO events (position, event_id, site_id, stream_type, stream_id, \
-         stream_version, event_type, schema_version, payload, actor_id, subject_id, \
-         impersonation_id, correlation_id, causation_id, idempotency_key, recorded_at, \
-         prev_hash, hash) \
-         SELECT * FROM UNNEST($1::bigint[], $2::uuid[], $3::uuid[], $4::text[], $5::uuid[], \
-         $6::bigint[], $7::text[], $8::int[], $9::text[], $10::uuid[], $11::uuid[], \
-         $12::uuid[], $13::uuid[], $14::uuid[], $15::text[], $16::timestamptz[], \
-         $17::bytea[], $18::bytea[])",
+        "WITH appended AS ( \
+           INSERT INTO events (position, event_id, site_id, stream_type, stream_id, \
+             stream_version, event_type, schema_version, payload, actor_id, subject_id, \
+             impersonation_id, correlation_id, causation_id, idempotency_key, recorded_at, \
+             prev_hash, hash) \
+           SELECT * FROM UNNEST($1::bigint[], $2::uuid[], $3::uuid[], $4::text[], $5::uuid[], \
+             $6::bigint[], $7::text[], $8::int[], $9::text[], $10::uuid[], $11::uuid[], \
+             $12::uuid[], $13::uuid[], $14::uuid[], $15::text[], $16::timestamptz[], \
+             $17::bytea[], $18::bytea[])), \
+         versions AS ( \
+           INSERT INTO streams (stream_type, stream_id, site_id, version) \
+           SELECT * FROM UNNEST($19::text[], $20::uuid[], $21::uuid[], $22::bigint[]) \
+           ON CONFLICT (stream_type, stream_id) DO UPDATE SET version = excluded.version), \
+         keys AS ( \
+           INSERT INTO idempotency_keys (site_id, key, fingerprint, outcome) \
+           SELECT * FROM UNNEST($23::uuid[], $24::text[], $25::bytea[], $26::text[])), \
+         chains AS ( \
+           INSERT INTO site_chains (site_id, last_position, last_hash, event_count) \
+           SELECT * FROM UNNEST($27::uuid[], $28::bigint[], $29::bytea[], $30::bigint[]) \
+           ON CONFLICT (site_id) DO UPDATE SET last_position = excluded.last_position, \
+             last_hash = excluded.last_hash, event_count = excluded.event_count), \
+         moved AS (UPDATE event_log_head SET last_position = $31 WHERE id = 1) \
+         SELECT pg_notify($32, $31::text)",
     )
     .bind(&position)
     .bind(&event_id)
@@ -284,6 +249,20 @@ async fn insert_events(
     .bind(&recorded_at)
     .bind(&prev_hash)
     .bind(&hash)
+    .bind(&s_type)
+    .bind(&s_id)
+    .bind(&s_site)
+    .bind(&s_version)
+    .bind(&i_site)
+    .bind(&i_key)
+    .bind(&i_fingerprint)
+    .bind(&i_outcome)
+    .bind(&c_site)
+    .bind(&c_position)
+    .bind(&c_hash)
+    .bind(&c_count)
+    .bind(writes.head.0)
+    .bind(CHANNEL)
     .execute(&mut **tx)
     .await?;
     Ok(())

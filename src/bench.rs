@@ -94,6 +94,7 @@ pub async fn run(url: &str, events: u64, phase: Duration) -> Result<Report, AppE
     let (audit_query_p50_ms, audit_query_p99_ms) = audit_queries(&app, &sites).await?;
     let (lead_page_p50_ms, lead_page_p99_ms) = lead_pages(&app, &sites).await?;
     let http_lead_page_p99_ms = http_lead_pages(&app, &sites).await?;
+    export_everything(&app, &sites).await?;
     Ok(Report {
         backend,
         events: total,
@@ -599,6 +600,33 @@ async fn get(addr: std::net::SocketAddr, path: &str, token: &str) -> Result<(), 
             String::from_utf8_lossy(&answer[..answer.len().min(200)]).into_owned(),
         ))
     }
+}
+
+/// Every site's whole audit trail through the CSV export, page by page, into a sink:
+/// the export's memory must stay flat however long the trail.
+async fn export_everything(app: &App, sites: &[BenchSite]) -> Result<(), AppError> {
+    let db = app.store().database();
+    for site in sites {
+        let mut cursor: Option<String> = None;
+        let mut first = true;
+        loop {
+            let page = audit_trail::changes(
+                db,
+                site.id,
+                &ChangeFilter::default(),
+                cursor.as_deref(),
+                1_000,
+            )
+            .await?;
+            std::hint::black_box(crate::export::csv_rows(&page.items, first));
+            first = false;
+            match page.next_cursor {
+                Some(next) => cursor = Some(next),
+                None => break,
+            }
+        }
+    }
+    Ok(())
 }
 
 /// The process's peak resident memory, from `/proc/self/status` (0 where there is none).

@@ -605,25 +605,16 @@ async fn get(addr: std::net::SocketAddr, path: &str, token: &str) -> Result<(), 
 /// Every site's whole audit trail through the CSV export, page by page, into a sink:
 /// the export's memory must stay flat however long the trail.
 async fn export_everything(app: &App, sites: &[BenchSite]) -> Result<(), AppError> {
-    let db = app.store().database();
     for site in sites {
-        let mut cursor: Option<String> = None;
-        let mut first = true;
-        loop {
-            let page = audit_trail::changes(
-                db,
-                site.id,
-                &ChangeFilter::default(),
-                cursor.as_deref(),
-                1_000,
-            )
-            .await?;
-            std::hint::black_box(crate::export::csv_rows(&page.items, first));
-            first = false;
-            match page.next_cursor {
-                Some(next) => cursor = Some(next),
-                None => break,
-            }
+        let db = app.store().database().clone();
+        let mut chunks = Box::pin(crate::export::chunks(
+            db,
+            site.id,
+            ChangeFilter::default(),
+            crate::export::Format::Csv,
+        ));
+        while let Some(chunk) = chunks.next().await {
+            std::hint::black_box(chunk?);
         }
     }
     Ok(())

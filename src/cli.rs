@@ -328,37 +328,26 @@ async fn export(
     format: &str,
     impersonated: bool,
 ) -> Result<ExitCode, CliError> {
-    use crm_projections::audit_trail::{self, ChangeFilter};
+    use futures_util::StreamExt;
     use std::io::Write;
-    let ndjson = match format {
-        "csv" => false,
-        "ndjson" => true,
-        other => return Err(CliError::Usage(format!("--format {other}: csv or ndjson"))),
-    };
+    let format = crate::export::Format::parse(format)
+        .ok_or_else(|| CliError::Usage(format!("--format {format}: csv or ndjson")))?;
+    // Bring the projections up to date before reading the trail.
     App::start(store.clone(), Clock::system()).await?;
-    let filter = ChangeFilter {
+    let filter = crm_projections::audit_trail::ChangeFilter {
         impersonated: impersonated.then_some(true),
-        ..ChangeFilter::default()
+        ..Default::default()
     };
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());
-    let mut cursor: Option<String> = None;
-    let mut first = true;
-    loop {
-        let page = audit_trail::changes(store.database(), site, &filter, cursor.as_deref(), 1_000)
-            .await
-            .map_err(crate::app::AppError::from)?;
-        let chunk = if ndjson {
-            crate::export::ndjson_lines(&page.items)
-        } else {
-            crate::export::csv_rows(&page.items, first)
-        };
-        first = false;
-        out.write_all(&chunk)?;
-        match page.next_cursor {
-            Some(next) => cursor = Some(next),
-            None => break,
-        }
+    let mut chunks = Box::pin(crate::export::chunks(
+        store.database().clone(),
+        site,
+        filter,
+        format,
+    ));
+    while let Some(chunk) = chunks.next().await {
+        out.write_all(&chunk.map_err(crate::app::AppError::from)?)?;
     }
     out.flush()?;
     Ok(ExitCode::SUCCESS)

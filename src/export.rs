@@ -1,10 +1,60 @@
-//! The audit export's two formats, written a page at a time (CSV through the csv
-//! crate; NDJSON one object per line), shared by the HTTP export and `crm audit export`.
+//! The audit export: a site's changes, a page at a time, as CSV (through the csv
+//! crate) or NDJSON (one object per line). Memory stays flat however long the trail.
+//! Shared by `GET /api/audit/export`, `crm audit export` and the benchmark.
 
-use crm_projections::audit_trail::Change;
+use crm_events::ids::SiteId;
+use crm_events::Database;
+use crm_projections::audit_trail::{self, Change, ChangeFilter};
+use crm_projections::QueryError;
+use futures_util::Stream;
+
+/// The export's formats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    Csv,
+    Ndjson,
+}
+
+impl Format {
+    /// `csv` or `ndjson`.
+    #[must_use]
+    pub fn parse(name: &str) -> Option<Self> {
+        match name {
+            "csv" => Some(Self::Csv),
+            "ndjson" => Some(Self::Ndjson),
+            _ => None,
+        }
+    }
+}
+
+/// The export as a stream of chunks, one per page of 1,000 changes (the CSV header
+/// row first).
+pub fn chunks(
+    db: Database,
+    site: SiteId,
+    filter: ChangeFilter,
+    format: Format,
+) -> impl Stream<Item = Result<Vec<u8>, QueryError>> + Send + 'static {
+    async_stream::try_stream! {
+        let mut cursor: Option<String> = None;
+        let mut first = true;
+        loop {
+            let page = audit_trail::changes(&db, site, &filter, cursor.as_deref(), 1_000).await?;
+            yield match format {
+                Format::Csv => csv_rows(&page.items, first),
+                Format::Ndjson => ndjson_lines(&page.items),
+            };
+            first = false;
+            match page.next_cursor {
+                Some(next) => cursor = Some(next),
+                None => break,
+            }
+        }
+    }
+}
 
 /// One page as CSV rows (with the header row first).
-pub fn csv_rows(changes: &[Change], header: bool) -> Vec<u8> {
+fn csv_rows(changes: &[Change], header: bool) -> Vec<u8> {
     let mut writer = csv::WriterBuilder::new()
         .has_headers(false)
         .from_writer(Vec::new());
@@ -44,7 +94,7 @@ pub fn csv_rows(changes: &[Change], header: bool) -> Vec<u8> {
 }
 
 /// One page as NDJSON lines.
-pub fn ndjson_lines(changes: &[Change]) -> Vec<u8> {
+fn ndjson_lines(changes: &[Change]) -> Vec<u8> {
     let mut out = Vec::new();
     for c in changes {
         if serde_json::to_writer(&mut out, c).is_ok() {

@@ -90,7 +90,7 @@ async fn apply(tx: &mut Tx<'_>, decoded: &Decoded) -> Result<(), StoreError> {
                 no_task_due(),
                 at,
                 at,
-                1_i64
+                i64::try_from(e.stream_version).unwrap_or(i64::MAX)
             )?;
             for tag in &c.tags {
                 execute!(

@@ -6,14 +6,10 @@ use crm_events::ids::{CommunicationId, LeadId, NoteId, TaskId, UserId};
 use crm_events::{DomainEvent, ExpectedVersion};
 
 use super::aggregates::{lead_stream, Loaded};
-use super::{expect, App, AppError, RequestContext, Written};
+use super::{expect, retry_lost_races, App, AppError, RequestContext, Written};
 use crate::domain::lead::{self, Lead, LeadEdit, NewLead};
 use crate::domain::policy::{authorize, can_see_lead, Action};
 use crate::domain::values::{DueAt, NoteBody, Summary, TaskTitle};
-
-/// How often a command without `If-Match` retries when another write to the same
-/// lead slipped in between its load and its append.
-const RETRIES: usize = 3;
 
 impl App {
     /// A lead the subject may see. Others' leads and archived ones are "not found",
@@ -223,17 +219,12 @@ impl App {
     where
         F: Fn(&Lead) -> Result<Vec<DomainEvent>, lead::LeadRejection>,
     {
-        let mut attempt = 0;
-        loop {
+        retry_lost_races(if_match, || async {
             let lead = self.lead(ctx, id).await?;
             let expected = expect(if_match, lead.version)?;
             let events = decide(&lead.state)?;
-            match self.record(ctx, lead_stream(id), expected, events).await {
-                Err(AppError::Conflict(_)) if if_match.is_none() && attempt < RETRIES => {
-                    attempt += 1
-                }
-                result => return result,
-            }
-        }
+            self.record(ctx, lead_stream(id), expected, events).await
+        })
+        .await
     }
 }

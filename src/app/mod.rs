@@ -147,6 +147,29 @@ fn written(outcome: &AppendOutcome) -> Written {
     }
 }
 
+/// How often a command without `If-Match` is tried again when another write to the
+/// same stream slipped in between its load and its append.
+const RETRIES: usize = 3;
+
+/// Runs `attempt` (load, decide, append) again when it lost such a race; with
+/// `If-Match` the client decides, so a conflict is answered at once.
+async fn retry_lost_races<F, Fut>(
+    if_match: Option<u64>,
+    mut attempt: F,
+) -> Result<Written, AppError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<Written, AppError>>,
+{
+    let mut retries = 0;
+    loop {
+        match attempt().await {
+            Err(AppError::Conflict(_)) if if_match.is_none() && retries < RETRIES => retries += 1,
+            result => return result,
+        }
+    }
+}
+
 /// The version a write must find: the client's `If-Match` when it sent one (a stale
 /// one is a conflict), else the version just loaded.
 fn expect(if_match: Option<u64>, loaded: u64) -> Result<ExpectedVersion, AppError> {

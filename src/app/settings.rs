@@ -5,7 +5,7 @@ use crm_events::ids::TemplateId;
 use crm_events::DomainEvent;
 
 use super::aggregates::{load_settings, settings_stream, Loaded};
-use super::{expect, App, AppError, RequestContext, Written};
+use super::{expect, retry_lost_races, App, AppError, RequestContext, Written};
 use crate::domain::policy::{authorize, Action};
 use crate::domain::settings::{self, Settings, SettingsChange, SettingsRejection, TemplateEdit};
 use crate::domain::values::{TemplateBody, TemplateName, TemplateSubject};
@@ -93,21 +93,14 @@ impl App {
     where
         F: Fn(&Settings) -> Result<Vec<DomainEvent>, SettingsRejection>,
     {
-        let mut attempt = 0;
-        loop {
+        retry_lost_races(if_match, || async {
             let current = self.settings(ctx).await?;
-            let expected = match (if_match, current.version) {
-                (None, 0) => crm_events::ExpectedVersion::NoStream,
-                _ => expect(if_match, current.version)?,
-            };
+            // Exact(0) is "no stream yet" for a user who never changed a setting.
+            let expected = expect(if_match, current.version)?;
             let events = decide(&current.state)?;
-            match self
-                .record(ctx, settings_stream(ctx.subject()), expected, events)
+            self.record(ctx, settings_stream(ctx.subject()), expected, events)
                 .await
-            {
-                Err(AppError::Conflict(_)) if if_match.is_none() && attempt < 3 => attempt += 1,
-                result => return result,
-            }
-        }
+        })
+        .await
     }
 }

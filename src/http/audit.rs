@@ -9,7 +9,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use chrono::{DateTime, Utc};
 use crm_events::ids::{ImpersonationId, UserId};
-use crm_projections::audit_trail::{self, Change, ChangeFilter, Session, SessionFilter};
+use crm_projections::audit_trail::{Change, ChangeFilter, Session, SessionFilter};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
@@ -22,6 +22,8 @@ use super::extract::{Auth, Path, Query};
 use super::AppState;
 use crate::app::reads::SessionDetail;
 use crate::domain::policy::{authorize, Action};
+use crate::export::Format;
+use futures_util::StreamExt;
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -158,41 +160,31 @@ async fn export_changes(
     Query(q): Query<ChangesQuery>,
 ) -> ApiResult<Response> {
     authorize(&ctx.caller, Action::ReadAudit).map_err(crate::app::AppError::from)?;
-    let csv = match q.format.as_deref() {
-        None | Some("csv") => true,
-        Some("ndjson") => false,
-        Some(_) => return Err(ApiError::invalid("format", "csv or ndjson")),
-    };
-    let filter = q.filter();
-    let db = state.app.store().database().clone();
-    let site = ctx.site();
-    let stream = async_stream::stream! {
-        let mut cursor: Option<String> = None;
-        let mut first = true;
-        loop {
-            let page = match audit_trail::changes(&db, site, &filter, cursor.as_deref(), 1_000).await {
-                Ok(page) => page,
-                Err(error) => {
-                    tracing::error!(%error, "audit export stopped");
-                    yield Err(std::io::Error::other("the export could not be completed"));
-                    break;
-                }
-            };
-            let chunk = if csv { crate::export::csv_rows(&page.items, first) } else { crate::export::ndjson_lines(&page.items) };
-            first = false;
-            yield Ok::<_, std::io::Error>(chunk);
-            match page.next_cursor {
-                Some(next) => cursor = Some(next),
-                None => break,
-            }
+    let format = match q.format.as_deref() {
+        None => Format::Csv,
+        Some(name) => {
+            Format::parse(name).ok_or_else(|| ApiError::invalid("format", "csv or ndjson"))?
         }
     };
+    let chunks = crate::export::chunks(
+        state.app.store().database().clone(),
+        ctx.site(),
+        q.filter(),
+        format,
+    )
+    .map(|chunk| {
+        chunk.map_err(|error| {
+            tracing::error!(%error, "audit export stopped");
+            std::io::Error::other("the export could not be completed")
+        })
+    });
+    let csv = format == Format::Csv;
     let (content_type, extension) = if csv {
         ("text/csv; charset=utf-8", "csv")
     } else {
         ("application/x-ndjson", "ndjson")
     };
-    let mut response = ResponseBody::from_stream(stream).into_response();
+    let mut response = ResponseBody::from_stream(chunks).into_response();
     let headers = response.headers_mut();
     headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
     if let Ok(value) = HeaderValue::from_str(&format!(

@@ -87,16 +87,20 @@ impl utoipa::Modify for BearerAuth {
     }
 }
 
-/// The whole API with its OpenAPI document (served at `/api/openapi.json`).
-pub fn router(state: AppState) -> Router {
-    let (api, openapi) = OpenApiRouter::with_openapi(ApiDoc::openapi())
+/// Every resource's routes, registered with their OpenAPI operations.
+fn documented() -> OpenApiRouter<AppState> {
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
         .merge(session::router())
         .merge(users::router())
         .merge(leads::router())
         .merge(settings::router())
         .merge(audit::router())
         .merge(events::router())
-        .split_for_parts();
+}
+
+/// The whole API with its OpenAPI document (served at `/api/openapi.json`).
+pub fn router(state: AppState) -> Router {
+    let (api, openapi) = documented().split_for_parts();
     let openapi = Arc::new(openapi);
     api.route("/healthz", get(health))
         .route(
@@ -120,15 +124,7 @@ pub fn router(state: AppState) -> Router {
 /// The document alone (for tooling and tests).
 #[must_use]
 pub fn openapi() -> utoipa::openapi::OpenApi {
-    let (_, openapi) = OpenApiRouter::<AppState>::with_openapi(ApiDoc::openapi())
-        .merge(session::router())
-        .merge(users::router())
-        .merge(leads::router())
-        .merge(settings::router())
-        .merge(audit::router())
-        .merge(events::router())
-        .split_for_parts();
-    openapi
+    documented().split_for_parts().1
 }
 
 /// `GET /healthz`: 200 when the database answers.

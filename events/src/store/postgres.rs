@@ -15,9 +15,8 @@ use uuid::Uuid;
 
 use super::hook::{AppendHook, Tx};
 use super::plan::{Loaded, Needs, StreamState, Writes};
-use super::rows::{ChainRow, IdempotencyRow};
+use super::rows::{outcome_json, version_i64, ChainRow, IdempotencyRow};
 use super::sql;
-use super::sqlite::{outcome_json, version_i64};
 use crate::envelope::Position;
 use crate::error::StoreError;
 use crate::ids::SiteId;

@@ -123,3 +123,13 @@ impl IdempotencyRow {
 fn hash32(bytes: &[u8]) -> Option<[u8; 32]> {
     bytes.try_into().ok()
 }
+
+/// Versions and counts are far below `i64::MAX`; saturate rather than wrap.
+pub(crate) fn version_i64(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+/// The stored form of an append's first result.
+pub(crate) fn outcome_json(outcome: &AppendOutcome) -> String {
+    serde_json::to_string(outcome).unwrap_or_else(|_| "{}".to_owned())
+}

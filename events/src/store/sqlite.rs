@@ -14,7 +14,7 @@ use uuid::Uuid;
 
 use super::hook::{AppendHook, Tx};
 use super::plan::{IdempotencyRecord, Loaded, Needs, StreamState, Writes};
-use super::rows::{ChainRow, IdempotencyRow};
+use super::rows::{outcome_json, version_i64, ChainRow, IdempotencyRow};
 use super::sql;
 use crate::envelope::Position;
 use crate::error::StoreError;
@@ -188,14 +188,4 @@ pub(crate) async fn commit_batch(
     }
     tx.commit().await?;
     Ok(writes.head)
-}
-
-/// Versions and counts are far below `i64::MAX`; saturate rather than wrap.
-pub(crate) fn version_i64(n: u64) -> i64 {
-    i64::try_from(n).unwrap_or(i64::MAX)
-}
-
-/// The stored form of an append's first result.
-pub(crate) fn outcome_json(outcome: &crate::envelope::AppendOutcome) -> String {
-    serde_json::to_string(outcome).unwrap_or_else(|_| "{}".to_owned())
 }

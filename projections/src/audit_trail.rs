@@ -4,9 +4,11 @@
 //! review what was changed while impersonating; compliance filters and exports all
 //! changes; an agent reads who logged in as them.
 
+use std::collections::BTreeMap;
+
 use chrono::{DateTime, Utc};
 use crm_events::ids::{ImpersonationId, SiteId, UserId};
-use crm_events::{on_pool, Database, DomainEvent, FieldChange, StoreError, Tx};
+use crm_events::{on_pool, Database, DomainEvent, FieldChange, Rows, StoreError, Tx};
 use futures_util::future::BoxFuture;
 use serde::Serialize;
 use serde_json::{json, Value};
@@ -43,75 +45,132 @@ impl Projection for AuditTrail {
     fn apply<'a>(
         &'a self,
         tx: &'a mut Tx<'_>,
-        decoded: &'a Decoded,
+        events: &'a [&'a Decoded],
     ) -> BoxFuture<'a, Result<(), StoreError>> {
-        Box::pin(apply(tx, decoded))
+        Box::pin(apply(tx, events))
     }
 }
 
-async fn apply(tx: &mut Tx<'_>, decoded: &Decoded) -> Result<(), StoreError> {
-    let e = &decoded.recorded;
-    match &decoded.event {
-        DomainEvent::ImpersonationStarted(started) => {
-            execute!(
-                tx,
-                "INSERT INTO audit_sessions (id, site_id, admin_id, subject_id, reason, started_at, \
-                 expires_at, ended_at, end_reason, change_count, position) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, NULL, NULL, $8, $9)",
-                e.stream.id,
-                e.site_id.as_uuid(),
-                started.admin_id.as_uuid(),
-                started.subject_id.as_uuid(),
-                started.reason.as_deref(),
-                e.recorded_at,
-                started.expires_at,
-                0_i64,
-                e.position.0
-            )?;
-        }
-        DomainEvent::ImpersonationEnded(ended) => {
-            execute!(
-                tx,
-                "UPDATE audit_sessions SET ended_at = $1, end_reason = $2 WHERE id = $3",
-                ended.ended_at,
-                ended.end_reason.as_str(),
-                e.stream.id
-            )?;
-        }
-        event => {
-            let Some((entity_type, entity_id, changes)) = changes_of(event, e.stream.id) else {
-                return Ok(());
-            };
-            for (seq, change) in changes.iter().enumerate() {
-                execute!(
-                    tx,
-                    "INSERT INTO audit_changes (position, seq, site_id, at, event_type, entity_type, \
-                     entity_id, field, before, after, actor_id, subject_id, impersonation_id) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
-                    e.position.0,
-                    i64::try_from(seq).unwrap_or(i64::MAX),
-                    e.site_id.as_uuid(),
-                    e.recorded_at,
-                    &e.event_type,
-                    entity_type,
-                    entity_id,
-                    &change.field,
-                    change.before.to_string(),
-                    change.after.to_string(),
-                    e.actor_id.as_uuid(),
-                    e.subject_id.as_uuid(),
-                    e.impersonation_id.map(|i| i.as_uuid())
-                )?;
+/// A session that started in the batch: written whole at its end.
+struct NewSession {
+    id: Uuid,
+    site_id: Uuid,
+    admin_id: Uuid,
+    subject_id: Uuid,
+    reason: Option<String>,
+    started_at: DateTime<Utc>,
+    expires_at: DateTime<Utc>,
+    ended: Option<(DateTime<Utc>, String)>,
+    change_count: i64,
+    position: i64,
+}
+
+/// What the batch did to a session that started before it.
+#[derive(Default)]
+struct SessionUpdate {
+    ended: Option<(DateTime<Utc>, String)>,
+    more_changes: i64,
+}
+
+/// Folds a batch: every change in multi-row inserts, sessions started in the batch
+/// written once with their final state, older sessions updated once each.
+async fn apply(tx: &mut Tx<'_>, events: &[&Decoded]) -> Result<(), StoreError> {
+    let mut changes = Rows::new(
+        "INSERT INTO audit_changes (position, seq, site_id, at, event_type, entity_type, \
+         entity_id, field, before, after, actor_id, subject_id, impersonation_id)",
+        13,
+        "",
+    );
+    let mut started: Vec<NewSession> = Vec::new();
+    let mut updated: BTreeMap<Uuid, SessionUpdate> = BTreeMap::new();
+    for decoded in events {
+        let e = &decoded.recorded;
+        match &decoded.event {
+            DomainEvent::ImpersonationStarted(s) => started.push(NewSession {
+                id: e.stream.id,
+                site_id: e.site_id.as_uuid(),
+                admin_id: s.admin_id.as_uuid(),
+                subject_id: s.subject_id.as_uuid(),
+                reason: s.reason.clone(),
+                started_at: e.recorded_at,
+                expires_at: s.expires_at,
+                ended: None,
+                change_count: 0,
+                position: e.position.0,
+            }),
+            DomainEvent::ImpersonationEnded(ended) => {
+                let end = Some((ended.ended_at, ended.end_reason.as_str().to_owned()));
+                match started.iter_mut().find(|s| s.id == e.stream.id) {
+                    Some(session) => session.ended = end,
+                    None => updated.entry(e.stream.id).or_default().ended = end,
+                }
             }
-            if let Some(session) = e.impersonation_id {
-                execute!(
-                    tx,
-                    "UPDATE audit_sessions SET change_count = change_count + $1 WHERE id = $2",
-                    i64::try_from(changes.len()).unwrap_or(i64::MAX),
-                    session.as_uuid()
-                )?;
+            event => {
+                let Some((entity_type, entity_id, fields)) = changes_of(event, e.stream.id) else {
+                    continue;
+                };
+                for (seq, change) in fields.iter().enumerate() {
+                    changes.push([
+                        e.position.0.into(),
+                        i64::try_from(seq).unwrap_or(i64::MAX).into(),
+                        e.site_id.as_uuid().into(),
+                        e.recorded_at.into(),
+                        e.event_type.as_str().into(),
+                        entity_type.into(),
+                        entity_id.into(),
+                        change.field.as_str().into(),
+                        change.before.to_string().into(),
+                        change.after.to_string().into(),
+                        e.actor_id.as_uuid().into(),
+                        e.subject_id.as_uuid().into(),
+                        e.impersonation_id.map(|i| i.as_uuid()).into(),
+                    ]);
+                }
+                if let Some(session) = e.impersonation_id.map(|i| i.as_uuid()) {
+                    let count = i64::try_from(fields.len()).unwrap_or(i64::MAX);
+                    match started.iter_mut().find(|s| s.id == session) {
+                        Some(new) => new.change_count += count,
+                        None => updated.entry(session).or_default().more_changes += count,
+                    }
+                }
             }
         }
+    }
+    changes.write(tx).await?;
+    let mut sessions = Rows::new(
+        "INSERT INTO audit_sessions (id, site_id, admin_id, subject_id, reason, started_at, \
+         expires_at, ended_at, end_reason, change_count, position)",
+        11,
+        "",
+    );
+    for s in started {
+        let (ended_at, end_reason) = s.ended.unzip();
+        sessions.push([
+            s.id.into(),
+            s.site_id.into(),
+            s.admin_id.into(),
+            s.subject_id.into(),
+            s.reason.into(),
+            s.started_at.into(),
+            s.expires_at.into(),
+            ended_at.into(),
+            end_reason.into(),
+            s.change_count.into(),
+            s.position.into(),
+        ]);
+    }
+    sessions.write(tx).await?;
+    for (id, update) in updated {
+        let (ended_at, end_reason) = update.ended.unzip();
+        execute!(
+            tx,
+            "UPDATE audit_sessions SET change_count = change_count + $1, \
+             ended_at = COALESCE($2, ended_at), end_reason = COALESCE($3, end_reason) WHERE id = $4",
+            update.more_changes,
+            ended_at,
+            end_reason,
+            id
+        )?;
     }
     Ok(())
 }

@@ -3,12 +3,13 @@
 //! tasks and communications; counts per stage. Filters by stage, tag and text, four
 //! sort orders, cursor pagination, each backed by an index.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use chrono::{DateTime, TimeZone, Utc};
 use crm_events::catalog::values::Stage;
 use crm_events::ids::{LeadId, SiteId, UserId};
-use crm_events::{on_pool, Database, DomainEvent, StoreError, Tx};
+use crm_events::store::bulk::fetch_in;
+use crm_events::{on_pool, Database, DomainEvent, Rows, StoreError, Tx};
 use futures_util::future::BoxFuture;
 use serde::Serialize;
 use serde_json::json;
@@ -19,7 +20,7 @@ use crate::query::{
     contains_pattern, decode_cursor, paginate, text_at, time_at, uuid_at, Bind, Page, QueryError,
     Sql,
 };
-use crate::sql::{execute, fetch_optional};
+use crate::sql::execute;
 
 /// See the module documentation.
 #[derive(Debug, Clone, Copy, Default)]
@@ -58,241 +59,305 @@ impl Projection for LeadManager {
     fn apply<'a>(
         &'a self,
         tx: &'a mut Tx<'_>,
-        decoded: &'a Decoded,
+        events: &'a [&'a Decoded],
     ) -> BoxFuture<'a, Result<(), StoreError>> {
-        Box::pin(apply(tx, decoded))
+        Box::pin(apply(tx, events))
     }
 }
 
-async fn apply(tx: &mut Tx<'_>, decoded: &Decoded) -> Result<(), StoreError> {
-    let e = &decoded.recorded;
-    let id = e.stream.id;
-    let at = e.recorded_at;
-    match &decoded.event {
-        DomainEvent::LeadCreated(c) => {
-            execute!(
-                tx,
-                "INSERT INTO leads_view (id, site_id, assigned_agent_id, name, name_key, email, phone, \
-                 source, stage, tags, archived, last_contacted_at, next_task_due_at, due_key, \
-                 created_at, updated_at, version) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, NULL, NULL, $12, $13, $14, $15)",
+const SELECT_LEADS_IN: &str =
+    "SELECT id, site_id, assigned_agent_id, name, name_key, email, phone, \
+     source, stage, tags, archived, last_contacted_at, next_task_due_at, due_key, created_at, \
+     updated_at, version FROM leads_view WHERE id IN";
+
+const SELECT_OPEN_TASKS_IN: &str = "SELECT id, lead_id, title, due_at, completed_at, created_at \
+     FROM lead_tasks WHERE completed_at IS NULL AND lead_id IN";
+
+/// A task row, kept while the batch folds.
+#[derive(Debug, Clone, sqlx::FromRow)]
+struct TaskRow {
+    id: Uuid,
+    lead_id: Uuid,
+    title: String,
+    due_at: DateTime<Utc>,
+    completed_at: Option<DateTime<Utc>>,
+    created_at: DateTime<Utc>,
+}
+
+/// A lead the batch touches: its row as folded so far and its tags before the batch.
+struct Touched {
+    row: LeadRow,
+    tags_before: Vec<String>,
+}
+
+/// Folds a batch in memory and writes each table with a few statements: the leads
+/// it touches are read once (with the open tasks of those that got task events),
+/// folded event by event, and written back; notes, tasks and communications are
+/// inserted in bulk; tags are added and removed by difference.
+async fn apply(tx: &mut Tx<'_>, events: &[&Decoded]) -> Result<(), StoreError> {
+    let created: BTreeSet<Uuid> = events
+        .iter()
+        .filter(|d| matches!(d.event, DomainEvent::LeadCreated(_)))
+        .map(|d| d.recorded.stream.id)
+        .collect();
+    let existing: BTreeSet<Uuid> = events
+        .iter()
+        .map(|d| d.recorded.stream.id)
+        .filter(|id| !created.contains(id))
+        .collect();
+    let with_tasks: BTreeSet<Uuid> = events
+        .iter()
+        .filter(|d| {
+            matches!(
+                d.event,
+                DomainEvent::LeadTaskCreated(_) | DomainEvent::LeadTaskCompleted(_)
+            )
+        })
+        .map(|d| d.recorded.stream.id)
+        .filter(|id| existing.contains(id))
+        .collect();
+
+    let keys: Vec<Bind> = existing.iter().map(|id| Bind::Uuid(*id)).collect();
+    let mut leads: BTreeMap<Uuid, Touched> = fetch_in::<LeadRow>(tx, SELECT_LEADS_IN, &keys)
+        .await?
+        .into_iter()
+        .map(|row| {
+            let tags_before = serde_json::from_str(&row.tags).unwrap_or_default();
+            (row.id, Touched { row, tags_before })
+        })
+        .collect();
+    let keys: Vec<Bind> = with_tasks.iter().map(|id| Bind::Uuid(*id)).collect();
+    let mut tasks: BTreeMap<Uuid, TaskRow> = fetch_in::<TaskRow>(tx, SELECT_OPEN_TASKS_IN, &keys)
+        .await?
+        .into_iter()
+        .map(|task| (task.id, task))
+        .collect();
+
+    let mut notes = Rows::new(
+        "INSERT INTO lead_notes (id, lead_id, body, author_id, created_at)",
+        5,
+        "",
+    );
+    let mut communications = Rows::new(
+        "INSERT INTO lead_communications (id, lead_id, channel, direction, summary, author_id, \
+         created_at)",
+        7,
+        "",
+    );
+    let mut changed_tasks: BTreeSet<Uuid> = BTreeSet::new();
+    let mut due_changed: BTreeSet<Uuid> = BTreeSet::new();
+    for decoded in events {
+        let e = &decoded.recorded;
+        let id = e.stream.id;
+        let at = e.recorded_at;
+        if let DomainEvent::LeadCreated(c) = &decoded.event {
+            let row = LeadRow {
                 id,
-                e.site_id.as_uuid(),
-                c.assigned_agent_id.map(|a| a.as_uuid()),
-                &c.name,
-                c.name.to_lowercase(),
-                c.email.as_deref(),
-                c.phone.as_deref(),
-                c.source.as_deref(),
-                c.stage.as_str(),
-                json!(c.tags).to_string(),
-                false,
-                no_task_due(),
-                at,
-                at,
-                i64::try_from(e.stream_version).unwrap_or(i64::MAX)
-            )?;
+                site_id: e.site_id.as_uuid(),
+                assigned_agent_id: c.assigned_agent_id.map(|a| a.as_uuid()),
+                name: c.name.clone(),
+                name_key: c.name.to_lowercase(),
+                email: c.email.clone(),
+                phone: c.phone.clone(),
+                source: c.source.clone(),
+                stage: c.stage.as_str().to_owned(),
+                tags: String::new(),
+                archived: false,
+                last_contacted_at: None,
+                next_task_due_at: None,
+                due_key: no_task_due(),
+                created_at: at,
+                updated_at: at,
+                version: 0,
+            };
+            let mut tags: Vec<String> = Vec::new();
             for tag in &c.tags {
-                execute!(
-                    tx,
-                    "INSERT INTO lead_tags (lead_id, tag) VALUES ($1, $2) ON CONFLICT DO NOTHING",
-                    id,
-                    tag
-                )?;
-            }
-            return Ok(());
-        }
-        DomainEvent::LeadFieldsUpdated(u) => {
-            for change in &u.changes {
-                let value = change.after.as_str();
-                match change.field.as_str() {
-                    "name" => {
-                        let name = value.unwrap_or_default();
-                        execute!(
-                            tx,
-                            "UPDATE leads_view SET name = $1, name_key = $2 WHERE id = $3",
-                            name,
-                            name.to_lowercase(),
-                            id
-                        )?;
-                    }
-                    "email" => execute!(
-                        tx,
-                        "UPDATE leads_view SET email = $1 WHERE id = $2",
-                        value,
-                        id
-                    )
-                    .map(drop)?,
-                    "phone" => execute!(
-                        tx,
-                        "UPDATE leads_view SET phone = $1 WHERE id = $2",
-                        value,
-                        id
-                    )
-                    .map(drop)?,
-                    "source" => execute!(
-                        tx,
-                        "UPDATE leads_view SET source = $1 WHERE id = $2",
-                        value,
-                        id
-                    )
-                    .map(drop)?,
-                    _ => {}
+                if !tags.contains(tag) {
+                    tags.push(tag.clone());
                 }
             }
+            let mut touched = Touched {
+                row,
+                tags_before: Vec::new(),
+            };
+            touched.row.tags = json!(tags).to_string();
+            leads.insert(id, touched);
         }
-        DomainEvent::LeadStageChanged(s) => {
-            execute!(
-                tx,
-                "UPDATE leads_view SET stage = $1 WHERE id = $2",
-                s.to.as_str(),
-                id
-            )?;
-        }
-        DomainEvent::LeadReassigned(r) => {
-            execute!(
-                tx,
-                "UPDATE leads_view SET assigned_agent_id = $1 WHERE id = $2",
-                r.to.as_uuid(),
-                id
-            )?;
-        }
-        DomainEvent::LeadTagAdded(t) => {
-            execute!(
-                tx,
-                "INSERT INTO lead_tags (lead_id, tag) VALUES ($1, $2) ON CONFLICT DO NOTHING",
-                id,
-                &t.tag
-            )?;
-            update_tags(tx, id, |tags| {
+        // Events of a lead the projection never saw created change nothing.
+        let Some(lead) = leads.get_mut(&id) else {
+            continue;
+        };
+        let row = &mut lead.row;
+        match &decoded.event {
+            DomainEvent::LeadFieldsUpdated(u) => {
+                for change in &u.changes {
+                    let value = change.after.as_str().map(str::to_owned);
+                    match change.field.as_str() {
+                        "name" => {
+                            row.name = value.unwrap_or_default();
+                            row.name_key = row.name.to_lowercase();
+                        }
+                        "email" => row.email = value,
+                        "phone" => row.phone = value,
+                        "source" => row.source = value,
+                        _ => {}
+                    }
+                }
+            }
+            DomainEvent::LeadStageChanged(s) => row.stage = s.to.as_str().to_owned(),
+            DomainEvent::LeadReassigned(r) => row.assigned_agent_id = Some(r.to.as_uuid()),
+            DomainEvent::LeadTagAdded(t) => {
+                let mut tags: Vec<String> = serde_json::from_str(&row.tags).unwrap_or_default();
                 if !tags.contains(&t.tag) {
                     tags.push(t.tag.clone());
                 }
-            })
-            .await?;
+                row.tags = json!(tags).to_string();
+            }
+            DomainEvent::LeadTagRemoved(t) => {
+                let mut tags: Vec<String> = serde_json::from_str(&row.tags).unwrap_or_default();
+                tags.retain(|x| *x != t.tag);
+                row.tags = json!(tags).to_string();
+            }
+            DomainEvent::LeadNoteAdded(n) => notes.push([
+                n.note_id.as_uuid().into(),
+                id.into(),
+                n.body.as_str().into(),
+                e.subject_id.as_uuid().into(),
+                at.into(),
+            ]),
+            DomainEvent::LeadTaskCreated(t) => {
+                let task = TaskRow {
+                    id: t.task_id.as_uuid(),
+                    lead_id: id,
+                    title: t.title.clone(),
+                    due_at: t.due_at,
+                    completed_at: None,
+                    created_at: at,
+                };
+                changed_tasks.insert(task.id);
+                tasks.insert(task.id, task);
+                due_changed.insert(id);
+            }
+            DomainEvent::LeadTaskCompleted(t) => {
+                if let Some(task) = tasks.get_mut(&t.task_id.as_uuid()) {
+                    task.completed_at = Some(at);
+                    changed_tasks.insert(task.id);
+                }
+                due_changed.insert(id);
+            }
+            DomainEvent::LeadCommunicationLogged(c) => {
+                communications.push([
+                    c.communication_id.as_uuid().into(),
+                    id.into(),
+                    c.channel.as_str().into(),
+                    c.direction.as_str().into(),
+                    c.summary.as_str().into(),
+                    e.subject_id.as_uuid().into(),
+                    at.into(),
+                ]);
+                row.last_contacted_at = Some(at);
+            }
+            DomainEvent::LeadArchived(_) => row.archived = true,
+            _ => {}
         }
-        DomainEvent::LeadTagRemoved(t) => {
+        row.updated_at = at;
+        row.version = i64::try_from(e.stream_version).unwrap_or(i64::MAX);
+    }
+    for id in &due_changed {
+        if let Some(lead) = leads.get_mut(id) {
+            let next = tasks
+                .values()
+                .filter(|t| t.lead_id == *id && t.completed_at.is_none())
+                .map(|t| t.due_at)
+                .min();
+            lead.row.next_task_due_at = next;
+            lead.row.due_key = next.unwrap_or_else(no_task_due);
+        }
+    }
+
+    write_leads(tx, &leads).await?;
+    write_tags(tx, &leads).await?;
+    notes.write(tx).await?;
+    communications.write(tx).await?;
+    let mut task_rows = Rows::new(
+        "INSERT INTO lead_tasks (id, lead_id, title, due_at, completed_at, created_at)",
+        6,
+        "ON CONFLICT (id) DO UPDATE SET completed_at = excluded.completed_at",
+    );
+    for task in changed_tasks.iter().filter_map(|id| tasks.get(id)) {
+        task_rows.push([
+            task.id.into(),
+            task.lead_id.into(),
+            task.title.as_str().into(),
+            task.due_at.into(),
+            task.completed_at.into(),
+            task.created_at.into(),
+        ]);
+    }
+    task_rows.write(tx).await
+}
+
+/// Writes every touched lead's row whole.
+async fn write_leads(tx: &mut Tx<'_>, leads: &BTreeMap<Uuid, Touched>) -> Result<(), StoreError> {
+    let mut rows = Rows::new(
+        "INSERT INTO leads_view (id, site_id, assigned_agent_id, name, name_key, email, phone, \
+         source, stage, tags, archived, last_contacted_at, next_task_due_at, due_key, \
+         created_at, updated_at, version)",
+        17,
+        "ON CONFLICT (id) DO UPDATE SET assigned_agent_id = excluded.assigned_agent_id, \
+         name = excluded.name, name_key = excluded.name_key, email = excluded.email, \
+         phone = excluded.phone, source = excluded.source, stage = excluded.stage, \
+         tags = excluded.tags, archived = excluded.archived, \
+         last_contacted_at = excluded.last_contacted_at, \
+         next_task_due_at = excluded.next_task_due_at, due_key = excluded.due_key, \
+         updated_at = excluded.updated_at, version = excluded.version",
+    );
+    for Touched { row, .. } in leads.values() {
+        rows.push([
+            row.id.into(),
+            row.site_id.into(),
+            row.assigned_agent_id.into(),
+            row.name.as_str().into(),
+            row.name_key.as_str().into(),
+            row.email.as_deref().into(),
+            row.phone.as_deref().into(),
+            row.source.as_deref().into(),
+            row.stage.as_str().into(),
+            row.tags.as_str().into(),
+            row.archived.into(),
+            row.last_contacted_at.into(),
+            row.next_task_due_at.into(),
+            row.due_key.into(),
+            row.created_at.into(),
+            row.updated_at.into(),
+            row.version.into(),
+        ]);
+    }
+    rows.write(tx).await
+}
+
+/// Brings `lead_tags` in line with each touched lead's tags.
+async fn write_tags(tx: &mut Tx<'_>, leads: &BTreeMap<Uuid, Touched>) -> Result<(), StoreError> {
+    let mut added = Rows::new(
+        "INSERT INTO lead_tags (lead_id, tag)",
+        2,
+        "ON CONFLICT DO NOTHING",
+    );
+    for (id, lead) in leads {
+        let tags: Vec<String> = serde_json::from_str(&lead.row.tags).unwrap_or_default();
+        for tag in tags.iter().filter(|t| !lead.tags_before.contains(t)) {
+            added.push([(*id).into(), tag.as_str().into()]);
+        }
+        for tag in lead.tags_before.iter().filter(|t| !tags.contains(t)) {
             execute!(
                 tx,
                 "DELETE FROM lead_tags WHERE lead_id = $1 AND tag = $2",
-                id,
-                &t.tag
-            )?;
-            update_tags(tx, id, |tags| tags.retain(|x| *x != t.tag)).await?;
-        }
-        DomainEvent::LeadNoteAdded(n) => {
-            execute!(
-                tx,
-                "INSERT INTO lead_notes (id, lead_id, body, author_id, created_at) VALUES ($1, $2, $3, $4, $5)",
-                n.note_id.as_uuid(),
-                id,
-                &n.body,
-                e.subject_id.as_uuid(),
-                at
+                *id,
+                tag
             )?;
         }
-        DomainEvent::LeadTaskCreated(t) => {
-            execute!(
-                tx,
-                "INSERT INTO lead_tasks (id, lead_id, title, due_at, completed_at, created_at) \
-                 VALUES ($1, $2, $3, $4, NULL, $5)",
-                t.task_id.as_uuid(),
-                id,
-                &t.title,
-                t.due_at,
-                at
-            )?;
-            next_task_due(tx, id).await?;
-        }
-        DomainEvent::LeadTaskCompleted(t) => {
-            execute!(
-                tx,
-                "UPDATE lead_tasks SET completed_at = $1 WHERE id = $2",
-                at,
-                t.task_id.as_uuid()
-            )?;
-            next_task_due(tx, id).await?;
-        }
-        DomainEvent::LeadCommunicationLogged(c) => {
-            execute!(
-                tx,
-                "INSERT INTO lead_communications (id, lead_id, channel, direction, summary, author_id, created_at) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7)",
-                c.communication_id.as_uuid(),
-                id,
-                c.channel.as_str(),
-                c.direction.as_str(),
-                &c.summary,
-                e.subject_id.as_uuid(),
-                at
-            )?;
-            execute!(
-                tx,
-                "UPDATE leads_view SET last_contacted_at = $1 WHERE id = $2",
-                at,
-                id
-            )?;
-        }
-        DomainEvent::LeadArchived(_) => {
-            execute!(
-                tx,
-                "UPDATE leads_view SET archived = $1 WHERE id = $2",
-                true,
-                id
-            )?;
-        }
-        _ => {}
     }
-    execute!(
-        tx,
-        "UPDATE leads_view SET updated_at = $1, version = $2 WHERE id = $3",
-        at,
-        i64::try_from(e.stream_version).unwrap_or(i64::MAX),
-        id
-    )?;
-    Ok(())
-}
-
-async fn update_tags(
-    tx: &mut Tx<'_>,
-    id: Uuid,
-    change: impl FnOnce(&mut Vec<String>),
-) -> Result<(), StoreError> {
-    let row = fetch_optional!(
-        tx,
-        (String,),
-        "SELECT tags FROM leads_view WHERE id = $1",
-        id
-    )?;
-    let mut tags: Vec<String> = row
-        .and_then(|(t,)| serde_json::from_str(&t).ok())
-        .unwrap_or_default();
-    change(&mut tags);
-    execute!(
-        tx,
-        "UPDATE leads_view SET tags = $1 WHERE id = $2",
-        json!(tags).to_string(),
-        id
-    )?;
-    Ok(())
-}
-
-async fn next_task_due(tx: &mut Tx<'_>, id: Uuid) -> Result<(), StoreError> {
-    let row = fetch_optional!(
-        tx,
-        (DateTime<Utc>,),
-        "SELECT due_at FROM lead_tasks WHERE lead_id = $1 AND completed_at IS NULL ORDER BY due_at LIMIT 1",
-        id
-    )?;
-    let due = row.map(|(d,)| d);
-    execute!(
-        tx,
-        "UPDATE leads_view SET next_task_due_at = $1, due_key = $2 WHERE id = $3",
-        due,
-        due.unwrap_or_else(no_task_due),
-        id
-    )?;
-    Ok(())
+    added.write(tx).await
 }
 
 /// A lead as the Lead Manager shows it.
@@ -322,7 +387,7 @@ pub struct Lead {
     due_key: DateTime<Utc>,
 }
 
-#[derive(Debug, sqlx::FromRow)]
+#[derive(Debug, Clone, sqlx::FromRow)]
 struct LeadRow {
     id: Uuid,
     site_id: Uuid,

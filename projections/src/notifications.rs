@@ -5,7 +5,6 @@
 use chrono::{DateTime, Utc};
 use crm_events::ids::UserId;
 use crm_events::{Database, DomainEvent, StoreError, Tx};
-use futures_util::future::BoxFuture;
 use serde::Serialize;
 use serde_json::json;
 use uuid::Uuid;
@@ -44,13 +43,7 @@ impl Projection for Notifications {
         )
     }
 
-    fn apply<'a>(
-        &'a self,
-        tx: &'a mut Tx<'_>,
-        decoded: &'a Decoded,
-    ) -> BoxFuture<'a, Result<(), StoreError>> {
-        Box::pin(apply(tx, decoded))
-    }
+    crate::projection::event_by_event!(apply);
 }
 
 async fn apply(tx: &mut Tx<'_>, decoded: &Decoded) -> Result<(), StoreError> {

@@ -43,10 +43,32 @@ pub trait Projection: Send + Sync + fmt::Debug {
     /// Whether it reads events of this type (others only move its checkpoint).
     fn reads(&self, event: &DomainEvent) -> bool;
 
-    /// Folds one event into its tables.
+    /// Folds a batch of events it reads, in log order, into its tables. Folding a
+    /// batch at once or event by event gives the same rows.
     fn apply<'a>(
         &'a self,
         tx: &'a mut Tx<'_>,
-        event: &'a Decoded,
+        events: &'a [&'a Decoded],
     ) -> BoxFuture<'a, Result<(), StoreError>>;
 }
+
+/// Implements [`Projection::apply`] by folding one event at a time with
+/// `$apply(tx, decoded)`: for projections whose events are rare.
+macro_rules! event_by_event {
+    ($apply:path) => {
+        fn apply<'a>(
+            &'a self,
+            tx: &'a mut crm_events::Tx<'_>,
+            events: &'a [&'a crate::projection::Decoded],
+        ) -> futures_util::future::BoxFuture<'a, Result<(), crm_events::StoreError>> {
+            Box::pin(async move {
+                for decoded in events {
+                    $apply(tx, decoded).await?;
+                }
+                Ok(())
+            })
+        }
+    };
+}
+
+pub(crate) use event_by_event;

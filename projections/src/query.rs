@@ -2,18 +2,12 @@
 //! backends (`$n` placeholders numbered in order of appearance), and opaque cursors.
 
 use chrono::{DateTime, Utc};
-use crm_events::{on_pool, Database, StoreError};
+use crm_events::store::bulk::arguments;
+use crm_events::{Database, StoreError};
+use sqlx::{Postgres, Sqlite};
 use uuid::Uuid;
 
-/// One value bound to a placeholder.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Bind {
-    Uuid(Uuid),
-    Text(String),
-    Time(DateTime<Utc>),
-    I64(i64),
-    Bool(bool),
-}
+pub use crm_events::Bind;
 
 /// SQL text with its binds.
 #[derive(Debug, Default)]
@@ -52,13 +46,18 @@ impl Sql {
             + for<'r> sqlx::FromRow<'r, sqlx::sqlite::SqliteRow>
             + for<'r> sqlx::FromRow<'r, sqlx::postgres::PgRow>,
     {
-        Ok(on_pool!(db, |pool| {
-            let mut query = sqlx::query_as::<_, T>(&self.text);
-            for bind in &self.binds {
-                query = bind_one(query, bind);
+        Ok(match db {
+            Database::Sqlite(pool) => {
+                sqlx::query_as_with::<_, T, _>(&self.text, arguments::<Sqlite>(&self.binds)?)
+                    .fetch_all(pool)
+                    .await?
             }
-            query.fetch_all(pool).await?
-        }))
+            Database::Postgres(pool) => {
+                sqlx::query_as_with::<_, T, _>(&self.text, arguments::<Postgres>(&self.binds)?)
+                    .fetch_all(pool)
+                    .await?
+            }
+        })
     }
 
     /// The SQL text.
@@ -79,16 +78,15 @@ impl Sql {
         Ok(match db {
             Database::Sqlite(pool) => {
                 let text = format!("EXPLAIN QUERY PLAN {}", self.text);
-                let mut query = sqlx::query_as::<_, (i64, i64, i64, String)>(&text);
-                for bind in &self.binds {
-                    query = bind_one(query, bind);
-                }
-                query
-                    .fetch_all(pool)
-                    .await?
-                    .into_iter()
-                    .map(|(_, _, _, step)| step)
-                    .collect()
+                sqlx::query_as_with::<_, (i64, i64, i64, String), _>(
+                    &text,
+                    arguments::<Sqlite>(&self.binds)?,
+                )
+                .fetch_all(pool)
+                .await?
+                .into_iter()
+                .map(|(_, _, _, step)| step)
+                .collect()
             }
             Database::Postgres(pool) => {
                 let mut tx = pool.begin().await?;
@@ -98,42 +96,19 @@ impl Sql {
                         .await?;
                 }
                 let text = format!("EXPLAIN {}", self.text);
-                let mut query = sqlx::query_as::<_, (String,)>(&text);
-                for bind in &self.binds {
-                    query = bind_one(query, bind);
-                }
-                let plan = query
-                    .fetch_all(&mut *tx)
-                    .await?
-                    .into_iter()
-                    .map(|(line,)| line)
-                    .collect();
+                let plan = sqlx::query_as_with::<_, (String,), _>(
+                    &text,
+                    arguments::<Postgres>(&self.binds)?,
+                )
+                .fetch_all(&mut *tx)
+                .await?
+                .into_iter()
+                .map(|(line,)| line)
+                .collect();
                 tx.rollback().await?;
                 plan
             }
         })
-    }
-}
-
-/// Binds one value, on either backend.
-fn bind_one<'q, DB, O>(
-    query: sqlx::query::QueryAs<'q, DB, O, <DB as sqlx::Database>::Arguments<'q>>,
-    bind: &Bind,
-) -> sqlx::query::QueryAs<'q, DB, O, <DB as sqlx::Database>::Arguments<'q>>
-where
-    DB: sqlx::Database,
-    Uuid: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
-    String: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
-    DateTime<Utc>: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
-    i64: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
-    bool: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
-{
-    match bind {
-        Bind::Uuid(v) => query.bind(*v),
-        Bind::Text(v) => query.bind(v.clone()),
-        Bind::Time(v) => query.bind(*v),
-        Bind::I64(v) => query.bind(*v),
-        Bind::Bool(v) => query.bind(*v),
     }
 }
 

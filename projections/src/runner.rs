@@ -412,12 +412,14 @@ async fn fold(
     batch: &[Decoded],
     checkpoint: Position,
 ) -> Result<(), StoreError> {
-    for decoded in batch.iter().filter(|d| d.recorded.position > checkpoint) {
-        if projection.reads(&decoded.event) {
-            projection.apply(tx, decoded).await?;
-        }
+    let unread: Vec<&Decoded> = batch
+        .iter()
+        .filter(|d| d.recorded.position > checkpoint && projection.reads(&d.event))
+        .collect();
+    if unread.is_empty() {
+        return Ok(());
     }
-    Ok(())
+    projection.apply(tx, &unread).await
 }
 
 impl crm_events::AppendHook for Projector {

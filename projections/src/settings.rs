@@ -5,7 +5,6 @@
 use chrono::{DateTime, Utc};
 use crm_events::ids::{TemplateId, UserId};
 use crm_events::{on_pool, Database, DomainEvent, StoreError, Tx};
-use futures_util::future::BoxFuture;
 use serde::Serialize;
 use serde_json::{Map, Value};
 use uuid::Uuid;
@@ -35,13 +34,7 @@ impl Projection for SettingsProjection {
         event.stream_type() == crm_events::StreamType::Settings
     }
 
-    fn apply<'a>(
-        &'a self,
-        tx: &'a mut Tx<'_>,
-        decoded: &'a Decoded,
-    ) -> BoxFuture<'a, Result<(), StoreError>> {
-        Box::pin(apply(tx, decoded))
-    }
+    crate::projection::event_by_event!(apply);
 }
 
 async fn apply(tx: &mut Tx<'_>, decoded: &Decoded) -> Result<(), StoreError> {

@@ -5,7 +5,6 @@
 use chrono::{DateTime, Utc};
 use crm_events::ids::{SiteId, UserId};
 use crm_events::{on_pool, Database, DomainEvent, StoreError, Tx};
-use futures_util::future::BoxFuture;
 use serde_json::json;
 use uuid::Uuid;
 
@@ -46,13 +45,7 @@ impl Projection for Users {
         )
     }
 
-    fn apply<'a>(
-        &'a self,
-        tx: &'a mut Tx<'_>,
-        decoded: &'a Decoded,
-    ) -> BoxFuture<'a, Result<(), StoreError>> {
-        Box::pin(apply(tx, decoded))
-    }
+    crate::projection::event_by_event!(apply);
 }
 
 async fn apply(tx: &mut Tx<'_>, decoded: &Decoded) -> Result<(), StoreError> {

@@ -118,7 +118,7 @@ async fn apply(tx: &mut Tx<'_>, events: &[&Decoded]) -> Result<(), StoreError> {
         .collect();
 
     let keys: Vec<Bind> = existing.iter().map(|id| Bind::Uuid(*id)).collect();
-    let mut leads: BTreeMap<Uuid, Touched> = fetch_in::<LeadRow>(tx, SELECT_LEADS_IN, &keys)
+    let mut leads: BTreeMap<Uuid, Touched> = fetch_in::<LeadRow>(tx, SELECT_LEADS_IN, 1, &keys)
         .await?
         .into_iter()
         .map(|row| {
@@ -127,11 +127,12 @@ async fn apply(tx: &mut Tx<'_>, events: &[&Decoded]) -> Result<(), StoreError> {
         })
         .collect();
     let keys: Vec<Bind> = with_tasks.iter().map(|id| Bind::Uuid(*id)).collect();
-    let mut tasks: BTreeMap<Uuid, TaskRow> = fetch_in::<TaskRow>(tx, SELECT_OPEN_TASKS_IN, &keys)
-        .await?
-        .into_iter()
-        .map(|task| (task.id, task))
-        .collect();
+    let mut tasks: BTreeMap<Uuid, TaskRow> =
+        fetch_in::<TaskRow>(tx, SELECT_OPEN_TASKS_IN, 1, &keys)
+            .await?
+            .into_iter()
+            .map(|task| (task.id, task))
+            .collect();
 
     let mut notes = Rows::new(
         "INSERT INTO lead_notes (id, lead_id, body, author_id, created_at)",

@@ -155,8 +155,10 @@ pub fn arguments<'q, DB: Backend>(binds: &[Bind]) -> Result<DB::Arguments<'q>, S
     Ok(args)
 }
 
-/// `n` groups of `width` placeholders, numbered from 1: `($1, $2), ($3, $4)`.
-fn placeholders(n: usize, width: usize) -> String {
+/// `n` groups of `width` placeholders: numbered from 1 for PostgreSQL, `($1, $2),
+/// ($3, $4)`; plain `(?, ?), (?, ?)` for SQLite, where looking up a numbered
+/// parameter's name costs time in proportion to the number of parameters.
+fn placeholders(numbered: bool, n: usize, width: usize) -> String {
     let mut text = String::with_capacity(n * width * 5);
     for row in 0..n {
         if row > 0 {
@@ -167,8 +169,12 @@ fn placeholders(n: usize, width: usize) -> String {
             if column > 0 {
                 text.push_str(", ");
             }
-            text.push('$');
-            text.push_str(&(row * width + column + 1).to_string());
+            if numbered {
+                text.push('$');
+                text.push_str(&(row * width + column + 1).to_string());
+            } else {
+                text.push('?');
+            }
         }
         text.push(')');
     }
@@ -185,21 +191,6 @@ fn chunks(len: usize) -> impl Iterator<Item = (usize, usize)> {
         start += size;
         Some(chunk)
     })
-}
-
-/// Runs one statement with its binds on a transaction.
-async fn execute(tx: &mut Tx<'_>, sql: &str, binds: &[Bind]) -> Result<(), StoreError> {
-    match tx {
-        Tx::Sqlite(conn) => {
-            let args = arguments::<sqlx::Sqlite>(binds)?;
-            sqlx::query_with(sql, args).execute(&mut **conn).await?;
-        }
-        Tx::Postgres(conn) => {
-            let args = arguments::<sqlx::Postgres>(binds)?;
-            sqlx::query_with(sql, args).execute(&mut **conn).await?;
-        }
-    }
-    Ok(())
 }
 
 /// Rows for one table, written with few multi-row statements.
@@ -256,7 +247,7 @@ impl Rows {
             let sql = format!(
                 "{} VALUES {} {}",
                 self.head,
-                placeholders(size, self.width),
+                placeholders(matches!(tx, Tx::Postgres(_)), size, self.width),
                 self.tail
             );
             let from = start * self.width;
@@ -266,22 +257,34 @@ impl Rows {
     }
 }
 
-/// Reads the rows whose key is one of `keys`: `select` ends with `… IN` and gets the
-/// list appended. Keys may repeat; each row comes once per chunk it matches.
+/// Reads the rows whose key is one of `keys`, each key `width` values wide:
+/// `select` ends with `… IN` (`WHERE id IN`, `WHERE (a, b) IN`) and gets the list
+/// appended. Give each key once.
 ///
 /// # Errors
 /// Store failures.
-pub async fn fetch_in<T>(tx: &mut Tx<'_>, select: &str, keys: &[Bind]) -> Result<Vec<T>, StoreError>
+pub async fn fetch_in<T>(
+    tx: &mut Tx<'_>,
+    select: &str,
+    width: usize,
+    keys: &[Bind],
+) -> Result<Vec<T>, StoreError>
 where
     T: Send
         + Unpin
         + for<'r> sqlx::FromRow<'r, sqlx::sqlite::SqliteRow>
         + for<'r> sqlx::FromRow<'r, sqlx::postgres::PgRow>,
 {
+    let numbered = matches!(tx, Tx::Postgres(_));
     let mut rows = Vec::new();
-    for (start, size) in chunks(keys.len()) {
-        let sql = format!("{select} {}", placeholders(1, size));
-        let keys = &keys[start..start + size];
+    for (start, size) in chunks(keys.len() / width) {
+        let list = if width == 1 {
+            placeholders(numbered, 1, size)
+        } else {
+            format!("({})", placeholders(numbered, size, width))
+        };
+        let sql = format!("{select} {list}");
+        let keys = &keys[start * width..(start + size) * width];
         match tx {
             Tx::Sqlite(conn) => {
                 let args = arguments::<sqlx::Sqlite>(keys)?;
@@ -302,6 +305,24 @@ where
         }
     }
     Ok(rows)
+}
+
+/// Runs one statement with its binds on a transaction.
+///
+/// # Errors
+/// Store failures.
+pub async fn execute(tx: &mut Tx<'_>, sql: &str, binds: &[Bind]) -> Result<(), StoreError> {
+    match tx {
+        Tx::Sqlite(conn) => {
+            let args = arguments::<sqlx::Sqlite>(binds)?;
+            sqlx::query_with(sql, args).execute(&mut **conn).await?;
+        }
+        Tx::Postgres(conn) => {
+            let args = arguments::<sqlx::Postgres>(binds)?;
+            sqlx::query_with(sql, args).execute(&mut **conn).await?;
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -327,8 +348,9 @@ mod tests {
     }
 
     #[test]
-    fn placeholders_are_numbered_row_by_row() {
-        assert_eq!(placeholders(2, 3), "($1, $2, $3), ($4, $5, $6)");
-        assert_eq!(placeholders(1, 1), "($1)");
+    fn placeholders_are_numbered_row_by_row_or_plain() {
+        assert_eq!(placeholders(true, 2, 3), "($1, $2, $3), ($4, $5, $6)");
+        assert_eq!(placeholders(false, 2, 2), "(?, ?), (?, ?)");
+        assert_eq!(placeholders(true, 1, 1), "($1)");
     }
 }

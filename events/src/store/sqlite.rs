@@ -12,6 +12,7 @@ use sqlx::sqlite::{
 };
 use uuid::Uuid;
 
+use super::bulk::{self, Bind, Rows};
 use super::hook::{AppendHook, Tx};
 use super::plan::{IdempotencyRecord, Loaded, Needs, StreamState, Writes};
 use super::rows::{outcome_json, version_i64, ChainRow, IdempotencyRow};
@@ -43,30 +44,46 @@ pub(crate) async fn open(url: &str) -> Result<SqlitePool, StoreError> {
     Ok(pool)
 }
 
-/// Runs one batch in one transaction: lock, load, plan, write, commit.
+/// Runs one batch in one transaction: lock, load, plan, write, commit. Loads and
+/// writes go a table at a time ([`bulk`]), so a batch costs a few statements
+/// whatever its size.
 pub(crate) async fn commit_batch(
     pool: &SqlitePool,
     needs: &Needs,
     plan: impl FnOnce(Loaded) -> Writes,
     hook: Option<&dyn AppendHook>,
 ) -> Result<Position, StoreError> {
-    let mut tx = pool.begin().await?;
+    let mut conn = pool.begin().await?;
     // The first statement writes, so the transaction takes SQLite's write lock at once
     // (waiting on the busy timeout) rather than failing on a later upgrade.
     let head: i64 = sqlx::query_scalar(sql::LOCK_HEAD)
-        .fetch_one(&mut *tx)
+        .fetch_one(&mut *conn)
         .await?;
+    let mut tx = Tx::Sqlite(&mut conn);
     let mut loaded = Loaded {
         head: Position(head),
         ..Loaded::default()
     };
-    for key in &needs.streams {
-        let row: Option<(Uuid, i64)> = sqlx::query_as(sql::STREAM_VERSION)
-            .bind(key.stream_type.as_str())
-            .bind(key.id)
-            .fetch_optional(&mut *tx)
-            .await?;
-        if let Some((site, version)) = row {
+
+    let keys: Vec<Bind> = needs
+        .streams
+        .iter()
+        .flat_map(|k| [k.stream_type.as_str().into(), k.id.into()])
+        .collect();
+    let rows: Vec<(String, Uuid, Uuid, i64)> = bulk::fetch_in(
+        &mut tx,
+        "SELECT stream_type, stream_id, site_id, version FROM streams \
+         WHERE (stream_type, stream_id) IN",
+        2,
+        &keys,
+    )
+    .await?;
+    for (stream_type, id, site, version) in rows {
+        if let Some(key) = needs
+            .streams
+            .iter()
+            .find(|k| k.id == id && k.stream_type.as_str() == stream_type)
+        {
             loaded.streams.insert(
                 *key,
                 StreamState {
@@ -76,76 +93,108 @@ pub(crate) async fn commit_batch(
             );
         }
     }
-    for (site, key) in &needs.idempotency {
-        let row: Option<IdempotencyRow> = sqlx::query_as(
-            "SELECT site_id, key, fingerprint, outcome FROM idempotency_keys \
-             WHERE site_id = $1 AND key = $2",
-        )
-        .bind(site.as_uuid())
-        .bind(key)
-        .fetch_optional(&mut *tx)
-        .await?;
-        if let Some(row) = row {
-            let (id, record) = row.into_record()?;
-            loaded.idempotency.insert(id, record);
-        }
+
+    let keys: Vec<Bind> = needs
+        .idempotency
+        .iter()
+        .flat_map(|(site, key)| [site.as_uuid().into(), key.as_str().into()])
+        .collect();
+    let rows: Vec<IdempotencyRow> = bulk::fetch_in(
+        &mut tx,
+        "SELECT site_id, key, fingerprint, outcome FROM idempotency_keys \
+         WHERE (site_id, key) IN",
+        2,
+        &keys,
+    )
+    .await?;
+    for row in rows {
+        let (id, record) = row.into_record()?;
+        loaded.idempotency.insert(id, record);
     }
-    for site in &needs.sites {
-        let row: Option<ChainRow> = sqlx::query_as(sql::CHAIN_HEAD_OF_SITE)
-            .bind(site.as_uuid())
-            .fetch_optional(&mut *tx)
-            .await?;
-        if let Some(row) = row {
-            loaded.chains.insert(*site, row.into_head()?);
-        }
+
+    let keys: Vec<Bind> = needs.sites.iter().map(|s| s.as_uuid().into()).collect();
+    let rows: Vec<ChainRow> = bulk::fetch_in(
+        &mut tx,
+        "SELECT site_id, last_position, last_hash, event_count FROM site_chains WHERE site_id IN",
+        1,
+        &keys,
+    )
+    .await?;
+    for row in rows {
+        let head = row.into_head()?;
+        loaded.chains.insert(head.site_id, head);
     }
 
     let writes = plan(loaded);
     if writes.events.is_empty() {
-        tx.rollback().await?;
+        drop(tx);
+        conn.rollback().await?;
         return Ok(writes.head);
     }
+    write_batch(&mut tx, &writes).await?;
+    if let Some(hook) = hook {
+        hook.appended(&mut tx, &writes.events).await?;
+    }
+    drop(tx);
+    conn.commit().await?;
+    Ok(writes.head)
+}
+
+/// Writes a batch: the events, the streams' versions, the idempotency records, the
+/// sites' chain heads and the log head.
+async fn write_batch(tx: &mut Tx<'_>, writes: &Writes) -> Result<(), StoreError> {
+    let mut events = Rows::new(
+        "INSERT INTO events (position, event_id, site_id, stream_type, stream_id, \
+         stream_version, event_type, schema_version, payload, actor_id, subject_id, \
+         impersonation_id, correlation_id, causation_id, idempotency_key, recorded_at, \
+         prev_hash, hash)",
+        18,
+        "",
+    );
     for e in &writes.events {
-        sqlx::query(
-            "INSERT INTO events (position, event_id, site_id, stream_type, stream_id, \
-             stream_version, event_type, schema_version, payload, actor_id, subject_id, \
-             impersonation_id, correlation_id, causation_id, idempotency_key, recorded_at, \
-             prev_hash, hash) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18)",
-        )
-        .bind(e.position.0)
-        .bind(e.event_id.as_uuid())
-        .bind(e.site_id.as_uuid())
-        .bind(e.stream.stream_type.as_str())
-        .bind(e.stream.id)
-        .bind(version_i64(e.stream_version))
-        .bind(&e.event_type)
-        .bind(i32::from(e.schema_version))
-        .bind(&e.payload)
-        .bind(e.actor_id.as_uuid())
-        .bind(e.subject_id.as_uuid())
-        .bind(e.impersonation_id.map(|id| id.as_uuid()))
-        .bind(e.correlation_id.as_uuid())
-        .bind(e.causation_id)
-        .bind(&e.idempotency_key)
-        .bind(e.recorded_at)
-        .bind(e.prev_hash.as_slice())
-        .bind(e.hash.as_slice())
-        .execute(&mut *tx)
-        .await?;
+        events.push([
+            e.position.0.into(),
+            e.event_id.as_uuid().into(),
+            e.site_id.as_uuid().into(),
+            e.stream.stream_type.as_str().into(),
+            e.stream.id.into(),
+            version_i64(e.stream_version).into(),
+            e.event_type.as_str().into(),
+            i32::from(e.schema_version).into(),
+            e.payload.as_str().into(),
+            e.actor_id.as_uuid().into(),
+            e.subject_id.as_uuid().into(),
+            e.impersonation_id.map(|id| id.as_uuid()).into(),
+            e.correlation_id.as_uuid().into(),
+            e.causation_id.into(),
+            e.idempotency_key.as_deref().into(),
+            e.recorded_at.into(),
+            e.prev_hash.to_vec().into(),
+            e.hash.to_vec().into(),
+        ]);
     }
+    events.write(tx).await?;
+
+    let mut streams = Rows::new(
+        "INSERT INTO streams (stream_type, stream_id, site_id, version)",
+        4,
+        "ON CONFLICT (stream_type, stream_id) DO UPDATE SET version = excluded.version",
+    );
     for (key, state) in &writes.streams {
-        sqlx::query(
-            "INSERT INTO streams (stream_type, stream_id, site_id, version) VALUES ($1, $2, $3, $4) \
-             ON CONFLICT (stream_type, stream_id) DO UPDATE SET version = excluded.version",
-        )
-        .bind(key.stream_type.as_str())
-        .bind(key.id)
-        .bind(state.site_id.as_uuid())
-        .bind(version_i64(state.version))
-        .execute(&mut *tx)
-        .await?;
+        streams.push([
+            key.stream_type.as_str().into(),
+            key.id.into(),
+            state.site_id.as_uuid().into(),
+            version_i64(state.version).into(),
+        ]);
     }
+    streams.write(tx).await?;
+
+    let mut idempotency = Rows::new(
+        "INSERT INTO idempotency_keys (site_id, key, fingerprint, outcome)",
+        4,
+        "",
+    );
     for (
         (site, key),
         IdempotencyRecord {
@@ -154,38 +203,35 @@ pub(crate) async fn commit_batch(
         },
     ) in &writes.idempotency
     {
-        sqlx::query(
-            "INSERT INTO idempotency_keys (site_id, key, fingerprint, outcome) VALUES ($1, $2, $3, $4)",
-        )
-        .bind(site.as_uuid())
-        .bind(key)
-        .bind(fingerprint.as_slice())
-        .bind(outcome_json(outcome))
-        .execute(&mut *tx)
-        .await?;
+        idempotency.push([
+            site.as_uuid().into(),
+            key.as_str().into(),
+            fingerprint.to_vec().into(),
+            outcome_json(outcome).into(),
+        ]);
     }
+    idempotency.write(tx).await?;
+
+    let mut chains = Rows::new(
+        "INSERT INTO site_chains (site_id, last_position, last_hash, event_count)",
+        4,
+        "ON CONFLICT (site_id) DO UPDATE SET last_position = excluded.last_position, \
+         last_hash = excluded.last_hash, event_count = excluded.event_count",
+    );
     for head in &writes.chains {
-        sqlx::query(
-            "INSERT INTO site_chains (site_id, last_position, last_hash, event_count) \
-             VALUES ($1, $2, $3, $4) ON CONFLICT (site_id) DO UPDATE SET \
-             last_position = excluded.last_position, last_hash = excluded.last_hash, \
-             event_count = excluded.event_count",
-        )
-        .bind(head.site_id.as_uuid())
-        .bind(head.last_position.0)
-        .bind(head.last_hash.as_slice())
-        .bind(version_i64(head.event_count))
-        .execute(&mut *tx)
-        .await?;
+        chains.push([
+            head.site_id.as_uuid().into(),
+            head.last_position.0.into(),
+            head.last_hash.to_vec().into(),
+            version_i64(head.event_count).into(),
+        ]);
     }
-    sqlx::query("UPDATE event_log_head SET last_position = $1 WHERE id = 1")
-        .bind(writes.head.0)
-        .execute(&mut *tx)
-        .await?;
-    if let Some(hook) = hook {
-        hook.appended(&mut Tx::Sqlite(&mut tx), &writes.events)
-            .await?;
-    }
-    tx.commit().await?;
-    Ok(writes.head)
+    chains.write(tx).await?;
+
+    bulk::execute(
+        tx,
+        "UPDATE event_log_head SET last_position = $1 WHERE id = 1",
+        &[writes.head.0.into()],
+    )
+    .await
 }

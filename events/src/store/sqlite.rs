@@ -127,7 +127,6 @@ pub(crate) async fn commit_batch(
 
     let writes = plan(loaded);
     if writes.events.is_empty() {
-        drop(tx);
         conn.rollback().await?;
         return Ok(writes.head);
     }
@@ -135,7 +134,6 @@ pub(crate) async fn commit_batch(
     if let Some(hook) = hook {
         hook.appended(&mut tx, &writes.events).await?;
     }
-    drop(tx);
     conn.commit().await?;
     Ok(writes.head)
 }

@@ -184,7 +184,9 @@ impl Projector {
             .collect();
         on_pool!(self.store.database(), |pool| {
             let mut tx = pool.begin().await?;
-            self.lock_checkpoints(&mut Tx::from(&mut *tx)).await?;
+            let mut locking = Tx::from(&mut *tx);
+            self.lock_checkpoints(&mut locking).await?;
+            locking.flush().await?;
             for projection in &chosen {
                 for table in projection.tables() {
                     sqlx::query(&format!("DELETE FROM {table}"))
@@ -255,7 +257,9 @@ impl Projector {
         loop {
             let folded = on_pool!(self.store.database(), |pool| {
                 let mut tx = pool.begin().await?;
-                let folded = self.fold_next_batch(&mut Tx::from(&mut *tx)).await?;
+                let mut folding = Tx::from(&mut *tx);
+                let folded = self.fold_next_batch(&mut folding).await?;
+                folding.flush().await?;
                 match folded {
                     Some(_) => tx.commit().await?,
                     None => tx.rollback().await?,
@@ -306,18 +310,12 @@ impl Projector {
         &self,
         tx: &mut Tx<'_>,
     ) -> Result<HashMap<String, Position>, StoreError> {
-        let rows: Vec<(String, i64, i64)> = match tx {
-            Tx::Sqlite(conn) => {
-                sqlx::query_as(LOCK_CHECKPOINTS_SQLITE)
-                    .fetch_all(&mut **conn)
-                    .await?
-            }
-            Tx::Postgres(conn) => {
-                sqlx::query_as(LOCK_CHECKPOINTS_POSTGRES)
-                    .fetch_all(&mut **conn)
-                    .await?
-            }
+        let lock = if tx.is_postgres() {
+            LOCK_CHECKPOINTS_POSTGRES
+        } else {
+            LOCK_CHECKPOINTS_SQLITE
         };
+        let rows: Vec<(String, i64, i64)> = tx.fetch_all(lock, &[]).await?;
         Ok(rows
             .into_iter()
             .map(|(name, _, position)| (name, Position(position)))

@@ -1,24 +1,19 @@
 //! Running the same SQL on either backend inside a projection's transaction.
 
-/// Executes one statement on a [`crm_events::Tx`] with the given binds; returns the
-/// number of rows affected.
+/// Runs one write on a [`crm_events::Tx`] with the given binds (anything that
+/// converts into a [`crm_events::Bind`]). On SQLite it waits for the transaction's
+/// next script.
 macro_rules! execute {
     ($tx:expr, $sql:expr $(, $bind:expr)* $(,)?) => {
-        crm_events::on_tx!($tx, |conn| sqlx::query($sql)
-            $(.bind($bind))*
-            .execute(&mut **conn)
-            .await
-            .map(|done| done.rows_affected()))
+        $tx.execute($sql, &[$(crm_events::Bind::from($bind)),*]).await
     };
 }
 
-/// Fetches at most one row as `$row` on a [`crm_events::Tx`].
+/// Fetches at most one row as `$row` on a [`crm_events::Tx`], after every write
+/// given before it.
 macro_rules! fetch_optional {
     ($tx:expr, $row:ty, $sql:expr $(, $bind:expr)* $(,)?) => {
-        crm_events::on_tx!($tx, |conn| sqlx::query_as::<_, $row>($sql)
-            $(.bind($bind))*
-            .fetch_optional(&mut **conn)
-            .await)
+        $tx.fetch_optional::<$row>($sql, &[$(crm_events::Bind::from($bind)),*]).await
     };
 }
 

@@ -2,18 +2,19 @@
 //!
 //! [`Rows`] writes a table's rows as multi-row `INSERT … VALUES (…), (…)` statements
 //! and [`fetch_in`] reads rows by a list of keys with `… IN (…)`. Both cut their input
-//! into chunks of fixed sizes (64, 16, 4 and 1 rows), so a table has at most four
-//! statement shapes for the backends to keep prepared, whatever the batch's size.
+//! into chunks of powers of two up to 64 rows, so a table has at most seven statement
+//! shapes for the backends to keep prepared, whatever the batch's size, and a batch
+//! of `n` rows takes at most `n / 64 + 6` statements.
 
 use chrono::{DateTime, Utc};
 use sqlx::Arguments;
 use uuid::Uuid;
 
-use super::hook::Tx;
+use super::hook::{Conn, Tx};
 use crate::error::StoreError;
 
 /// The chunk sizes, largest first.
-const CHUNKS: [usize; 4] = [64, 16, 4, 1];
+const CHUNKS: [usize; 7] = [64, 32, 16, 8, 4, 2, 1];
 
 /// One value bound to a placeholder, of either backend.
 #[derive(Debug, Clone, PartialEq)]
@@ -51,6 +52,16 @@ impl From<String> for Bind {
 impl From<&str> for Bind {
     fn from(v: &str) -> Self {
         Bind::Text(v.to_owned())
+    }
+}
+impl From<&String> for Bind {
+    fn from(v: &String) -> Self {
+        Bind::Text(v.clone())
+    }
+}
+impl From<Option<&String>> for Bind {
+    fn from(v: Option<&String>) -> Self {
+        v.map_or(Bind::Null(NullOf::Text), Bind::from)
     }
 }
 impl From<DateTime<Utc>> for Bind {
@@ -243,15 +254,24 @@ impl Rows {
     /// # Errors
     /// Store failures.
     pub async fn write(&self, tx: &mut Tx<'_>) -> Result<(), StoreError> {
+        let numbered = tx.is_postgres();
         for (start, size) in chunks(self.len()) {
             let sql = format!(
                 "{} VALUES {} {}",
                 self.head,
-                placeholders(matches!(tx, Tx::Postgres(_)), size, self.width),
+                placeholders(numbered, size, self.width),
                 self.tail
             );
             let from = start * self.width;
-            execute(tx, &sql, &self.values[from..from + size * self.width]).await?;
+            let binds = &self.values[from..from + size * self.width];
+            if numbered || size >= SCRIPTED_ROWS_AT_MOST {
+                // PostgreSQL; or big enough to be worth a hand-off (and a prepared
+                // statement) of its own.
+                tx.flush().await?;
+                tx.run(&sql, binds).await?;
+            } else {
+                tx.defer(&sql, binds);
+            }
         }
         Ok(())
     }
@@ -275,7 +295,7 @@ where
         + for<'r> sqlx::FromRow<'r, sqlx::sqlite::SqliteRow>
         + for<'r> sqlx::FromRow<'r, sqlx::postgres::PgRow>,
 {
-    let numbered = matches!(tx, Tx::Postgres(_));
+    let numbered = tx.is_postgres();
     let mut rows = Vec::new();
     for (start, size) in chunks(keys.len() / width) {
         let list = if width == 1 {
@@ -284,45 +304,165 @@ where
             format!("({})", placeholders(numbered, size, width))
         };
         let sql = format!("{select} {list}");
-        let keys = &keys[start * width..(start + size) * width];
-        match tx {
-            Tx::Sqlite(conn) => {
-                let args = arguments::<sqlx::Sqlite>(keys)?;
-                rows.extend(
-                    sqlx::query_as_with::<_, T, _>(&sql, args)
-                        .fetch_all(&mut **conn)
-                        .await?,
-                );
-            }
-            Tx::Postgres(conn) => {
-                let args = arguments::<sqlx::Postgres>(keys)?;
-                rows.extend(
-                    sqlx::query_as_with::<_, T, _>(&sql, args)
-                        .fetch_all(&mut **conn)
-                        .await?,
-                );
-            }
-        }
+        rows.extend(
+            tx.fetch_all::<T>(&sql, &keys[start * width..(start + size) * width])
+                .await?,
+        );
     }
     Ok(rows)
 }
 
-/// Runs one statement with its binds on a transaction.
-///
-/// # Errors
-/// Store failures.
-pub async fn execute(tx: &mut Tx<'_>, sql: &str, binds: &[Bind]) -> Result<(), StoreError> {
-    match tx {
-        Tx::Sqlite(conn) => {
-            let args = arguments::<sqlx::Sqlite>(binds)?;
-            sqlx::query_with(sql, args).execute(&mut **conn).await?;
+/// Chunks of this many rows or more run as statements of their own rather than in
+/// a SQLite script.
+const SCRIPTED_ROWS_AT_MOST: usize = 16;
+
+/// Scripts of at most this many statements are kept prepared (a single command's
+/// script has the same shape every time; a long catch-up's scripts rarely repeat).
+const KEPT_SCRIPT_STATEMENTS: usize = 16;
+
+/// SQLite statements waiting to run as one script, with `?` placeholders and their
+/// binds in order.
+#[derive(Debug, Default)]
+pub(crate) struct Script {
+    sql: String,
+    binds: Vec<Bind>,
+    statements: usize,
+}
+
+impl Script {
+    /// Adds a statement written with `?` placeholders.
+    fn push_plain(&mut self, sql: &str, binds: &[Bind]) {
+        self.sql.push_str(sql);
+        self.sql.push_str(";\n");
+        self.binds.extend_from_slice(binds);
+        self.statements += 1;
+    }
+
+    /// Adds a statement written with `$n` placeholders: each becomes `?` and gets
+    /// its value in order of appearance (a number may appear more than once).
+    fn push_numbered(&mut self, sql: &str, binds: &[Bind]) {
+        let mut rest = sql;
+        while let Some(at) = rest.find('$') {
+            self.sql.push_str(&rest[..at]);
+            let digits = rest[at + 1..]
+                .find(|c: char| !c.is_ascii_digit())
+                .map_or(rest.len() - at - 1, |n| n);
+            match rest[at + 1..at + 1 + digits].parse::<usize>() {
+                Ok(n) if (1..=binds.len()).contains(&n) => {
+                    self.sql.push('?');
+                    self.binds.push(binds[n - 1].clone());
+                }
+                // Not a placeholder of ours: keep the text (SQLite reports it).
+                _ => self.sql.push_str(&rest[at..at + 1 + digits]),
+            }
+            rest = &rest[at + 1 + digits..];
         }
-        Tx::Postgres(conn) => {
-            let args = arguments::<sqlx::Postgres>(binds)?;
-            sqlx::query_with(sql, args).execute(&mut **conn).await?;
+        self.sql.push_str(rest);
+        self.sql.push_str(";\n");
+        self.statements += 1;
+    }
+}
+
+impl Tx<'_> {
+    /// Runs a write (`$n` placeholders): at once on PostgreSQL, with the next
+    /// script on SQLite.
+    ///
+    /// # Errors
+    /// Store failures.
+    pub async fn execute(&mut self, sql: &str, binds: &[Bind]) -> Result<(), StoreError> {
+        match &mut self.conn {
+            Conn::Sqlite(_) => {
+                self.pending.push_numbered(sql, binds);
+                Ok(())
+            }
+            Conn::Postgres(_) => self.run(sql, binds).await,
         }
     }
-    Ok(())
+
+    /// Runs a query (`$n` placeholders) after every write given before it.
+    ///
+    /// # Errors
+    /// Store failures.
+    pub async fn fetch_all<T>(&mut self, sql: &str, binds: &[Bind]) -> Result<Vec<T>, StoreError>
+    where
+        T: Send
+            + Unpin
+            + for<'r> sqlx::FromRow<'r, sqlx::sqlite::SqliteRow>
+            + for<'r> sqlx::FromRow<'r, sqlx::postgres::PgRow>,
+    {
+        self.flush().await?;
+        Ok(match &mut self.conn {
+            Conn::Sqlite(conn) => {
+                sqlx::query_as_with::<_, T, _>(sql, arguments::<sqlx::Sqlite>(binds)?)
+                    .fetch_all(&mut **conn)
+                    .await?
+            }
+            Conn::Postgres(conn) => {
+                sqlx::query_as_with::<_, T, _>(sql, arguments::<sqlx::Postgres>(binds)?)
+                    .fetch_all(&mut **conn)
+                    .await?
+            }
+        })
+    }
+
+    /// As [`Tx::fetch_all`], for at most one row.
+    ///
+    /// # Errors
+    /// Store failures.
+    pub async fn fetch_optional<T>(
+        &mut self,
+        sql: &str,
+        binds: &[Bind],
+    ) -> Result<Option<T>, StoreError>
+    where
+        T: Send
+            + Unpin
+            + for<'r> sqlx::FromRow<'r, sqlx::sqlite::SqliteRow>
+            + for<'r> sqlx::FromRow<'r, sqlx::postgres::PgRow>,
+    {
+        Ok(self.fetch_all(sql, binds).await?.into_iter().next())
+    }
+
+    /// Runs the writes waiting on SQLite (nothing waits on PostgreSQL). Whoever
+    /// commits the transaction flushes first.
+    ///
+    /// # Errors
+    /// Store failures.
+    pub async fn flush(&mut self) -> Result<(), StoreError> {
+        if self.pending.statements == 0 {
+            return Ok(());
+        }
+        let script = std::mem::take(&mut self.pending);
+        if let Conn::Sqlite(conn) = &mut self.conn {
+            sqlx::query_with(&script.sql, arguments::<sqlx::Sqlite>(&script.binds)?)
+                .persistent(script.statements <= KEPT_SCRIPT_STATEMENTS)
+                .execute(&mut **conn)
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Adds a statement written with `?` placeholders to the SQLite script.
+    fn defer(&mut self, sql: &str, binds: &[Bind]) {
+        self.pending.push_plain(sql, binds);
+    }
+
+    /// Runs one statement written with this backend's placeholders, now.
+    async fn run(&mut self, sql: &str, binds: &[Bind]) -> Result<(), StoreError> {
+        match &mut self.conn {
+            Conn::Sqlite(conn) => {
+                sqlx::query_with(sql, arguments::<sqlx::Sqlite>(binds)?)
+                    .execute(&mut **conn)
+                    .await?;
+            }
+            Conn::Postgres(conn) => {
+                sqlx::query_with(sql, arguments::<sqlx::Postgres>(binds)?)
+                    .execute(&mut **conn)
+                    .await?;
+            }
+        }
+        Ok(())
+    }
 }
 
 #[cfg(test)]
@@ -352,5 +492,42 @@ mod tests {
         assert_eq!(placeholders(true, 2, 3), "($1, $2, $3), ($4, $5, $6)");
         assert_eq!(placeholders(false, 2, 2), "(?, ?), (?, ?)");
         assert_eq!(placeholders(true, 1, 1), "($1)");
+    }
+
+    #[test]
+    fn a_script_turns_numbered_placeholders_into_plain_ones_in_order() {
+        let mut script = Script::default();
+        script.push_plain(
+            "INSERT INTO t (a, b) VALUES (?, ?)",
+            &[1_i64.into(), 2_i64.into()],
+        );
+        script.push_numbered(
+            "UPDATE c SET position = $2 WHERE position < $2 AND name = $1",
+            &["x".into(), 7_i64.into()],
+        );
+        assert_eq!(
+            script.sql,
+            "INSERT INTO t (a, b) VALUES (?, ?);\n\
+             UPDATE c SET position = ? WHERE position < ? AND name = ?;\n"
+        );
+        assert_eq!(
+            script.binds,
+            [
+                1_i64.into(),
+                2_i64.into(),
+                7_i64.into(),
+                7_i64.into(),
+                "x".into()
+            ]
+        );
+        assert_eq!(script.statements, 2);
+    }
+
+    #[test]
+    fn a_dollar_that_is_not_a_placeholder_is_left_alone() {
+        let mut script = Script::default();
+        script.push_numbered("SELECT '$9', $1, $", &[1_i64.into()]);
+        assert_eq!(script.sql, "SELECT '$9', ?, $;\n");
+        assert_eq!(script.binds, [Bind::I64(1)]);
     }
 }

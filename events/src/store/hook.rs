@@ -12,9 +12,22 @@ use sqlx::{PgConnection, SqliteConnection};
 use crate::envelope::{Position, RecordedEvent};
 use crate::error::StoreError;
 
-/// A connection inside an open transaction, of either backend.
+/// A connection inside an open transaction, of either backend, and the statements
+/// waiting to run on it.
+///
+/// On SQLite every statement is a hand-off to the connection's worker thread, which
+/// costs more than most of the statements themselves. So writes given to a SQLite
+/// `Tx` wait and run together as one script (one hand-off) when something reads,
+/// when the caller flushes, and before the store commits; a read always sees every
+/// write given before it. On PostgreSQL each statement runs at once.
 #[derive(Debug)]
-pub enum Tx<'c> {
+pub struct Tx<'c> {
+    pub(crate) conn: Conn<'c>,
+    pub(crate) pending: super::bulk::Script,
+}
+
+#[derive(Debug)]
+pub(crate) enum Conn<'c> {
     Sqlite(&'c mut SqliteConnection),
     Postgres(&'c mut PgConnection),
 }
@@ -23,35 +36,35 @@ impl Tx<'_> {
     /// `"sqlite"` or `"postgres"`.
     #[must_use]
     pub fn backend_name(&self) -> &'static str {
-        match self {
-            Tx::Sqlite(_) => "sqlite",
-            Tx::Postgres(_) => "postgres",
+        match self.conn {
+            Conn::Sqlite(_) => "sqlite",
+            Conn::Postgres(_) => "postgres",
         }
+    }
+
+    /// Whether this is a PostgreSQL transaction.
+    #[must_use]
+    pub fn is_postgres(&self) -> bool {
+        matches!(self.conn, Conn::Postgres(_))
     }
 }
 
 impl<'c> From<&'c mut SqliteConnection> for Tx<'c> {
     fn from(conn: &'c mut SqliteConnection) -> Self {
-        Tx::Sqlite(conn)
+        Tx {
+            conn: Conn::Sqlite(conn),
+            pending: super::bulk::Script::default(),
+        }
     }
 }
 
 impl<'c> From<&'c mut PgConnection> for Tx<'c> {
     fn from(conn: &'c mut PgConnection) -> Self {
-        Tx::Postgres(conn)
-    }
-}
-
-/// Runs the same code against whichever connection a [`Tx`] holds (compiled once
-/// per backend).
-#[macro_export]
-macro_rules! on_tx {
-    ($tx:expr, |$conn:ident| $body:expr) => {
-        match $tx {
-            $crate::store::Tx::Sqlite($conn) => $body,
-            $crate::store::Tx::Postgres($conn) => $body,
+        Tx {
+            conn: Conn::Postgres(conn),
+            pending: super::bulk::Script::default(),
         }
-    };
+    }
 }
 
 /// Called by the store's writer for every batch it commits.

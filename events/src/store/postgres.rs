@@ -31,7 +31,8 @@ pub(crate) const CHANNEL: &str = "crm_events";
 pub(crate) async fn open(url: &str) -> Result<PgPool, StoreError> {
     let options = PgConnectOptions::from_str(url)?
         .options([("synchronous_commit", "on")])
-        .application_name("crm");
+        .application_name("crm")
+        .statement_cache_capacity(super::sqlite::STATEMENT_CACHE);
     let pool = PgPoolOptions::new()
         .max_connections(16)
         .acquire_timeout(Duration::from_secs(5))
@@ -128,7 +129,7 @@ pub(crate) async fn commit_batch(
     }
     write_batch(&mut tx, &writes).await?;
     if let Some(hook) = hook {
-        hook.appended(&mut Tx::Postgres(&mut tx), &writes.events)
+        hook.appended(&mut Tx::from(&mut *tx), &writes.events)
             .await?;
     }
     tx.commit().await?;

@@ -23,6 +23,10 @@ use crate::ids::SiteId;
 
 static MIGRATOR: Migrator = sqlx::migrate!("../migrations/sqlite");
 
+/// Prepared statements kept per connection: each table written in bulk has up to
+/// seven shapes (see [`super::bulk`]).
+pub(crate) const STATEMENT_CACHE: usize = 400;
+
 /// Opens (creating if needed) the database file and applies the migrations.
 pub(crate) async fn open(url: &str) -> Result<SqlitePool, StoreError> {
     let options = SqliteConnectOptions::from_str(url)?
@@ -30,7 +34,8 @@ pub(crate) async fn open(url: &str) -> Result<SqlitePool, StoreError> {
         .journal_mode(SqliteJournalMode::Wal)
         .synchronous(SqliteSynchronous::Full)
         .busy_timeout(Duration::from_secs(30))
-        .foreign_keys(true);
+        .foreign_keys(true)
+        .statement_cache_capacity(STATEMENT_CACHE);
     // An in-memory database exists once per connection: keep exactly one, forever.
     let in_memory = url.contains(":memory:") || url.contains("mode=memory");
     let pool = SqlitePoolOptions::new()
@@ -59,7 +64,7 @@ pub(crate) async fn commit_batch(
     let head: i64 = sqlx::query_scalar(sql::LOCK_HEAD)
         .fetch_one(&mut *conn)
         .await?;
-    let mut tx = Tx::Sqlite(&mut conn);
+    let mut tx = Tx::from(&mut *conn);
     let mut loaded = Loaded {
         head: Position(head),
         ..Loaded::default()
@@ -134,6 +139,7 @@ pub(crate) async fn commit_batch(
     if let Some(hook) = hook {
         hook.appended(&mut tx, &writes.events).await?;
     }
+    tx.flush().await?;
     conn.commit().await?;
     Ok(writes.head)
 }
@@ -226,8 +232,7 @@ async fn write_batch(tx: &mut Tx<'_>, writes: &Writes) -> Result<(), StoreError>
     }
     chains.write(tx).await?;
 
-    bulk::execute(
-        tx,
+    tx.execute(
         "UPDATE event_log_head SET last_position = $1 WHERE id = 1",
         &[writes.head.0.into()],
     )

@@ -27,6 +27,7 @@ backend_tests!(
     no_password_hash_or_token_enters_the_log,
     nothing_crosses_sites,
     a_retried_command_with_the_same_idempotency_key_lands_once,
+    a_copy_of_a_lead_kept_by_one_process_never_decides_after_another_changed_it,
 );
 
 fn settings_change(value: serde_json::Value) -> SettingsChange {
@@ -587,4 +588,64 @@ async fn a_retried_command_with_the_same_idempotency_key_lands_once(db: &TestDat
         .await
         .unwrap();
     assert_ne!(other, lead);
+}
+
+/// Commands decide first on the lead as their process last saw it: whatever another
+/// process did in between must still be seen (a stale copy is caught by the version
+/// the append expects, and the command is decided again on fresh state).
+async fn a_copy_of_a_lead_kept_by_one_process_never_decides_after_another_changed_it(
+    db: &TestDatabase,
+) {
+    let one = app(db).await;
+    let other = app(db).await;
+    let s = site(&one, "Demo Realty", "demo.example").await;
+    let lead = lead_of(&one, &s.agent1.ctx, "Dana").await;
+    let name = |text: &str| LeadEdit {
+        name: Some(PersonName::parse(text).unwrap()),
+        ..LeadEdit::default()
+    };
+    one.edit_lead(&s.agent1.ctx, lead, name("Dana A"), None)
+        .await
+        .unwrap();
+
+    // Reassigned elsewhere: the agent's process still holds the old assignment.
+    other
+        .assign_lead(&s.admin.ctx, lead, s.agent2.id, None)
+        .await
+        .unwrap();
+    let before = head(&one).await;
+    let refused = one
+        .edit_lead(&s.agent1.ctx, lead, name("Dana X"), None)
+        .await
+        .unwrap_err();
+    assert!(matches!(refused, AppError::NotFound(_)), "{refused:?}");
+    assert_eq!(head(&one).await, before);
+
+    // Given back and renamed elsewhere: an If-Match of the current version is
+    // accepted, and each change's "before" is what the other process wrote.
+    other
+        .assign_lead(&s.admin.ctx, lead, s.agent1.id, None)
+        .await
+        .unwrap();
+    let renamed = other
+        .edit_lead(&s.admin.ctx, lead, name("Dana B"), None)
+        .await
+        .unwrap();
+    let written = one
+        .edit_lead(&s.agent1.ctx, lead, name("Dana C"), Some(renamed.version))
+        .await
+        .unwrap();
+    assert_eq!(written.version, renamed.version + 1);
+    let appended = events_after(&one, renamed.position).await;
+    assert_eq!(appended.len(), 1);
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&appended[0].payload).unwrap()["changes"][0]
+            ["before"],
+        json!("Dana B")
+    );
+    let stale = one
+        .edit_lead(&s.agent1.ctx, lead, name("Dana D"), Some(renamed.version))
+        .await
+        .unwrap_err();
+    assert!(matches!(stale, AppError::Conflict(_)), "{stale:?}");
 }

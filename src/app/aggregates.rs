@@ -230,14 +230,33 @@ impl<T: Fold> Cache<T> {
                 loaded
             }
         };
+        self.keep(stream, loaded.clone());
+        Ok(loaded)
+    }
+
+    /// The aggregate as last kept, without asking the store whether it moved on.
+    pub(crate) fn kept(&self, stream: &StreamKey) -> Option<Loaded<T>> {
+        self.entries
+            .lock()
+            .ok()
+            .and_then(|entries| entries.get(stream).cloned())
+    }
+
+    /// Keeps `loaded` unless a later version of it is kept already.
+    pub(crate) fn keep(&self, stream: StreamKey, loaded: Loaded<T>) {
         if let Ok(mut entries) = self.entries.lock() {
+            if entries
+                .get(&stream)
+                .is_some_and(|kept| kept.version > loaded.version)
+            {
+                return;
+            }
             if entries.len() >= CACHE_CAPACITY && !entries.contains_key(&stream) {
                 // Crude but bounded: start over rather than track recency.
                 entries.clear();
             }
-            entries.insert(stream, loaded.clone());
+            entries.insert(stream, loaded);
         }
-        Ok(loaded)
     }
 }
 

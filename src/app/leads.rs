@@ -24,14 +24,7 @@ impl App {
             Err(AppError::NotFound(_)) => return Err(AppError::NotFound("lead")),
             Err(other) => return Err(other),
         };
-        let visible = can_see_lead(
-            &ctx.caller.subject,
-            loaded.state.site_id,
-            loaded.state.assigned_agent_id,
-        );
-        if !visible || loaded.state.archived {
-            return Err(AppError::NotFound("lead"));
-        }
+        visible(ctx, &loaded)?;
         Ok(loaded)
     }
 
@@ -209,6 +202,11 @@ impl App {
 
     /// Loads a visible lead, decides, appends; without `If-Match`, retries a few
     /// times if another write to the lead came in between.
+    ///
+    /// The first try decides on the lead as this process last saw it, without reading
+    /// the store: the append's expected version confirms that nothing changed since.
+    /// Anything but success on that try (no copy kept, a refusal, a conflict) is
+    /// decided again on the lead read fresh, so a stale copy never answers.
     async fn on_lead<F>(
         &self,
         ctx: &RequestContext,
@@ -219,12 +217,62 @@ impl App {
     where
         F: Fn(&Lead) -> Result<Vec<DomainEvent>, lead::LeadRejection>,
     {
+        if let Some(kept) = self.caches.leads.kept(&lead_stream(id)) {
+            authorize(&ctx.caller, Action::WorkOwnLeads)?;
+            if let Ok(written) = self.decide_on_lead(ctx, id, kept, if_match, &decide).await {
+                return Ok(written);
+            }
+        }
         retry_lost_races(if_match, || async {
             let lead = self.lead(ctx, id).await?;
-            let expected = expect(if_match, lead.version)?;
-            let events = decide(&lead.state)?;
-            self.record(ctx, lead_stream(id), expected, events).await
+            self.decide_on_lead(ctx, id, lead, if_match, &decide).await
         })
         .await
     }
+
+    /// Decides on `lead` and appends with its version expected; keeps the lead as it
+    /// is after the append for the next command.
+    async fn decide_on_lead<F>(
+        &self,
+        ctx: &RequestContext,
+        id: LeadId,
+        lead: Loaded<Lead>,
+        if_match: Option<u64>,
+        decide: &F,
+    ) -> Result<Written, AppError>
+    where
+        F: Fn(&Lead) -> Result<Vec<DomainEvent>, lead::LeadRejection>,
+    {
+        visible(ctx, &lead)?;
+        let expected = expect(if_match, lead.version)?;
+        let events = decide(&lead.state)?;
+        let written = self
+            .record(ctx, lead_stream(id), expected, events.clone())
+            .await?;
+        let mut state = lead.state;
+        for event in &events {
+            state.apply(event);
+        }
+        self.caches.leads.keep(
+            lead_stream(id),
+            Loaded {
+                state,
+                version: written.version,
+            },
+        );
+        Ok(written)
+    }
+}
+
+/// Others' leads and archived ones are "not found", never "forbidden".
+fn visible(ctx: &RequestContext, loaded: &Loaded<Lead>) -> Result<(), AppError> {
+    let visible = can_see_lead(
+        &ctx.caller.subject,
+        loaded.state.site_id,
+        loaded.state.assigned_agent_id,
+    );
+    if !visible || loaded.state.archived {
+        return Err(AppError::NotFound("lead"));
+    }
+    Ok(())
 }

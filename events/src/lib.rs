@@ -37,5 +37,5 @@ pub use envelope::{
 };
 pub use error::StoreError;
 pub use hash::VerifyReport;
-pub use store::bulk::{Bind, NullOf, Rows};
+pub use store::bulk::{Bind, NullOf, Rows, Updates};
 pub use store::{AppendHook, Database, EventStore, StoreOptions, Tx};

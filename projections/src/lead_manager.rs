@@ -9,7 +9,7 @@ use chrono::{DateTime, TimeZone, Utc};
 use crm_events::catalog::values::Stage;
 use crm_events::ids::{LeadId, SiteId, UserId};
 use crm_events::store::bulk::fetch_in;
-use crm_events::{on_pool, Database, DomainEvent, Rows, StoreError, Tx};
+use crm_events::{on_pool, Database, DomainEvent, Rows, StoreError, Tx, Updates};
 use futures_util::future::BoxFuture;
 use serde::Serialize;
 use serde_json::json;
@@ -84,9 +84,11 @@ struct TaskRow {
     created_at: DateTime<Utc>,
 }
 
-/// A lead the batch touches: its row as folded so far and its tags before the batch.
+/// A lead the batch touches: its row as folded so far, and as it was before the
+/// batch (`None` for a lead the batch created).
 struct Touched {
     row: LeadRow,
+    before: Option<LeadRow>,
     tags_before: Vec<String>,
 }
 
@@ -123,7 +125,15 @@ async fn apply(tx: &mut Tx<'_>, events: &[&Decoded]) -> Result<(), StoreError> {
         .into_iter()
         .map(|row| {
             let tags_before = serde_json::from_str(&row.tags).unwrap_or_default();
-            (row.id, Touched { row, tags_before })
+            let before = Some(row.clone());
+            (
+                row.id,
+                Touched {
+                    row,
+                    before,
+                    tags_before,
+                },
+            )
         })
         .collect();
     let keys: Vec<Bind> = with_tasks.iter().map(|id| Bind::Uuid(*id)).collect();
@@ -179,6 +189,7 @@ async fn apply(tx: &mut Tx<'_>, events: &[&Decoded]) -> Result<(), StoreError> {
             }
             let mut touched = Touched {
                 row,
+                before: None,
                 tags_before: Vec::new(),
             };
             touched.row.tags = json!(tags).to_string();
@@ -298,43 +309,105 @@ async fn apply(tx: &mut Tx<'_>, events: &[&Decoded]) -> Result<(), StoreError> {
     task_rows.write(tx).await
 }
 
-/// Writes every touched lead's row whole.
+/// The columns of `leads_view` a fold may change, in a fixed order.
+const CHANGING: [&str; 14] = [
+    "assigned_agent_id",
+    "name",
+    "name_key",
+    "email",
+    "phone",
+    "source",
+    "stage",
+    "tags",
+    "archived",
+    "last_contacted_at",
+    "next_task_due_at",
+    "due_key",
+    "updated_at",
+    "version",
+];
+
+/// A row's values of [`CHANGING`].
+fn changing(row: &LeadRow) -> [Bind; 14] {
+    [
+        row.assigned_agent_id.into(),
+        row.name.as_str().into(),
+        row.name_key.as_str().into(),
+        row.email.as_deref().into(),
+        row.phone.as_deref().into(),
+        row.source.as_deref().into(),
+        row.stage.as_str().into(),
+        row.tags.as_str().into(),
+        row.archived.into(),
+        row.last_contacted_at.into(),
+        row.next_task_due_at.into(),
+        row.due_key.into(),
+        row.updated_at.into(),
+        row.version.into(),
+    ]
+}
+
+/// Inserts the leads the batch created; updates the others, only in the columns
+/// that changed (grouped by which columns, so each group is a few statements), so
+/// that only the indexes holding those columns are rewritten.
 async fn write_leads(tx: &mut Tx<'_>, leads: &BTreeMap<Uuid, Touched>) -> Result<(), StoreError> {
-    let mut rows = Rows::new(
-        "INSERT INTO leads_view (id, site_id, assigned_agent_id, name, name_key, email, phone, \
-         source, stage, tags, archived, last_contacted_at, next_task_due_at, due_key, \
-         created_at, updated_at, version)",
+    let mut created = Rows::new(
+        "INSERT INTO leads_view (id, site_id, created_at, assigned_agent_id, name, name_key, \
+         email, phone, source, stage, tags, archived, last_contacted_at, next_task_due_at, \
+         due_key, updated_at, version)",
         17,
-        "ON CONFLICT (id) DO UPDATE SET assigned_agent_id = excluded.assigned_agent_id, \
-         name = excluded.name, name_key = excluded.name_key, email = excluded.email, \
-         phone = excluded.phone, source = excluded.source, stage = excluded.stage, \
-         tags = excluded.tags, archived = excluded.archived, \
-         last_contacted_at = excluded.last_contacted_at, \
-         next_task_due_at = excluded.next_task_due_at, due_key = excluded.due_key, \
-         updated_at = excluded.updated_at, version = excluded.version",
+        "",
     );
-    for Touched { row, .. } in leads.values() {
-        rows.push([
-            row.id.into(),
-            row.site_id.into(),
-            row.assigned_agent_id.into(),
-            row.name.as_str().into(),
-            row.name_key.as_str().into(),
-            row.email.as_deref().into(),
-            row.phone.as_deref().into(),
-            row.source.as_deref().into(),
-            row.stage.as_str().into(),
-            row.tags.as_str().into(),
-            row.archived.into(),
-            row.last_contacted_at.into(),
-            row.next_task_due_at.into(),
-            row.due_key.into(),
-            row.created_at.into(),
-            row.updated_at.into(),
-            row.version.into(),
-        ]);
+    let mut updates: BTreeMap<Vec<usize>, Updates> = BTreeMap::new();
+    for Touched { row, before, .. } in leads.values() {
+        let after = changing(row);
+        let Some(before) = before else {
+            let [a, b, c, d, e, f, g, h, i, j, k, l, m, n] = after;
+            created.push([
+                row.id.into(),
+                row.site_id.into(),
+                row.created_at.into(),
+                a,
+                b,
+                c,
+                d,
+                e,
+                f,
+                g,
+                h,
+                i,
+                j,
+                k,
+                l,
+                m,
+                n,
+            ]);
+            continue;
+        };
+        let before = changing(before);
+        let changed: Vec<usize> = (0..CHANGING.len())
+            .filter(|i| before[*i] != after[*i])
+            .collect();
+        if changed.is_empty() {
+            continue;
+        }
+        let values: Vec<Bind> = changed.iter().map(|i| after[*i].clone()).collect();
+        updates
+            .entry(changed.clone())
+            .or_insert_with(|| {
+                Updates::new(
+                    "leads_view",
+                    "id",
+                    changed.iter().map(|i| CHANGING[*i]).collect(),
+                )
+            })
+            .push(row.id.into(), values);
     }
-    rows.write(tx).await
+    created.write(tx).await?;
+    for update in updates.values() {
+        update.write(tx).await?;
+    }
+    Ok(())
 }
 
 /// Brings `lead_tags` in line with each touched lead's tags.

@@ -254,26 +254,98 @@ impl Rows {
     /// # Errors
     /// Store failures.
     pub async fn write(&self, tx: &mut Tx<'_>) -> Result<(), StoreError> {
-        let numbered = tx.is_postgres();
-        for (start, size) in chunks(self.len()) {
-            let sql = format!(
+        write_chunks(tx, self.width, &self.values, |numbered, size| {
+            format!(
                 "{} VALUES {} {}",
                 self.head,
                 placeholders(numbered, size, self.width),
                 self.tail
-            );
-            let from = start * self.width;
-            let binds = &self.values[from..from + size * self.width];
-            if numbered || size >= SCRIPTED_ROWS_AT_MOST {
-                // PostgreSQL; or big enough to be worth a hand-off (and a prepared
-                // statement) of its own.
-                tx.flush().await?;
-                tx.run(&sql, binds).await?;
-            } else {
-                tx.defer(&sql, binds);
-            }
+            )
+        })
+        .await
+    }
+}
+
+/// Runs `sql(numbered, rows)` for each chunk of `values` (rows of `width`).
+async fn write_chunks(
+    tx: &mut Tx<'_>,
+    width: usize,
+    values: &[Bind],
+    sql: impl Fn(bool, usize) -> String,
+) -> Result<(), StoreError> {
+    let numbered = tx.is_postgres();
+    for (start, size) in chunks(values.len() / width) {
+        let sql = sql(numbered, size);
+        let binds = &values[start * width..(start + size) * width];
+        if numbered || size >= SCRIPTED_ROWS_AT_MOST {
+            // PostgreSQL; or big enough to be worth a hand-off (and a prepared
+            // statement) of its own.
+            tx.flush().await?;
+            tx.run(&sql, binds).await?;
+        } else {
+            tx.defer(&sql, binds);
         }
-        Ok(())
+    }
+    Ok(())
+}
+
+/// Updates of some columns of rows found by key, with few statements:
+/// `WITH v (key, a, b) AS (VALUES …) UPDATE t SET a = v.a, b = v.b FROM v WHERE
+/// t.key = v.key`. Only the named columns are written, so SQLite rewrites only the
+/// indexes that hold them.
+#[derive(Debug)]
+pub struct Updates {
+    table: &'static str,
+    key: &'static str,
+    columns: Vec<&'static str>,
+    values: Vec<Bind>,
+}
+
+impl Updates {
+    /// Updates of `columns` of `table`'s rows, found by `key`.
+    #[must_use]
+    pub fn new(table: &'static str, key: &'static str, columns: Vec<&'static str>) -> Self {
+        Self {
+            table,
+            key,
+            columns,
+            values: Vec::new(),
+        }
+    }
+
+    /// Adds a row: its key, then a value for each column.
+    ///
+    /// # Panics
+    /// Never in release builds; a debug assertion checks the row's width.
+    pub fn push(&mut self, key: Bind, values: impl IntoIterator<Item = Bind>) {
+        let before = self.values.len();
+        self.values.push(key);
+        self.values.extend(values);
+        debug_assert_eq!(self.values.len() - before, self.columns.len() + 1);
+    }
+
+    /// Runs the updates.
+    ///
+    /// # Errors
+    /// Store failures.
+    pub async fn write(&self, tx: &mut Tx<'_>) -> Result<(), StoreError> {
+        let width = self.columns.len() + 1;
+        let names = self.columns.join(", ");
+        let set = self
+            .columns
+            .iter()
+            .map(|c| format!("{c} = v.{c}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let (table, key) = (self.table, self.key);
+        write_chunks(tx, width, &self.values, |numbered, size| {
+            format!(
+                "WITH v ({key}, {names}) AS (VALUES {}) \
+                 UPDATE {table} SET {set} FROM v WHERE {table}.{key} = v.{key}",
+                placeholders(numbered, size, width)
+            )
+        })
+        .await
     }
 }
 

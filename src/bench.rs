@@ -353,8 +353,17 @@ async fn lead_history(
     Ok(count)
 }
 
-/// The events table read in order, every column: events per second.
+/// The events table read in order, every column: events per second, the best of
+/// three passes (what the database does at best, as for the other baselines).
 async fn raw_scan(store: &EventStore, total: i64) -> Result<f64, AppError> {
+    let mut best: f64 = 0.0;
+    for _ in 0..3 {
+        best = best.max(raw_scan_once(store, total).await?);
+    }
+    Ok(best)
+}
+
+async fn raw_scan_once(store: &EventStore, total: i64) -> Result<f64, AppError> {
     let started = Instant::now();
     let rows: u64 = on_pool!(store.database(), |pool| {
         let mut rows = sqlx::query(

@@ -33,6 +33,13 @@ const LOCK_CHECKPOINTS_SQLITE: &str =
 const LOCK_CHECKPOINTS_POSTGRES: &str =
     "SELECT name, version, position FROM projection_checkpoints ORDER BY name FOR UPDATE";
 
+/// A batch of the log read (and decoded) ahead of its turn: the events after
+/// `after`.
+struct ReadAhead {
+    after: Position,
+    events: Vec<Decoded>,
+}
+
 /// Runs a set of projections against one store.
 #[derive(Debug)]
 pub struct Projector {
@@ -245,7 +252,9 @@ impl Projector {
     }
 
     /// Folds everything the projections have not folded yet, in batches of one
-    /// transaction each; returns the position reached.
+    /// transaction each; returns the position reached. While a batch folds, the
+    /// next one is read (on another connection), so reading the log and writing
+    /// the projections overlap.
     ///
     /// # Errors
     /// Store failures; a projection that cannot fold an event.
@@ -254,11 +263,12 @@ impl Projector {
         progress: &(dyn Fn(Position) + Sync),
     ) -> Result<Position, StoreError> {
         let _one_at_a_time = self.catching_up.lock().await;
+        let mut ahead: Option<ReadAhead> = None;
         loop {
             let folded = on_pool!(self.store.database(), |pool| {
                 let mut tx = pool.begin().await?;
                 let mut folding = Tx::from(&mut *tx);
-                let folded = self.fold_next_batch(&mut folding).await?;
+                let folded = self.fold_next_batch(&mut folding, &mut ahead).await?;
                 folding.flush().await?;
                 match folded {
                     Some(_) => tx.commit().await?,
@@ -277,32 +287,47 @@ impl Projector {
         }
     }
 
-    /// One catch-up step inside `tx`: lock the checkpoints, fold the next batch.
-    async fn fold_next_batch(&self, tx: &mut Tx<'_>) -> Result<Option<Position>, StoreError> {
+    /// One catch-up step inside `tx`: lock the checkpoints, fold the next batch
+    /// (the one read ahead, if it starts at the right place) while reading the one
+    /// after it into `ahead`.
+    async fn fold_next_batch(
+        &self,
+        tx: &mut Tx<'_>,
+        ahead: &mut Option<ReadAhead>,
+    ) -> Result<Option<Position>, StoreError> {
         let checkpoints = self.lock_checkpoints(tx).await?;
         let from = checkpoints
             .values()
             .copied()
             .min()
             .unwrap_or(Position::START);
-        let head = self.store.head().await?;
-        if from >= head {
+        let decoded = match ahead.take() {
+            // An empty batch read ahead may be out of date: the log may have moved.
+            Some(ReadAhead { after, events }) if after == from && !events.is_empty() => events,
+            _ => decode_all(self.store.read_all(from, CATCH_UP_BATCH).await?)?,
+        };
+        let Some(last) = decoded.last().map(|d| d.recorded.position) else {
             self.publish(from);
             return Ok(None);
-        }
-        let batch = self.store.read_all(from, CATCH_UP_BATCH).await?;
-        let Some(last) = batch.last().map(|e| e.position) else {
-            return Ok(None);
         };
-        let decoded = decode_all(batch)?;
-        for projection in &self.projections {
-            let at = checkpoints
-                .get(projection.name())
-                .copied()
-                .unwrap_or(Position::START);
-            fold(projection.as_ref(), tx, &decoded, at).await?;
-        }
-        self.move_checkpoints(tx, last, None).await?;
+        let fold_all = async {
+            for projection in &self.projections {
+                let at = checkpoints
+                    .get(projection.name())
+                    .copied()
+                    .unwrap_or(Position::START);
+                fold(projection.as_ref(), tx, &decoded, at).await?;
+            }
+            self.move_checkpoints(tx, last, None).await
+        };
+        let read_next = async { decode_all(self.store.read_all(last, CATCH_UP_BATCH).await?) };
+        let (folded, next) = futures_util::future::join(fold_all, read_next).await;
+        folded?;
+        // A failed read ahead is only a missed head start: the next step reads again.
+        *ahead = next.ok().map(|events| ReadAhead {
+            after: last,
+            events,
+        });
         Ok(Some(last))
     }
 

@@ -35,7 +35,10 @@ pub(crate) async fn open(url: &str) -> Result<SqlitePool, StoreError> {
         .synchronous(SqliteSynchronous::Full)
         .busy_timeout(Duration::from_secs(30))
         .foreign_keys(true)
-        .statement_cache_capacity(STATEMENT_CACHE);
+        .statement_cache_capacity(STATEMENT_CACHE)
+        // Rows cross from the connection's thread in a channel: a deep one lets a
+        // long read run ahead instead of waking the reader row by row.
+        .row_buffer_size(1024);
     // An in-memory database exists once per connection: keep exactly one, forever.
     let in_memory = url.contains(":memory:") || url.contains("mode=memory");
     let pool = SqlitePoolOptions::new()

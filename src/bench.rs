@@ -78,6 +78,7 @@ pub async fn run(url: &str, events: u64, phase: Duration) -> Result<Report, AppE
     fill(&store, &sites, events).await?;
     let fill_s = started.elapsed().as_secs_f64();
     let total = store.head().await?.0;
+    analyze(&store).await?;
 
     let raw_scan_per_s = raw_scan(&store, total).await?;
     let projector = Projector::open(store.clone(), crm_projections::all()).await?;
@@ -86,6 +87,7 @@ pub async fn run(url: &str, events: u64, phase: Duration) -> Result<Report, AppE
     projector.rebuild(&names, &|_| {}).await?;
     let rebuild_per_s = total as f64 / rebuild_started.elapsed().as_secs_f64();
     drop(projector);
+    analyze(&store).await?;
 
     let app = App::start(store.clone(), Clock::system()).await?;
     let raw_insert_per_s = raw_inserts(&store, phase).await?;
@@ -351,6 +353,19 @@ async fn lead_history(
             .await?;
     }
     Ok(count)
+}
+
+/// Gives PostgreSQL's planner its statistics, as autovacuum keeps them in service
+/// (a bulk fill outruns it, and it may be switched off). SQLite plans without
+/// statistics unless asked to gather them, so it is left as it runs in service.
+async fn analyze(store: &EventStore) -> Result<(), AppError> {
+    if let crm_events::Database::Postgres(pool) = store.database() {
+        sqlx::query("ANALYZE")
+            .execute(pool)
+            .await
+            .map_err(crm_events::StoreError::from)?;
+    }
+    Ok(())
 }
 
 /// The events table read in order, every column: events per second, the best of

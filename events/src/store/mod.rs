@@ -41,7 +41,7 @@ use crate::error::StoreError;
 use crate::hash::{ChainHead, ChainVerifier, VerifyReport};
 use crate::ids::SiteId;
 pub use hook::{AppendHook, Tx};
-use plan::{AppendRequest, Needs};
+use plan::{AppendRequest, Known, Needs};
 use rows::{ChainRow, EventRow};
 
 /// The largest payload one event may carry.
@@ -535,6 +535,7 @@ async fn run_writer(
     max_batch: usize,
 ) {
     let mut waiting = Vec::with_capacity(max_batch);
+    let mut known = Known::default();
     while requests.recv_many(&mut waiting, max_batch).await > 0 {
         let (batch, replies): (Vec<_>, Vec<_>) = waiting.drain(..).unzip();
         let hook = hook
@@ -542,7 +543,7 @@ async fn run_writer(
             .ok()
             .and_then(|slot| slot.as_ref().and_then(std::sync::Weak::upgrade));
         let hook = hook.as_deref();
-        let results = match commit(&db, hook, &batch, &head).await {
+        let results = match commit(&db, hook, &batch, &head, &mut known).await {
             Ok(results) => results,
             Err(error) if batch.len() == 1 => vec![Err(error)],
             Err(error) => {
@@ -550,7 +551,9 @@ async fn run_writer(
                 let mut results = Vec::with_capacity(batch.len());
                 for request in &batch {
                     results.push(
-                        match commit(&db, hook, std::slice::from_ref(request), &head).await {
+                        match commit(&db, hook, std::slice::from_ref(request), &head, &mut known)
+                            .await
+                        {
                             Ok(mut one) => one.pop().unwrap_or(Err(StoreError::Closed)),
                             Err(error) => Err(error),
                         },
@@ -572,6 +575,7 @@ async fn commit(
     hook: Option<&dyn AppendHook>,
     batch: &[AppendRequest],
     head: &watch::Sender<Position>,
+    known: &mut Known,
 ) -> Result<Vec<Result<AppendOutcome, StoreError>>, StoreError> {
     let needs = Needs::of(batch);
     let mut results = Vec::new();
@@ -581,8 +585,8 @@ async fn commit(
         writes
     };
     let last = match db {
-        Database::Sqlite(pool) => sqlite::commit_batch(pool, &needs, plan, hook).await,
-        Database::Postgres(pool) => postgres::commit_batch(pool, &needs, plan, hook).await,
+        Database::Sqlite(pool) => sqlite::commit_batch(pool, &needs, known, plan, hook).await,
+        Database::Postgres(pool) => postgres::commit_batch(pool, &needs, known, plan, hook).await,
     };
     match last {
         Ok(last) => {

@@ -79,6 +79,62 @@ impl Needs {
     }
 }
 
+/// What the writer knows from its own last commit: the stream versions and chain
+/// heads it wrote. It holds exactly while the log head is where that commit left it,
+/// since every append of every process moves the head; a batch that finds the head
+/// elsewhere forgets it all and reads everything.
+#[derive(Debug, Default)]
+pub(crate) struct Known {
+    head: Option<Position>,
+    streams: HashMap<StreamKey, StreamState>,
+    chains: HashMap<SiteId, ChainHead>,
+}
+
+/// How many stream versions the writer remembers at most.
+const KNOWN_STREAMS: usize = 50_000;
+
+impl Known {
+    /// Puts into `loaded` what is known at `head`, and returns what must still be
+    /// read.
+    pub fn fill(&mut self, head: Position, needs: &Needs, loaded: &mut Loaded) -> Needs {
+        if self.head != Some(head) {
+            *self = Self::default();
+        }
+        let mut missing = Needs {
+            idempotency: needs.idempotency.clone(),
+            ..Needs::default()
+        };
+        for key in &needs.streams {
+            match self.streams.get(key) {
+                Some(state) => {
+                    loaded.streams.insert(*key, *state);
+                }
+                None => missing.streams.push(*key),
+            }
+        }
+        for site in &needs.sites {
+            match self.chains.get(site) {
+                Some(chain) => {
+                    loaded.chains.insert(*site, *chain);
+                }
+                None => missing.sites.push(*site),
+            }
+        }
+        missing
+    }
+
+    /// Learns what a batch wrote, once it has committed.
+    pub fn learn(&mut self, writes: &Writes) {
+        if self.streams.len() + writes.streams.len() > KNOWN_STREAMS {
+            self.streams.clear();
+        }
+        self.streams.extend(writes.streams.iter().copied());
+        self.chains
+            .extend(writes.chains.iter().map(|c| (c.site_id, *c)));
+        self.head = Some(writes.head);
+    }
+}
+
 /// Everything a batch writes, in bulk.
 #[derive(Debug, Default)]
 pub(crate) struct Writes {
@@ -336,5 +392,41 @@ mod tests {
         ));
         assert_eq!(writes.events.len(), 1);
         assert_eq!(writes.idempotency.len(), 1);
+    }
+
+    #[test]
+    fn the_writer_trusts_what_it_wrote_only_while_the_head_has_not_moved() {
+        let site = SiteId::generate();
+        let lead = StreamKey::new(StreamType::Lead, Uuid::now_v7());
+        let other = StreamKey::new(StreamType::Lead, Uuid::now_v7());
+        let (_, writes) = plan(
+            &[request(site, lead, ExpectedVersion::NoStream, 1)],
+            Loaded::default(),
+            Utc::now(),
+        );
+        let mut known = Known::default();
+        known.learn(&writes);
+        let needs = Needs {
+            streams: vec![lead, other],
+            idempotency: vec![(site, "k".into())],
+            sites: vec![site],
+        };
+
+        let mut loaded = Loaded::default();
+        let missing = known.fill(writes.head, &needs, &mut loaded);
+        assert_eq!(missing.streams, [other]);
+        assert!(missing.sites.is_empty());
+        assert_eq!(missing.idempotency, needs.idempotency, "never kept");
+        assert_eq!(loaded.streams[&lead].version, 1);
+        assert_eq!(loaded.chains[&site], writes.chains[0]);
+
+        // Another process appended: nothing is trusted any more.
+        let mut loaded = Loaded::default();
+        let missing = known.fill(Position(writes.head.0 + 1), &needs, &mut loaded);
+        assert_eq!(missing.streams, [lead, other]);
+        assert_eq!(missing.sites, [site]);
+        assert!(loaded.streams.is_empty() && loaded.chains.is_empty());
+        let missing = known.fill(writes.head, &needs, &mut Loaded::default());
+        assert_eq!(missing.streams.len(), 2, "forgotten for good");
     }
 }

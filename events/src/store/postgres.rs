@@ -14,7 +14,7 @@ use tokio::sync::watch;
 use uuid::Uuid;
 
 use super::hook::{AppendHook, Tx};
-use super::plan::{Loaded, Needs, StreamState, Writes};
+use super::plan::{Known, Loaded, Needs, StreamState, Writes};
 use super::rows::{outcome_json, version_i64, ChainRow, IdempotencyRow};
 use super::sql;
 use crate::envelope::Position;
@@ -46,6 +46,7 @@ pub(crate) async fn open(url: &str) -> Result<PgPool, StoreError> {
 pub(crate) async fn commit_batch(
     pool: &PgPool,
     needs: &Needs,
+    known: &mut Known,
     plan: impl FnOnce(Loaded) -> Writes,
     hook: Option<&dyn AppendHook>,
 ) -> Result<Position, StoreError> {
@@ -57,34 +58,37 @@ pub(crate) async fn commit_batch(
         head: Position(head),
         ..Loaded::default()
     };
+    let needs = &known.fill(Position(head), needs, &mut loaded);
 
-    let (types, ids): (Vec<&str>, Vec<Uuid>) = needs
-        .streams
-        .iter()
-        .map(|k| (k.stream_type.as_str(), k.id))
-        .unzip();
-    let rows: Vec<(String, Uuid, Uuid, i64)> = sqlx::query_as(
-        "SELECT s.stream_type, s.stream_id, s.site_id, s.version FROM streams s \
-         JOIN UNNEST($1::text[], $2::uuid[]) AS k(stream_type, stream_id) \
-         ON s.stream_type = k.stream_type AND s.stream_id = k.stream_id",
-    )
-    .bind(&types)
-    .bind(&ids)
-    .fetch_all(&mut *tx)
-    .await?;
-    for (stream_type, id, site, version) in rows {
-        if let Some(key) = needs
+    if !needs.streams.is_empty() {
+        let (types, ids): (Vec<&str>, Vec<Uuid>) = needs
             .streams
             .iter()
-            .find(|k| k.id == id && k.stream_type.as_str() == stream_type)
-        {
-            loaded.streams.insert(
-                *key,
-                StreamState {
-                    site_id: SiteId::from_uuid(site),
-                    version: u64::try_from(version).unwrap_or(0),
-                },
-            );
+            .map(|k| (k.stream_type.as_str(), k.id))
+            .unzip();
+        let rows: Vec<(String, Uuid, Uuid, i64)> = sqlx::query_as(
+            "SELECT s.stream_type, s.stream_id, s.site_id, s.version FROM streams s \
+             JOIN UNNEST($1::text[], $2::uuid[]) AS k(stream_type, stream_id) \
+             ON s.stream_type = k.stream_type AND s.stream_id = k.stream_id",
+        )
+        .bind(&types)
+        .bind(&ids)
+        .fetch_all(&mut *tx)
+        .await?;
+        for (stream_type, id, site, version) in rows {
+            if let Some(key) = needs
+                .streams
+                .iter()
+                .find(|k| k.id == id && k.stream_type.as_str() == stream_type)
+            {
+                loaded.streams.insert(
+                    *key,
+                    StreamState {
+                        site_id: SiteId::from_uuid(site),
+                        version: u64::try_from(version).unwrap_or(0),
+                    },
+                );
+            }
         }
     }
 
@@ -109,17 +113,19 @@ pub(crate) async fn commit_batch(
         }
     }
 
-    let sites: Vec<Uuid> = needs.sites.iter().map(SiteId::as_uuid).collect();
-    let rows: Vec<ChainRow> = sqlx::query_as(
-        "SELECT site_id, last_position, last_hash, event_count FROM site_chains \
-         WHERE site_id = ANY($1)",
-    )
-    .bind(&sites)
-    .fetch_all(&mut *tx)
-    .await?;
-    for row in rows {
-        let head = row.into_head()?;
-        loaded.chains.insert(head.site_id, head);
+    if !needs.sites.is_empty() {
+        let sites: Vec<Uuid> = needs.sites.iter().map(SiteId::as_uuid).collect();
+        let rows: Vec<ChainRow> = sqlx::query_as(
+            "SELECT site_id, last_position, last_hash, event_count FROM site_chains \
+             WHERE site_id = ANY($1)",
+        )
+        .bind(&sites)
+        .fetch_all(&mut *tx)
+        .await?;
+        for row in rows {
+            let head = row.into_head()?;
+            loaded.chains.insert(head.site_id, head);
+        }
     }
 
     let writes = plan(loaded);
@@ -133,6 +139,7 @@ pub(crate) async fn commit_batch(
             .await?;
     }
     tx.commit().await?;
+    known.learn(&writes);
     Ok(writes.head)
 }
 

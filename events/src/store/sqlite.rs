@@ -14,7 +14,7 @@ use uuid::Uuid;
 
 use super::bulk::{self, Bind, Rows};
 use super::hook::{AppendHook, Tx};
-use super::plan::{IdempotencyRecord, Loaded, Needs, StreamState, Writes};
+use super::plan::{IdempotencyRecord, Known, Loaded, Needs, StreamState, Writes};
 use super::rows::{outcome_json, version_i64, ChainRow, IdempotencyRow};
 use super::sql;
 use crate::envelope::Position;
@@ -58,6 +58,7 @@ pub(crate) async fn open(url: &str) -> Result<SqlitePool, StoreError> {
 pub(crate) async fn commit_batch(
     pool: &SqlitePool,
     needs: &Needs,
+    known: &mut Known,
     plan: impl FnOnce(Loaded) -> Writes,
     hook: Option<&dyn AppendHook>,
 ) -> Result<Position, StoreError> {
@@ -72,6 +73,7 @@ pub(crate) async fn commit_batch(
         head: Position(head),
         ..Loaded::default()
     };
+    let needs = &known.fill(Position(head), needs, &mut loaded);
 
     let keys: Vec<Bind> = needs
         .streams
@@ -144,6 +146,7 @@ pub(crate) async fn commit_batch(
     }
     tx.flush().await?;
     conn.commit().await?;
+    known.learn(&writes);
     Ok(writes.head)
 }
 

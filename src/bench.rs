@@ -78,7 +78,7 @@ pub async fn run(url: &str, events: u64, phase: Duration) -> Result<Report, AppE
     fill(&store, &sites, events).await?;
     let fill_s = started.elapsed().as_secs_f64();
     let total = store.head().await?.0;
-    analyze(&store).await?;
+    settle(&store).await?;
 
     let raw_scan_per_s = raw_scan(&store, total).await?;
     let projector = Projector::open(store.clone(), crm_projections::all()).await?;
@@ -87,7 +87,7 @@ pub async fn run(url: &str, events: u64, phase: Duration) -> Result<Report, AppE
     projector.rebuild(&names, &|_| {}).await?;
     let rebuild_per_s = total as f64 / rebuild_started.elapsed().as_secs_f64();
     drop(projector);
-    analyze(&store).await?;
+    settle(&store).await?;
 
     let app = App::start(store.clone(), Clock::system()).await?;
     let raw_insert_per_s = raw_inserts(&store, phase).await?;
@@ -355,16 +355,20 @@ async fn lead_history(
     Ok(count)
 }
 
-/// Gives PostgreSQL's planner its statistics, as autovacuum keeps them in service
-/// (a bulk fill outruns it, and it may be switched off). SQLite plans without
-/// statistics unless asked to gather them, so it is left as it runs in service.
-async fn analyze(store: &EventStore) -> Result<(), AppError> {
-    if let crm_events::Database::Postgres(pool) = store.database() {
-        sqlx::query("ANALYZE")
-            .execute(pool)
-            .await
-            .map_err(crm_events::StoreError::from)?;
-    }
+/// Settles the database after a bulk write, as it is in service: PostgreSQL's
+/// planner gets its statistics, as autovacuum keeps them (a bulk fill outruns it,
+/// and it may be switched off); SQLite's write-ahead log is checkpointed into the
+/// database file, so reads do not wade through it. (SQLite plans without
+/// statistics unless asked to gather them, so none are gathered.)
+async fn settle(store: &EventStore) -> Result<(), AppError> {
+    let sql = match store.database() {
+        crm_events::Database::Postgres(_) => "ANALYZE",
+        crm_events::Database::Sqlite(_) => "PRAGMA wal_checkpoint(TRUNCATE)",
+    };
+    on_pool!(store.database(), |pool| sqlx::query(sql)
+        .execute(pool)
+        .await
+        .map(drop))?;
     Ok(())
 }
 

@@ -351,7 +351,7 @@ impl Updates {
 
 /// Reads the rows whose key is one of `keys`, each key `width` values wide:
 /// `select` ends with `… IN` (`WHERE id IN`, `WHERE (a, b) IN`) and gets the list
-/// appended. Give each key once.
+/// appended. Give each key once; at most one statement per 64 keys.
 ///
 /// # Errors
 /// Store failures.
@@ -369,17 +369,25 @@ where
 {
     let numbered = tx.is_postgres();
     let mut rows = Vec::new();
-    for (start, size) in chunks(keys.len() / width) {
+    for keys in keys.chunks(CHUNKS[0] * width) {
+        // Padded with its last key up to a chunk size: a key twice in an `IN` list
+        // matches its rows once, and one statement reads the lot.
+        let n = keys.len() / width;
+        let size = CHUNKS
+            .into_iter()
+            .rev()
+            .find(|size| *size >= n)
+            .unwrap_or(n);
+        let mut padded = keys.to_vec();
+        for _ in n..size {
+            padded.extend_from_slice(&keys[keys.len() - width..]);
+        }
         let list = if width == 1 {
             placeholders(numbered, 1, size)
         } else {
             format!("({})", placeholders(numbered, size, width))
         };
-        let sql = format!("{select} {list}");
-        rows.extend(
-            tx.fetch_all::<T>(&sql, &keys[start * width..(start + size) * width])
-                .await?,
-        );
+        rows.extend(tx.fetch_all::<T>(&format!("{select} {list}"), &padded).await?);
     }
     Ok(rows)
 }

@@ -684,8 +684,19 @@ async fn a_stopped_rebuild_run_again_and_a_version_change_give_the_same_projecti
     assert!(stopped < head);
     let checkpoints = projector.checkpoints().await.unwrap();
     assert!(checkpoints.iter().all(|c| c.position <= stopped));
-    // Running it again finishes the job.
+    // The rebuild had set the secondary indexes aside; the next start creates them.
+    let indexes = index_count(&app).await;
+    assert!(deferred_indexes(&app).await > 0);
+    Projector::open(app.store().clone(), crm_projections::all())
+        .await
+        .unwrap();
+    assert_eq!(deferred_indexes(&app).await, 0);
+    let all_indexes = index_count(&app).await;
+    assert!(all_indexes > indexes, "{all_indexes} > {indexes}");
+    // Running it again finishes the job, and creates the indexes again.
     projector.rebuild(&names, &|_| {}).await.unwrap();
+    assert_eq!(index_count(&app).await, all_indexes);
+    assert_eq!(deferred_indexes(&app).await, 0);
     assert!(
         snapshot(&app, &sites).await == before,
         "a stopped rebuild run again gives the same projections"
@@ -716,4 +727,30 @@ async fn a_stopped_rebuild_run_again_and_a_version_change_give_the_same_projecti
         snapshot(&again, &sites).await == before,
         "the version change rebuilt lead_manager to the same rows"
     );
+}
+
+/// How many indexes the database has.
+async fn index_count(app: &App) -> i64 {
+    let sql = match app.store().database() {
+        crm_events::Database::Sqlite(_) => {
+            "SELECT COUNT(*) FROM sqlite_master WHERE type = 'index'"
+        }
+        crm_events::Database::Postgres(_) => {
+            "SELECT COUNT(*) FROM pg_indexes WHERE schemaname = current_schema()"
+        }
+    };
+    crm_events::on_pool!(app.store().database(), |pool| sqlx::query_scalar(sql)
+        .fetch_one(pool)
+        .await
+        .unwrap())
+}
+
+/// How many indexes a rebuild has set aside.
+async fn deferred_indexes(app: &App) -> i64 {
+    crm_events::on_pool!(app.store().database(), |pool| sqlx::query_scalar(
+        "SELECT COUNT(*) FROM projection_deferred_indexes"
+    )
+    .fetch_one(pool)
+    .await
+    .unwrap())
 }

@@ -9,12 +9,13 @@
 //! - [`projection`]: the [`Projection`] abstraction (name, version, the events it
 //!   reads, its tables, `apply` inside a transaction).
 //! - [`runner`]: the [`Projector`]: folds every append inline (same transaction,
-//!   checkpoint included), catches up, rebuilds.
+//!   checkpoint included), catches up, rebuilds (with [`indexes`] set aside).
 //! - One module per projection, with its fold and its queries: [`users`],
 //!   [`lead_manager`], [`settings`], [`notifications`], [`audit_trail`].
 //! - [`query`]: pages, cursors and the query builder the list queries share.
 
 pub mod audit_trail;
+mod indexes;
 pub mod lead_manager;
 pub mod notifications;
 pub mod projection;

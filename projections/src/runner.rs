@@ -96,6 +96,8 @@ impl Projector {
             catching_up: tokio::sync::Mutex::new(()),
         });
         projector.prepare().await?;
+        // Indexes a rebuild set aside and did not live to create again.
+        crate::indexes::restore(projector.store.database()).await?;
         Ok(projector)
     }
 
@@ -237,8 +239,10 @@ impl Projector {
     }
 
     /// Empties the named projections (see [`Projector::resolve`]) and folds the whole
-    /// log into them again, calling `progress` after each batch. Stopping it at any
-    /// moment leaves consistent projections that the next start (or rebuild) finishes.
+    /// log into them again, calling `progress` after each batch. Their secondary
+    /// indexes are set aside meanwhile and built once at the end. Stopping it at any
+    /// moment leaves consistent projections that the next start (or rebuild)
+    /// finishes, and creates the indexes again.
     ///
     /// # Errors
     /// Store failures; a projection that cannot fold an event.
@@ -248,7 +252,16 @@ impl Projector {
         progress: &(dyn Fn(Position) + Sync),
     ) -> Result<Position, StoreError> {
         self.reset(names).await?;
-        self.catch_up(progress).await
+        let tables: Vec<&str> = self
+            .projections
+            .iter()
+            .filter(|p| names.contains(&p.name()))
+            .flat_map(|p| p.tables().iter().copied())
+            .collect();
+        crate::indexes::defer(self.store.database(), &tables).await?;
+        let reached = self.catch_up(progress).await?;
+        crate::indexes::restore(self.store.database()).await?;
+        Ok(reached)
     }
 
     /// Folds everything the projections have not folded yet, in batches of one

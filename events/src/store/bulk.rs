@@ -387,7 +387,10 @@ where
         } else {
             format!("({})", placeholders(numbered, size, width))
         };
-        rows.extend(tx.fetch_all::<T>(&format!("{select} {list}"), &padded).await?);
+        rows.extend(
+            tx.fetch_all::<T>(&format!("{select} {list}"), &padded)
+                .await?,
+        );
     }
     Ok(rows)
 }

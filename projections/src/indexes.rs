@@ -3,7 +3,7 @@
 //! A rebuild writes every row again; building an index once from the finished
 //! table is much cheaper than updating it row by row. [`defer`] records each
 //! secondary index of the tables (not primary keys, not unique indexes: those
-//! enforce something) in `projection_deferred_indexes` and drops it, in one
+//! enforce something; not the indexes the fold itself reads by) in `projection_deferred_indexes` and drops it, in one
 //! transaction; [`restore`] creates every recorded index again and forgets it, in
 //! one transaction. A rebuild that stops in between leaves the records, and the next
 //! start or rebuild restores them.
@@ -21,11 +21,11 @@ const POSTGRES_INDEXES: &str = "SELECT i.relname::text, pg_get_indexdef(x.indexr
      WHERE t.relname = $1 AND t.relnamespace = current_schema()::regnamespace \
      AND NOT x.indisprimary AND NOT x.indisunique ORDER BY 1";
 
-/// Records and drops the secondary indexes of `tables`.
+/// Records and drops the secondary indexes of `tables`, but those named in `kept`.
 ///
 /// # Errors
 /// Store failures.
-pub(crate) async fn defer(db: &Database, tables: &[&str]) -> Result<(), StoreError> {
+pub(crate) async fn defer(db: &Database, tables: &[&str], kept: &[&str]) -> Result<(), StoreError> {
     let list = match db {
         Database::Sqlite(_) => SQLITE_INDEXES,
         Database::Postgres(_) => POSTGRES_INDEXES,
@@ -38,6 +38,9 @@ pub(crate) async fn defer(db: &Database, tables: &[&str]) -> Result<(), StoreErr
                 .fetch_all(&mut *tx)
                 .await?;
             for (name, definition) in indexes {
+                if kept.contains(&name.as_str()) {
+                    continue;
+                }
                 sqlx::query(
                     "INSERT INTO projection_deferred_indexes (name, definition) VALUES ($1, $2)",
                 )

@@ -52,6 +52,11 @@ impl Projection for LeadManager {
         ]
     }
 
+    fn folding_indexes(&self) -> &'static [&'static str] {
+        // A task's lead's open tasks are read to find its next due date.
+        &["lead_tasks_by_lead"]
+    }
+
     fn reads(&self, event: &DomainEvent) -> bool {
         event.stream_type() == crm_events::StreamType::Lead
     }

@@ -40,6 +40,12 @@ pub trait Projection: Send + Sync + fmt::Debug {
     /// The tables it owns and alone writes (emptied by a rebuild, children first).
     fn tables(&self) -> &'static [&'static str];
 
+    /// The secondary indexes its fold reads by: a rebuild keeps them while it sets
+    /// the others aside.
+    fn folding_indexes(&self) -> &'static [&'static str] {
+        &[]
+    }
+
     /// Whether it reads events of this type (others only move its checkpoint).
     fn reads(&self, event: &DomainEvent) -> bool;
 

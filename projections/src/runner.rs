@@ -252,13 +252,16 @@ impl Projector {
         progress: &(dyn Fn(Position) + Sync),
     ) -> Result<Position, StoreError> {
         self.reset(names).await?;
-        let tables: Vec<&str> = self
-            .projections
-            .iter()
-            .filter(|p| names.contains(&p.name()))
-            .flat_map(|p| p.tables().iter().copied())
+        let chosen = || {
+            self.projections
+                .iter()
+                .filter(|p| names.contains(&p.name()))
+        };
+        let tables: Vec<&str> = chosen().flat_map(|p| p.tables().iter().copied()).collect();
+        let kept: Vec<&str> = chosen()
+            .flat_map(|p| p.folding_indexes().iter().copied())
             .collect();
-        crate::indexes::defer(self.store.database(), &tables).await?;
+        crate::indexes::defer(self.store.database(), &tables, &kept).await?;
         let reached = self.catch_up(progress).await?;
         crate::indexes::restore(self.store.database()).await?;
         Ok(reached)

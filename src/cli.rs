@@ -151,6 +151,24 @@ enum CliError {
     Io(#[from] std::io::Error),
 }
 
+/// Writes to standard output. A reader that has gone (`crm verify | head -1`) is not
+/// an error: what it did not read is dropped, and the command still ends with its own
+/// exit code.
+fn write_out(text: std::fmt::Arguments<'_>) -> Result<(), CliError> {
+    use std::io::Write;
+    match std::io::stdout().lock().write_fmt(text) {
+        Err(error) if error.kind() != std::io::ErrorKind::BrokenPipe => Err(error.into()),
+        _ => Ok(()),
+    }
+}
+
+/// `println!` through [`write_out`].
+macro_rules! say {
+    ($($arg:tt)*) => {
+        write_out(format_args!("{}\n", format_args!($($arg)*)))?
+    };
+}
+
 /// Parses the arguments and runs the command.
 #[must_use]
 pub fn main() -> ExitCode {
@@ -203,9 +221,10 @@ async fn run(cli: Cli) -> Result<ExitCode, CliError> {
                     Password::parse(&owner_password).map_err(usage("--owner-password"))?,
                 )
                 .await?;
-            println!(
+            say!(
                 "site {} created; owner {} <{owner_email}>",
-                created.site_id, created.owner_id
+                created.site_id,
+                created.owner_id
             );
             Ok(ExitCode::SUCCESS)
         }
@@ -239,9 +258,12 @@ async fn run(cli: Cli) -> Result<ExitCode, CliError> {
             let (user, _) = app
                 .create_user(&app.operator(site), name, email, role, password)
                 .await?;
-            println!(
+            say!(
                 "user {} created: {} <{}> ({})",
-                user.id, user.name, user.email, user.role
+                user.id,
+                user.name,
+                user.email,
+                user.role
             );
             Ok(ExitCode::SUCCESS)
         }
@@ -261,9 +283,9 @@ async fn run(cli: Cli) -> Result<ExitCode, CliError> {
             drop(store);
             let phase = std::time::Duration::from_secs(seconds.max(1));
             let report = crate::bench::run(&cli.database_url, events, phase).await?;
-            print!("{}", crate::bench::describe(&report));
+            write_out(format_args!("{}", crate::bench::describe(&report)))?;
             if json {
-                println!("{}", serde_json::to_string(&report).unwrap_or_default());
+                say!("{}", serde_json::to_string(&report).unwrap_or_default());
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -280,22 +302,22 @@ async fn serve(
     let app = App::start(store, Clock::system()).await?;
     if demo {
         let seeded = crate::demo::seed(&app).await?;
-        println!(
+        say!(
             "Demo Realty {}. Sign in with any of these (password `{}`):",
             if seeded { "seeded" } else { "is already there" },
             crate::demo::PASSWORD
         );
         for (email, role) in crate::demo::LOGINS {
-            println!("  {email:<24} {role}");
+            say!("  {email:<24} {role}");
         }
     }
     let listener = tokio::net::TcpListener::bind(bind).await?;
-    println!("crm listening on http://{}", listener.local_addr()?);
+    say!("crm listening on http://{}", listener.local_addr()?);
     let router = crate::http::router(crate::http::AppState { app });
     axum::serve(listener, router)
         .with_graceful_shutdown(shutdown_signal())
         .await?;
-    println!("crm stopped");
+    say!("crm stopped");
     Ok(ExitCode::SUCCESS)
 }
 
@@ -346,11 +368,18 @@ async fn export(
         filter,
         format,
     ));
+    let gone = |error: &std::io::Error| error.kind() == std::io::ErrorKind::BrokenPipe;
     while let Some(chunk) = chunks.next().await {
-        out.write_all(&chunk.map_err(crate::app::AppError::from)?)?;
+        match out.write_all(&chunk.map_err(crate::app::AppError::from)?) {
+            // The reader stopped reading: nothing more to do.
+            Err(error) if gone(&error) => return Ok(ExitCode::SUCCESS),
+            other => other?,
+        }
     }
-    out.flush()?;
-    Ok(ExitCode::SUCCESS)
+    match out.flush() {
+        Err(error) if !gone(&error) => Err(error.into()),
+        _ => Ok(ExitCode::SUCCESS),
+    }
 }
 
 async fn rebuild(store: EventStore, names: &[String]) -> Result<ExitCode, CliError> {
@@ -374,7 +403,7 @@ async fn rebuild(store: EventStore, names: &[String]) -> Result<ExitCode, CliErr
         .await?;
     bar.finish_and_clear();
     let seconds = started.elapsed().as_secs_f64();
-    println!(
+    say!(
         "rebuilt {} up to position {reached} in {seconds:.1} s ({:.0} events/s)",
         chosen.join(", "),
         reached.0 as f64 / seconds.max(f64::EPSILON)
@@ -386,17 +415,17 @@ async fn verify(
     store: &EventStore,
     site: Option<SiteId>,
     json: bool,
-) -> Result<ExitCode, StoreError> {
+) -> Result<ExitCode, CliError> {
     let report = store.verify(site).await?;
     if json {
-        println!("{}", serde_json::to_string(&report).unwrap_or_default());
+        say!("{}", serde_json::to_string(&report).unwrap_or_default());
     } else if report.ok {
-        println!(
+        say!(
             "ok: {} events checked, the hash chain is intact",
             report.events_checked
         );
         for head in store.chain_heads(site).await? {
-            println!(
+            say!(
                 "site {}: {} events, head at position {} = {}",
                 head.site_id,
                 head.event_count,
@@ -405,7 +434,7 @@ async fn verify(
             );
         }
     } else {
-        println!(
+        say!(
             "TAMPERED: first bad position {}: {}",
             report
                 .first_bad_position

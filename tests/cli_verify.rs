@@ -58,6 +58,20 @@ async fn verify_exits_zero_on_an_intact_log_and_one_naming_the_tampered_position
     let stdout = String::from_utf8_lossy(&intact.stdout);
     assert_eq!(intact.status.code(), Some(0), "{stdout}");
     assert!(stdout.contains("ok: 3 events checked"), "{stdout}");
+
+    // A reader that stops reading (`crm verify | head -1`) is no failure, and never
+    // a panic.
+    let mut child = Command::new(env!("CARGO_BIN_EXE_crm"))
+        .args(["verify", "--database-url", &db.url])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let cut = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&cut.stderr);
+    assert_eq!(cut.status.code(), Some(0), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
     assert!(
         stdout.contains(&format!("site {site}: 3 events")),
         "{stdout}"

@@ -6,165 +6,12 @@
 //! shapes for the backends to keep prepared, whatever the batch's size, and a batch
 //! of `n` rows takes at most `n / 64 + 6` statements.
 
-use chrono::{DateTime, Utc};
-use sqlx::Arguments;
-use uuid::Uuid;
-
+pub use super::bind::{arguments, Backend, Bind, NullOf};
 use super::hook::{Conn, Tx};
 use crate::error::StoreError;
 
 /// The chunk sizes, largest first.
 const CHUNKS: [usize; 7] = [64, 32, 16, 8, 4, 2, 1];
-
-/// One value bound to a placeholder, of either backend.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Bind {
-    Uuid(Uuid),
-    Text(String),
-    Time(DateTime<Utc>),
-    I64(i64),
-    I32(i32),
-    Bool(bool),
-    Bytes(Vec<u8>),
-    /// A typed `NULL` (PostgreSQL checks the type of every parameter).
-    Null(NullOf),
-}
-
-/// The type of a [`Bind::Null`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum NullOf {
-    Uuid,
-    Text,
-    Time,
-    I64,
-}
-
-impl From<Uuid> for Bind {
-    fn from(v: Uuid) -> Self {
-        Bind::Uuid(v)
-    }
-}
-impl From<String> for Bind {
-    fn from(v: String) -> Self {
-        Bind::Text(v)
-    }
-}
-impl From<&str> for Bind {
-    fn from(v: &str) -> Self {
-        Bind::Text(v.to_owned())
-    }
-}
-impl From<&String> for Bind {
-    fn from(v: &String) -> Self {
-        Bind::Text(v.clone())
-    }
-}
-impl From<Option<&String>> for Bind {
-    fn from(v: Option<&String>) -> Self {
-        v.map_or(Bind::Null(NullOf::Text), Bind::from)
-    }
-}
-impl From<DateTime<Utc>> for Bind {
-    fn from(v: DateTime<Utc>) -> Self {
-        Bind::Time(v)
-    }
-}
-impl From<i64> for Bind {
-    fn from(v: i64) -> Self {
-        Bind::I64(v)
-    }
-}
-impl From<i32> for Bind {
-    fn from(v: i32) -> Self {
-        Bind::I32(v)
-    }
-}
-impl From<bool> for Bind {
-    fn from(v: bool) -> Self {
-        Bind::Bool(v)
-    }
-}
-impl From<Vec<u8>> for Bind {
-    fn from(v: Vec<u8>) -> Self {
-        Bind::Bytes(v)
-    }
-}
-impl From<Option<Uuid>> for Bind {
-    fn from(v: Option<Uuid>) -> Self {
-        v.map_or(Bind::Null(NullOf::Uuid), Bind::Uuid)
-    }
-}
-impl From<Option<String>> for Bind {
-    fn from(v: Option<String>) -> Self {
-        v.map_or(Bind::Null(NullOf::Text), Bind::Text)
-    }
-}
-impl From<Option<&str>> for Bind {
-    fn from(v: Option<&str>) -> Self {
-        v.map_or(Bind::Null(NullOf::Text), Bind::from)
-    }
-}
-impl From<Option<DateTime<Utc>>> for Bind {
-    fn from(v: Option<DateTime<Utc>>) -> Self {
-        v.map_or(Bind::Null(NullOf::Time), Bind::Time)
-    }
-}
-impl From<Option<i64>> for Bind {
-    fn from(v: Option<i64>) -> Self {
-        v.map_or(Bind::Null(NullOf::I64), Bind::I64)
-    }
-}
-
-/// A backend that can bind every [`Bind`].
-pub trait Backend: sqlx::Database {
-    /// Adds `bind` to an argument list.
-    ///
-    /// # Errors
-    /// A value the backend cannot encode.
-    fn add_bind(
-        args: &mut Self::Arguments<'_>,
-        bind: &Bind,
-    ) -> Result<(), sqlx::error::BoxDynError>;
-}
-
-macro_rules! backend {
-    ($db:ty) => {
-        impl Backend for $db {
-            fn add_bind(
-                args: &mut Self::Arguments<'_>,
-                bind: &Bind,
-            ) -> Result<(), sqlx::error::BoxDynError> {
-                match bind {
-                    Bind::Uuid(v) => args.add(*v),
-                    Bind::Text(v) => args.add(v.clone()),
-                    Bind::Time(v) => args.add(*v),
-                    Bind::I64(v) => args.add(*v),
-                    Bind::I32(v) => args.add(*v),
-                    Bind::Bool(v) => args.add(*v),
-                    Bind::Bytes(v) => args.add(v.clone()),
-                    Bind::Null(NullOf::Uuid) => args.add(None::<Uuid>),
-                    Bind::Null(NullOf::Text) => args.add(None::<String>),
-                    Bind::Null(NullOf::Time) => args.add(None::<DateTime<Utc>>),
-                    Bind::Null(NullOf::I64) => args.add(None::<i64>),
-                }
-            }
-        }
-    };
-}
-backend!(sqlx::Sqlite);
-backend!(sqlx::Postgres);
-
-/// Builds a backend's argument list.
-///
-/// # Errors
-/// A value the backend cannot encode.
-pub fn arguments<'q, DB: Backend>(binds: &[Bind]) -> Result<DB::Arguments<'q>, StoreError> {
-    let mut args = DB::Arguments::default();
-    for bind in binds {
-        DB::add_bind(&mut args, bind).map_err(|e| StoreError::Database(sqlx::Error::Encode(e)))?;
-    }
-    Ok(args)
-}
 
 /// `n` groups of `width` placeholders: numbered from 1 for PostgreSQL, `($1, $2),
 /// ($3, $4)`; plain `(?, ?), (?, ?)` for SQLite, where looking up a numbered
@@ -403,49 +250,6 @@ const SCRIPTED_ROWS_AT_MOST: usize = 16;
 /// script has the same shape every time; a long catch-up's scripts rarely repeat).
 const KEPT_SCRIPT_STATEMENTS: usize = 16;
 
-/// SQLite statements waiting to run as one script, with `?` placeholders and their
-/// binds in order.
-#[derive(Debug, Default)]
-pub(crate) struct Script {
-    sql: String,
-    binds: Vec<Bind>,
-    statements: usize,
-}
-
-impl Script {
-    /// Adds a statement written with `?` placeholders.
-    fn push_plain(&mut self, sql: &str, binds: &[Bind]) {
-        self.sql.push_str(sql);
-        self.sql.push_str(";\n");
-        self.binds.extend_from_slice(binds);
-        self.statements += 1;
-    }
-
-    /// Adds a statement written with `$n` placeholders: each becomes `?` and gets
-    /// its value in order of appearance (a number may appear more than once).
-    fn push_numbered(&mut self, sql: &str, binds: &[Bind]) {
-        let mut rest = sql;
-        while let Some(at) = rest.find('$') {
-            self.sql.push_str(&rest[..at]);
-            let digits = rest[at + 1..]
-                .find(|c: char| !c.is_ascii_digit())
-                .map_or(rest.len() - at - 1, |n| n);
-            match rest[at + 1..at + 1 + digits].parse::<usize>() {
-                Ok(n) if (1..=binds.len()).contains(&n) => {
-                    self.sql.push('?');
-                    self.binds.push(binds[n - 1].clone());
-                }
-                // Not a placeholder of ours: keep the text (SQLite reports it).
-                _ => self.sql.push_str(&rest[at..at + 1 + digits]),
-            }
-            rest = &rest[at + 1 + digits..];
-        }
-        self.sql.push_str(rest);
-        self.sql.push_str(";\n");
-        self.statements += 1;
-    }
-}
-
 impl Tx<'_> {
     /// Runs a write (`$n` placeholders): at once on PostgreSQL, with the next
     /// script on SQLite.
@@ -551,6 +355,7 @@ impl Tx<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::hook::Script;
 
     #[test]
     fn chunks_cover_every_row_once_with_few_shapes() {

@@ -9,6 +9,7 @@ use std::fmt;
 use futures_util::future::BoxFuture;
 use sqlx::{PgConnection, SqliteConnection};
 
+use super::bind::Bind;
 use crate::envelope::{Position, RecordedEvent};
 use crate::error::StoreError;
 
@@ -23,7 +24,7 @@ use crate::error::StoreError;
 #[derive(Debug)]
 pub struct Tx<'c> {
     pub(crate) conn: Conn<'c>,
-    pub(crate) pending: super::bulk::Script,
+    pub(crate) pending: Script,
 }
 
 #[derive(Debug)]
@@ -53,7 +54,7 @@ impl<'c> From<&'c mut SqliteConnection> for Tx<'c> {
     fn from(conn: &'c mut SqliteConnection) -> Self {
         Tx {
             conn: Conn::Sqlite(conn),
-            pending: super::bulk::Script::default(),
+            pending: Script::default(),
         }
     }
 }
@@ -62,7 +63,7 @@ impl<'c> From<&'c mut PgConnection> for Tx<'c> {
     fn from(conn: &'c mut PgConnection) -> Self {
         Tx {
             conn: Conn::Postgres(conn),
-            pending: super::bulk::Script::default(),
+            pending: Script::default(),
         }
     }
 }
@@ -79,4 +80,47 @@ pub trait AppendHook: Send + Sync + fmt::Debug {
 
     /// Called once the transaction has committed, with the batch's last position.
     fn committed(&self, last: Position);
+}
+
+/// SQLite statements waiting to run as one script, with `?` placeholders and their
+/// binds in order.
+#[derive(Debug, Default)]
+pub(crate) struct Script {
+    pub(crate) sql: String,
+    pub(crate) binds: Vec<Bind>,
+    pub(crate) statements: usize,
+}
+
+impl Script {
+    /// Adds a statement written with `?` placeholders.
+    pub(crate) fn push_plain(&mut self, sql: &str, binds: &[Bind]) {
+        self.sql.push_str(sql);
+        self.sql.push_str(";\n");
+        self.binds.extend_from_slice(binds);
+        self.statements += 1;
+    }
+
+    /// Adds a statement written with `$n` placeholders: each becomes `?` and gets
+    /// its value in order of appearance (a number may appear more than once).
+    pub(crate) fn push_numbered(&mut self, sql: &str, binds: &[Bind]) {
+        let mut rest = sql;
+        while let Some(at) = rest.find('$') {
+            self.sql.push_str(&rest[..at]);
+            let digits = rest[at + 1..]
+                .find(|c: char| !c.is_ascii_digit())
+                .map_or(rest.len() - at - 1, |n| n);
+            match rest[at + 1..at + 1 + digits].parse::<usize>() {
+                Ok(n) if (1..=binds.len()).contains(&n) => {
+                    self.sql.push('?');
+                    self.binds.push(binds[n - 1].clone());
+                }
+                // Not a placeholder of ours: keep the text (SQLite reports it).
+                _ => self.sql.push_str(&rest[at..at + 1 + digits]),
+            }
+            rest = &rest[at + 1 + digits..];
+        }
+        self.sql.push_str(rest);
+        self.sql.push_str(";\n");
+        self.statements += 1;
+    }
 }

@@ -17,6 +17,7 @@
 //! in position order, and positions are dense. A reader that has seen position `p` has
 //! seen every position before it; nobody ever skips an event.
 
+mod bind;
 pub mod bulk;
 mod hook;
 mod plan;

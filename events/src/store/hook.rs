@@ -101,7 +101,8 @@ impl Script {
     }
 
     /// Adds a statement written with `$n` placeholders: each becomes `?` and gets
-    /// its value in order of appearance (a number may appear more than once).
+    /// its value in order of appearance (a number may appear more than once). The
+    /// statements are the crate's own, with no `$` inside a string literal.
     pub(crate) fn push_numbered(&mut self, sql: &str, binds: &[Bind]) {
         let mut rest = sql;
         while let Some(at) = rest.find('$') {

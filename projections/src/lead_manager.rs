@@ -94,7 +94,11 @@ struct TaskRow {
 struct Touched {
     row: LeadRow,
     before: Option<LeadRow>,
-    tags_before: Vec<String>,
+}
+
+/// A row's tags (kept as JSON text, as the column holds them).
+fn tags_of(row: &LeadRow) -> Vec<String> {
+    serde_json::from_str(&row.tags).unwrap_or_default()
 }
 
 /// Folds a batch in memory and writes each table with a few statements: the leads
@@ -129,16 +133,8 @@ async fn apply(tx: &mut Tx<'_>, events: &[&Decoded]) -> Result<(), StoreError> {
         .await?
         .into_iter()
         .map(|row| {
-            let tags_before = serde_json::from_str(&row.tags).unwrap_or_default();
             let before = Some(row.clone());
-            (
-                row.id,
-                Touched {
-                    row,
-                    before,
-                    tags_before,
-                },
-            )
+            (row.id, Touched { row, before })
         })
         .collect();
     let keys: Vec<Bind> = with_tasks.iter().map(|id| Bind::Uuid(*id)).collect();
@@ -192,11 +188,7 @@ async fn apply(tx: &mut Tx<'_>, events: &[&Decoded]) -> Result<(), StoreError> {
                     tags.push(tag.clone());
                 }
             }
-            let mut touched = Touched {
-                row,
-                before: None,
-                tags_before: Vec::new(),
-            };
+            let mut touched = Touched { row, before: None };
             touched.row.tags = json!(tags).to_string();
             leads.insert(id, touched);
         }
@@ -224,14 +216,14 @@ async fn apply(tx: &mut Tx<'_>, events: &[&Decoded]) -> Result<(), StoreError> {
             DomainEvent::LeadStageChanged(s) => row.stage = s.to.as_str().to_owned(),
             DomainEvent::LeadReassigned(r) => row.assigned_agent_id = Some(r.to.as_uuid()),
             DomainEvent::LeadTagAdded(t) => {
-                let mut tags: Vec<String> = serde_json::from_str(&row.tags).unwrap_or_default();
+                let mut tags = tags_of(row);
                 if !tags.contains(&t.tag) {
                     tags.push(t.tag.clone());
                 }
                 row.tags = json!(tags).to_string();
             }
             DomainEvent::LeadTagRemoved(t) => {
-                let mut tags: Vec<String> = serde_json::from_str(&row.tags).unwrap_or_default();
+                let mut tags = tags_of(row);
                 tags.retain(|x| *x != t.tag);
                 row.tags = json!(tags).to_string();
             }
@@ -367,26 +359,8 @@ async fn write_leads(tx: &mut Tx<'_>, leads: &BTreeMap<Uuid, Touched>) -> Result
     for Touched { row, before, .. } in leads.values() {
         let after = changing(row);
         let Some(before) = before else {
-            let [a, b, c, d, e, f, g, h, i, j, k, l, m, n] = after;
-            created.push([
-                row.id.into(),
-                row.site_id.into(),
-                row.created_at.into(),
-                a,
-                b,
-                c,
-                d,
-                e,
-                f,
-                g,
-                h,
-                i,
-                j,
-                k,
-                l,
-                m,
-                n,
-            ]);
+            let fixed = [row.id.into(), row.site_id.into(), row.created_at.into()];
+            created.push(fixed.into_iter().chain(after));
             continue;
         };
         let before = changing(before);
@@ -423,11 +397,12 @@ async fn write_tags(tx: &mut Tx<'_>, leads: &BTreeMap<Uuid, Touched>) -> Result<
         "ON CONFLICT DO NOTHING",
     );
     for (id, lead) in leads {
-        let tags: Vec<String> = serde_json::from_str(&lead.row.tags).unwrap_or_default();
-        for tag in tags.iter().filter(|t| !lead.tags_before.contains(t)) {
+        let before = lead.before.as_ref().map(tags_of).unwrap_or_default();
+        let tags = tags_of(&lead.row);
+        for tag in tags.iter().filter(|t| !before.contains(t)) {
             added.push([(*id).into(), tag.as_str().into()]);
         }
-        for tag in lead.tags_before.iter().filter(|t| !tags.contains(t)) {
+        for tag in before.iter().filter(|t| !tags.contains(t)) {
             execute!(
                 tx,
                 "DELETE FROM lead_tags WHERE lead_id = $1 AND tag = $2",
@@ -489,6 +464,7 @@ struct LeadRow {
 
 impl From<LeadRow> for Lead {
     fn from(r: LeadRow) -> Self {
+        let tags = tags_of(&r);
         Lead {
             id: r.id,
             site_id: r.site_id,
@@ -497,7 +473,7 @@ impl From<LeadRow> for Lead {
             phone: r.phone,
             source: r.source,
             stage: r.stage,
-            tags: serde_json::from_str(&r.tags).unwrap_or_default(),
+            tags,
             assigned_agent_id: r.assigned_agent_id,
             last_contacted_at: r.last_contacted_at,
             next_task_due_at: r.next_task_due_at,

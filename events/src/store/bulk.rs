@@ -79,9 +79,15 @@ impl Rows {
     ///
     /// # Panics
     /// Never in release builds; a debug assertion checks the row's width.
-    pub fn push<const N: usize>(&mut self, row: [Bind; N]) {
-        debug_assert_eq!(N, self.width, "a row of {} has {N} values", self.head);
+    pub fn push(&mut self, row: impl IntoIterator<Item = Bind>) {
+        let before = self.values.len();
         self.values.extend(row);
+        debug_assert_eq!(
+            self.values.len() - before,
+            self.width,
+            "a row of {}",
+            self.head
+        );
     }
 
     /// How many rows are waiting.

@@ -14,12 +14,11 @@ use tokio::sync::watch;
 use uuid::Uuid;
 
 use super::hook::{AppendHook, Tx};
-use super::plan::{Known, Loaded, Needs, StreamState, Writes};
-use super::rows::{outcome_json, version_i64, ChainRow, IdempotencyRow};
+use super::plan::{Known, Loaded, Needs, Writes};
+use super::rows::{self, outcome_json, version_i64};
 use super::sql;
 use crate::envelope::Position;
 use crate::error::StoreError;
-use crate::ids::SiteId;
 
 static MIGRATOR: Migrator = sqlx::migrate!("../migrations/postgres");
 
@@ -54,79 +53,7 @@ pub(crate) async fn commit_batch(
     let head: i64 = sqlx::query_scalar(sql::LOCK_HEAD)
         .fetch_one(&mut *tx)
         .await?;
-    let mut loaded = Loaded {
-        head: Position(head),
-        ..Loaded::default()
-    };
-    let needs = &known.fill(Position(head), needs, &mut loaded);
-
-    if !needs.streams.is_empty() {
-        let (types, ids): (Vec<&str>, Vec<Uuid>) = needs
-            .streams
-            .iter()
-            .map(|k| (k.stream_type.as_str(), k.id))
-            .unzip();
-        let rows: Vec<(String, Uuid, Uuid, i64)> = sqlx::query_as(
-            "SELECT s.stream_type, s.stream_id, s.site_id, s.version FROM streams s \
-             JOIN UNNEST($1::text[], $2::uuid[]) AS k(stream_type, stream_id) \
-             ON s.stream_type = k.stream_type AND s.stream_id = k.stream_id",
-        )
-        .bind(&types)
-        .bind(&ids)
-        .fetch_all(&mut *tx)
-        .await?;
-        for (stream_type, id, site, version) in rows {
-            if let Some(key) = needs
-                .streams
-                .iter()
-                .find(|k| k.id == id && k.stream_type.as_str() == stream_type)
-            {
-                loaded.streams.insert(
-                    *key,
-                    StreamState {
-                        site_id: SiteId::from_uuid(site),
-                        version: u64::try_from(version).unwrap_or(0),
-                    },
-                );
-            }
-        }
-    }
-
-    if !needs.idempotency.is_empty() {
-        let (sites, keys): (Vec<Uuid>, Vec<&str>) = needs
-            .idempotency
-            .iter()
-            .map(|(site, key)| (site.as_uuid(), key.as_str()))
-            .unzip();
-        let rows: Vec<IdempotencyRow> = sqlx::query_as(
-            "SELECT i.site_id, i.key, i.fingerprint, i.outcome FROM idempotency_keys i \
-             JOIN UNNEST($1::uuid[], $2::text[]) AS k(site_id, key) \
-             ON i.site_id = k.site_id AND i.key = k.key",
-        )
-        .bind(&sites)
-        .bind(&keys)
-        .fetch_all(&mut *tx)
-        .await?;
-        for row in rows {
-            let (id, record) = row.into_record()?;
-            loaded.idempotency.insert(id, record);
-        }
-    }
-
-    if !needs.sites.is_empty() {
-        let sites: Vec<Uuid> = needs.sites.iter().map(SiteId::as_uuid).collect();
-        let rows: Vec<ChainRow> = sqlx::query_as(
-            "SELECT site_id, last_position, last_hash, event_count FROM site_chains \
-             WHERE site_id = ANY($1)",
-        )
-        .bind(&sites)
-        .fetch_all(&mut *tx)
-        .await?;
-        for row in rows {
-            let head = row.into_head()?;
-            loaded.chains.insert(head.site_id, head);
-        }
-    }
+    let loaded = rows::load(&mut Tx::from(&mut *tx), Position(head), needs, known).await?;
 
     let writes = plan(loaded);
     if writes.events.is_empty() {

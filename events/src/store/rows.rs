@@ -1,7 +1,12 @@
-//! Rows as both databases return them, and their conversion into envelopes.
+//! Rows as both databases return them, their conversion into envelopes, and the
+//! loading of what a batch needs to know.
 
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
+
+use super::bulk::{fetch_in, Bind};
+use super::hook::Tx;
+use super::plan::{Known, Loaded, Needs, StreamState};
 
 use crate::envelope::{AppendOutcome, Position, RecordedEvent, StreamKey, StreamType};
 use crate::error::StoreError;
@@ -132,4 +137,81 @@ pub(crate) fn version_i64(n: u64) -> i64 {
 /// The stored form of an append's first result.
 pub(crate) fn outcome_json(outcome: &AppendOutcome) -> String {
     serde_json::to_string(outcome).unwrap_or_else(|_| "{}".to_owned())
+}
+
+/// Loads, inside the writer's transaction (the log head locked at `head`), what the
+/// batch needs to know that the writer does not know already: stream versions,
+/// idempotency records, chain heads. The same statements on both backends.
+pub(crate) async fn load(
+    tx: &mut Tx<'_>,
+    head: Position,
+    needs: &Needs,
+    known: &mut Known,
+) -> Result<Loaded, StoreError> {
+    let mut loaded = Loaded {
+        head,
+        ..Loaded::default()
+    };
+    let needs = known.fill(head, needs, &mut loaded);
+
+    let keys: Vec<Bind> = needs
+        .streams
+        .iter()
+        .flat_map(|k| [k.stream_type.as_str().into(), k.id.into()])
+        .collect();
+    let rows: Vec<(String, Uuid, Uuid, i64)> = fetch_in(
+        tx,
+        "SELECT stream_type, stream_id, site_id, version FROM streams \
+         WHERE (stream_type, stream_id) IN",
+        2,
+        &keys,
+    )
+    .await?;
+    for (stream_type, id, site, version) in rows {
+        if let Some(key) = needs
+            .streams
+            .iter()
+            .find(|k| k.id == id && k.stream_type.as_str() == stream_type)
+        {
+            loaded.streams.insert(
+                *key,
+                StreamState {
+                    site_id: SiteId::from_uuid(site),
+                    version: u64::try_from(version).unwrap_or(0),
+                },
+            );
+        }
+    }
+
+    let keys: Vec<Bind> = needs
+        .idempotency
+        .iter()
+        .flat_map(|(site, key)| [site.as_uuid().into(), key.as_str().into()])
+        .collect();
+    let rows: Vec<IdempotencyRow> = fetch_in(
+        tx,
+        "SELECT site_id, key, fingerprint, outcome FROM idempotency_keys \
+         WHERE (site_id, key) IN",
+        2,
+        &keys,
+    )
+    .await?;
+    for row in rows {
+        let (id, record) = row.into_record()?;
+        loaded.idempotency.insert(id, record);
+    }
+
+    let keys: Vec<Bind> = needs.sites.iter().map(|s| s.as_uuid().into()).collect();
+    let rows: Vec<ChainRow> = fetch_in(
+        tx,
+        "SELECT site_id, last_position, last_hash, event_count FROM site_chains WHERE site_id IN",
+        1,
+        &keys,
+    )
+    .await?;
+    for row in rows {
+        let head = row.into_head()?;
+        loaded.chains.insert(head.site_id, head);
+    }
+    Ok(loaded)
 }

@@ -10,16 +10,14 @@ use sqlx::migrate::Migrator;
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
-use uuid::Uuid;
 
-use super::bulk::{self, Bind, Rows};
+use super::bulk::Rows;
 use super::hook::{AppendHook, Tx};
-use super::plan::{IdempotencyRecord, Known, Loaded, Needs, StreamState, Writes};
-use super::rows::{outcome_json, version_i64, ChainRow, IdempotencyRow};
+use super::plan::{IdempotencyRecord, Known, Loaded, Needs, Writes};
+use super::rows::{self, outcome_json, version_i64};
 use super::sql;
 use crate::envelope::Position;
 use crate::error::StoreError;
-use crate::ids::SiteId;
 
 static MIGRATOR: Migrator = sqlx::migrate!("../migrations/sqlite");
 
@@ -69,72 +67,7 @@ pub(crate) async fn commit_batch(
         .fetch_one(&mut *conn)
         .await?;
     let mut tx = Tx::from(&mut *conn);
-    let mut loaded = Loaded {
-        head: Position(head),
-        ..Loaded::default()
-    };
-    let needs = &known.fill(Position(head), needs, &mut loaded);
-
-    let keys: Vec<Bind> = needs
-        .streams
-        .iter()
-        .flat_map(|k| [k.stream_type.as_str().into(), k.id.into()])
-        .collect();
-    let rows: Vec<(String, Uuid, Uuid, i64)> = bulk::fetch_in(
-        &mut tx,
-        "SELECT stream_type, stream_id, site_id, version FROM streams \
-         WHERE (stream_type, stream_id) IN",
-        2,
-        &keys,
-    )
-    .await?;
-    for (stream_type, id, site, version) in rows {
-        if let Some(key) = needs
-            .streams
-            .iter()
-            .find(|k| k.id == id && k.stream_type.as_str() == stream_type)
-        {
-            loaded.streams.insert(
-                *key,
-                StreamState {
-                    site_id: SiteId::from_uuid(site),
-                    version: u64::try_from(version).unwrap_or(0),
-                },
-            );
-        }
-    }
-
-    let keys: Vec<Bind> = needs
-        .idempotency
-        .iter()
-        .flat_map(|(site, key)| [site.as_uuid().into(), key.as_str().into()])
-        .collect();
-    let rows: Vec<IdempotencyRow> = bulk::fetch_in(
-        &mut tx,
-        "SELECT site_id, key, fingerprint, outcome FROM idempotency_keys \
-         WHERE (site_id, key) IN",
-        2,
-        &keys,
-    )
-    .await?;
-    for row in rows {
-        let (id, record) = row.into_record()?;
-        loaded.idempotency.insert(id, record);
-    }
-
-    let keys: Vec<Bind> = needs.sites.iter().map(|s| s.as_uuid().into()).collect();
-    let rows: Vec<ChainRow> = bulk::fetch_in(
-        &mut tx,
-        "SELECT site_id, last_position, last_hash, event_count FROM site_chains WHERE site_id IN",
-        1,
-        &keys,
-    )
-    .await?;
-    for row in rows {
-        let head = row.into_head()?;
-        loaded.chains.insert(head.site_id, head);
-    }
-
+    let loaded = rows::load(&mut tx, Position(head), needs, known).await?;
     let writes = plan(loaded);
     if writes.events.is_empty() {
         conn.rollback().await?;

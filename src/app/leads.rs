@@ -205,8 +205,9 @@ impl App {
     ///
     /// The first try decides on the lead as this process last saw it, without reading
     /// the store: the append's expected version confirms that nothing changed since.
-    /// Anything but success on that try (no copy kept, a refusal, a conflict) is
-    /// decided again on the lead read fresh, so a stale copy never answers.
+    /// A refusal or a conflict on that copy is decided again on the lead read fresh,
+    /// so a stale copy never answers. A store failure is answered as it is: it may
+    /// come after the append, and deciding again could append twice.
     async fn on_lead<F>(
         &self,
         ctx: &RequestContext,
@@ -219,8 +220,12 @@ impl App {
     {
         if let Some(kept) = self.caches.leads.kept(&lead_stream(id)) {
             authorize(&ctx.caller, Action::WorkOwnLeads)?;
-            if let Ok(written) = self.decide_on_lead(ctx, id, kept, if_match, &decide).await {
-                return Ok(written);
+            if visible(ctx, &kept).is_ok() {
+                match self.decide_on_lead(ctx, id, kept, if_match, &decide).await {
+                    Err(AppError::Store(error)) => return Err(AppError::Store(error)),
+                    Ok(written) => return Ok(written),
+                    Err(_refused_on_a_copy_that_may_be_stale) => {}
+                }
             }
         }
         retry_lost_races(if_match, || async {
@@ -230,8 +235,8 @@ impl App {
         .await
     }
 
-    /// Decides on `lead` and appends with its version expected; keeps the lead as it
-    /// is after the append for the next command.
+    /// Decides on `lead` (one the caller may see) and appends with its version
+    /// expected; keeps the lead as it is after the append for the next command.
     async fn decide_on_lead<F>(
         &self,
         ctx: &RequestContext,
@@ -243,7 +248,6 @@ impl App {
     where
         F: Fn(&Lead) -> Result<Vec<DomainEvent>, lead::LeadRejection>,
     {
-        visible(ctx, &lead)?;
         let expected = expect(if_match, lead.version)?;
         let events = decide(&lead.state)?;
         let written = self

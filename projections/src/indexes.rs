@@ -72,7 +72,13 @@ pub(crate) async fn restore(db: &Database) -> Result<usize, StoreError> {
         .await?;
         for (name, definition) in &deferred {
             tracing::info!(index = %name, "creating an index set aside by a rebuild");
-            sqlx::query(definition).execute(&mut *tx).await?;
+            // Two processes starting at once may both find it: the second one's is a
+            // no-op rather than a failed start.
+            let create = definition.strip_prefix("CREATE INDEX ").map_or_else(
+                || definition.clone(),
+                |rest| format!("CREATE INDEX IF NOT EXISTS {rest}"),
+            );
+            sqlx::query(&create).execute(&mut *tx).await?;
         }
         sqlx::query("DELETE FROM projection_deferred_indexes")
             .execute(&mut *tx)

@@ -28,6 +28,7 @@ backend_tests!(
     nothing_crosses_sites,
     a_retried_command_with_the_same_idempotency_key_lands_once,
     a_copy_of_a_lead_kept_by_one_process_never_decides_after_another_changed_it,
+    an_append_folds_the_lead_row_as_stored_after_another_process_or_a_rebuild_wrote_it,
 );
 
 fn settings_change(value: serde_json::Value) -> SettingsChange {
@@ -648,4 +649,82 @@ async fn a_copy_of_a_lead_kept_by_one_process_never_decides_after_another_change
         .await
         .unwrap_err();
     assert!(matches!(stale, AppError::Conflict(_)), "{stale:?}");
+}
+
+/// The writer's fold keeps the lead rows it wrote, so an append need not read them
+/// back; whatever another process or a rebuild wrote in between must still be what
+/// the next fold starts from. (A lead's tags are written to the tag index by
+/// difference from the row: folding on a stale row would leave a removed tag
+/// there, and the lead would still be found by it.)
+async fn an_append_folds_the_lead_row_as_stored_after_another_process_or_a_rebuild_wrote_it(
+    db: &TestDatabase,
+) {
+    let one = app(db).await;
+    let other = app(db).await;
+    let s = site(&one, "Demo Realty", "demo.example").await;
+    let lead = lead_of(&one, &s.agent1.ctx, "Dana").await;
+    let ctx = &s.agent1.ctx;
+    let tags = |tags: &[&str]| LeadEdit {
+        tags: Some(crm::domain::values::Tags::parse(tags).unwrap()),
+        ..LeadEdit::default()
+    };
+    // The leads of agent1 found by `tag`, as `app` reads them.
+    let found_by = |app: &crm::app::App, tag: &str| {
+        let (app, ctx, tag) = (app.clone(), ctx.clone(), tag.to_owned());
+        async move {
+            let query = crm::app::reads::LeadQuery {
+                tag: Some(tag),
+                ..crm::app::reads::LeadQuery::default()
+            };
+            let page = app.leads(&ctx, query, None, 50).await.unwrap();
+            page.items.len()
+        }
+    };
+    let sorted_tags = |app: &crm::app::App| {
+        let (app, ctx) = (app.clone(), ctx.clone());
+        async move {
+            let mut tags = app.lead_detail(&ctx, lead).await.unwrap().lead.tags;
+            tags.sort();
+            tags
+        }
+    };
+
+    // Appends in a row from one process: the later ones fold on the kept row.
+    for tag_set in [&["a"][..], &["a", "x"][..]] {
+        one.edit_lead(ctx, lead, tags(tag_set), None).await.unwrap();
+    }
+    other
+        .edit_lead(ctx, lead, tags(&["a", "x", "b"]), None)
+        .await
+        .unwrap();
+    one.edit_lead(ctx, lead, tags(&["a"]), None).await.unwrap();
+    assert_eq!(sorted_tags(&one).await, ["a"]);
+    assert_eq!(found_by(&one, "b").await, 0, "a tag removed is not found");
+    assert_eq!(found_by(&one, "a").await, 1);
+
+    // A rebuild (another connection of the same process) writes every row again.
+    let names = one.projector().names();
+    one.projector().rebuild(&names, &|_| {}).await.unwrap();
+    one.edit_lead(ctx, lead, tags(&["a", "y"]), None)
+        .await
+        .unwrap();
+    other
+        .edit_lead(ctx, lead, tags(&["a", "y", "z"]), None)
+        .await
+        .unwrap();
+    one.edit_lead(ctx, lead, tags(&["y"]), None).await.unwrap();
+    assert_eq!(sorted_tags(&one).await, ["y"]);
+    assert_eq!(sorted_tags(&other).await, ["y"]);
+    for gone in ["a", "b", "x", "z"] {
+        assert_eq!(found_by(&other, gone).await, 0, "{gone} was removed");
+    }
+
+    // And what the appends folded is what a fold from scratch gives.
+    let folded = one.lead_detail(ctx, lead).await.unwrap().lead;
+    one.projector().rebuild(&names, &|_| {}).await.unwrap();
+    let rebuilt = one.lead_detail(ctx, lead).await.unwrap().lead;
+    assert_eq!(
+        serde_json::to_value(&folded).unwrap(),
+        serde_json::to_value(&rebuilt).unwrap()
+    );
 }

@@ -25,6 +25,7 @@ backend_tests!(
     subscribe_catches_up_then_follows_live_appends,
     a_subscriber_sees_appends_made_by_another_store_on_the_same_database,
     a_closed_database_gives_unavailable_and_loses_nothing,
+    the_hook_is_told_when_nothing_but_its_writer_changed_the_database,
 );
 
 async fn an_append_reads_back_with_its_whole_envelope(db: &TestDatabase) {
@@ -614,4 +615,55 @@ async fn an_unreachable_database_is_unavailable() {
     assert!(matches!(e, StoreError::Unavailable(_)), "{e:?}");
     let e = EventStore::open("mysql://x").await.unwrap_err();
     assert!(matches!(e, StoreError::UnsupportedUrl(_)), "{e:?}");
+}
+
+/// Records whether each batch's transaction was undisturbed.
+#[derive(Debug, Default)]
+struct Recorder(std::sync::Mutex<Vec<bool>>);
+
+impl crm_events::AppendHook for Recorder {
+    fn appended<'a>(
+        &'a self,
+        tx: &'a mut crm_events::Tx<'_>,
+        _events: &'a [crm_events::RecordedEvent],
+    ) -> futures_util::future::BoxFuture<'a, Result<(), StoreError>> {
+        self.0.lock().unwrap().push(tx.undisturbed());
+        Box::pin(async { Ok(()) })
+    }
+
+    fn committed(&self, _last: Position) {}
+}
+
+/// What a hook kept from its writer's last transaction may be trusted only while
+/// nothing else wrote: another store's append, or any other connection's write
+/// (a catch-up, a rebuild), disturbs the next batch. On PostgreSQL no batch is
+/// undisturbed (there is no cheap way to tell).
+async fn the_hook_is_told_when_nothing_but_its_writer_changed_the_database(db: &TestDatabase) {
+    let store = EventStore::open(&db.url).await.unwrap();
+    let other = EventStore::open(&db.url).await.unwrap();
+    let recorder = std::sync::Arc::new(Recorder::default());
+    let hook: std::sync::Arc<dyn crm_events::AppendHook> = recorder.clone();
+    store.install_hook(&hook);
+    let site = SiteId::generate();
+    fill(&store, site, 1).await;
+    fill(&store, site, 1).await;
+    fill(&other, site, 1).await;
+    fill(&store, site, 1).await;
+    fill(&store, site, 1).await;
+    exec(&store, "CREATE TABLE scratch (x INTEGER)")
+        .await
+        .unwrap();
+    fill(&store, site, 1).await;
+    exec(&store, "INSERT INTO scratch (x) VALUES (1)")
+        .await
+        .unwrap();
+    fill(&store, site, 1).await;
+    fill(&store, site, 1).await;
+    let told = recorder.0.lock().unwrap().clone();
+    let expected = if db.url.starts_with("sqlite:") {
+        vec![false, true, false, true, false, false, true]
+    } else {
+        vec![false; 7]
+    };
+    assert_eq!(told, expected);
 }

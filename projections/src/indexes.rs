@@ -21,6 +21,14 @@ const POSTGRES_INDEXES: &str = "SELECT i.relname::text, pg_get_indexdef(x.indexr
      WHERE t.relname = $1 AND t.relnamespace = current_schema()::regnamespace \
      AND NOT x.indisprimary AND NOT x.indisunique ORDER BY 1";
 
+/// The first statement of [`defer`] and [`restore`]: it takes the checkpoints' row
+/// locks (and, on SQLite, the write lock), as every fold does first. So a catch-up
+/// or an append of this or another process waits for the indexes to be dropped or
+/// created, instead of holding a projection table the index statement needs while
+/// it waits for something the index statement holds (a deadlock on PostgreSQL, an
+/// immediate "database is locked" on SQLite).
+const LOCK_CHECKPOINTS: &str = "UPDATE projection_checkpoints SET position = position";
+
 /// Records and drops the secondary indexes of `tables`, but those named in `kept`.
 ///
 /// # Errors
@@ -32,6 +40,7 @@ pub(crate) async fn defer(db: &Database, tables: &[&str], kept: &[&str]) -> Resu
     };
     on_pool!(db, |pool| {
         let mut tx = pool.begin().await?;
+        sqlx::query(LOCK_CHECKPOINTS).execute(&mut *tx).await?;
         for table in tables {
             let indexes: Vec<(String, String)> = sqlx::query_as(list)
                 .bind(*table)
@@ -64,7 +73,16 @@ pub(crate) async fn defer(db: &Database, tables: &[&str], kept: &[&str]) -> Resu
 /// Store failures.
 pub(crate) async fn restore(db: &Database) -> Result<usize, StoreError> {
     Ok(on_pool!(db, |pool| {
+        // Nearly always none: then no write transaction either.
+        let any: Option<i32> =
+            sqlx::query_scalar("SELECT 1 FROM projection_deferred_indexes LIMIT 1")
+                .fetch_optional(pool)
+                .await?;
+        if any.is_none() {
+            return Ok(0);
+        }
         let mut tx = pool.begin().await?;
+        sqlx::query(LOCK_CHECKPOINTS).execute(&mut *tx).await?;
         let deferred: Vec<(String, String)> = sqlx::query_as(
             "SELECT name, definition FROM projection_deferred_indexes ORDER BY name",
         )

@@ -3,7 +3,8 @@
 //! tasks and communications; counts per stage. Filters by stage, tag and text, four
 //! sort orders, cursor pagination, each backed by an index.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Mutex;
 
 use chrono::{DateTime, TimeZone, Utc};
 use crm_events::catalog::values::Stage;
@@ -23,8 +24,52 @@ use crate::query::{
 use crate::sql::execute;
 
 /// See the module documentation.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct LeadManager;
+#[derive(Debug, Default)]
+pub struct LeadManager {
+    kept: KeptRows,
+}
+
+/// Copies of the lead rows the store's writer last wrote through this fold, so that
+/// an append's fold need not read back what it wrote itself. Only used in, and only
+/// filled by, [undisturbed](Tx::undisturbed) transactions; any other transaction
+/// that folds (a catch-up, an append after another process wrote) forgets them all.
+#[derive(Debug, Default)]
+struct KeptRows(Mutex<HashMap<Uuid, LeadRow>>);
+
+/// At most this many rows are kept (a few MB); past it, the copies start again.
+const KEPT_ROWS_AT_MOST: usize = 10_000;
+
+impl KeptRows {
+    /// The kept copies of the rows of `ids` (those there are).
+    fn take(&self, tx: &Tx<'_>, ids: &BTreeSet<Uuid>) -> BTreeMap<Uuid, LeadRow> {
+        let Ok(mut kept) = self.0.lock() else {
+            return BTreeMap::new();
+        };
+        if !tx.undisturbed() {
+            kept.clear();
+            return BTreeMap::new();
+        }
+        ids.iter()
+            .filter_map(|id| kept.get(id).map(|row| (*id, row.clone())))
+            .collect()
+    }
+
+    /// Keeps the rows as `tx` leaves them.
+    fn keep(&self, tx: &Tx<'_>, leads: &BTreeMap<Uuid, Touched>) {
+        let Ok(mut kept) = self.0.lock() else {
+            return;
+        };
+        if !tx.undisturbed() {
+            return;
+        }
+        if kept.len() + leads.len() > KEPT_ROWS_AT_MOST {
+            kept.clear();
+        }
+        for (id, touched) in leads {
+            kept.insert(*id, touched.row.clone());
+        }
+    }
+}
 
 /// The sort key of a lead without open tasks: after every real due date.
 fn no_task_due() -> DateTime<Utc> {
@@ -66,7 +111,7 @@ impl Projection for LeadManager {
         tx: &'a mut Tx<'_>,
         events: &'a [&'a Decoded],
     ) -> BoxFuture<'a, Result<(), StoreError>> {
-        Box::pin(apply(tx, events))
+        Box::pin(apply(tx, events, &self.kept))
     }
 }
 
@@ -105,7 +150,7 @@ fn tags_of(row: &LeadRow) -> Vec<String> {
 /// it touches are read once (with the open tasks of those that got task events),
 /// folded event by event, and written back; notes, tasks and communications are
 /// inserted in bulk; tags are added and removed by difference.
-async fn apply(tx: &mut Tx<'_>, events: &[&Decoded]) -> Result<(), StoreError> {
+async fn apply(tx: &mut Tx<'_>, events: &[&Decoded], kept: &KeptRows) -> Result<(), StoreError> {
     let created: BTreeSet<Uuid> = events
         .iter()
         .filter(|d| matches!(d.event, DomainEvent::LeadCreated(_)))
@@ -128,10 +173,16 @@ async fn apply(tx: &mut Tx<'_>, events: &[&Decoded]) -> Result<(), StoreError> {
         .filter(|id| existing.contains(id))
         .collect();
 
-    let keys: Vec<Bind> = existing.iter().map(|id| Bind::Uuid(*id)).collect();
-    let mut leads: BTreeMap<Uuid, Touched> = fetch_in::<LeadRow>(tx, SELECT_LEADS_IN, 1, &keys)
-        .await?
+    let copies = kept.take(tx, &existing);
+    let keys: Vec<Bind> = existing
+        .iter()
+        .filter(|id| !copies.contains_key(id))
+        .map(|id| Bind::Uuid(*id))
+        .collect();
+    let read = fetch_in::<LeadRow>(tx, SELECT_LEADS_IN, 1, &keys).await?;
+    let mut leads: BTreeMap<Uuid, Touched> = read
         .into_iter()
+        .chain(copies.into_values())
         .map(|row| {
             let before = Some(row.clone());
             (row.id, Touched { row, before })
@@ -286,6 +337,7 @@ async fn apply(tx: &mut Tx<'_>, events: &[&Decoded]) -> Result<(), StoreError> {
 
     write_leads(tx, &leads).await?;
     write_tags(tx, &leads).await?;
+    kept.keep(tx, &leads);
     notes.write(tx).await?;
     communications.write(tx).await?;
     let mut task_rows = Rows::new(

@@ -36,7 +36,7 @@ pub use runner::{Checkpoint, Projector};
 pub fn all() -> Vec<Arc<dyn Projection>> {
     vec![
         Arc::new(users::Users),
-        Arc::new(lead_manager::LeadManager),
+        Arc::new(lead_manager::LeadManager::default()),
         Arc::new(settings::SettingsProjection),
         Arc::new(notifications::Notifications),
         Arc::new(audit_trail::AuditTrail),

@@ -51,6 +51,9 @@ pub struct Projector {
     pending: Mutex<Option<Position>>,
     /// One catch-up at a time in this process.
     catching_up: tokio::sync::Mutex<()>,
+    /// The checkpoints as the last inline fold left them, good for the next one if
+    /// it is [undisturbed](Tx::undisturbed): it need not read them back.
+    kept: Mutex<Option<HashMap<String, Position>>>,
 }
 
 /// One projection's checkpoint.
@@ -94,6 +97,7 @@ impl Projector {
             projected: watch::channel(Position::START).0,
             pending: Mutex::new(None),
             catching_up: tokio::sync::Mutex::new(()),
+            kept: Mutex::new(None),
         });
         projector.prepare().await?;
         // Indexes a rebuild set aside and did not live to create again.
@@ -143,6 +147,27 @@ impl Projector {
                 position: Position(position),
             })
             .collect())
+    }
+
+    /// Whether every projection's committed checkpoint has reached `position`
+    /// (then publishes it). An append of this process is heard of (on PostgreSQL,
+    /// by its notification) as soon as it commits, which can be a moment before
+    /// its writer publishes the fold it made inline: a look at the checkpoints,
+    /// without locking them, saves a catch-up that would find nothing to do and
+    /// hold the checkpoints' locks while the next append waits for them.
+    async fn already_folded(&self, position: Position) -> bool {
+        let Ok(checkpoints) = self.checkpoints().await else {
+            return false;
+        };
+        let ours = checkpoints
+            .iter()
+            .filter(|c| self.projections.iter().any(|p| p.name() == c.name));
+        let lowest = ours.map(|c| c.position).min().unwrap_or(Position::START);
+        if lowest < position {
+            return false;
+        }
+        self.publish(lowest);
+        true
     }
 
     /// Creates missing checkpoints; empties the projections whose version changed.
@@ -297,6 +322,9 @@ impl Projector {
                     tracing::debug!(position = last.0, "caught up a batch");
                     self.publish(last);
                     progress(last);
+                    // A long catch-up lets the other tasks on its thread run between
+                    // batches (a rebuild's database answers may all be ready at once).
+                    tokio::task::yield_now().await;
                 }
                 None => return Ok(self.projected()),
             }
@@ -431,7 +459,7 @@ async fn follow(projector: std::sync::Weak<Projector>, mut head: watch::Receiver
             Ok(Err(_)) => return,
             Err(_) => projector.store.head().await.unwrap_or(Position::START),
         };
-        if projector.projected() < known {
+        if projector.projected() < known && !projector.already_folded(known).await {
             if let Err(error) = projector.catch_up(&|_| {}).await {
                 tracing::warn!(%error, "projections could not catch up; retrying");
             }
@@ -471,7 +499,12 @@ impl crm_events::AppendHook for Projector {
             let (Some(first), Some(last)) = (events.first(), events.last()) else {
                 return Ok(());
             };
-            let checkpoints = self.lock_checkpoints(tx).await?;
+            let kept = self.kept.lock().ok().and_then(|mut kept| kept.take());
+            let mut checkpoints = match kept {
+                // The writer holds the write lock: nothing to lock.
+                Some(kept) if tx.undisturbed() => kept,
+                _ => self.lock_checkpoints(tx).await?,
+            };
             let before = Position(first.position.0 - 1);
             let decoded = decode_all(events.to_vec())?;
             let mut folded = Vec::new();
@@ -485,6 +518,12 @@ impl crm_events::AppendHook for Projector {
             }
             self.move_checkpoints(tx, last.position, Some(&folded))
                 .await?;
+            for name in &folded {
+                checkpoints.insert((*name).to_owned(), last.position);
+            }
+            if let Ok(mut kept) = self.kept.lock() {
+                *kept = Some(checkpoints);
+            }
             if folded.len() == self.projections.len() {
                 self.publish_after_commit(last.position);
             }

@@ -202,6 +202,23 @@ impl Updates {
     }
 }
 
+/// A row type read the same way from either backend.
+pub trait FromEitherRow:
+    Send
+    + Unpin
+    + for<'r> sqlx::FromRow<'r, sqlx::sqlite::SqliteRow>
+    + for<'r> sqlx::FromRow<'r, sqlx::postgres::PgRow>
+{
+}
+
+impl<T> FromEitherRow for T where
+    T: Send
+        + Unpin
+        + for<'r> sqlx::FromRow<'r, sqlx::sqlite::SqliteRow>
+        + for<'r> sqlx::FromRow<'r, sqlx::postgres::PgRow>
+{
+}
+
 /// Reads the rows whose key is one of `keys`, each key `width` values wide:
 /// `select` ends with `… IN` (`WHERE id IN`, `WHERE (a, b) IN`) and gets the list
 /// appended. Give each key once; at most one statement per 64 keys.
@@ -215,10 +232,7 @@ pub async fn fetch_in<T>(
     keys: &[Bind],
 ) -> Result<Vec<T>, StoreError>
 where
-    T: Send
-        + Unpin
-        + for<'r> sqlx::FromRow<'r, sqlx::sqlite::SqliteRow>
-        + for<'r> sqlx::FromRow<'r, sqlx::postgres::PgRow>,
+    T: FromEitherRow,
 {
     let numbered = tx.is_postgres();
     let mut rows = Vec::new();
@@ -241,7 +255,7 @@ where
             format!("({})", placeholders(numbered, size, width))
         };
         rows.extend(
-            tx.fetch_all::<T>(&format!("{select} {list}"), &padded)
+            tx.fetch::<T>(&format!("{select} {list}"), &padded, numbered)
                 .await?,
         );
     }
@@ -254,7 +268,7 @@ const SCRIPTED_ROWS_AT_MOST: usize = 16;
 
 /// Scripts of at most this many statements are kept prepared (a single command's
 /// script has the same shape every time; a long catch-up's scripts rarely repeat).
-const KEPT_SCRIPT_STATEMENTS: usize = 16;
+pub(crate) const KEPT_SCRIPT_STATEMENTS: usize = 16;
 
 impl Tx<'_> {
     /// Runs a write (`$n` placeholders): at once on PostgreSQL, with the next
@@ -272,23 +286,44 @@ impl Tx<'_> {
         }
     }
 
-    /// Runs a query (`$n` placeholders) after every write given before it.
+    /// Runs a query (`$n` placeholders) after every write given before it: on
+    /// SQLite the waiting writes and the query go to the connection as one script.
     ///
     /// # Errors
     /// Store failures.
     pub async fn fetch_all<T>(&mut self, sql: &str, binds: &[Bind]) -> Result<Vec<T>, StoreError>
     where
-        T: Send
-            + Unpin
-            + for<'r> sqlx::FromRow<'r, sqlx::sqlite::SqliteRow>
-            + for<'r> sqlx::FromRow<'r, sqlx::postgres::PgRow>,
+        T: FromEitherRow,
     {
-        self.flush().await?;
+        self.fetch(sql, binds, true).await
+    }
+
+    /// [`Tx::fetch_all`] with `?` placeholders on SQLite when `numbered` is false.
+    async fn fetch<T>(
+        &mut self,
+        sql: &str,
+        binds: &[Bind],
+        numbered: bool,
+    ) -> Result<Vec<T>, StoreError>
+    where
+        T: FromEitherRow,
+    {
         Ok(match &mut self.conn {
             Conn::Sqlite(conn) => {
-                sqlx::query_as_with::<_, T, _>(sql, arguments::<sqlx::Sqlite>(binds)?)
-                    .fetch_all(&mut **conn)
-                    .await?
+                // The writes return no rows: every row is the query's.
+                let mut script = std::mem::take(&mut self.pending);
+                if numbered {
+                    script.push_numbered(sql, binds);
+                } else {
+                    script.push_plain(sql, binds);
+                }
+                sqlx::query_as_with::<_, T, _>(
+                    &script.sql,
+                    arguments::<sqlx::Sqlite>(&script.binds)?,
+                )
+                .persistent(script.statements <= self.kept_script_statements)
+                .fetch_all(&mut **conn)
+                .await?
             }
             Conn::Postgres(conn) => {
                 sqlx::query_as_with::<_, T, _>(sql, arguments::<sqlx::Postgres>(binds)?)
@@ -308,10 +343,7 @@ impl Tx<'_> {
         binds: &[Bind],
     ) -> Result<Option<T>, StoreError>
     where
-        T: Send
-            + Unpin
-            + for<'r> sqlx::FromRow<'r, sqlx::sqlite::SqliteRow>
-            + for<'r> sqlx::FromRow<'r, sqlx::postgres::PgRow>,
+        T: FromEitherRow,
     {
         Ok(self.fetch_all(sql, binds).await?.into_iter().next())
     }
@@ -328,7 +360,7 @@ impl Tx<'_> {
         let script = std::mem::take(&mut self.pending);
         if let Conn::Sqlite(conn) = &mut self.conn {
             sqlx::query_with(&script.sql, arguments::<sqlx::Sqlite>(&script.binds)?)
-                .persistent(script.statements <= KEPT_SCRIPT_STATEMENTS)
+                .persistent(script.statements <= self.kept_script_statements)
                 .execute(&mut **conn)
                 .await?;
         }

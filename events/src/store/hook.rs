@@ -10,6 +10,7 @@ use futures_util::future::BoxFuture;
 use sqlx::{PgConnection, SqliteConnection};
 
 use super::bind::Bind;
+use super::bulk::KEPT_SCRIPT_STATEMENTS;
 use crate::envelope::{Position, RecordedEvent};
 use crate::error::StoreError;
 
@@ -25,6 +26,9 @@ use crate::error::StoreError;
 pub struct Tx<'c> {
     pub(crate) conn: Conn<'c>,
     pub(crate) pending: Script,
+    pub(crate) undisturbed: bool,
+    /// Scripts of at most this many statements are kept prepared.
+    pub(crate) kept_script_statements: usize,
 }
 
 #[derive(Debug)]
@@ -48,6 +52,20 @@ impl Tx<'_> {
     pub fn is_postgres(&self) -> bool {
         matches!(self.conn, Conn::Postgres(_))
     }
+
+    /// Whether nothing but the store's writer has changed the database since the
+    /// writer's last successful commit: then what an [`AppendHook`] kept from the
+    /// transactions it ran before is still what the database holds. Set on SQLite
+    /// appends whose connection saw no other connection's commit in between
+    /// (`PRAGMA data_version`); after a failed batch the writer's connection is
+    /// replaced, and the next batch is disturbed. Always false elsewhere.
+    ///
+    /// Whoever keeps such copies must drop them all on a disturbed transaction, as
+    /// the copies written in a batch that failed may be wrong.
+    #[must_use]
+    pub fn undisturbed(&self) -> bool {
+        self.undisturbed
+    }
 }
 
 impl<'c> From<&'c mut SqliteConnection> for Tx<'c> {
@@ -55,6 +73,8 @@ impl<'c> From<&'c mut SqliteConnection> for Tx<'c> {
         Tx {
             conn: Conn::Sqlite(conn),
             pending: Script::default(),
+            undisturbed: false,
+            kept_script_statements: KEPT_SCRIPT_STATEMENTS,
         }
     }
 }
@@ -64,6 +84,8 @@ impl<'c> From<&'c mut PgConnection> for Tx<'c> {
         Tx {
             conn: Conn::Postgres(conn),
             pending: Script::default(),
+            undisturbed: false,
+            kept_script_statements: KEPT_SCRIPT_STATEMENTS,
         }
     }
 }

@@ -25,11 +25,11 @@ mod postgres;
 mod rows;
 mod sql;
 mod sqlite;
+mod writer;
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use chrono::Utc;
 use futures_core::Stream;
 use sha2::{Digest, Sha256};
 use sqlx::{PgPool, SqlitePool};
@@ -42,7 +42,7 @@ use crate::error::StoreError;
 use crate::hash::{ChainHead, ChainVerifier, VerifyReport};
 use crate::ids::SiteId;
 pub use hook::{AppendHook, Tx};
-use plan::{AppendRequest, Known, Needs};
+use plan::AppendRequest;
 use rows::{ChainRow, EventRow};
 
 /// The largest payload one event may carry.
@@ -71,6 +71,16 @@ impl Database {
         match self {
             Database::Sqlite(_) => "sqlite",
             Database::Postgres(_) => "postgres",
+        }
+    }
+
+    /// Whether the pool has been closed: then the store's writer appends nothing
+    /// more either.
+    #[must_use]
+    pub fn is_closed(&self) -> bool {
+        match self {
+            Database::Sqlite(pool) => pool.is_closed(),
+            Database::Postgres(pool) => pool.is_closed(),
         }
     }
 }
@@ -153,10 +163,12 @@ impl EventStore {
     /// # Errors
     /// As [`EventStore::open`].
     pub async fn open_with(url: &str, options: StoreOptions) -> Result<Self, StoreError> {
-        let db = if url.starts_with("sqlite:") {
-            Database::Sqlite(sqlite::open(url).await?)
+        let (db, connection) = if url.starts_with("sqlite:") {
+            let (pool, connection) = sqlite::open(url).await?;
+            (Database::Sqlite(pool), connection)
         } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-            Database::Postgres(postgres::open(url).await?)
+            let (pool, connection) = postgres::open(url).await?;
+            (Database::Postgres(pool), connection)
         } else {
             return Err(StoreError::UnsupportedUrl(url.to_owned()));
         };
@@ -166,8 +178,9 @@ impl EventStore {
         let (head, _) = watch::channel(Position(last));
         let (writer, requests) = mpsc::channel(options.max_batch * 4);
         let hook = HookSlot::default();
-        let mut tasks = vec![tokio::spawn(run_writer(
+        let mut tasks = vec![tokio::spawn(writer::run(
             db.clone(),
+            connection,
             hook.clone(),
             requests,
             head.clone(),
@@ -525,88 +538,4 @@ fn fingerprint(appends: &[StreamAppend]) -> [u8; 32] {
         }
     }
     h.finalize().into()
-}
-
-/// The group-commit writer: see the module documentation.
-async fn run_writer(
-    db: Database,
-    hook: HookSlot,
-    mut requests: mpsc::Receiver<(AppendRequest, Reply)>,
-    head: watch::Sender<Position>,
-    max_batch: usize,
-) {
-    let mut waiting = Vec::with_capacity(max_batch);
-    let mut known = Known::default();
-    while requests.recv_many(&mut waiting, max_batch).await > 0 {
-        let (batch, replies): (Vec<_>, Vec<_>) = waiting.drain(..).unzip();
-        let hook = hook
-            .read()
-            .ok()
-            .and_then(|slot| slot.as_ref().and_then(std::sync::Weak::upgrade));
-        let hook = hook.as_deref();
-        let results = match commit(&db, hook, &batch, &head, &mut known).await {
-            Ok(results) => results,
-            Err(error) if batch.len() == 1 => vec![Err(error)],
-            Err(error) => {
-                tracing::warn!(%error, size = batch.len(), "group commit failed; retrying its appends one by one");
-                let mut results = Vec::with_capacity(batch.len());
-                for request in &batch {
-                    results.push(
-                        match commit(&db, hook, std::slice::from_ref(request), &head, &mut known)
-                            .await
-                        {
-                            Ok(mut one) => one.pop().unwrap_or(Err(StoreError::Closed)),
-                            Err(error) => Err(error),
-                        },
-                    );
-                }
-                results
-            }
-        };
-        for (reply, result) in replies.into_iter().zip(results) {
-            // A caller that stopped waiting has gone; its append stands all the same.
-            let _ = reply.send(result);
-        }
-    }
-}
-
-/// Commits one batch; on success, one result per request.
-async fn commit(
-    db: &Database,
-    hook: Option<&dyn AppendHook>,
-    batch: &[AppendRequest],
-    head: &watch::Sender<Position>,
-    known: &mut Known,
-) -> Result<Vec<Result<AppendOutcome, StoreError>>, StoreError> {
-    let needs = Needs::of(batch);
-    let mut results = Vec::new();
-    let plan = |loaded| {
-        let (decided, writes) = plan::plan(batch, loaded, Utc::now());
-        results = decided;
-        writes
-    };
-    let last = match db {
-        Database::Sqlite(pool) => sqlite::commit_batch(pool, &needs, known, plan, hook).await,
-        Database::Postgres(pool) => postgres::commit_batch(pool, &needs, known, plan, hook).await,
-    };
-    match last {
-        Ok(last) => {
-            if let Some(hook) = hook {
-                hook.committed(last);
-            }
-            advance(head, last);
-            Ok(results)
-        }
-        Err(StoreError::Database(sqlx::Error::Database(e))) if e.is_unique_violation() => {
-            // Only possible if something wrote to the log around this store's
-            // bookkeeping; report it as the conflict it is.
-            let append = &batch[0].appends[0];
-            Err(StoreError::Conflict {
-                stream: append.stream,
-                expected: append.expected,
-                actual: stream_version(db, append.stream).await?,
-            })
-        }
-        Err(other) => Err(other),
-    }
 }

@@ -9,14 +9,15 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use sqlx::migrate::Migrator;
-use sqlx::postgres::{PgConnectOptions, PgListener, PgPool, PgPoolOptions};
+use sqlx::postgres::{PgConnectOptions, PgConnection, PgListener, PgPool, PgPoolOptions};
+use sqlx::{Executor, Row};
 use tokio::sync::watch;
 use uuid::Uuid;
 
 use super::hook::{AppendHook, Tx};
 use super::plan::{Known, Loaded, Needs, Writes};
 use super::rows::{self, outcome_json, version_i64};
-use super::sql;
+use super::writer::{Connection, Own};
 use crate::envelope::Position;
 use crate::error::StoreError;
 
@@ -26,8 +27,9 @@ static MIGRATOR: Migrator = sqlx::migrate!("../migrations/postgres");
 pub(crate) const CHANNEL: &str = "crm_events";
 
 /// Connects and applies the migrations (under sqlx's advisory lock, so several
-/// servers starting at once are safe).
-pub(crate) async fn open(url: &str) -> Result<PgPool, StoreError> {
+/// servers starting at once are safe). Returns the pool everyone reads through and
+/// the writer's connection.
+pub(crate) async fn open(url: &str) -> Result<(PgPool, Connection), StoreError> {
     let options = PgConnectOptions::from_str(url)?
         .options([("synchronous_commit", "on")])
         .application_name("crm")
@@ -35,37 +37,62 @@ pub(crate) async fn open(url: &str) -> Result<PgPool, StoreError> {
     let pool = PgPoolOptions::new()
         .max_connections(16)
         .acquire_timeout(Duration::from_secs(5))
-        .connect_with(options)
+        // A connection used a moment ago is alive: ping (a round trip) only one
+        // that has sat idle, which a restart of the server may have cut.
+        .test_before_acquire(false)
+        .before_acquire(|conn, meta| {
+            Box::pin(async move {
+                if meta.idle_for >= PING_IDLE_AFTER {
+                    sqlx::Connection::ping(conn).await?;
+                }
+                Ok(true)
+            })
+        })
+        .connect_with(options.clone())
         .await?;
     MIGRATOR.run(&pool).await?;
-    Ok(pool)
+    Ok((pool, Connection::Postgres(Own::new(options))))
 }
 
-/// Runs one batch in one transaction: lock, load, plan, write, notify, commit.
+/// How long a pooled connection may sit idle before it is pinged when taken.
+const PING_IDLE_AFTER: Duration = Duration::from_secs(1);
+
+/// Starts the transaction, takes the log's write lock (the head's row lock) and
+/// reads the last position, in one round trip: the simple query protocol takes both
+/// statements at once. Every appending transaction starts with it, so appends commit
+/// one after another in position order: a reader never sees position `n + 1`
+/// before `n`.
+const BEGIN_AND_LOCK_HEAD: &str = "BEGIN; \
+     UPDATE event_log_head SET last_position = last_position WHERE id = 1 RETURNING last_position";
+
+/// Runs one batch in one transaction: lock, load, plan, write, notify, commit. On
+/// failure the transaction is left to the writer, which closes the connection.
 pub(crate) async fn commit_batch(
-    pool: &PgPool,
+    conn: &mut PgConnection,
     needs: &Needs,
     known: &mut Known,
     plan: impl FnOnce(Loaded) -> Writes,
     hook: Option<&dyn AppendHook>,
 ) -> Result<Position, StoreError> {
-    let mut tx = pool.begin().await?;
-    let head: i64 = sqlx::query_scalar(sql::LOCK_HEAD)
-        .fetch_one(&mut *tx)
-        .await?;
-    let loaded = rows::load(&mut Tx::from(&mut *tx), Position(head), needs, known).await?;
+    // Without arguments, sqlx sends the text as a simple query.
+    let rows = conn.fetch_all(BEGIN_AND_LOCK_HEAD).await?;
+    let head: i64 = rows
+        .first()
+        .ok_or(StoreError::Database(sqlx::Error::RowNotFound))?
+        .try_get(0)?;
+    let loaded = rows::load(&mut Tx::from(&mut *conn), Position(head), needs, known).await?;
 
     let writes = plan(loaded);
     if writes.events.is_empty() {
-        tx.rollback().await?;
+        conn.execute("ROLLBACK").await?;
         return Ok(writes.head);
     }
-    write_batch(&mut tx, &writes).await?;
+    write_batch(conn, &writes).await?;
     if let Some(hook) = hook {
-        hook.appended(&mut Tx::from(&mut *tx), &writes.events)
+        hook.appended(&mut Tx::from(&mut *conn), &writes.events)
             .await?;
     }
-    tx.commit().await?;
+    conn.execute("COMMIT").await?;
     known.learn(&writes);
     Ok(writes.head)
 }
@@ -73,10 +100,7 @@ pub(crate) async fn commit_batch(
 /// Writes a whole batch in one statement (one round trip): the events, the streams'
 /// versions, the idempotency records, the sites' chain heads and the log head, and
 /// announces the new head to every listener (delivered at commit).
-async fn write_batch(
-    tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
-    writes: &Writes,
-) -> Result<(), StoreError> {
+async fn write_batch(conn: &mut PgConnection, writes: &Writes) -> Result<(), StoreError> {
     let n = writes.events.len();
     let mut position = Vec::with_capacity(n);
     let mut event_id = Vec::with_capacity(n);
@@ -197,7 +221,7 @@ async fn write_batch(
     .bind(&c_count)
     .bind(writes.head.0)
     .bind(CHANNEL)
-    .execute(&mut **tx)
+    .execute(&mut *conn)
     .await?;
     Ok(())
 }

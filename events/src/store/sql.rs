@@ -27,9 +27,3 @@ pub(crate) const CHAIN_HEADS: &str =
     "SELECT site_id, last_position, last_hash, event_count FROM site_chains";
 pub(crate) const CHAIN_HEAD_OF_SITE: &str =
     "SELECT site_id, last_position, last_hash, event_count FROM site_chains WHERE site_id = $1";
-
-/// Takes the log's write lock for the rest of the transaction and reads the last
-/// position. Every appending transaction starts with it, so appends commit one after
-/// another in position order: a reader never sees position `n + 1` before `n`.
-pub(crate) const LOCK_HEAD: &str =
-    "UPDATE event_log_head SET last_position = last_position WHERE id = 1 RETURNING last_position";

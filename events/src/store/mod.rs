@@ -3,12 +3,14 @@
 //!
 //! # Group commit
 //!
-//! Every append of this process goes through one writer task. Callers send their
-//! validated request and wait; the writer takes everything that is waiting (up to a
-//! limit), decides each request against the state inside one transaction, writes the
-//! accepted ones in bulk and commits once: one fsync for the whole batch. Each caller
-//! still gets its own outcome, conflict or error. If a batch fails as a whole, its
-//! requests are retried one by one so one bad request cannot sink the others.
+//! Every append of this process goes through one writer task, on a database
+//! connection of its own (see `writer.rs`). Callers send their validated request
+//! and wait; the writer takes everything that is waiting (up to a limit, and
+//! waiting a moment for the late members of a group of concurrent callers), decides
+//! each request against the state inside one transaction, writes the accepted ones
+//! in bulk and commits once: one fsync for the whole batch. Each caller still gets
+//! its own outcome, conflict or error. If a batch fails as a whole, its requests are
+//! retried one by one so one bad request cannot sink the others.
 //!
 //! # Order
 //!

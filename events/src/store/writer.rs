@@ -45,7 +45,13 @@ pub(crate) struct Own<C: sqlx::Connection> {
     /// What the live connection last saw of other connections' commits (SQLite's
     /// `data_version`), after its last successful batch.
     seen: Option<i64>,
+    /// When the live connection last finished a batch.
+    used: Instant,
 }
+
+/// A connection idle this long is pinged before a batch (a round trip): a restart
+/// of the server may have cut it, and a batch sent on it would fail for nothing.
+const PING_IDLE_AFTER: Duration = Duration::from_secs(1);
 
 impl<C: sqlx::Connection> Own<C> {
     pub(crate) fn new(options: <C as sqlx::Connection>::Options) -> Self {
@@ -53,11 +59,19 @@ impl<C: sqlx::Connection> Own<C> {
             options,
             live: None,
             seen: None,
+            used: Instant::now(),
         }
     }
 
     /// The live connection (opened if need be) and what it last saw.
     async fn get(&mut self) -> Result<(&mut C, &mut Option<i64>), StoreError> {
+        if self.used.elapsed() >= PING_IDLE_AFTER {
+            if let Some(live) = self.live.as_mut() {
+                if live.ping().await.is_err() {
+                    self.live = None;
+                }
+            }
+        }
         if self.live.is_none() {
             self.seen = None;
             self.live = Some(self.options.connect().await?);
@@ -68,6 +82,7 @@ impl<C: sqlx::Connection> Own<C> {
 
     /// Keeps the connection after a success; closes it after a failure.
     fn keep_if<T>(&mut self, result: &Result<T, StoreError>) {
+        self.used = Instant::now();
         if result.is_err() {
             self.live = None;
             self.seen = None;

@@ -266,10 +266,6 @@ where
 /// a SQLite script.
 const SCRIPTED_ROWS_AT_MOST: usize = 16;
 
-/// Scripts of at most this many statements are kept prepared (a single command's
-/// script has the same shape every time; a long catch-up's scripts rarely repeat).
-pub(crate) const KEPT_SCRIPT_STATEMENTS: usize = 16;
-
 impl Tx<'_> {
     /// Runs a write (`$n` placeholders): at once on PostgreSQL, with the next
     /// script on SQLite.

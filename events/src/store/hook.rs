@@ -10,7 +10,6 @@ use futures_util::future::BoxFuture;
 use sqlx::{PgConnection, SqliteConnection};
 
 use super::bind::Bind;
-use super::bulk::KEPT_SCRIPT_STATEMENTS;
 use crate::envelope::{Position, RecordedEvent};
 use crate::error::StoreError;
 
@@ -89,6 +88,10 @@ impl<'c> From<&'c mut PgConnection> for Tx<'c> {
         }
     }
 }
+
+/// Scripts of at most this many statements are kept prepared (a single command's
+/// script has the same shape every time; a long catch-up's scripts rarely repeat).
+pub(crate) const KEPT_SCRIPT_STATEMENTS: usize = 16;
 
 /// Called by the store's writer for every batch it commits.
 pub trait AppendHook: Send + Sync + fmt::Debug {

@@ -166,10 +166,15 @@ impl EventStore {
     /// As [`EventStore::open`].
     pub async fn open_with(url: &str, options: StoreOptions) -> Result<Self, StoreError> {
         let (db, connection) = if url.starts_with("sqlite:") {
-            let (pool, connection) = sqlite::open(url).await?;
+            let (pool, own) = sqlite::open(url).await?;
+            let connection = match own {
+                Some(options) => writer::Connection::Sqlite(writer::Own::new(options)),
+                None => writer::Connection::SqlitePool(pool.clone()),
+            };
             (Database::Sqlite(pool), connection)
         } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-            let (pool, connection) = postgres::open(url).await?;
+            let (pool, options) = postgres::open(url).await?;
+            let connection = writer::Connection::Postgres(writer::Own::new(options));
             (Database::Postgres(pool), connection)
         } else {
             return Err(StoreError::UnsupportedUrl(url.to_owned()));

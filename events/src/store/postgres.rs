@@ -17,7 +17,6 @@ use uuid::Uuid;
 use super::hook::{AppendHook, Tx};
 use super::plan::{Known, Loaded, Needs, Writes};
 use super::rows::{self, outcome_json, version_i64};
-use super::writer::{Connection, Own};
 use crate::envelope::Position;
 use crate::error::StoreError;
 
@@ -28,8 +27,8 @@ pub(crate) const CHANNEL: &str = "crm_events";
 
 /// Connects and applies the migrations (under sqlx's advisory lock, so several
 /// servers starting at once are safe). Returns the pool everyone reads through and
-/// the writer's connection.
-pub(crate) async fn open(url: &str) -> Result<(PgPool, Connection), StoreError> {
+/// the options of the writer's own connection.
+pub(crate) async fn open(url: &str) -> Result<(PgPool, PgConnectOptions), StoreError> {
     let options = PgConnectOptions::from_str(url)?
         .options([("synchronous_commit", "on")])
         .application_name("crm")
@@ -51,7 +50,7 @@ pub(crate) async fn open(url: &str) -> Result<(PgPool, Connection), StoreError> 
         .connect_with(options.clone())
         .await?;
     MIGRATOR.run(&pool).await?;
-    Ok((pool, Connection::Postgres(Own::new(options))))
+    Ok((pool, options))
 }
 
 /// How long a pooled connection may sit idle before it is pinged when taken.

@@ -16,7 +16,6 @@ use super::bulk::Rows;
 use super::hook::{AppendHook, Tx};
 use super::plan::{IdempotencyRecord, Known, Loaded, Needs, Writes};
 use super::rows::{self, outcome_json, version_i64};
-use super::writer::{Connection, Own};
 use crate::envelope::Position;
 use crate::error::StoreError;
 
@@ -27,8 +26,12 @@ static MIGRATOR: Migrator = sqlx::migrate!("../migrations/sqlite");
 pub(crate) const STATEMENT_CACHE: usize = 400;
 
 /// Opens (creating if needed) the database file and applies the migrations. Returns
-/// the pool everyone reads through and the writer's connection.
-pub(crate) async fn open(url: &str) -> Result<(SqlitePool, Connection), StoreError> {
+/// the pool everyone reads through and the options of the writer's own connection
+/// (`None` for an in-memory database, which exists only in the pool's one
+/// connection: the writer shares it).
+pub(crate) async fn open(
+    url: &str,
+) -> Result<(SqlitePool, Option<SqliteConnectOptions>), StoreError> {
     let options = SqliteConnectOptions::from_str(url)?
         .create_if_missing(true)
         .journal_mode(SqliteJournalMode::Wal)
@@ -52,11 +55,7 @@ pub(crate) async fn open(url: &str) -> Result<(SqlitePool, Connection), StoreErr
         .connect_with(options.clone())
         .await?;
     MIGRATOR.run(&pool).await?;
-    let writer = if in_memory {
-        Connection::SqlitePool(pool.clone())
-    } else {
-        Connection::Sqlite(Own::new(options.pragma("cache_size", WRITER_CACHE_KIB)))
-    };
+    let writer = (!in_memory).then(|| options.pragma("cache_size", WRITER_CACHE_KIB));
     Ok((pool, writer))
 }
 

@@ -53,6 +53,11 @@ pub const MAX_PAYLOAD_BYTES: usize = 256 * 1024;
 /// The longest idempotency key accepted.
 pub const MAX_IDEMPOTENCY_KEY_LEN: usize = 255;
 
+/// A connection idle this long is pinged (a round trip) before it is used again,
+/// whether taken from a pool or the writer's own: a restart of the server may have
+/// cut it, and a request sent on it would fail for nothing.
+pub(crate) const PING_IDLE_AFTER: Duration = Duration::from_secs(1);
+
 /// How many events one read returns at most.
 pub const MAX_PAGE: u32 = 10_000;
 

@@ -17,6 +17,7 @@ use uuid::Uuid;
 use super::hook::{AppendHook, Tx};
 use super::plan::{Known, Loaded, Needs, Writes};
 use super::rows::{self, outcome_json, version_i64};
+use super::PING_IDLE_AFTER;
 use crate::envelope::Position;
 use crate::error::StoreError;
 
@@ -52,9 +53,6 @@ pub(crate) async fn open(url: &str) -> Result<(PgPool, PgConnectOptions), StoreE
     MIGRATOR.run(&pool).await?;
     Ok((pool, options))
 }
-
-/// How long a pooled connection may sit idle before it is pinged when taken.
-const PING_IDLE_AFTER: Duration = Duration::from_secs(1);
 
 /// Starts the transaction, takes the log's write lock (the head's row lock) and
 /// reads the last position, in one round trip: the simple query protocol takes both

@@ -23,7 +23,10 @@ use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
 use super::plan::{self, AppendRequest, Known, Needs};
-use super::{advance, postgres, sqlite, stream_version, AppendHook, Database, HookSlot, Reply};
+use super::{
+    advance, postgres, sqlite, stream_version, AppendHook, Database, HookSlot, Reply,
+    PING_IDLE_AFTER,
+};
 use crate::envelope::{AppendOutcome, Position};
 use crate::error::StoreError;
 
@@ -48,10 +51,6 @@ pub(crate) struct Own<C: sqlx::Connection> {
     /// When the live connection last finished a batch.
     used: Instant,
 }
-
-/// A connection idle this long is pinged before a batch (a round trip): a restart
-/// of the server may have cut it, and a batch sent on it would fail for nothing.
-const PING_IDLE_AFTER: Duration = Duration::from_secs(1);
 
 impl<C: sqlx::Connection> Own<C> {
     pub(crate) fn new(options: <C as sqlx::Connection>::Options) -> Self {
@@ -84,9 +83,14 @@ impl<C: sqlx::Connection> Own<C> {
     fn keep_if<T>(&mut self, result: &Result<T, StoreError>) {
         self.used = Instant::now();
         if result.is_err() {
-            self.live = None;
-            self.seen = None;
+            self.close();
         }
+    }
+
+    /// Closes the connection (rolling back whatever it left open).
+    fn close(&mut self) {
+        self.live = None;
+        self.seen = None;
     }
 }
 
@@ -179,11 +183,10 @@ async fn commit(
 ) -> Result<Vec<Result<AppendOutcome, StoreError>>, StoreError> {
     if db.is_closed() {
         // The writer's connection is its own, but the store it serves is closed.
-        let closed: Result<(), StoreError> = Err(sqlx::Error::PoolClosed.into());
         match connection {
             Connection::SqlitePool(_) => {}
-            Connection::Sqlite(own) => own.keep_if(&closed),
-            Connection::Postgres(own) => own.keep_if(&closed),
+            Connection::Sqlite(own) => own.close(),
+            Connection::Postgres(own) => own.close(),
         }
         return Err(sqlx::Error::PoolClosed.into());
     }

@@ -674,9 +674,12 @@ async fn a_stopped_rebuild_run_again_and_a_version_change_give_the_same_projecti
             let _ = first_batch.send(p);
         };
         let rebuild = projector.rebuild(&names, &report);
+        // The report is looked at first: a catch-up yields after each batch, so the
+        // rebuild is stopped right after its first one.
         tokio::select! {
-            _ = rebuild => panic!("the rebuild should be stopped before it ends"),
+            biased;
             p = reached.recv() => p.unwrap(),
+            _ = rebuild => panic!("the rebuild should be stopped before it ends"),
         }
     })
     .await

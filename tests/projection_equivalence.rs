@@ -675,11 +675,13 @@ async fn a_stopped_rebuild_run_again_and_a_version_change_give_the_same_projecti
         };
         let rebuild = projector.rebuild(&names, &report);
         // The report is looked at first: a catch-up yields after each batch, so the
-        // rebuild is stopped right after its first one.
+        // rebuild is stopped right after its first one (the follower, woken by the
+        // history's last notifications, waits for the rebuild instead of folding
+        // the batches unreported).
         tokio::select! {
             biased;
             p = reached.recv() => p.unwrap(),
-            _ = rebuild => panic!("the rebuild should be stopped before it ends"),
+            ended = rebuild => panic!("the rebuild should be stopped before it ends: {ended:?}"),
         }
     })
     .await

@@ -22,12 +22,15 @@ const POSTGRES_INDEXES: &str = "SELECT i.relname::text, pg_get_indexdef(x.indexr
      AND NOT x.indisprimary AND NOT x.indisunique ORDER BY 1";
 
 /// The first statement of [`defer`] and [`restore`]: it takes the checkpoints' row
-/// locks (and, on SQLite, the write lock), as every fold does first. So a catch-up
-/// or an append of this or another process waits for the indexes to be dropped or
-/// created, instead of holding a projection table the index statement needs while
-/// it waits for something the index statement holds (a deadlock on PostgreSQL, an
-/// immediate "database is locked" on SQLite).
-const LOCK_CHECKPOINTS: &str = "UPDATE projection_checkpoints SET position = position";
+/// locks (and, on SQLite, the write lock) the way every fold does first, in the
+/// same order. So a catch-up or an append of this or another process waits for the
+/// indexes to be dropped or created, instead of holding a projection table (or a
+/// checkpoint row) the index statement needs while it waits for something the index
+/// statement holds (a deadlock on PostgreSQL, an immediate "database is locked" on
+/// SQLite).
+fn lock_checkpoints(db: &Database) -> &'static str {
+    crate::runner::lock_checkpoints_statement(matches!(db, Database::Postgres(_)))
+}
 
 /// Records and drops the secondary indexes of `tables`, but those named in `kept`.
 ///
@@ -40,7 +43,7 @@ pub(crate) async fn defer(db: &Database, tables: &[&str], kept: &[&str]) -> Resu
     };
     on_pool!(db, |pool| {
         let mut tx = pool.begin().await?;
-        sqlx::query(LOCK_CHECKPOINTS).execute(&mut *tx).await?;
+        sqlx::query(lock_checkpoints(db)).execute(&mut *tx).await?;
         for table in tables {
             let indexes: Vec<(String, String)> = sqlx::query_as(list)
                 .bind(*table)
@@ -82,7 +85,7 @@ pub(crate) async fn restore(db: &Database) -> Result<usize, StoreError> {
             return Ok(0);
         }
         let mut tx = pool.begin().await?;
-        sqlx::query(LOCK_CHECKPOINTS).execute(&mut *tx).await?;
+        sqlx::query(lock_checkpoints(db)).execute(&mut *tx).await?;
         let deferred: Vec<(String, String)> = sqlx::query_as(
             "SELECT name, definition FROM projection_deferred_indexes ORDER BY name",
         )

@@ -25,13 +25,17 @@ use crate::sql::execute;
 /// How many events one catch-up transaction folds.
 const CATCH_UP_BATCH: u32 = 1_000;
 
-/// Takes every checkpoint row's lock, always in the same order (by name) so that
-/// two folding transactions can never each hold a row the other waits for. On
-/// SQLite a write takes the database's single write lock at once.
-const LOCK_CHECKPOINTS_SQLITE: &str =
-    "UPDATE projection_checkpoints SET position = position RETURNING name, version, position";
-const LOCK_CHECKPOINTS_POSTGRES: &str =
-    "SELECT name, version, position FROM projection_checkpoints ORDER BY name FOR UPDATE";
+/// The statement that takes every checkpoint row's lock, always in the same order
+/// (by name) so that two transactions can never each hold a row the other waits
+/// for; every transaction that writes projections (or their indexes) runs it
+/// first. On SQLite a write takes the database's single write lock at once.
+pub(crate) const fn lock_checkpoints_statement(postgres: bool) -> &'static str {
+    if postgres {
+        "SELECT name, version, position FROM projection_checkpoints ORDER BY name FOR UPDATE"
+    } else {
+        "UPDATE projection_checkpoints SET position = position RETURNING name, version, position"
+    }
+}
 
 /// A batch of the log read (and decoded) ahead of its turn: the events after
 /// `after`.
@@ -267,7 +271,8 @@ impl Projector {
     /// log into them again, calling `progress` after each batch. Their secondary
     /// indexes are set aside meanwhile and built once at the end. Stopping it at any
     /// moment leaves consistent projections that the next start (or rebuild)
-    /// finishes, and creates the indexes again.
+    /// finishes, and creates the indexes again. This process's follower waits
+    /// meanwhile: the rebuild folds (and reports) every batch itself.
     ///
     /// # Errors
     /// Store failures; a projection that cannot fold an event.
@@ -276,6 +281,7 @@ impl Projector {
         names: &[&'static str],
         progress: &(dyn Fn(Position) + Sync),
     ) -> Result<Position, StoreError> {
+        let one_at_a_time = self.catching_up.lock().await;
         self.reset(names).await?;
         let chosen = || {
             self.projections
@@ -287,7 +293,7 @@ impl Projector {
             .flat_map(|p| p.folding_indexes().iter().copied())
             .collect();
         crate::indexes::defer(self.store.database(), &tables, &kept).await?;
-        let reached = self.catch_up(progress).await?;
+        let reached = self.catch_up_holding(&one_at_a_time, progress).await?;
         crate::indexes::restore(self.store.database()).await?;
         Ok(reached)
     }
@@ -303,7 +309,16 @@ impl Projector {
         &self,
         progress: &(dyn Fn(Position) + Sync),
     ) -> Result<Position, StoreError> {
-        let _one_at_a_time = self.catching_up.lock().await;
+        let one_at_a_time = self.catching_up.lock().await;
+        self.catch_up_holding(&one_at_a_time, progress).await
+    }
+
+    /// [`Projector::catch_up`], for a caller that holds the one-at-a-time lock.
+    async fn catch_up_holding(
+        &self,
+        _one_at_a_time: &tokio::sync::MutexGuard<'_, ()>,
+        progress: &(dyn Fn(Position) + Sync),
+    ) -> Result<Position, StoreError> {
         let mut ahead: Option<ReadAhead> = None;
         loop {
             let folded = on_pool!(self.store.database(), |pool| {
@@ -379,11 +394,7 @@ impl Projector {
         &self,
         tx: &mut Tx<'_>,
     ) -> Result<HashMap<String, Position>, StoreError> {
-        let lock = if tx.is_postgres() {
-            LOCK_CHECKPOINTS_POSTGRES
-        } else {
-            LOCK_CHECKPOINTS_SQLITE
-        };
+        let lock = lock_checkpoints_statement(tx.is_postgres());
         let rows: Vec<(String, i64, i64)> = tx.fetch_all(lock, &[]).await?;
         Ok(rows
             .into_iter()

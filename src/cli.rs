@@ -314,7 +314,9 @@ async fn serve(
     let listener = tokio::net::TcpListener::bind(bind).await?;
     say!("crm listening on http://{}", listener.local_addr()?);
     let router = crate::http::router(crate::http::AppState { app });
-    axum::serve(listener, router)
+    // The peer's address counts failed sign-ins per client.
+    let service = router.into_make_service_with_connect_info::<std::net::SocketAddr>();
+    axum::serve(listener, service)
         .with_graceful_shutdown(shutdown_signal())
         .await?;
     say!("crm stopped");

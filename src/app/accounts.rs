@@ -1,5 +1,7 @@
 //! Sites, users, passwords and sign-in.
 
+use std::net::IpAddr;
+
 use crm_events::catalog::user::{UserLoggedIn, UserLoggedOut, UserPasswordChanged};
 use crm_events::catalog::values::{EndReason, Role};
 use crm_events::ids::{CorrelationId, ImpersonationId, SiteId, UserId};
@@ -77,17 +79,40 @@ impl App {
     }
 
     /// Signs in with email and password; returns the bearer token and the context
-    /// of the new session.
+    /// of the new session. [`App::login_from`] with no client address: only the
+    /// account's failures are counted.
     ///
     /// # Errors
-    /// [`AppError::Unauthenticated`] for a wrong email or password (the same answer
-    /// for both) or a deactivated account.
+    /// As [`App::login_from`].
     pub async fn login(
         &self,
         email: &str,
         password: &str,
         correlation_id: CorrelationId,
     ) -> Result<(String, RequestContext), AppError> {
+        self.login_from(email, password, None, correlation_id).await
+    }
+
+    /// Signs in with email and password from `client` (the peer's address, when
+    /// known); returns the bearer token and the context of the new session.
+    /// Repeated failures for the account or from the client make the next attempts
+    /// wait (see [`throttle`](super::throttle)), before the password is looked at.
+    ///
+    /// # Errors
+    /// [`AppError::Unauthenticated`] for a wrong email or password (the same answer
+    /// for both) or a deactivated account; [`AppError::RateLimited`] while the
+    /// account or the client must wait.
+    pub async fn login_from(
+        &self,
+        email: &str,
+        password: &str,
+        client: Option<IpAddr>,
+        correlation_id: CorrelationId,
+    ) -> Result<(String, RequestContext), AppError> {
+        if let Some(retry_after_secs) = self.throttle.wait(email, client, self.clock.now()) {
+            tracing::warn!(?client, "sign-in refused: too many failed attempts");
+            return Err(AppError::RateLimited { retry_after_secs });
+        }
         let db = self.store.database();
         let found = sessions::find_credentials(db, email).await?;
         let (user_id, hash) = match found {
@@ -95,8 +120,10 @@ impl App {
             None => (None, None),
         };
         if !sessions::verify_password(hash, password.to_owned()).await {
+            self.throttle.failed(email, client, self.clock.now());
             return Err(AppError::Unauthenticated("wrong email or password"));
         }
+        self.throttle.succeeded(email);
         let user = self
             .load_user(user_id.ok_or(AppError::Unauthenticated("wrong email or password"))?)
             .await?

@@ -30,6 +30,9 @@ pub enum AppError {
     /// Bad input, naming each field.
     #[error("invalid input: {}", .0.iter().map(|e| format!("{}: {}", e.field, e.message)).collect::<Vec<_>>().join("; "))]
     Validation(Vec<FieldError>),
+    /// Too many failed sign-ins: try again after `retry_after`.
+    #[error("too many failed sign-ins; try again in {retry_after_secs} s")]
+    RateLimited { retry_after_secs: u64 },
     /// The store failed (database unavailable, corrupt event, ...).
     #[error(transparent)]
     Store(StoreError),

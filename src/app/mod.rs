@@ -19,6 +19,7 @@ pub mod leads;
 pub mod reads;
 mod sessions;
 pub mod settings;
+pub mod throttle;
 
 use std::sync::Arc;
 
@@ -52,6 +53,7 @@ pub struct App {
     projector: Arc<Projector>,
     clock: Clock,
     caches: Arc<aggregates::Caches>,
+    throttle: Arc<throttle::LoginThrottle>,
 }
 
 impl App {
@@ -67,6 +69,7 @@ impl App {
             projector,
             clock,
             caches: Arc::default(),
+            throttle: Arc::default(),
         })
     }
 

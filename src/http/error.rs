@@ -43,6 +43,8 @@ pub struct ApiError {
     title: &'static str,
     detail: String,
     errors: Vec<FieldError>,
+    /// For `rate_limited`: the `Retry-After` header, in whole seconds.
+    retry_after: Option<u64>,
 }
 
 impl ApiError {
@@ -58,6 +60,7 @@ impl ApiError {
             title,
             detail: detail.into(),
             errors: Vec::new(),
+            retry_after: None,
         }
     }
 
@@ -168,6 +171,15 @@ impl From<AppError> for ApiError {
             AppError::NotFound(what) => Self::not_found(what),
             AppError::Conflict(why) => Self::conflict(why),
             AppError::Validation(errors) => Self::validation(errors),
+            error @ AppError::RateLimited { retry_after_secs } => Self {
+                retry_after: Some(retry_after_secs),
+                ..Self::new(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "rate_limited",
+                    "Too many requests",
+                    error.to_string(),
+                )
+            },
             AppError::Store(store) => store.into(),
         }
     }
@@ -203,6 +215,11 @@ impl IntoResponse for ApiError {
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/problem+json"),
         );
+        if let Some(seconds) = self.retry_after {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(seconds.max(1)));
+        }
         if self.status == StatusCode::UNAUTHORIZED {
             response
                 .headers_mut()

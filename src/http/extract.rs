@@ -45,6 +45,24 @@ where
     }
 }
 
+/// The client's address: the peer of the connection, when the server was started
+/// with it (`into_make_service_with_connect_info`); none otherwise.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ClientAddr(pub Option<std::net::IpAddr>);
+
+impl<S: Send + Sync> FromRequestParts<S> for ClientAddr {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        Ok(Self(
+            parts
+                .extensions
+                .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+                .map(|info| info.0.ip()),
+        ))
+    }
+}
+
 /// A query string; a bad one is a 422 problem.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Query<T>(pub T);

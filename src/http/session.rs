@@ -15,7 +15,7 @@ use utoipa_axum::routes;
 
 use super::bodies::{no_content, written, ImpersonationInfo, List, LoginResponse, Me, User};
 use super::error::{ApiError, ApiResult, Problem};
-use super::extract::{Auth, Body, Correlation, Query};
+use super::extract::{Auth, Body, ClientAddr, Correlation, Query};
 use super::{AppState, PageQuery};
 use crate::app::RequestContext;
 use crate::domain::input::ImpersonationInput;
@@ -68,17 +68,22 @@ pub struct LoginBody {
     pub password: String,
 }
 
-/// Sign in; the token goes in `Authorization: Bearer <token>`.
+/// Sign in; the token goes in `Authorization: Bearer <token>`. After repeated
+/// failures for one account (5) or from one client address (20), attempts get 429
+/// with `Retry-After` (seconds) until the wait is over, whatever the password; each
+/// further failure doubles the wait, up to 15 minutes.
 #[utoipa::path(post, path = "/api/login", tag = "session", request_body = LoginBody,
-    responses((status = 200, body = LoginResponse), (status = 401, body = Problem), (status = 422, body = Problem)))]
+    responses((status = 200, body = LoginResponse), (status = 401, body = Problem), (status = 422, body = Problem),
+        (status = 429, body = Problem, headers(("Retry-After" = u64, description = "seconds to wait")))))]
 async fn login(
     State(state): State<AppState>,
     Correlation(correlation): Correlation,
+    ClientAddr(client): ClientAddr,
     Body(body): Body<LoginBody>,
 ) -> ApiResult<Json<LoginResponse>> {
     let (token, ctx) = state
         .app
-        .login(&body.email, &body.password, correlation)
+        .login_from(&body.email, &body.password, client, correlation)
         .await?;
     let me = me_of(&state, &ctx).await?;
     Ok(Json(LoginResponse { token, me }))

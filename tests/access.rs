@@ -1,5 +1,7 @@
-//! Who may call what, on both backends: login throttling, and sessions that end
-//! when they should.
+//! Who may call what, on both backends: every endpoint for every role, from its own
+//! site and on another's, logged in as someone or not, against the contract (a
+//! denied request appends nothing); sessions that end when they should; login
+//! throttling.
 
 mod support;
 
@@ -7,15 +9,20 @@ use std::net::SocketAddr;
 
 use axum::body::Body;
 use axum::extract::ConnectInfo;
-use axum::http::Request;
+use axum::http::{Method, Request};
 use chrono::Duration;
 use crm_events::backend_tests;
 use crm_events::testing::TestDatabase;
-use serde_json::json;
+use serde_json::{json, Value};
 use support::http::{Api, Reply};
 use support::*;
+use tower::ServiceExt;
 
-backend_tests!(repeated_failed_logins_wait_with_retry_after_then_the_right_password_works,);
+backend_tests!(
+    every_endpoint_allows_and_denies_as_the_contract_says,
+    a_token_stops_working_at_expiry_logout_and_deactivation_at_once,
+    repeated_failed_logins_wait_with_retry_after_then_the_right_password_works,
+);
 
 async fn api(db: &TestDatabase) -> (Api, Site) {
     let app = app(db).await;
@@ -43,6 +50,320 @@ fn retry_after(reply: &Reply) -> i64 {
         .header("retry-after")
         .and_then(|s| s.parse().ok())
         .unwrap_or_else(|| panic!("a Retry-After in seconds: {:?}", reply.headers))
+}
+
+/// A site's things, made through the API.
+async fn things(api: &Api, s: &Site) -> Things {
+    let lead = api
+        .post(
+            &s.agent1.token,
+            "/api/leads",
+            json!({"name": "Matrix Lead"}),
+        )
+        .await;
+    let template = api
+        .post(
+            &s.agent1.token,
+            "/api/templates",
+            json!({"kind": "email", "name": "Welcome", "subject": "Hi", "body": "Welcome"}),
+        )
+        .await;
+    let owner = api.login(&s.owner.email).await;
+    let started = api
+        .post(
+            &owner,
+            "/api/impersonation",
+            json!({"user_id": s.agent1.id, "reason": "a session to read"}),
+        )
+        .await;
+    assert_eq!(started.status, 200, "{}", started.body);
+    assert_eq!(api.delete(&owner, "/api/impersonation").await.status, 200);
+    Things {
+        agent1: s.agent1.id.to_string(),
+        agent2: s.agent2.id.to_string(),
+        lead: id_of(&lead),
+        task: String::new(),
+        template: id_of(&template),
+        session: started.body["impersonation"]["id"]
+            .as_str()
+            .unwrap()
+            .to_owned(),
+    }
+}
+
+fn id_of(reply: &Reply) -> String {
+    reply.body["id"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no id in {}", reply.body))
+        .to_owned()
+}
+
+/// `text` with the things of `s` in it, making the fresh ones it names.
+async fn fill(api: &Api, s: &Site, home: &Things, things: &Things, text: &str, n: usize) -> String {
+    let mut text = text
+        .replace("{home_agent1}", &home.agent1)
+        .replace("{agent1}", &things.agent1)
+        .replace("{agent2}", &things.agent2)
+        .replace("{lead}", &things.lead)
+        .replace("{task}", &things.task)
+        .replace("{template}", &things.template)
+        .replace("{session}", &things.session)
+        .replace("{unique_email}", &format!("matrix{n}@demo.example"));
+    if text.contains("{fresh_lead}") {
+        let lead = api
+            .post(
+                &s.owner.token,
+                "/api/leads",
+                json!({"name": "Fresh", "assigned_agent_id": s.agent1.id}),
+            )
+            .await;
+        text = text.replace("{fresh_lead}", &id_of(&lead));
+    }
+    if text.contains("{fresh_template}") {
+        let template = api
+            .post(
+                &s.agent1.token,
+                "/api/templates",
+                json!({"kind": "text", "name": "Fresh", "body": "x"}),
+            )
+            .await;
+        text = text.replace("{fresh_template}", &id_of(&template));
+    }
+    if text.contains("{fresh_task}") {
+        let task = api
+            .post(
+                &s.agent1.token,
+                &format!("/api/leads/{}/tasks", things.lead),
+                json!({"title": "Fresh", "due_at": "2027-01-01T10:00:00Z"}),
+            )
+            .await;
+        text = text.replace("{fresh_task}", &id_of(&task));
+    }
+    text
+}
+
+/// A request's status and problem type; an event stream's body is not waited for.
+async fn call(
+    api: &Api,
+    method: Method,
+    path: &str,
+    token: Option<&str>,
+    body: Option<String>,
+) -> (u16, Value) {
+    let mut request = Request::builder().method(method).uri(path);
+    if let Some(token) = token {
+        request = request.header("authorization", format!("Bearer {token}"));
+    }
+    let body = match body {
+        Some(json) => {
+            request = request.header("content-type", "application/json");
+            Body::from(json)
+        }
+        None => Body::empty(),
+    };
+    let request = request.body(body).unwrap();
+    if path.starts_with("/api/events/stream") {
+        let response = api.router.clone().oneshot(request).await.unwrap();
+        let status = response.status().as_u16();
+        if status == 200 {
+            return (status, Value::Null);
+        }
+        let bytes = http_body_util::BodyExt::collect(response.into_body())
+            .await
+            .unwrap()
+            .to_bytes();
+        return (
+            status,
+            serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+        );
+    }
+    let reply = api.send(request).await;
+    (reply.status, reply.body)
+}
+
+async fn every_endpoint_allows_and_denies_as_the_contract_says(db: &TestDatabase) {
+    let (api, a) = api(db).await;
+    let b = site(&api.app, "Other Realty", "other.example").await;
+    let (own_things, other_things) = (things(&api, &a).await, things(&api, &b).await);
+    let logged_in_as_agent1 = |email: String| {
+        let api = api.clone();
+        let agent1 = a.agent1.id;
+        async move {
+            let token = api.login(&email).await;
+            let started = api
+                .post(
+                    &token,
+                    "/api/impersonation",
+                    json!({"user_id": agent1, "reason": "matrix"}),
+                )
+                .await;
+            assert_eq!(started.status, 200, "{}", started.body);
+            token
+        }
+    };
+    let owner_as = logged_in_as_agent1(a.owner.email.clone()).await;
+    let admin_as = logged_in_as_agent1(a.admin.email.clone()).await;
+    let token = |c: Caller| -> Option<String> {
+        Some(match c {
+            Caller::Anonymous => return None,
+            Caller::Owner => a.owner.token.clone(),
+            Caller::Admin => a.admin.token.clone(),
+            Caller::Agent1 => a.agent1.token.clone(),
+            Caller::Agent2 => a.agent2.token.clone(),
+            Caller::Auditor => a.auditor.token.clone(),
+            Caller::OwnerAsAgent1 => owner_as.clone(),
+            Caller::AdminAsAgent1 => admin_as.clone(),
+        })
+    };
+
+    let mut checked = 0;
+    let mut wrong = Vec::new();
+    for ep in endpoints() {
+        for caller in Caller::ALL {
+            for own in [true, false] {
+                if !own && !ep.names_a_thing {
+                    continue;
+                }
+                let (s, things) = if own {
+                    (&a, &own_things)
+                } else {
+                    (&b, &other_things)
+                };
+                checked += 1;
+                let path = fill(&api, s, &own_things, things, ep.path, checked).await;
+                let body = match &ep.body {
+                    Some(body) => {
+                        Some(fill(&api, s, &own_things, things, &body.to_string(), checked).await)
+                    }
+                    None => None,
+                };
+                let expected = if caller == Caller::Anonymous {
+                    UNAUTHENTICATED
+                } else {
+                    (ep.expect)(caller, own)
+                };
+                let token = token(caller);
+                let before = head(&api.app).await;
+                let (status, answer) =
+                    call(&api, ep.method.clone(), &path, token.as_deref(), body).await;
+                let what = format!(
+                    "{} {} as {caller:?}{}",
+                    ep.method,
+                    ep.path,
+                    if own { "" } else { " on another site" }
+                );
+                match expected {
+                    Expect::Allowed if !(200..300).contains(&status) => {
+                        wrong.push(format!("{what}: expected success, got {status} {answer}"));
+                    }
+                    Expect::Denied(want, kind) => {
+                        if status != want || answer["type"] != kind {
+                            wrong.push(format!(
+                                "{what}: expected {want} {kind}, got {status} {answer}"
+                            ));
+                        }
+                        if head(&api.app).await != before {
+                            wrong.push(format!("{what}: denied, yet it appended"));
+                        }
+                    }
+                    Expect::Allowed => {}
+                }
+                // Put the caller back as it was.
+                let token = token.as_deref().unwrap_or_default();
+                if (200..300).contains(&status) && ep.path == "/api/impersonation" {
+                    if ep.method == Method::POST {
+                        assert_eq!(api.delete(token, "/api/impersonation").await.status, 200);
+                    } else {
+                        let again = api
+                            .post(
+                                token,
+                                "/api/impersonation",
+                                json!({"user_id": a.agent1.id, "reason": "matrix"}),
+                            )
+                            .await;
+                        assert_eq!(again.status, 200, "{}", again.body);
+                    }
+                }
+            }
+        }
+    }
+    assert!(
+        wrong.is_empty(),
+        "{} of {checked} requests answered against the contract:\n{}",
+        wrong.len(),
+        wrong.join("\n")
+    );
+    assert!(checked >= 8 * endpoints().len(), "{checked}");
+}
+
+#[track_caller]
+fn signed_out(reply: Reply) {
+    reply.problem(401, "unauthenticated");
+    assert_eq!(reply.header("www-authenticate"), Some("Bearer"));
+}
+
+async fn a_token_stops_working_at_expiry_logout_and_deactivation_at_once(db: &TestDatabase) {
+    let (api, s) = api(db).await;
+    let clock = api.app.clock().clone();
+
+    // Logout: that token at once, not the user's other sessions.
+    let first = api.login(&s.agent1.email).await;
+    let second = api.login(&s.agent1.email).await;
+    assert_eq!(api.post(&first, "/api/logout", json!({})).await.status, 204);
+    signed_out(api.get(&first, "/api/me").await);
+    signed_out(api.post(&first, "/api/logout", json!({})).await);
+    assert_eq!(api.get(&second, "/api/me").await.status, 200);
+
+    // A token that was never issued, and a near miss of a real one.
+    signed_out(api.get("0".repeat(64).as_str(), "/api/me").await);
+    let mut near = second.clone();
+    let last = if near.ends_with('0') { "1" } else { "0" };
+    near.replace_range(near.len() - 1.., last);
+    signed_out(api.get(&near, "/api/leads").await);
+
+    // Deactivation: every session of the user at once, and no new one.
+    let owner = api.login(&s.owner.email).await;
+    let agent2 = api.login(&s.agent2.email).await;
+    let user = format!("/api/users/{}", s.agent2.id);
+    assert_eq!(
+        api.patch(&owner, &user, json!({"active": false}), None)
+            .await
+            .status,
+        200
+    );
+    signed_out(api.get(&agent2, "/api/me").await);
+    signed_out(api.get(&s.agent2.token, "/api/leads").await);
+    let refused = api
+        .call(
+            Method::POST,
+            "/api/login",
+            None,
+            Some(&json!({"email": s.agent2.email, "password": PASSWORD})),
+            &[],
+        )
+        .await;
+    refused.problem(401, "unauthenticated");
+    assert_eq!(
+        api.patch(&owner, &user, json!({"active": true}), None)
+            .await
+            .status,
+        200
+    );
+    signed_out(api.get(&agent2, "/api/me").await);
+    assert_eq!(
+        api.get(&api.login(&s.agent2.email).await, "/api/me")
+            .await
+            .status,
+        200
+    );
+
+    // Expiry: twelve hours after sign-in, whatever the use in between.
+    let fresh = api.login(&s.admin.email).await;
+    clock.advance(Duration::hours(11) + Duration::minutes(59));
+    assert_eq!(api.get(&fresh, "/api/me").await.status, 200);
+    clock.advance(Duration::minutes(1));
+    signed_out(api.get(&fresh, "/api/me").await);
+    signed_out(api.get(&second, "/api/me").await);
 }
 
 async fn repeated_failed_logins_wait_with_retry_after_then_the_right_password_works(
@@ -125,4 +446,365 @@ async fn repeated_failed_logins_wait_with_retry_after_then_the_right_password_wo
             .status,
         200
     );
+}
+
+/// Who calls.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Caller {
+    Anonymous,
+    Owner,
+    Admin,
+    Agent1,
+    Agent2,
+    Auditor,
+    OwnerAsAgent1,
+    AdminAsAgent1,
+}
+
+impl Caller {
+    const ALL: [Self; 8] = [
+        Self::Anonymous,
+        Self::Owner,
+        Self::Admin,
+        Self::Agent1,
+        Self::Agent2,
+        Self::Auditor,
+        Self::OwnerAsAgent1,
+        Self::AdminAsAgent1,
+    ];
+
+    fn impersonating(self) -> bool {
+        matches!(self, Self::OwnerAsAgent1 | Self::AdminAsAgent1)
+    }
+
+    /// Owner or admin, acting as themselves.
+    fn manager(self) -> bool {
+        matches!(self, Self::Owner | Self::Admin)
+    }
+
+    /// Whom the requests act as is agent1 (the leads' and templates' owner).
+    fn acts_as_agent1(self) -> bool {
+        matches!(
+            self,
+            Self::Agent1 | Self::OwnerAsAgent1 | Self::AdminAsAgent1
+        )
+    }
+}
+
+/// What the contract says a request gets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Expect {
+    /// A 2xx answer.
+    Allowed,
+    /// This status and problem type.
+    Denied(u16, &'static str),
+}
+
+const UNAUTHENTICATED: Expect = Expect::Denied(401, "unauthenticated");
+const FORBIDDEN: Expect = Expect::Denied(403, "forbidden");
+const NOT_WHILE_IMPERSONATING: Expect = Expect::Denied(403, "impersonation_forbidden");
+const NOT_FOUND: Expect = Expect::Denied(404, "not_found");
+const CONFLICT: Expect = Expect::Denied(409, "conflict");
+
+/// The ids of one site's things a request may name.
+#[derive(Debug, Clone)]
+struct Things {
+    agent1: String,
+    agent2: String,
+    lead: String,
+    task: String,
+    template: String,
+    session: String,
+}
+
+/// One endpoint: method, path (with `{lead}`, `{task}`, `{template}`, `{session}`,
+/// `{agent1}`, `{agent2}`, and `{fresh_lead}` / `{fresh_template}` for one made just
+/// for the call), body, whether it names a thing of a site, and the contract.
+struct Endpoint {
+    method: Method,
+    path: &'static str,
+    body: Option<Value>,
+    names_a_thing: bool,
+    expect: fn(Caller, bool) -> Expect,
+}
+
+fn endpoint(
+    method: Method,
+    path: &'static str,
+    body: Option<Value>,
+    expect: fn(Caller, bool) -> Expect,
+) -> Endpoint {
+    Endpoint {
+        names_a_thing: [
+            "{agent1}",
+            "{agent2}",
+            "{lead}",
+            "{session}",
+            "{template}",
+            "{fresh_lead}",
+            "{fresh_template}",
+            "{fresh_task}",
+        ]
+        .iter()
+        .any(|p| path.contains(p) || body.as_ref().is_some_and(|b| b.to_string().contains(p))),
+        method,
+        path,
+        body,
+        expect,
+    }
+}
+
+/// Readers of the audit trail and the log: owner, admin, auditor, never while
+/// logged in as someone else.
+fn audit_readers(c: Caller, own: bool) -> Expect {
+    if c.impersonating() {
+        NOT_WHILE_IMPERSONATING
+    } else if !matches!(c, Caller::Owner | Caller::Admin | Caller::Auditor) {
+        FORBIDDEN
+    } else if !own {
+        NOT_FOUND
+    } else {
+        Expect::Allowed
+    }
+}
+
+/// The Lead Manager on agent1's lead: agent1 (or someone logged in as agent1),
+/// owners and admins; other agents do not know it exists; auditors read the audit
+/// trail, not the Lead Manager.
+fn lead_workers(c: Caller, own: bool) -> Expect {
+    if c == Caller::Auditor {
+        FORBIDDEN
+    } else if !own || c == Caller::Agent2 {
+        NOT_FOUND
+    } else {
+        Expect::Allowed
+    }
+}
+
+/// The Lead Manager itself: everyone but auditors.
+fn lead_manager_users(c: Caller, _: bool) -> Expect {
+    if c == Caller::Auditor {
+        FORBIDDEN
+    } else {
+        Expect::Allowed
+    }
+}
+
+/// agent1's own template: only whoever acts as agent1 sees it.
+fn template_owners(c: Caller, own: bool) -> Expect {
+    if own && c.acts_as_agent1() {
+        Expect::Allowed
+    } else {
+        NOT_FOUND
+    }
+}
+
+fn anyone(_: Caller, _: bool) -> Expect {
+    Expect::Allowed
+}
+
+fn the_real_human(c: Caller, _: bool) -> Expect {
+    if c.impersonating() {
+        NOT_WHILE_IMPERSONATING
+    } else {
+        Expect::Allowed
+    }
+}
+
+fn user_managers(c: Caller, own: bool) -> Expect {
+    if c.impersonating() {
+        NOT_WHILE_IMPERSONATING
+    } else if !c.manager() {
+        FORBIDDEN
+    } else if !own {
+        NOT_FOUND
+    } else {
+        Expect::Allowed
+    }
+}
+
+fn endpoints() -> Vec<Endpoint> {
+    use Method as M;
+    vec![
+        endpoint(M::GET, "/api/me", None, anyone),
+        endpoint(M::GET, "/api/me/impersonations", None, the_real_human),
+        endpoint(M::GET, "/api/me/notifications", None, anyone),
+        endpoint(
+            M::POST,
+            "/api/me/password",
+            Some(json!({"current_password": PASSWORD, "new_password": PASSWORD})),
+            the_real_human,
+        ),
+        endpoint(
+            M::POST,
+            "/api/impersonation",
+            Some(json!({"user_id": "{agent1}", "reason": "checking the matrix"})),
+            |c, own| {
+                // A user of another site is a target refused like any other.
+                if c.impersonating() {
+                    CONFLICT
+                } else if !c.manager() || !own {
+                    FORBIDDEN
+                } else {
+                    Expect::Allowed
+                }
+            },
+        ),
+        endpoint(M::DELETE, "/api/impersonation", None, |c, _| {
+            if c.impersonating() {
+                Expect::Allowed
+            } else {
+                CONFLICT
+            }
+        }),
+        endpoint(M::GET, "/api/users", None, |c, _| {
+            if matches!(c, Caller::Owner | Caller::Admin | Caller::Auditor) {
+                Expect::Allowed
+            } else {
+                FORBIDDEN
+            }
+        }),
+        endpoint(
+            M::POST,
+            "/api/users",
+            Some(
+                json!({"name": "Matrix Made", "email": "{unique_email}", "role": "agent", "password": "a-long-password"}),
+            ),
+            |c, _| user_managers(c, true),
+        ),
+        endpoint(
+            M::PATCH,
+            "/api/users/{agent2}",
+            Some(json!({"active": true})),
+            user_managers,
+        ),
+        endpoint(M::GET, "/api/site/settings", None, |c, _| {
+            if c.manager() {
+                Expect::Allowed
+            } else {
+                FORBIDDEN
+            }
+        }),
+        endpoint(
+            M::PATCH,
+            "/api/site/settings",
+            Some(json!({"notify_subject_on_impersonation": false})),
+            |c, _| {
+                if c.impersonating() {
+                    NOT_WHILE_IMPERSONATING
+                } else if c == Caller::Owner {
+                    Expect::Allowed
+                } else {
+                    FORBIDDEN
+                }
+            },
+        ),
+        endpoint(M::GET, "/api/leads", None, lead_manager_users),
+        endpoint(
+            M::POST,
+            "/api/leads",
+            Some(json!({"name": "Matrix Lead"})),
+            lead_manager_users,
+        ),
+        endpoint(M::GET, "/api/leads/{lead}", None, lead_workers),
+        endpoint(
+            M::PATCH,
+            "/api/leads/{lead}",
+            Some(json!({"phone": "+1 555 0100"})),
+            lead_workers,
+        ),
+        endpoint(
+            M::POST,
+            "/api/leads/{lead}/assign",
+            Some(json!({"agent_id": "{home_agent1}"})),
+            |c, own| {
+                if !c.manager() {
+                    FORBIDDEN
+                } else if !own {
+                    NOT_FOUND
+                } else {
+                    Expect::Allowed
+                }
+            },
+        ),
+        endpoint(
+            M::POST,
+            "/api/leads/{lead}/notes",
+            Some(json!({"body": "a note"})),
+            lead_workers,
+        ),
+        endpoint(
+            M::POST,
+            "/api/leads/{lead}/tasks",
+            Some(json!({"title": "Call back", "due_at": "2027-01-01T10:00:00Z"})),
+            lead_workers,
+        ),
+        endpoint(
+            M::POST,
+            "/api/leads/{lead}/tasks/{fresh_task}/complete",
+            None,
+            lead_workers,
+        ),
+        endpoint(
+            M::POST,
+            "/api/leads/{lead}/communications",
+            Some(json!({"channel": "call", "direction": "outbound", "summary": "voicemail"})),
+            lead_workers,
+        ),
+        endpoint(M::DELETE, "/api/leads/{fresh_lead}", None, lead_workers),
+        endpoint(M::GET, "/api/settings", None, anyone),
+        endpoint(
+            M::PATCH,
+            "/api/settings",
+            Some(json!({"timezone": "Europe/Paris"})),
+            anyone,
+        ),
+        endpoint(M::GET, "/api/templates", None, anyone),
+        endpoint(
+            M::POST,
+            "/api/templates",
+            Some(json!({"kind": "text", "name": "Hello", "body": "Hi there"})),
+            anyone,
+        ),
+        endpoint(
+            M::PATCH,
+            "/api/templates/{template}",
+            Some(json!({"body": "Hi again"})),
+            template_owners,
+        ),
+        endpoint(
+            M::DELETE,
+            "/api/templates/{fresh_template}",
+            None,
+            template_owners,
+        ),
+        endpoint(M::GET, "/api/audit/impersonations", None, |c, _| {
+            audit_readers(c, true)
+        }),
+        endpoint(
+            M::GET,
+            "/api/audit/impersonations/{session}",
+            None,
+            // Also the agent it was about: who logged in as me, and what changed.
+            |c, own| match c {
+                Caller::Agent1 if own => Expect::Allowed,
+                Caller::Agent1 | Caller::Agent2 => NOT_FOUND,
+                _ => audit_readers(c, own),
+            },
+        ),
+        endpoint(M::GET, "/api/audit/changes", None, |c, _| {
+            audit_readers(c, true)
+        }),
+        endpoint(M::GET, "/api/audit/export?format=csv", None, |c, _| {
+            audit_readers(c, true)
+        }),
+        endpoint(M::GET, "/api/audit/verify", None, |c, _| {
+            audit_readers(c, true)
+        }),
+        endpoint(M::GET, "/api/events", None, |c, _| audit_readers(c, true)),
+        endpoint(M::GET, "/api/events/stream", None, |c, _| {
+            audit_readers(c, true)
+        }),
+        endpoint(M::POST, "/api/logout", None, anyone),
+    ]
 }

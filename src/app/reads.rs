@@ -280,6 +280,10 @@ impl App {
         ctx: &RequestContext,
         id: ImpersonationId,
     ) -> Result<SessionDetail, AppError> {
+        if ctx.caller.is_impersonating() {
+            // Refused whatever the session, before looking for it.
+            authorize(&ctx.caller, Action::ReadAudit)?;
+        }
         let db = self.store.database();
         let session = audit_trail::session(db, ctx.site(), id)
             .await?

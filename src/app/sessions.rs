@@ -25,7 +25,11 @@ pub(crate) fn new_token() -> Result<String, AppError> {
     Ok(hex::encode(bytes))
 }
 
-/// What is stored for a token.
+/// What is stored for a token, and what a presented token is looked up by. The
+/// token itself is never compared with anything: the database finds its SHA-256,
+/// so how long a lookup takes tells an attacker at most about hashes, from which no
+/// token can be made (this is what keeps token checks free of timing leaks, the
+/// reason for comparing secrets in constant time).
 #[must_use]
 pub fn token_hash(token: &str) -> [u8; 32] {
     Sha256::digest(token.as_bytes()).into()

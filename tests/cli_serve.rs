@@ -2,13 +2,13 @@
 //! user, exporting the audit trail, and `crm serve --demo` seeding once, answering
 //! HTTP, and stopping cleanly on SIGTERM.
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpStream;
-use std::process::{Command, Stdio};
-use std::time::Duration;
+mod support;
+
+use std::process::Command;
 
 use crm_events::backend_tests;
 use crm_events::testing::TestDatabase;
+use support::serve::{http, start_serve};
 
 backend_tests!(
     sites_users_and_exports_from_the_command_line,
@@ -132,83 +132,6 @@ async fn sites_users_and_exports_from_the_command_line(db: &TestDatabase) {
         crm(db, &["audit", "export", "--site", &site, "--format", "xml"]).0,
         2
     );
-}
-
-/// One HTTP/1.1 request over a plain socket; returns the status and the body.
-fn http(addr: &str, method: &str, path: &str, body: Option<&str>) -> (u16, String) {
-    let mut stream = TcpStream::connect(addr).unwrap();
-    stream
-        .set_read_timeout(Some(Duration::from_secs(30)))
-        .unwrap();
-    let body = body.unwrap_or("");
-    write!(
-        stream,
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    )
-    .unwrap();
-    let mut answer = String::new();
-    stream.read_to_string(&mut answer).unwrap();
-    let status = answer.split_whitespace().nth(1).unwrap().parse().unwrap();
-    let body = answer.split("\r\n\r\n").nth(1).unwrap_or("").to_owned();
-    (status, body)
-}
-
-/// A running `crm serve`, stopped (and reaped) however the test ends.
-struct Server(std::process::Child);
-
-impl Server {
-    /// Sends SIGTERM and waits; true when it exited cleanly.
-    fn stop(&mut self) -> bool {
-        let pid = self.0.id().to_string();
-        let sent = Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .is_ok_and(|s| s.success());
-        sent && self.0.wait().is_ok_and(|status| status.success())
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        if matches!(self.0.try_wait(), Ok(None)) {
-            let _ = self.0.kill();
-        }
-        let _ = self.0.wait();
-    }
-}
-
-fn start_serve(db: &TestDatabase) -> (Server, String, Vec<String>) {
-    let mut server = Server(
-        Command::new(env!("CARGO_BIN_EXE_crm"))
-            .args([
-                "serve",
-                "--demo",
-                "--bind",
-                "127.0.0.1:0",
-                "--database-url",
-                &db.url,
-            ])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    let mut lines = Vec::new();
-    let mut reader = BufReader::new(server.0.stdout.take().unwrap());
-    loop {
-        let mut line = String::new();
-        assert!(
-            reader.read_line(&mut line).unwrap_or(0) > 0,
-            "crm serve ended early: {lines:?}"
-        );
-        if let Some(addr) = line.trim().strip_prefix("crm listening on http://") {
-            let addr = addr.to_owned();
-            std::thread::spawn(move || std::io::copy(&mut reader, &mut std::io::sink()));
-            return (server, addr, lines);
-        }
-        lines.push(line);
-    }
 }
 
 async fn serve_demo_seeds_once_answers_and_stops_on_sigterm(db: &TestDatabase) {

@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod http;
+pub mod serve;
 
 use crm::app::{App, Clock, RequestContext};
 use crm::domain::lead::NewLead;

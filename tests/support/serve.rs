@@ -1,0 +1,107 @@
+//! The `crm` binary serving HTTP, as an operator starts it, and plain HTTP/1.1 to it.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use crm_events::testing::TestDatabase;
+
+/// One HTTP/1.1 request over a plain socket; returns the status and the body.
+pub fn http(addr: &str, method: &str, path: &str, body: Option<&str>) -> (u16, String) {
+    request(addr, method, path, None, body).unwrap()
+}
+
+/// One HTTP/1.1 request, signed in with `token` when given; an error when the
+/// server cannot be reached or hangs up before answering.
+pub fn request(
+    addr: &str,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: Option<&str>,
+) -> std::io::Result<(u16, String)> {
+    let mut stream = TcpStream::connect(addr)?;
+    stream.set_read_timeout(Some(Duration::from_secs(30)))?;
+    let body = body.unwrap_or("");
+    let auth = token
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
+    write!(
+        stream,
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )?;
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer)?;
+    let status = answer
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "no answer"))?;
+    let body = answer.split("\r\n\r\n").nth(1).unwrap_or("").to_owned();
+    Ok((status, body))
+}
+
+/// A running `crm serve`, stopped (and reaped) however the test ends.
+pub struct Server(pub std::process::Child);
+
+impl Server {
+    /// Kills it outright (SIGKILL), as a crash or power cut would stop it.
+    pub fn kill(&mut self) {
+        self.0.kill().unwrap();
+        self.0.wait().unwrap();
+    }
+
+    /// Sends SIGTERM and waits; true when it exited cleanly.
+    pub fn stop(&mut self) -> bool {
+        let pid = self.0.id().to_string();
+        let sent = Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .is_ok_and(|s| s.success());
+        sent && self.0.wait().is_ok_and(|status| status.success())
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if matches!(self.0.try_wait(), Ok(None)) {
+            let _ = self.0.kill();
+        }
+        let _ = self.0.wait();
+    }
+}
+
+pub fn start_serve(db: &TestDatabase) -> (Server, String, Vec<String>) {
+    let mut server = Server(
+        Command::new(env!("CARGO_BIN_EXE_crm"))
+            .args([
+                "serve",
+                "--demo",
+                "--bind",
+                "127.0.0.1:0",
+                "--database-url",
+                &db.url,
+            ])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let mut lines = Vec::new();
+    let mut reader = BufReader::new(server.0.stdout.take().unwrap());
+    loop {
+        let mut line = String::new();
+        assert!(
+            reader.read_line(&mut line).unwrap_or(0) > 0,
+            "crm serve ended early: {lines:?}"
+        );
+        if let Some(addr) = line.trim().strip_prefix("crm listening on http://") {
+            let addr = addr.to_owned();
+            std::thread::spawn(move || std::io::copy(&mut reader, &mut std::io::sink()));
+            return (server, addr, lines);
+        }
+        lines.push(line);
+    }
+}

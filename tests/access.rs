@@ -14,7 +14,7 @@ use chrono::Duration;
 use crm_events::backend_tests;
 use crm_events::testing::TestDatabase;
 use serde_json::{json, Value};
-use support::http::{Api, Reply};
+use support::http::{demo, Api, Reply};
 use support::*;
 use tower::ServiceExt;
 
@@ -23,12 +23,6 @@ backend_tests!(
     a_token_stops_working_at_expiry_logout_and_deactivation_at_once,
     repeated_failed_logins_wait_with_retry_after_then_the_right_password_works,
 );
-
-async fn api(db: &TestDatabase) -> (Api, Site) {
-    let app = app(db).await;
-    let s = site(&app, "Demo Realty", "demo.example").await;
-    (Api::new(app), s)
-}
 
 /// `POST /api/login` from a client address.
 async fn login_from(api: &Api, client: [u8; 4], email: &str, password: &str) -> Reply {
@@ -81,21 +75,14 @@ async fn things(api: &Api, s: &Site) -> Things {
     Things {
         agent1: s.agent1.id.to_string(),
         agent2: s.agent2.id.to_string(),
-        lead: id_of(&lead),
+        lead: lead.id(),
         task: String::new(),
-        template: id_of(&template),
+        template: template.id(),
         session: started.body["impersonation"]["id"]
             .as_str()
             .unwrap()
             .to_owned(),
     }
-}
-
-fn id_of(reply: &Reply) -> String {
-    reply.body["id"]
-        .as_str()
-        .unwrap_or_else(|| panic!("no id in {}", reply.body))
-        .to_owned()
 }
 
 /// `text` with the things of `s` in it, making the fresh ones it names.
@@ -117,7 +104,7 @@ async fn fill(api: &Api, s: &Site, home: &Things, things: &Things, text: &str, n
                 json!({"name": "Fresh", "assigned_agent_id": s.agent1.id}),
             )
             .await;
-        text = text.replace("{fresh_lead}", &id_of(&lead));
+        text = text.replace("{fresh_lead}", &lead.id());
     }
     if text.contains("{fresh_template}") {
         let template = api
@@ -127,7 +114,7 @@ async fn fill(api: &Api, s: &Site, home: &Things, things: &Things, text: &str, n
                 json!({"kind": "text", "name": "Fresh", "body": "x"}),
             )
             .await;
-        text = text.replace("{fresh_template}", &id_of(&template));
+        text = text.replace("{fresh_template}", &template.id());
     }
     if text.contains("{fresh_task}") {
         let task = api
@@ -137,7 +124,7 @@ async fn fill(api: &Api, s: &Site, home: &Things, things: &Things, text: &str, n
                 json!({"title": "Fresh", "due_at": "2027-01-01T10:00:00Z"}),
             )
             .await;
-        text = text.replace("{fresh_task}", &id_of(&task));
+        text = text.replace("{fresh_task}", &task.id());
     }
     text
 }
@@ -182,7 +169,7 @@ async fn call(
 }
 
 async fn every_endpoint_allows_and_denies_as_the_contract_says(db: &TestDatabase) {
-    let (api, a) = api(db).await;
+    let (api, a) = demo(db).await;
     let b = site(&api.app, "Other Realty", "other.example").await;
     let (own_things, other_things) = (things(&api, &a).await, things(&api, &b).await);
     let logged_in_as_agent1 = |email: String| {
@@ -303,7 +290,7 @@ fn signed_out(reply: Reply) {
 }
 
 async fn a_token_stops_working_at_expiry_logout_and_deactivation_at_once(db: &TestDatabase) {
-    let (api, s) = api(db).await;
+    let (api, s) = demo(db).await;
     let clock = api.app.clock().clone();
 
     // Logout: that token at once, not the user's other sessions.
@@ -369,7 +356,7 @@ async fn a_token_stops_working_at_expiry_logout_and_deactivation_at_once(db: &Te
 async fn repeated_failed_logins_wait_with_retry_after_then_the_right_password_works(
     db: &TestDatabase,
 ) {
-    let (api, s) = api(db).await;
+    let (api, s) = demo(db).await;
     let clock = api.app.clock().clone();
     let (a, b, c) = ([192, 0, 2, 1], [192, 0, 2, 2], [192, 0, 2, 3]);
     let before = head(&api.app).await;

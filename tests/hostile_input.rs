@@ -15,7 +15,7 @@ use crm_events::testing::TestDatabase;
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestCaseError, TestRunner};
 use serde_json::{json, Value};
-use support::http::{Api, Reply};
+use support::http::{demo, Api, Reply};
 use support::*;
 
 backend_tests!(
@@ -162,9 +162,7 @@ fn any_json(fields: &'static [&'static str]) -> impl Strategy<Value = Value> {
 }
 
 async fn world(db: &TestDatabase) -> (Api, Site, String) {
-    let app = app(db).await;
-    let s = site(&app, "Demo Realty", "demo.example").await;
-    let api = Api::new(app);
+    let (api, s) = demo(db).await;
     let lead = api
         .post(
             &s.owner.token,

@@ -10,7 +10,7 @@ use crm_events::backend_tests;
 use crm_events::testing::TestDatabase;
 use http_body_util::BodyExt;
 use serde_json::{json, Value};
-use support::http::{Api, Reply};
+use support::http::demo;
 use support::*;
 
 backend_tests!(
@@ -22,21 +22,8 @@ backend_tests!(
     the_audit_export_streams_csv_and_ndjson,
 );
 
-async fn api(db: &TestDatabase) -> (Api, Site) {
-    let app = app(db).await;
-    let s = site(&app, "Demo Realty", "demo.example").await;
-    (Api::new(app), s)
-}
-
-fn id(reply: &Reply) -> String {
-    reply.body["id"]
-        .as_str()
-        .unwrap_or_else(|| panic!("no id in {}", reply.body))
-        .to_owned()
-}
-
 async fn the_readme_walkthrough_works(db: &TestDatabase) {
-    let (api, s) = api(db).await;
+    let (api, s) = demo(db).await;
     let agent = api.login("agent1@demo.example").await;
     let lead = api
         .post(
@@ -140,7 +127,7 @@ async fn the_readme_walkthrough_works(db: &TestDatabase) {
 }
 
 async fn every_endpoint_answers_as_the_contract_says(db: &TestDatabase) {
-    let (api, s) = api(db).await;
+    let (api, s) = demo(db).await;
     let owner = api.login("owner@demo.example").await;
     let admin = api.login("admin@demo.example").await;
     let agent = api.login("agent1@demo.example").await;
@@ -167,7 +154,7 @@ async fn every_endpoint_answers_as_the_contract_says(db: &TestDatabase) {
     assert_eq!(created.status, 201, "{}", created.body);
     assert!(created.body["position"].as_i64().unwrap() > 0);
     let etag = created.header("etag").unwrap().to_owned();
-    let nina = id(&created);
+    let nina = created.id();
     let patched = api
         .patch(
             &admin,
@@ -229,7 +216,7 @@ async fn every_endpoint_answers_as_the_contract_says(db: &TestDatabase) {
         )
         .await;
     assert_eq!(lead.status, 201, "{}", lead.body);
-    let lead_id = id(&lead);
+    let lead_id = lead.id();
     let path = format!("/api/leads/{lead_id}");
     let note = api
         .post(
@@ -256,7 +243,7 @@ async fn every_endpoint_answers_as_the_contract_says(db: &TestDatabase) {
     let done = api
         .post(
             &agent,
-            &format!("{path}/tasks/{}/complete", id(&task)),
+            &format!("{path}/tasks/{}/complete", task.id()),
             json!({}),
         )
         .await;
@@ -345,7 +332,7 @@ async fn every_endpoint_answers_as_the_contract_says(db: &TestDatabase) {
     let edited = api
         .patch(
             &agent,
-            &format!("/api/templates/{}", id(&template)),
+            &format!("/api/templates/{}", template.id()),
             json!({"body": "Hi {name}"}),
             None,
         )
@@ -367,7 +354,7 @@ async fn every_endpoint_answers_as_the_contract_says(db: &TestDatabase) {
         1
     );
     assert_eq!(
-        api.delete(&agent, &format!("/api/templates/{}", id(&template)))
+        api.delete(&agent, &format!("/api/templates/{}", template.id()))
             .await
             .status,
         204
@@ -465,13 +452,13 @@ async fn every_endpoint_answers_as_the_contract_says(db: &TestDatabase) {
 }
 
 async fn bad_requests_get_problems_and_append_nothing(db: &TestDatabase) {
-    let (api, s) = api(db).await;
+    let (api, s) = demo(db).await;
     let admin = api.login("admin@demo.example").await;
     let agent = api.login("agent1@demo.example").await;
     let lead = api
         .post(&agent, "/api/leads", json!({"name": "Dana"}))
         .await;
-    let path = format!("/api/leads/{}", id(&lead));
+    let path = format!("/api/leads/{}", lead.id());
     let before = api.app.store().head().await.unwrap();
 
     api.call(Method::GET, "/api/me", None, None, &[])
@@ -600,7 +587,7 @@ async fn bad_requests_get_problems_and_append_nothing(db: &TestDatabase) {
 }
 
 async fn a_retried_write_with_an_idempotency_key_returns_the_first_response(db: &TestDatabase) {
-    let (api, _) = api(db).await;
+    let (api, _) = demo(db).await;
     let agent = api.login("agent1@demo.example").await;
     let body = json!({"name": "Dana"});
     let send = |key: &'static str, body: Value| {
@@ -640,7 +627,7 @@ async fn a_retried_write_with_an_idempotency_key_returns_the_first_response(db: 
 }
 
 async fn the_event_stream_resumes_after_last_event_id_without_gaps(db: &TestDatabase) {
-    let (api, _) = api(db).await;
+    let (api, _) = demo(db).await;
     let admin = api.login("admin@demo.example").await;
     let head = api.app.store().head().await.unwrap().0;
     let resume_after = head - 5;
@@ -688,7 +675,7 @@ async fn the_event_stream_resumes_after_last_event_id_without_gaps(db: &TestData
 }
 
 async fn the_audit_export_streams_csv_and_ndjson(db: &TestDatabase) {
-    let (api, s) = api(db).await;
+    let (api, s) = demo(db).await;
     let admin = api.login("admin@demo.example").await;
     let acting = api
         .post(

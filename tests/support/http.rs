@@ -27,6 +27,15 @@ pub struct Reply {
 }
 
 impl Reply {
+    /// The `id` of the resource answered.
+    #[track_caller]
+    pub fn id(&self) -> String {
+        self.body["id"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no id in {}", self.body))
+            .to_owned()
+    }
+
     pub fn header(&self, name: &str) -> Option<&str> {
         self.headers.get(name).and_then(|v| v.to_str().ok())
     }
@@ -46,6 +55,13 @@ impl Reply {
         assert!(self.body["title"].is_string() && self.body["detail"].is_string());
         self
     }
+}
+
+/// A fresh app on `db` with one site of every role (emails `@demo.example`), and its API.
+pub async fn demo(db: &crm_events::testing::TestDatabase) -> (Api, super::Site) {
+    let app = super::app(db).await;
+    let s = super::site(&app, "Demo Realty", "demo.example").await;
+    (Api::new(app), s)
 }
 
 impl Api {

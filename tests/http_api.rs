@@ -96,10 +96,30 @@ async fn the_readme_walkthrough_works(db: &TestDatabase) {
     let sessions = api.get(&admin, "/api/audit/impersonations").await;
     assert_eq!(sessions.body["items"][0]["id"], session.as_str());
     assert_eq!(sessions.body["items"][0]["end_reason"], "returned");
+    // The admin and the subject come as users (API.md: `admin: User, subject: User`).
+    let people = |body: &Value| {
+        (
+            body["admin"]["email"].clone(),
+            body["admin"]["role"].clone(),
+            body["subject"]["email"].clone(),
+            body["subject"]["id"].clone(),
+        )
+    };
+    let expected = (
+        json!("admin@demo.example"),
+        json!("admin"),
+        json!("agent1@demo.example"),
+        json!(s.agent1.id.to_string()),
+    );
+    assert_eq!(people(&sessions.body["items"][0]), expected);
     let detail = api
         .get(&admin, &format!("/api/audit/impersonations/{session}"))
         .await;
     assert_eq!(detail.status, 200);
+    assert_eq!(people(&detail.body), expected);
+    let agent1 = api.login("agent1@demo.example").await;
+    let mine = api.get(&agent1, "/api/me/impersonations").await;
+    assert_eq!(people(&mine.body["items"][0]), expected);
     let changes: Vec<(String, Value, Value)> = detail.body["changes"]
         .as_array()
         .unwrap()

@@ -16,11 +16,15 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
 
-use super::bodies::List;
+use std::collections::HashMap;
+
+use crm_projections::users;
+
+use super::bodies::{List, SessionBody, SessionDetailBody, User};
 use super::error::{ApiError, ApiResult, Problem};
 use super::extract::{Auth, Path, Query};
 use super::AppState;
-use crate::app::reads::SessionDetail;
+use crate::app::RequestContext;
 use crate::domain::policy::{authorize, Action};
 use crate::export::Format;
 use futures_util::StreamExt;
@@ -53,12 +57,12 @@ pub struct SessionsQuery {
 
 /// The site's impersonation sessions, newest first.
 #[utoipa::path(get, path = "/api/audit/impersonations", tag = "audit", security(("bearer" = [])), params(SessionsQuery),
-    responses((status = 200, body = List<Session>), (status = 401, body = Problem), (status = 403, body = Problem), (status = 422, body = Problem)))]
+    responses((status = 200, body = List<SessionBody>), (status = 401, body = Problem), (status = 403, body = Problem), (status = 422, body = Problem)))]
 async fn list_sessions(
     State(state): State<AppState>,
     Auth(ctx): Auth,
     Query(q): Query<SessionsQuery>,
-) -> ApiResult<Json<List<Session>>> {
+) -> ApiResult<Json<List<SessionBody>>> {
     let filter = SessionFilter {
         admin_id: q.admin_id,
         subject_id: q.subject_id,
@@ -66,25 +70,62 @@ async fn list_sessions(
         to: q.to,
     };
     let limit = crm_projections::query::clamp_limit(q.limit);
-    Ok(Json(
-        state
-            .app
-            .audit_sessions(&ctx, &filter, q.cursor.as_deref(), limit)
-            .await?
-            .into(),
-    ))
+    let page = state
+        .app
+        .audit_sessions(&ctx, &filter, q.cursor.as_deref(), limit)
+        .await?;
+    Ok(Json(with_people(&state, &ctx, page).await?))
+}
+
+/// A page of sessions, each with its admin and subject as users.
+pub(super) async fn with_people(
+    state: &AppState,
+    ctx: &RequestContext,
+    page: crm_projections::Page<Session>,
+) -> ApiResult<List<SessionBody>> {
+    let db = state.app.store().database();
+    let mut known: HashMap<Uuid, User> = HashMap::new();
+    let mut items = Vec::with_capacity(page.items.len());
+    for session in page.items {
+        for id in [session.admin_id, session.subject_id] {
+            if let std::collections::hash_map::Entry::Vacant(slot) = known.entry(id) {
+                let user = users::get(db, ctx.site(), UserId::from_uuid(id))
+                    .await?
+                    .ok_or_else(|| ApiError::not_found("user"))?;
+                slot.insert(User::from(user));
+            }
+        }
+        items.push(SessionBody {
+            admin: known[&session.admin_id].clone(),
+            subject: known[&session.subject_id].clone(),
+            session,
+        });
+    }
+    Ok(List {
+        items,
+        next_cursor: page.next_cursor,
+    })
 }
 
 /// One session and every change made in it (before -> after).
 #[utoipa::path(get, path = "/api/audit/impersonations/{id}", tag = "audit", security(("bearer" = [])),
     params(("id" = Uuid, Path, description = "impersonation id")),
-    responses((status = 200, body = SessionDetail), (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem)))]
+    responses((status = 200, body = SessionDetailBody), (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem)))]
 async fn get_session(
     State(state): State<AppState>,
     Auth(ctx): Auth,
     Path(id): Path<ImpersonationId>,
-) -> ApiResult<Json<SessionDetail>> {
-    Ok(Json(state.app.audit_session(&ctx, id).await?))
+) -> ApiResult<Json<SessionDetailBody>> {
+    let detail = state.app.audit_session(&ctx, id).await?;
+    let page = crm_projections::Page {
+        items: vec![detail.session],
+        next_cursor: None,
+    };
+    let mut listed = with_people(&state, &ctx, page).await?;
+    Ok(Json(SessionDetailBody {
+        session: listed.items.remove(0),
+        changes: detail.changes,
+    }))
 }
 
 /// `GET /api/audit/changes` and `/api/audit/export` filters.

@@ -44,6 +44,25 @@ pub struct ListedUser {
     pub can_impersonate: bool,
 }
 
+/// An impersonation session with its admin and its agent (the subject) as users.
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+pub struct SessionBody {
+    #[serde(flatten)]
+    pub session: crm_projections::audit_trail::Session,
+    /// Who logged in as the subject.
+    pub admin: User,
+    /// Whose account was acted as.
+    pub subject: User,
+}
+
+/// One session, its people, and every change made in it (before -> after).
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+pub struct SessionDetailBody {
+    #[serde(flatten)]
+    pub session: SessionBody,
+    pub changes: Vec<crm_projections::audit_trail::Change>,
+}
+
 /// The impersonation a session is in.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
 pub struct ImpersonationInfo {

@@ -11,6 +11,7 @@
 
 pub mod audit;
 pub mod bodies;
+mod console;
 pub mod error;
 pub mod events;
 pub mod extract;
@@ -102,7 +103,8 @@ fn documented() -> OpenApiRouter<AppState> {
 pub fn router(state: AppState) -> Router {
     let (api, openapi) = documented().split_for_parts();
     let openapi = Arc::new(openapi);
-    api.route("/healthz", get(health))
+    api.merge(console::router())
+        .route("/healthz", get(health))
         .route(
             "/api/openapi.json",
             get(move || {

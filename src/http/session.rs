@@ -5,7 +5,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::Response;
 use axum::Json;
-use crm_projections::audit_trail::{self, Session};
+use crm_projections::audit_trail;
 use crm_projections::notifications::Notification;
 use crm_projections::users;
 use serde::Deserialize;
@@ -13,7 +13,9 @@ use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::bodies::{no_content, written, ImpersonationInfo, List, LoginResponse, Me, User};
+use super::bodies::{
+    no_content, written, ImpersonationInfo, List, LoginResponse, Me, SessionBody, User,
+};
 use super::error::{ApiError, ApiResult, Problem};
 use super::extract::{Auth, Body, ClientAddr, Correlation, Query};
 use super::{AppState, PageQuery};
@@ -135,17 +137,19 @@ async fn return_to_admin(State(state): State<AppState>, Auth(ctx): Auth) -> ApiR
 /// The sessions in which someone logged in as me (who, when, why, how many changes).
 #[utoipa::path(get, path = "/api/me/impersonations", tag = "session", security(("bearer" = [])),
     params(PageQuery),
-    responses((status = 200, body = List<Session>), (status = 401, body = Problem), (status = 403, body = Problem)))]
+    responses((status = 200, body = List<SessionBody>), (status = 401, body = Problem), (status = 403, body = Problem)))]
 async fn list_my_impersonations(
     State(state): State<AppState>,
     Auth(ctx): Auth,
     Query(page): Query<PageQuery>,
-) -> ApiResult<Json<List<Session>>> {
+) -> ApiResult<Json<List<SessionBody>>> {
     let sessions = state
         .app
         .impersonations_of_me(&ctx, page.cursor.as_deref(), page.limit())
         .await?;
-    Ok(Json(sessions.into()))
+    Ok(Json(
+        super::audit::with_people(&state, &ctx, sessions).await?,
+    ))
 }
 
 /// My notifications, newest first.

@@ -32,15 +32,48 @@ pub fn request(
         "{method} {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
         body.len()
     )?;
-    let mut answer = String::new();
-    stream.read_to_string(&mut answer)?;
-    let status = answer
+    // The head, then as many bytes as it announces (or all until the server closes:
+    // not every server closes when asked to).
+    let no_answer = || std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "no answer");
+    let mut answer = Vec::new();
+    let mut buffer = [0u8; 8192];
+    let head_end = loop {
+        if let Some(at) = answer.windows(4).position(|w| w == b"\r\n\r\n") {
+            break at + 4;
+        }
+        let n = stream.read(&mut buffer)?;
+        if n == 0 {
+            return Err(no_answer());
+        }
+        answer.extend_from_slice(&buffer[..n]);
+    };
+    let head = String::from_utf8_lossy(&answer[..head_end]).into_owned();
+    let status = head
         .split_whitespace()
         .nth(1)
         .and_then(|s| s.parse().ok())
-        .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "no answer"))?;
-    let body = answer.split("\r\n\r\n").nth(1).unwrap_or("").to_owned();
-    Ok((status, body))
+        .ok_or_else(no_answer)?;
+    let length = head.lines().find_map(|line| {
+        let (name, value) = line.split_once(':')?;
+        name.eq_ignore_ascii_case("content-length")
+            .then(|| value.trim().parse::<usize>().ok())?
+    });
+    let mut body = answer.split_off(head_end);
+    match length {
+        Some(length) => {
+            while body.len() < length {
+                let n = stream.read(&mut buffer)?;
+                if n == 0 {
+                    return Err(no_answer());
+                }
+                body.extend_from_slice(&buffer[..n]);
+            }
+        }
+        None => {
+            stream.read_to_end(&mut body)?;
+        }
+    }
+    Ok((status, String::from_utf8_lossy(&body).into_owned()))
 }
 
 /// A running `crm serve`, stopped (and reaped) however the test ends.

@@ -1,0 +1,132 @@
+//! The admin console in headless Chromium, on both backends: the admin signs in,
+//! logs in as agent1 with a reason, changes a lead's stage, returns to admin, and
+//! finds that change with its before and after on the audit page. Screenshots of
+//! each step go to `target/console-screenshots/<backend>/`.
+
+mod support;
+
+use std::path::PathBuf;
+
+use crm_events::backend_tests;
+use crm_events::testing::TestDatabase;
+use support::browser::Browser;
+use support::serve::{http, start_serve};
+
+backend_tests!(an_admin_logs_in_as_an_agent_changes_a_stage_and_finds_it_in_the_audit,);
+
+fn screenshots(db: &TestDatabase) -> PathBuf {
+    let backend = if db.url.starts_with("postgres") {
+        "postgres"
+    } else {
+        "sqlite"
+    };
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("target/console-screenshots")
+        .join(backend)
+}
+
+async fn an_admin_logs_in_as_an_agent_changes_a_stage_and_finds_it_in_the_audit(db: &TestDatabase) {
+    let browser = match Browser::start() {
+        Ok(browser) => browser,
+        Err(why) if std::env::var("CI").as_deref() != Ok("true") => {
+            eprintln!("Browser test skipped: {why}");
+            return;
+        }
+        Err(why) => panic!("CI needs the browser: {why}"),
+    };
+    let (mut server, addr, _) = start_serve(db);
+    let shots = screenshots(db);
+    let shot = |name: &str| browser.screenshot(&shots.join(format!("{name}.png")));
+
+    // The pages are served by the binary.
+    let (status, page) = http(&addr, "GET", "/", None);
+    assert_eq!(status, 200);
+    assert!(page.contains("/console/console.js"), "{page}");
+
+    // The admin signs in.
+    browser.goto(&format!("http://{addr}/"));
+    let email = browser.find("input[name=email]");
+    browser.type_into(&email, "admin@demo.example");
+    browser.type_into(&browser.find("input[name=password]"), "demo-password");
+    shot("01-sign-in");
+    browser.click(&browser.find("form.signin button[type=submit]"));
+    browser.wait_for_text("main h1", "Lead Manager");
+    shot("02-admin-lead-manager");
+
+    // Users List: "Log in as user" on agent1's row, with a reason.
+    browser.click(&browser.find("nav a[href='#/users']"));
+    browser.wait_for_text("main h1", "Users");
+    assert!(
+        browser
+            .text_of("tr[data-user='owner@demo.example']")
+            .lines()
+            .all(|l| !l.contains("Log in as user")),
+        "no button on the owner's row"
+    );
+    browser.click(&browser.find("tr[data-user='agent1@demo.example'] button"));
+    browser.type_into(
+        &browser.find("dialog textarea[name=reason]"),
+        "Agent asked for help with a lead",
+    );
+    shot("03-log-in-as-reason");
+    browser.click(&browser.find("dialog button[type=submit]"));
+    let banner = browser.wait_for_text("#banner", "You are logged in as");
+    assert!(banner.contains("Return to Admin"), "{banner}");
+    browser.wait_for_text("main h1", "Lead Manager");
+    shot("04-as-agent1-lead-manager");
+
+    // A lead of agent1's: its stage changes.
+    browser.click(&browser.find("main table tbody tr a"));
+    let stage = browser.find("select[name=stage]");
+    let before = browser
+        .property(&stage, "value")
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let after = if before == "under_contract" {
+        "nurture"
+    } else {
+        "under_contract"
+    };
+    browser.click(&browser.find(&format!("select[name=stage] option[value={after}]")));
+    browser.click(&browser.find("main form.grid button[type=submit]"));
+    browser.wait_for_text("#message", "Saved.");
+    assert_eq!(
+        browser.property(&browser.find("select[name=stage]"), "value"),
+        after
+    );
+    shot("05-stage-changed");
+
+    // Return to Admin.
+    browser.click(&browser.find("#return-to-admin"));
+    browser.wait_for_text("main h1", "Users");
+    assert!(browser.text_of("#banner").is_empty(), "the banner is gone");
+    shot("06-returned-to-admin");
+
+    // The audit page: the session, and in it the change, before -> after.
+    browser.click(&browser.find("nav a[href='#/audit']"));
+    browser.wait_for_text("main", "Impersonation sessions");
+    let newest = browser.text_of("main table tbody tr");
+    assert!(
+        newest.contains("Agent asked for help with a lead") && newest.contains("returned"),
+        "{newest}"
+    );
+    shot("07-audit-sessions");
+    browser.click(&browser.find("main table tbody tr a"));
+    let changes = browser.wait_for_text("main table", "stage");
+    let expected = format!("{before} → {after}");
+    assert!(
+        changes
+            .lines()
+            .any(|l| l.contains("stage") && l.contains(&expected)),
+        "{expected:?} in {changes}"
+    );
+    shot("08-audit-session-changes");
+
+    // The same page in a narrow window.
+    browser.resize(420, 860);
+    browser.find("main table");
+    shot("09-narrow-audit-session");
+
+    assert!(server.stop());
+}

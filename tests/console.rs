@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use crm_events::backend_tests;
 use crm_events::testing::TestDatabase;
 use support::browser::Browser;
-use support::serve::{http, start_serve};
+use support::serve::{http, request, start_serve};
 
 backend_tests!(an_admin_logs_in_as_an_agent_changes_a_stage_and_finds_it_in_the_audit,);
 
@@ -128,5 +128,43 @@ async fn an_admin_logs_in_as_an_agent_changes_a_stage_and_finds_it_in_the_audit(
     browser.find("main table");
     shot("09-narrow-audit-session");
 
+    // The admin's sessions end (the owner deactivates them): the next page says so.
+    let owner = login(&addr, "owner@demo.example");
+    let (_, listed) = request(&addr, "GET", "/api/users?limit=500", Some(&owner), None).unwrap();
+    let listed: serde_json::Value = serde_json::from_str(&listed).unwrap();
+    let admin = listed["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|u| u["email"] == "admin@demo.example")
+        .unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let (status, _) = request(
+        &addr,
+        "PATCH",
+        &format!("/api/users/{admin}"),
+        Some(&owner),
+        Some(r#"{"active": false}"#),
+    )
+    .unwrap();
+    assert_eq!(status, 200);
+    browser.resize(1280, 800);
+    browser.click(&browser.find("nav a[href='#/leads']"));
+    browser.wait_for_text("#message", "Your session has expired or was ended");
+    browser.find("input[name=email]");
+    shot("10-session-ended");
+
     assert!(server.stop());
+}
+
+fn login(addr: &str, email: &str) -> String {
+    let body = format!(r#"{{"email": "{email}", "password": "demo-password"}}"#);
+    let (status, answer) = request(addr, "POST", "/api/login", None, Some(&body)).unwrap();
+    assert_eq!(status, 200, "{answer}");
+    serde_json::from_str::<serde_json::Value>(&answer).unwrap()["token"]
+        .as_str()
+        .unwrap()
+        .to_owned()
 }

@@ -17,7 +17,8 @@ const SETTINGS = [
 
 const $ = (selector) => document.querySelector(selector);
 const main = $("#main");
-const state = { token: sessionStorage.getItem("crm.token"), me: null };
+// `notice`: what to say once the next page shows (a page change clears messages).
+const state = { token: sessionStorage.getItem("crm.token"), me: null, notice: null };
 
 /** An element: h("a", {href: "#/x", onclick}, "text", child, [more]). */
 function h(tag, attrs, ...children) {
@@ -75,8 +76,7 @@ async function api(method, path, body, headers) {
   try { parsed = text ? JSON.parse(text) : null; } catch (_) { parsed = null; }
   if (response.status === 401 && state.token && path !== "/api/login") {
     forget();
-    go("#/signin");
-    say("Your session has expired or was ended. Please sign in again.");
+    go("#/signin", "Your session has expired or was ended. Please sign in again.");
     throw new Problem(401, parsed);
   }
   if (!response.ok) throw new Problem(response.status, parsed);
@@ -89,9 +89,18 @@ function forget() {
   sessionStorage.removeItem("crm.token");
 }
 
-function go(hash) {
-  if (location.hash === hash) route();
+/** Shows the page at `hash`, then `notice` (good news when `ok`). */
+function go(hash, notice, ok) {
+  state.notice = notice ? { text: notice, ok: Boolean(ok) } : null;
+  if (location.hash === hash) arrive();
   else location.hash = hash;
+}
+
+function arrive() {
+  const notice = state.notice;
+  state.notice = null;
+  say(notice ? notice.text : "", notice && notice.ok);
+  route();
 }
 
 /** Runs `work`, showing its problem (and field errors) instead of failing. */
@@ -163,7 +172,6 @@ function signin() {
       state.token = body.token;
       sessionStorage.setItem("crm.token", body.token);
       state.me = body.me;
-      say("");
       go(body.me.user.role === "auditor" ? "#/audit" : "#/leads");
     } catch (problem) {
       if (problem.status === 429) {
@@ -242,8 +250,8 @@ async function leads(params) {
     const lead = { name: name.value };
     if (email.value) lead.email = email.value;
     if (phone.value) lead.phone = phone.value;
-    const made = await attempt(() => api("POST", "/api/leads", lead), "Lead created.");
-    if (made) go(`#/leads/${made.body.id}`);
+    const made = await attempt(() => api("POST", "/api/leads", lead));
+    if (made) go(`#/leads/${made.body.id}`, "Lead created.", true);
   } }, h("label", {}, "Name", name), h("label", {}, "Email", email), h("label", {}, "Phone", phone),
   h("div", { class: "actions" }, h("button", { type: "submit" }, "Add lead")));
   page("Lead Manager", chips, filters,
@@ -279,7 +287,7 @@ async function lead(id) {
   h("div", { class: "actions" }, h("button", { type: "submit" }, "Save"),
     h("button", { type: "button", class: "danger", onclick: async () => {
       if (!confirm(`Archive ${lead.name}?`)) return;
-      if (await attempt(() => api("DELETE", `/api/leads/${id}`, undefined, { "If-Match": etag }), "Lead archived.")) go("#/leads");
+      if (await attempt(() => api("DELETE", `/api/leads/${id}`, undefined, { "If-Match": etag }))) go("#/leads", "Lead archived.", true);
     } }, "Archive")));
   const note = h("textarea", { name: "body", required: true, "aria-label": "New note" });
   const notes = h("section", { class: "card" }, h("h2", {}, "Notes"),
@@ -337,7 +345,6 @@ function log_in_as(user) {
     if (!started) { dialog.close(); return; }
     dialog.close();
     state.me = started.body;
-    say("");
     go("#/leads");
   } },
   h("h2", {}, `Log in as ${user.name}`),
@@ -353,8 +360,7 @@ async function return_to_admin() {
   const back = await attempt(() => api("DELETE", "/api/impersonation"));
   if (!back) return;
   state.me = back.body;
-  say("Back to your own account.", true);
-  go("#/users");
+  go("#/users", "Back to your own account.", true);
 }
 
 async function settings() {
@@ -485,8 +491,7 @@ $("#return-to-admin").addEventListener("click", return_to_admin);
 $("#sign-out").addEventListener("click", async () => {
   await attempt(() => api("POST", "/api/logout"));
   forget();
-  say("Signed out.", true);
-  go("#/signin");
+  go("#/signin", "Signed out.", true);
 });
-window.addEventListener("hashchange", () => { say(""); route(); });
+window.addEventListener("hashchange", arrive);
 route();

@@ -242,13 +242,15 @@ async fn every_lead_command_records_its_facts(db: &TestDatabase) {
         body: Some(TemplateBody::parse("Hello {name}").unwrap()),
         ..TemplateEdit::default()
     };
-    app.update_template(ctx, template, edit).await.unwrap();
+    app.update_template(ctx, template, edit, None)
+        .await
+        .unwrap();
     let settings = app.settings(ctx).await.unwrap();
     assert_eq!(settings.state.templates[&template].body, "Hello {name}");
     assert_eq!(settings.version, 2);
-    app.delete_template(ctx, template).await.unwrap();
+    app.delete_template(ctx, template, None).await.unwrap();
     assert!(matches!(
-        app.delete_template(ctx, template).await.unwrap_err(),
+        app.delete_template(ctx, template, None).await.unwrap_err(),
         AppError::NotFound("template")
     ));
 }

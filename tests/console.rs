@@ -45,16 +45,15 @@ async fn an_admin_logs_in_as_an_agent_changes_a_stage_and_finds_it_in_the_audit(
 
     // The admin signs in.
     browser.goto(&format!("http://{addr}/"));
-    let email = browser.find("input[name=email]");
-    browser.type_into(&email, "admin@demo.example");
-    browser.type_into(&browser.find("input[name=password]"), "demo-password");
+    browser.type_into("input[name=email]", "admin@demo.example");
+    browser.type_into("input[name=password]", "demo-password");
     shot("01-sign-in");
-    browser.click(&browser.find("form.signin button[type=submit]"));
+    browser.click("form.signin button[type=submit]");
     browser.wait_for_text("main h1", "Lead Manager");
     shot("02-admin-lead-manager");
 
     // Users List: "Log in as user" on agent1's row, with a reason.
-    browser.click(&browser.find("nav a[href='#/users']"));
+    browser.click("nav a[href='#/users']");
     browser.wait_for_text("main h1", "Users");
     assert!(
         browser
@@ -63,23 +62,22 @@ async fn an_admin_logs_in_as_an_agent_changes_a_stage_and_finds_it_in_the_audit(
             .all(|l| !l.contains("Log in as user")),
         "no button on the owner's row"
     );
-    browser.click(&browser.find("tr[data-user='agent1@demo.example'] button"));
+    browser.click("tr[data-user='agent1@demo.example'] button");
     browser.type_into(
-        &browser.find("dialog textarea[name=reason]"),
+        "dialog textarea[name=reason]",
         "Agent asked for help with a lead",
     );
     shot("03-log-in-as-reason");
-    browser.click(&browser.find("dialog button[type=submit]"));
+    browser.click("dialog button[type=submit]");
     let banner = browser.wait_for_text("#banner", "You are logged in as");
     assert!(banner.contains("Return to Admin"), "{banner}");
     browser.wait_for_text("main h1", "Lead Manager");
     shot("04-as-agent1-lead-manager");
 
     // A lead of agent1's: its stage changes.
-    browser.click(&browser.find("main table tbody tr a"));
-    let stage = browser.find("select[name=stage]");
+    browser.click("main table tbody tr a");
     let before = browser
-        .property(&stage, "value")
+        .property("main form.grid select[name=stage]", "value")
         .as_str()
         .unwrap()
         .to_owned();
@@ -88,31 +86,46 @@ async fn an_admin_logs_in_as_an_agent_changes_a_stage_and_finds_it_in_the_audit(
     } else {
         "under_contract"
     };
-    browser.click(&browser.find(&format!("select[name=stage] option[value={after}]")));
-    browser.click(&browser.find("main form.grid button[type=submit]"));
+    browser.click(&format!("select[name=stage] option[value={after}]"));
+    browser.click("main form.grid button[type=submit]");
     browser.wait_for_text("#message", "Saved.");
-    assert_eq!(
-        browser.property(&browser.find("select[name=stage]"), "value"),
-        after
-    );
+    assert_eq!(browser.property("select[name=stage]", "value"), after);
     shot("05-stage-changed");
 
     // Return to Admin.
-    browser.click(&browser.find("#return-to-admin"));
+    browser.click("#return-to-admin");
     browser.wait_for_text("main h1", "Users");
     assert!(browser.text_of("#banner").is_empty(), "the banner is gone");
     shot("06-returned-to-admin");
 
+    // Settings: a template added, then edited in its dialog.
+    browser.click("nav a[href='#/settings']");
+    browser.wait_for_text("main h1", "Settings");
+    browser.type_into("main form:last-of-type input[name=name]", "Follow-up");
+    browser.type_into("main form:last-of-type input[name=subject]", "Checking in");
+    browser.type_into(
+        "main form:last-of-type textarea[name=body]",
+        "Any questions?",
+    );
+    browser.click("main form:last-of-type button[type=submit]");
+    browser.wait_for_text("#message", "Template added.");
+    browser.click("main table tbody tr:last-child button.quiet");
+    browser.type_into("dialog textarea[name=body]", " Call me any time.");
+    browser.click("dialog button[type=submit]");
+    browser.wait_for_text("#message", "Template saved.");
+    browser.wait_for_text("main table", "Any questions? Call me any time.");
+    shot("07-settings-template-edited");
+
     // The audit page: the session, and in it the change, before -> after.
-    browser.click(&browser.find("nav a[href='#/audit']"));
+    browser.click("nav a[href='#/audit']");
     browser.wait_for_text("main", "Impersonation sessions");
     let newest = browser.text_of("main table tbody tr");
     assert!(
         newest.contains("Agent asked for help with a lead") && newest.contains("returned"),
         "{newest}"
     );
-    shot("07-audit-sessions");
-    browser.click(&browser.find("main table tbody tr a"));
+    shot("08-audit-sessions");
+    browser.click("main table tbody tr a");
     let changes = browser.wait_for_text("main table", "stage");
     let expected = format!("{before} → {after}");
     assert!(
@@ -121,12 +134,12 @@ async fn an_admin_logs_in_as_an_agent_changes_a_stage_and_finds_it_in_the_audit(
             .any(|l| l.contains("stage") && l.contains(&expected)),
         "{expected:?} in {changes}"
     );
-    shot("08-audit-session-changes");
+    shot("09-audit-session-changes");
 
     // The same page in a narrow window.
     browser.resize(420, 860);
     browser.find("main table");
-    shot("09-narrow-audit-session");
+    shot("10-narrow-audit-session");
 
     // The admin's sessions end (the owner deactivates them): the next page says so.
     let owner = login(&addr, "owner@demo.example");
@@ -151,10 +164,10 @@ async fn an_admin_logs_in_as_an_agent_changes_a_stage_and_finds_it_in_the_audit(
     .unwrap();
     assert_eq!(status, 200);
     browser.resize(1280, 800);
-    browser.click(&browser.find("nav a[href='#/leads']"));
+    browser.click("nav a[href='#/leads']");
     browser.wait_for_text("#message", "Your session has expired or was ended");
     browser.find("input[name=email]");
-    shot("10-session-ended");
+    shot("11-session-ended");
 
     assert!(server.stop());
 }

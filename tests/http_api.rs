@@ -354,7 +354,7 @@ async fn every_endpoint_answers_as_the_contract_says(db: &TestDatabase) {
             &agent,
             &format!("/api/templates/{}", template.id()),
             json!({"body": "Hi {name}"}),
-            None,
+            Some("\"1\""),
         )
         .await;
     assert_eq!(
@@ -373,12 +373,27 @@ async fn every_endpoint_answers_as_the_contract_says(db: &TestDatabase) {
             .len(),
         1
     );
+    // Stale versions are refused, and change nothing.
+    let path = format!("/api/templates/{}", template.id());
+    api.patch(&agent, &path, json!({"body": "Lost"}), Some("\"1\""))
+        .await
+        .problem(409, "conflict");
+    let stale_delete = Request::delete(&path)
+        .header("authorization", format!("Bearer {agent}"))
+        .header("if-match", "\"1\"")
+        .body(Body::empty())
+        .unwrap();
+    api.send(stale_delete).await.problem(409, "conflict");
     assert_eq!(
-        api.delete(&agent, &format!("/api/templates/{}", template.id()))
-            .await
-            .status,
-        204
+        api.get(&agent, "/api/templates").await.body[0]["body"],
+        "Hi {name}"
     );
+    let delete = Request::delete(&path)
+        .header("authorization", format!("Bearer {agent}"))
+        .header("if-match", "\"2\"")
+        .body(Body::empty())
+        .unwrap();
+    assert_eq!(api.send(delete).await.status, 204);
 
     // Impersonation, notifications, who logged in as me, password.
     let started = api

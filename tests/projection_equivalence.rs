@@ -258,14 +258,14 @@ async fn random_history(app: &App, seed: u64, steps: usize) -> Vec<Site> {
                     Ok(())
                 } else if rng.chance(20) {
                     let id = templates.swap_remove(rng.below(templates.len()));
-                    app.delete_template(&ctx, id).await.map(drop)
+                    app.delete_template(&ctx, id, None).await.map(drop)
                 } else {
                     let id = *rng.pick(templates);
                     let edit = TemplateEdit {
                         body: Some(TemplateBody::parse(&format!("Body {step}")).unwrap()),
                         ..TemplateEdit::default()
                     };
-                    app.update_template(&ctx, id, edit).await.map(drop)
+                    app.update_template(&ctx, id, edit, None).await.map(drop)
                 }
             }
         };

@@ -72,7 +72,9 @@ async fn the_seed_scenario_lists_exactly_the_admins_changes_with_before_and_afte
         body: Some(TemplateBody::parse("Hi {name}, shall we meet?").unwrap()),
         ..TemplateEdit::default()
     };
-    app.update_template(&acting, template, body).await.unwrap();
+    app.update_template(&acting, template, body, None)
+        .await
+        .unwrap();
     let timezone =
         SettingsChange::parse(json!({"timezone": "America/Denver"}).as_object().unwrap()).unwrap();
     app.change_settings(&acting, timezone, None).await.unwrap();

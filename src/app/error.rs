@@ -110,6 +110,7 @@ impl From<SettingsRejection> for AppError {
     fn from(rejection: SettingsRejection) -> Self {
         match rejection {
             SettingsRejection::TemplateNotFound => Self::NotFound("template"),
+            stale @ SettingsRejection::Stale { .. } => Self::Conflict(stale.to_string()),
             SettingsRejection::Invalid(why) => Self::invalid("subject", why),
         }
     }

@@ -55,33 +55,41 @@ impl App {
         Ok((id, written))
     }
 
-    /// Edits a template.
+    /// Edits a template (at `if_match`, when given).
     ///
     /// # Errors
-    /// [`AppError::NotFound`] for an unknown template.
+    /// [`AppError::NotFound`] for an unknown template; [`AppError::Conflict`] when it
+    /// is no longer at `if_match`.
     pub async fn update_template(
         &self,
         ctx: &RequestContext,
         id: TemplateId,
         edit: TemplateEdit,
+        if_match: Option<u64>,
     ) -> Result<Written, AppError> {
         self.on_settings(ctx, None, |s| {
+            settings::expect_template_version(s, id, if_match)?;
             settings::update_template(s, id, edit.clone())
         })
         .await
     }
 
-    /// Deletes a template.
+    /// Deletes a template (at `if_match`, when given).
     ///
     /// # Errors
-    /// [`AppError::NotFound`] for an unknown template.
+    /// [`AppError::NotFound`] for an unknown template; [`AppError::Conflict`] when it
+    /// is no longer at `if_match`.
     pub async fn delete_template(
         &self,
         ctx: &RequestContext,
         id: TemplateId,
+        if_match: Option<u64>,
     ) -> Result<Written, AppError> {
-        self.on_settings(ctx, None, |s| settings::delete_template(s, id))
-            .await
+        self.on_settings(ctx, None, |s| {
+            settings::expect_template_version(s, id, if_match)?;
+            settings::delete_template(s, id)
+        })
+        .await
     }
 
     async fn on_settings<F>(

@@ -252,6 +252,9 @@ impl Settings {
 pub enum SettingsRejection {
     #[error("no such template")]
     TemplateNotFound,
+    /// The template is no longer at the version the change was based on.
+    #[error("the template changed meanwhile (now at version {actual}); reload and retry")]
+    Stale { actual: u64 },
     #[error("{0}")]
     Invalid(String),
 }
@@ -374,6 +377,26 @@ pub fn update_template(
 ///
 /// # Errors
 /// [`SettingsRejection::TemplateNotFound`].
+/// Checks that the template is at `expected` (when given: a write's `If-Match`).
+///
+/// # Errors
+/// [`SettingsRejection::TemplateNotFound`], [`SettingsRejection::Stale`].
+pub fn expect_template_version(
+    settings: &Settings,
+    template_id: TemplateId,
+    expected: Option<u64>,
+) -> Result<(), SettingsRejection> {
+    let actual = settings
+        .templates
+        .get(&template_id)
+        .ok_or(SettingsRejection::TemplateNotFound)?
+        .version;
+    match expected {
+        Some(expected) if expected != actual => Err(SettingsRejection::Stale { actual }),
+        _ => Ok(()),
+    }
+}
+
 pub fn delete_template(
     settings: &Settings,
     template_id: TemplateId,

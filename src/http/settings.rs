@@ -116,18 +116,20 @@ async fn create_template(
     ))
 }
 
-/// Edit a template.
+/// Edit a template; with `If-Match: "<version>"`, only if it is still at that version.
 #[utoipa::path(patch, path = "/api/templates/{id}", tag = "settings", security(("bearer" = [])),
     params(("id" = uuid::Uuid, Path, description = "template id")), request_body = TemplatePatch,
-    responses((status = 200, body = Template), (status = 401, body = Problem), (status = 404, body = Problem), (status = 422, body = Problem)))]
+    responses((status = 200, body = Template), (status = 401, body = Problem), (status = 404, body = Problem),
+        (status = 409, body = Problem), (status = 422, body = Problem)))]
 async fn update_template(
     State(state): State<AppState>,
     Auth(ctx): Auth,
     Path(id): Path<TemplateId>,
+    IfMatch(if_match): IfMatch,
     Body(body): Body<TemplatePatch>,
 ) -> ApiResult<Response> {
     let edit = body.parse().map_err(ApiError::validation)?;
-    let at = state.app.update_template(&ctx, id, edit).await?;
+    let at = state.app.update_template(&ctx, id, edit, if_match).await?;
     let template = template_body(&state, &ctx, id).await?;
     let version = template.version;
     Ok(written(
@@ -138,15 +140,16 @@ async fn update_template(
     ))
 }
 
-/// Delete a template.
+/// Delete a template; with `If-Match: "<version>"`, only if it is still at that version.
 #[utoipa::path(delete, path = "/api/templates/{id}", tag = "settings", security(("bearer" = [])),
     params(("id" = uuid::Uuid, Path, description = "template id")),
-    responses((status = 204), (status = 401, body = Problem), (status = 404, body = Problem)))]
+    responses((status = 204), (status = 401, body = Problem), (status = 404, body = Problem), (status = 409, body = Problem)))]
 async fn delete_template(
     State(state): State<AppState>,
     Auth(ctx): Auth,
     Path(id): Path<TemplateId>,
+    IfMatch(if_match): IfMatch,
 ) -> ApiResult<Response> {
-    let at = state.app.delete_template(&ctx, id).await?;
+    let at = state.app.delete_template(&ctx, id, if_match).await?;
     Ok(no_content(at.position))
 }

@@ -175,24 +175,43 @@ impl Browser {
         self.session_call(method, &format!("/element/{}{path}", element.0), body)
     }
 
-    pub fn click(&self, element: &Element) {
-        self.element_call("POST", element, "/click", &json!({}));
+    /// Runs `act` on the element matching `css`, finding it again while the page
+    /// replaces it under our feet (a "stale element").
+    #[track_caller]
+    fn on(&self, css: &str, method: &str, path: &str, body: &Value) -> Value {
+        let started = Instant::now();
+        loop {
+            let element = self.find(css);
+            let at = format!("/session/{}/element/{}{path}", self.session, element.0);
+            match self.try_call(method, &at, body) {
+                Ok(value) => return value,
+                Err(answer)
+                    if answer["value"]["error"] == "stale element reference"
+                        && started.elapsed() < Duration::from_secs(10) =>
+                {
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+                Err(answer) => panic!("{method} {path} on {css:?}: {answer}"),
+            }
+        }
     }
 
-    pub fn type_into(&self, element: &Element, text: &str) {
-        self.element_call("POST", element, "/value", &json!({"text": text}));
+    /// Clicks the element matching `css`.
+    #[track_caller]
+    pub fn click(&self, css: &str) {
+        self.on(css, "POST", "/click", &json!({}));
     }
 
-    pub fn text(&self, element: &Element) -> String {
-        self.element_call("GET", element, "/text", &Value::Null)
-            .as_str()
-            .unwrap_or_default()
-            .to_owned()
+    /// Types `text` into the element matching `css`.
+    #[track_caller]
+    pub fn type_into(&self, css: &str, text: &str) {
+        self.on(css, "POST", "/value", &json!({"text": text}));
     }
 
-    /// The value of an element's property (an input's `value`, ...).
-    pub fn property(&self, element: &Element, name: &str) -> Value {
-        self.element_call("GET", element, &format!("/property/{name}"), &Value::Null)
+    /// The value of a property (an input's `value`, ...) of the element matching `css`.
+    #[track_caller]
+    pub fn property(&self, css: &str, name: &str) -> Value {
+        self.on(css, "GET", &format!("/property/{name}"), &Value::Null)
     }
 
     pub fn resize(&self, width: u32, height: u32) {

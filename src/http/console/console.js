@@ -154,7 +154,12 @@ async function load_me() {
 
 // --- pages -------------------------------------------------------------------
 
-function page(title, ...content) {
+// Each route gets a ticket; a page whose data arrives after a newer route started
+// is not shown (a slow answer must not replace the page the user went on to).
+let ticket = 0;
+
+function page(mine, title, ...content) {
+  if (mine !== ticket) return;
   document.title = `${title} · CRM`;
   main.replaceChildren(h("h1", {}, title), ...content);
   main.focus();
@@ -199,6 +204,7 @@ function table(headers, rows, empty) {
 }
 
 async function leads(params) {
+  const mine = ticket;
   const query = new URLSearchParams(params);
   if (!query.get("sort")) query.set("sort", "-updated_at");
   const { body } = await api("GET", `/api/leads?${query}`);
@@ -254,12 +260,13 @@ async function leads(params) {
     if (made) go(`#/leads/${made.body.id}`, "Lead created.", true);
   } }, h("label", {}, "Name", name), h("label", {}, "Email", email), h("label", {}, "Phone", phone),
   h("div", { class: "actions" }, h("button", { type: "submit" }, "Add lead")));
-  page("Lead Manager", chips, filters,
+  page(mine, "Lead Manager", chips, filters,
     table(["Name", "Stage", "Email", "Phone", "Tags", "Next task", "Updated"], rows, "No leads match."),
     more, h("h2", {}, "New lead"), create);
 }
 
 async function lead(id) {
+  const mine = ticket;
   const { body: lead, etag } = await api("GET", `/api/leads/${id}`);
   const field = (key, label, attrs) => h("label", {}, label,
     h("input", { name: key, value: lead[key] || "", ...(attrs || {}) }));
@@ -320,7 +327,7 @@ async function lead(id) {
       const sent = { channel: channel.value, direction: direction.value, summary: summary.value };
       if (await attempt(() => api("POST", `/api/leads/${id}/communications`, sent), "Logged.")) lead_again(id);
     } }, channel, direction, summary, h("button", { type: "submit" }, "Log")));
-  page(lead.name, h("p", {}, h("a", { href: "#/leads" }, "← Lead Manager"),
+  page(mine, lead.name, h("p", {}, h("a", { href: "#/leads" }, "← Lead Manager"),
     h("span", { class: "muted" }, ` · version ${lead.version} · updated ${when(lead.updated_at)}`)),
   form, h("div", { class: "two" }, notes, tasks), h("p", {}), comms);
 }
@@ -328,12 +335,13 @@ async function lead(id) {
 function lead_again(id) { route(`#/leads/${id}`); }
 
 async function users() {
+  const mine = ticket;
   const { body } = await api("GET", "/api/users?limit=500");
   const rows = body.items.map((u) => h("tr", { "data-user": u.email },
     h("td", {}, u.name), h("td", {}, u.email), h("td", {}, u.role), h("td", {}, u.active ? "active" : "deactivated"),
     h("td", {}, u.can_impersonate
       ? h("button", { type: "button", class: "quiet", onclick: () => log_in_as(u) }, "Log in as user") : "")));
-  page("Users", table(["Name", "Email", "Role", "Status", ""], rows, "No users."));
+  page(mine, "Users", table(["Name", "Email", "Role", "Status", ""], rows, "No users."));
 }
 
 function log_in_as(user) {
@@ -364,6 +372,7 @@ async function return_to_admin() {
 }
 
 async function settings() {
+  const mine = ticket;
   const [{ body: current, etag }, { body: templates }] = await Promise.all([
     api("GET", "/api/settings"), api("GET", "/api/templates")]);
   const values = current.settings || {};
@@ -391,9 +400,12 @@ async function settings() {
   } }, inputs.map((i) => i[2]), h("div", { class: "actions" }, h("button", { type: "submit" }, "Save settings")));
   const list = (templates.items || templates).map((t) => h("tr", {},
     h("td", {}, t.kind), h("td", {}, t.name), h("td", {}, t.subject || ""), h("td", {}, t.body),
-    h("td", {}, h("button", { type: "button", class: "danger", onclick: async () => {
-      if (confirm(`Delete the template ${t.name}?`) && await attempt(() => api("DELETE", `/api/templates/${t.id}`), "Template deleted.")) route();
-    } }, "Delete"))));
+    h("td", {}, h("div", { class: "actions" },
+      h("button", { type: "button", class: "quiet", onclick: () => edit_template(t) }, "Edit"),
+      h("button", { type: "button", class: "danger", onclick: async () => {
+        if (confirm(`Delete the template ${t.name}?`) && await attempt(() => api("DELETE", `/api/templates/${t.id}`,
+          undefined, { "If-Match": `"${t.version}"` }), "Template deleted.")) route();
+      } }, "Delete")))));
   const kind = h("select", { name: "kind" }, h("option", { value: "email" }, "email"), h("option", { value: "text" }, "text"));
   const name = h("input", { name: "name", required: true });
   const subject = h("input", { name: "subject" });
@@ -405,8 +417,36 @@ async function settings() {
     if (await attempt(() => api("POST", "/api/templates", made), "Template added.")) route();
   } }, h("label", {}, "Kind", kind), h("label", {}, "Name", name), h("label", {}, "Subject", subject),
   h("label", {}, "Body", text), h("div", { class: "actions" }, h("button", { type: "submit" }, "Add template")));
-  page("Settings", form, h("h2", {}, "Templates"),
+  page(mine, "Settings", form, h("h2", {}, "Templates"),
     table(["Kind", "Name", "Subject", "Body", ""], list, "No templates yet."), h("h2", {}, "New template"), create);
+}
+
+/** A template's name, subject and body, changed in a dialog (with its version). */
+function edit_template(template) {
+  const dialog = $("#dialog");
+  const name = h("input", { name: "name", value: template.name, required: true });
+  const subject = h("input", { name: "subject", value: template.subject || "" });
+  const body = h("textarea", { name: "body", required: true }, template.body);
+  dialog.replaceChildren(h("form", { method: "dialog", onsubmit: async (e) => {
+    e.preventDefault();
+    const change = {};
+    if (name.value !== template.name) change.name = name.value;
+    if (subject.value !== (template.subject || "")) change.subject = subject.value;
+    if (body.value !== template.body) change.body = body.value;
+    dialog.close();
+    if (!Object.keys(change).length) return;
+    const saved = await attempt(() => api("PATCH", `/api/templates/${template.id}`, change,
+      { "If-Match": `"${template.version}"` }), "Template saved.");
+    if (saved) route();
+  } },
+  h("h2", {}, `Edit ${template.kind} template`),
+  h("label", {}, "Name", name),
+  template.kind === "email" ? h("label", {}, "Subject", subject) : null,
+  h("label", {}, "Body", body),
+  h("div", { class: "actions" }, h("button", { type: "submit" }, "Save"),
+    h("button", { type: "button", class: "quiet", onclick: () => dialog.close() }, "Cancel"))));
+  dialog.showModal();
+  name.focus();
 }
 
 function sessions_table(items) {
@@ -430,9 +470,10 @@ async function download(format) {
 }
 
 async function audit() {
+  const mine = ticket;
   const [{ body: sessions }, { body: verified }] = await Promise.all([
     api("GET", "/api/audit/impersonations?limit=200"), api("GET", "/api/audit/verify")]);
-  page("Audit",
+  page(mine, "Audit",
     h("p", {}, verified.ok ? `The log is intact: ${verified.events_checked} events checked.`
       : `The log is broken at position ${verified.first_bad_position}.`),
     h("div", { class: "actions" },
@@ -442,13 +483,14 @@ async function audit() {
 }
 
 async function session(id) {
+  const mine = ticket;
   const { body: s } = await api("GET", `/api/audit/impersonations/${id}`);
   const rows = s.changes.map((c) => h("tr", {},
     h("td", {}, when(c.at)), h("td", {}, pretty(c.event_type)), h("td", {}, `${c.entity_type}`),
     h("td", {}, c.field),
     h("td", { class: "change" }, h("span", { class: "before" }, shown(c.before)), h("span", { class: "arrow" }, " → "),
       h("span", { class: "after" }, shown(c.after)))));
-  page(`${s.admin.name} as ${s.subject.name}`,
+  page(mine, `${s.admin.name} as ${s.subject.name}`,
     h("p", {}, h("a", { href: reads_audit() ? "#/audit" : "#/me/impersonations" }, "← Sessions")),
     h("p", {}, `Reason: ${s.reason || "—"} · started ${when(s.started_at)} · `,
       s.ended_at ? `ended ${when(s.ended_at)} (${pretty(s.end_reason)})` : "ongoing"),
@@ -456,8 +498,9 @@ async function session(id) {
 }
 
 async function my_impersonations() {
+  const mine = ticket;
   const { body } = await api("GET", "/api/me/impersonations?limit=200");
-  page("Who logged in as me", sessions_table(body.items));
+  page(mine, "Who logged in as me", sessions_table(body.items));
 }
 
 // --- routing -------------------------------------------------------------------
@@ -466,6 +509,8 @@ async function route(forced) {
   const hash = forced || location.hash || "#/";
   const [path, search] = hash.slice(1).split("?");
   const parts = path.split("/").filter(Boolean);
+  ticket += 1;
+  const mine = ticket;
   if (!state.token) { signin(); return; }
   try {
     if (!state.me) await load_me();
@@ -479,7 +524,7 @@ async function route(forced) {
     else if (parts[0] === "me") await my_impersonations();
     else go(role() === "auditor" ? "#/audit" : "#/leads");
   } catch (problem) {
-    if (problem.status === 401) return;
+    if (problem.status === 401 || mine !== ticket) return;
     if (problem.status === 403) say(`Not allowed: ${problem.message}.`);
     else if (problem.status === 404) say("Not found: it does not exist, or it is not yours to see.");
     else say(problem.message);

@@ -29,7 +29,7 @@ const POSTGRES_INDEXES: &str = "SELECT i.relname::text, pg_get_indexdef(x.indexr
 /// statement holds (a deadlock on PostgreSQL, an immediate "database is locked" on
 /// SQLite).
 fn lock_checkpoints(db: &Database) -> &'static str {
-    crate::runner::lock_checkpoints_statement(matches!(db, Database::Postgres(_)))
+    crate::sql::lock_checkpoints_statement(matches!(db, Database::Postgres(_)))
 }
 
 /// Records and drops the secondary indexes of `tables`, but those named in `kept`.

@@ -20,22 +20,10 @@ use futures_util::future::BoxFuture;
 use tokio::sync::watch;
 
 use crate::projection::{Decoded, Projection};
-use crate::sql::execute;
+use crate::sql::{execute, lock_checkpoints_statement};
 
 /// How many events one catch-up transaction folds.
 const CATCH_UP_BATCH: u32 = 1_000;
-
-/// The statement that takes every checkpoint row's lock, always in the same order
-/// (by name) so that two transactions can never each hold a row the other waits
-/// for; every transaction that writes projections (or their indexes) runs it
-/// first. On SQLite a write takes the database's single write lock at once.
-pub(crate) const fn lock_checkpoints_statement(postgres: bool) -> &'static str {
-    if postgres {
-        "SELECT name, version, position FROM projection_checkpoints ORDER BY name FOR UPDATE"
-    } else {
-        "UPDATE projection_checkpoints SET position = position RETURNING name, version, position"
-    }
-}
 
 /// A batch of the log read (and decoded) ahead of its turn: the events after
 /// `after`.

@@ -18,3 +18,15 @@ macro_rules! fetch_optional {
 }
 
 pub(crate) use {execute, fetch_optional};
+
+/// The statement that takes every checkpoint row's lock, always in the same order
+/// (by name) so that two transactions can never each hold a row the other waits
+/// for; every transaction that writes projections (or their indexes) runs it
+/// first. On SQLite a write takes the database's single write lock at once.
+pub(crate) const fn lock_checkpoints_statement(postgres: bool) -> &'static str {
+    if postgres {
+        "SELECT name, version, position FROM projection_checkpoints ORDER BY name FOR UPDATE"
+    } else {
+        "UPDATE projection_checkpoints SET position = position RETURNING name, version, position"
+    }
+}

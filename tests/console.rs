@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use crm_events::backend_tests;
 use crm_events::testing::TestDatabase;
 use support::browser::Browser;
-use support::serve::{http, request, start_serve};
+use support::serve::{http, login, request, start_serve};
 
 backend_tests!(an_admin_logs_in_as_an_agent_changes_a_stage_and_finds_it_in_the_audit,);
 
@@ -170,14 +170,4 @@ async fn an_admin_logs_in_as_an_agent_changes_a_stage_and_finds_it_in_the_audit(
     shot("11-session-ended");
 
     assert!(server.stop());
-}
-
-fn login(addr: &str, email: &str) -> String {
-    let body = format!(r#"{{"email": "{email}", "password": "demo-password"}}"#);
-    let (status, answer) = request(addr, "POST", "/api/login", None, Some(&body)).unwrap();
-    assert_eq!(status, 200, "{answer}");
-    serde_json::from_str::<serde_json::Value>(&answer).unwrap()["token"]
-        .as_str()
-        .unwrap()
-        .to_owned()
 }

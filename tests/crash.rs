@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use crm_events::testing::TestDatabase;
 use crm_events::{backend_tests, on_pool, EventStore};
 use serde_json::{json, Value};
-use support::serve::{request, start_serve};
+use support::serve::{login, request, start_serve};
 
 backend_tests!(a_killed_server_or_rebuild_loses_nothing_acknowledged,);
 
@@ -31,16 +31,6 @@ fn call(
     let (got, answer) = request(addr, method, path, Some(token), body.as_deref()).unwrap();
     assert_eq!(got, status, "{method} {path}: {answer}");
     serde_json::from_str(&answer).unwrap_or(Value::Null)
-}
-
-fn login(addr: &str, email: &str) -> String {
-    let body = json!({"email": email, "password": "demo-password"}).to_string();
-    let (status, answer) = request(addr, "POST", "/api/login", None, Some(&body)).unwrap();
-    assert_eq!(status, 200, "{answer}");
-    serde_json::from_str::<Value>(&answer).unwrap()["token"]
-        .as_str()
-        .unwrap()
-        .to_owned()
 }
 
 /// What a writer was told was done.

@@ -76,6 +76,18 @@ pub fn request(
     Ok((status, String::from_utf8_lossy(&body).into_owned()))
 }
 
+/// Signs in to the demo site (password `demo-password`); returns the token.
+#[track_caller]
+pub fn login(addr: &str, email: &str) -> String {
+    let body = serde_json::json!({"email": email, "password": "demo-password"}).to_string();
+    let (status, answer) = request(addr, "POST", "/api/login", None, Some(&body)).unwrap();
+    assert_eq!(status, 200, "{answer}");
+    serde_json::from_str::<serde_json::Value>(&answer).unwrap()["token"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
 /// A running `crm serve`, stopped (and reaped) however the test ends.
 pub struct Server(pub std::process::Child);
 

@@ -2,6 +2,8 @@
 //! sessions, a session's changes, all changes filtered, streamed exports, and the
 //! hash chain's verification.
 
+use std::collections::hash_map::{Entry, HashMap};
+
 use axum::body::Body as ResponseBody;
 use axum::extract::State;
 use axum::http::{header, HeaderValue};
@@ -10,15 +12,13 @@ use axum::Json;
 use chrono::{DateTime, Utc};
 use crm_events::ids::{ImpersonationId, UserId};
 use crm_projections::audit_trail::{Change, ChangeFilter, Session, SessionFilter};
+use crm_projections::users;
+use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
-
-use std::collections::HashMap;
-
-use crm_projections::users;
 
 use super::bodies::{List, SessionBody, SessionDetailBody, User};
 use super::error::{ApiError, ApiResult, Problem};
@@ -27,7 +27,6 @@ use super::AppState;
 use crate::app::RequestContext;
 use crate::domain::policy::{authorize, Action};
 use crate::export::Format;
-use futures_util::StreamExt;
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -88,7 +87,7 @@ pub(super) async fn with_people(
     let mut items = Vec::with_capacity(page.items.len());
     for session in page.items {
         for id in [session.admin_id, session.subject_id] {
-            if let std::collections::hash_map::Entry::Vacant(slot) = known.entry(id) {
+            if let Entry::Vacant(slot) = known.entry(id) {
                 let user = users::get(db, ctx.site(), UserId::from_uuid(id))
                     .await?
                     .ok_or_else(|| ApiError::not_found("user"))?;

@@ -136,10 +136,28 @@ async fn an_admin_logs_in_as_an_agent_changes_a_stage_and_finds_it_in_the_audit(
     );
     shot("09-audit-session-changes");
 
+    // The changes made while logged in as someone, field by field, on the audit page.
+    browser.click("nav a[href='#/audit']");
+    browser.wait_for_text("main", "Changes, field by field");
+    browser.click("select[name=impersonated] option[value=true]");
+    browser.click("main form.toolbar button[type=submit]");
+    let filtered = browser.wait_for_text("#changes-table", &expected);
+    assert!(filtered.contains("as Agnes Agent"), "{filtered}");
+    assert!(
+        !filtered.contains("UserCreated") && !filtered.contains("template"),
+        "only impersonated changes: {filtered}"
+    );
+    assert!(
+        !browser.text_of("main").contains("null"),
+        "nothing left out shows as \"null\""
+    );
+    shot("10-audit-changes-impersonated");
+    browser.click("main #changes-table a");
+
     // The same page in a narrow window.
     browser.resize(420, 860);
     browser.find("main table");
-    shot("10-narrow-audit-session");
+    shot("11-narrow-audit-session");
 
     // The admin's sessions end (the owner deactivates them): the next page says so.
     let owner = login(&addr, "owner@demo.example");
@@ -167,7 +185,7 @@ async fn an_admin_logs_in_as_an_agent_changes_a_stage_and_finds_it_in_the_audit(
     browser.click("nav a[href='#/leads']");
     browser.wait_for_text("#message", "Your session has expired or was ended");
     browser.find("input[name=email]");
-    shot("11-session-ended");
+    shot("12-session-ended");
 
     assert!(server.stop());
 }

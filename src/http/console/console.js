@@ -161,7 +161,8 @@ let ticket = 0;
 function page(mine, title, ...content) {
   if (mine !== ticket) return;
   document.title = `${title} · CRM`;
-  main.replaceChildren(h("h1", {}, title), ...content);
+  // Parts a page leaves out (null: no next page, no filter) are not shown.
+  main.replaceChildren(h("h1", {}, title), ...content.flat().filter((part) => part !== null && part !== undefined && part !== false));
   main.focus();
 }
 
@@ -458,8 +459,13 @@ function sessions_table(items) {
       h("td", { class: "num" }, s.change_count))), "No sessions.");
 }
 
-async function download(format) {
-  const response = await fetch(`/api/audit/export?format=${format}`, { headers: { Authorization: `Bearer ${state.token}` } });
+/** The audit export (with the changes' filters), saved as a file. */
+async function download(format, filter) {
+  const query = new URLSearchParams(filter);
+  query.delete("limit");
+  query.delete("cursor");
+  query.set("format", format);
+  const response = await fetch(`/api/audit/export?${query}`, { headers: { Authorization: `Bearer ${state.token}` } });
   if (!response.ok) { say(`The export failed (${response.status}).`); return; }
   const url = URL.createObjectURL(await response.blob());
   const link = h("a", { href: url, download: `audit.${format === "csv" ? "csv" : "ndjson"}` });
@@ -469,17 +475,53 @@ async function download(format) {
   setTimeout(() => URL.revokeObjectURL(url), 10000);
 }
 
-async function audit() {
+async function audit(params) {
   const mine = ticket;
-  const [{ body: sessions }, { body: verified }] = await Promise.all([
-    api("GET", "/api/audit/impersonations?limit=200"), api("GET", "/api/audit/verify")]);
+  const query = new URLSearchParams(params);
+  const filter = new URLSearchParams();
+  for (const key of ["actor_id", "subject_id", "entity_type", "impersonated", "cursor"]) {
+    if (query.get(key)) filter.set(key, query.get(key));
+  }
+  filter.set("limit", "100");
+  const [{ body: sessions }, { body: verified }, { body: people }, { body: changes }] = await Promise.all([
+    api("GET", "/api/audit/impersonations?limit=200"), api("GET", "/api/audit/verify"),
+    api("GET", "/api/users?limit=500"), api("GET", `/api/audit/changes?${filter}`)]);
+  const names = new Map(people.items.map((u) => [u.id, u.name]));
+  const who = (id) => names.get(id) || id;
+  const choose = (key, label, options) => h("label", {}, label, h("select", { name: key },
+    h("option", { value: "" }, "any"),
+    options.map(([value, text]) => h("option", { value, selected: query.get(key) === value }, text))));
+  const users = people.items.map((u) => [u.id, u.name]);
+  const form = h("form", { class: "toolbar", onsubmit: (e) => {
+    e.preventDefault();
+    const next = new URLSearchParams();
+    for (const [key, value] of new FormData(form)) if (value) next.set(key, value);
+    go(`#/audit?${next}`);
+  } },
+  choose("actor_id", "Who acted", users), choose("subject_id", "On whose account", users),
+  choose("entity_type", "What", ["lead", "settings", "template", "user", "site"].map((t) => [t, t])),
+  choose("impersonated", "Logged in as someone", [["true", "yes"], ["false", "no"]]),
+  h("button", { type: "submit" }, "Show changes"));
+  const rows = changes.items.map((c) => h("tr", {},
+    h("td", {}, when(c.at)), h("td", {}, who(c.actor_id)),
+    h("td", {}, c.impersonation_id ? h("a", { href: `#/audit/${c.impersonation_id}` }, `as ${who(c.subject_id)}`) : who(c.subject_id)),
+    h("td", {}, c.entity_type), h("td", {}, c.field),
+    h("td", {}, h("span", { class: "before" }, shown(c.before)), h("span", { class: "arrow" }, " → "),
+      h("span", { class: "after" }, shown(c.after)))));
+  const more = changes.next_cursor ? h("p", {}, h("a", {
+    href: `#/audit?${new URLSearchParams({ ...Object.fromEntries(query), cursor: changes.next_cursor })}`,
+  }, "Next page →")) : null;
   page(mine, "Audit",
     h("p", {}, verified.ok ? `The log is intact: ${verified.events_checked} events checked.`
       : `The log is broken at position ${verified.first_bad_position}.`),
     h("div", { class: "actions" },
-      h("button", { type: "button", class: "quiet", onclick: () => download("csv") }, "Export CSV"),
-      h("button", { type: "button", class: "quiet", onclick: () => download("ndjson") }, "Export NDJSON")),
-    h("h2", {}, "Impersonation sessions"), sessions_table(sessions.items));
+      h("button", { type: "button", class: "quiet", onclick: () => download("csv", filter) }, "Export CSV"),
+      h("button", { type: "button", class: "quiet", onclick: () => download("ndjson", filter) }, "Export NDJSON")),
+    h("h2", {}, "Impersonation sessions"), sessions_table(sessions.items),
+    h("h2", { id: "changes" }, "Changes, field by field"), form,
+    h("div", { id: "changes-table" },
+      table(["At", "Who acted", "On whose account", "What", "Field", "Before → after"], rows, "No changes match.")),
+    more);
 }
 
 async function session(id) {
@@ -520,7 +562,7 @@ async function route(forced) {
     else if (parts[0] === "users") await users();
     else if (parts[0] === "settings") await settings();
     else if (parts[0] === "audit" && parts[1]) await session(parts[1]);
-    else if (parts[0] === "audit") await audit();
+    else if (parts[0] === "audit") await audit(new URLSearchParams(search || ""));
     else if (parts[0] === "me") await my_impersonations();
     else go(role() === "auditor" ? "#/audit" : "#/leads");
   } catch (problem) {

@@ -25,6 +25,10 @@ use crate::sql::{execute, lock_checkpoints_statement};
 /// How many events one catch-up transaction folds.
 const CATCH_UP_BATCH: u32 = 1_000;
 
+/// How long the follower waits for an inline fold that is committing to be
+/// published before it looks at the database itself.
+const INLINE_PUBLISH_WAIT: std::time::Duration = std::time::Duration::from_millis(100);
+
 /// A batch of the log read (and decoded) ahead of its turn: the events after
 /// `after`.
 struct ReadAhead {
@@ -139,6 +143,27 @@ impl Projector {
                 position: Position(position),
             })
             .collect())
+    }
+
+    /// Whether a fold of this process's writer that reaches `position` is about to
+    /// be published: it was made inline, and its transaction is committing. Then
+    /// waits (briefly) for it. An append is heard of (on PostgreSQL, by its
+    /// notification) as soon as it commits, a moment before its writer publishes;
+    /// waiting here costs nothing, where asking the database cost a query on
+    /// another connection per append. A fold whose commit failed never publishes:
+    /// the wait then ends on its own and the caller looks further.
+    async fn folding_inline(&self, position: Position) -> bool {
+        let committing = self.pending.lock().ok().and_then(|pending| *pending);
+        if committing.is_none_or(|pending| pending < position) {
+            return false;
+        }
+        let mut projected = self.projected.subscribe();
+        tokio::time::timeout(
+            INLINE_PUBLISH_WAIT,
+            projected.wait_for(|reached| *reached >= position),
+        )
+        .await
+        .is_ok_and(|waited| waited.is_ok())
     }
 
     /// Whether every projection's committed checkpoint has reached `position`
@@ -458,7 +483,10 @@ async fn follow(projector: std::sync::Weak<Projector>, mut head: watch::Receiver
             Ok(Err(_)) => return,
             Err(_) => projector.store.head().await.unwrap_or(Position::START),
         };
-        if projector.projected() < known && !projector.already_folded(known).await {
+        if projector.projected() < known
+            && !projector.folding_inline(known).await
+            && !projector.already_folded(known).await
+        {
             if let Err(error) = projector.catch_up(&|_| {}).await {
                 tracing::warn!(%error, "projections could not catch up; retrying");
             }

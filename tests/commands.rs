@@ -651,6 +651,26 @@ async fn a_copy_of_a_lead_kept_by_one_process_never_decides_after_another_change
         .await
         .unwrap_err();
     assert!(matches!(stale, AppError::Conflict(_)), "{stale:?}");
+
+    // A change that would change nothing on the kept copy: `one` still holds the
+    // lead as agent1's, but it was handed to agent2 elsewhere. Handing it to agent1
+    // must append the reassignment, not answer "nothing to do".
+    other
+        .assign_lead(&s.admin.ctx, lead, s.agent2.id, None)
+        .await
+        .unwrap();
+    let before = head(&one).await;
+    let back = one
+        .assign_lead(&s.admin.ctx, lead, s.agent1.id, None)
+        .await
+        .unwrap();
+    let appended = events_after(&one, before).await;
+    assert_eq!(appended.len(), 1, "the reassignment was appended");
+    assert_eq!(appended[0].event_type, "LeadReassigned");
+    assert_eq!(back.position, appended[0].position);
+    one.edit_lead(&s.agent1.ctx, lead, name("Dana E"), None)
+        .await
+        .unwrap();
 }
 
 /// The writer's fold keeps the lead rows it wrote, so an append need not read them

@@ -206,7 +206,8 @@ impl App {
     /// The first try decides on the lead as this process last saw it, without reading
     /// the store: the append's expected version confirms that nothing changed since.
     /// A refusal or a conflict on that copy is decided again on the lead read fresh,
-    /// so a stale copy never answers. A store failure is answered as it is: it may
+    /// and so is a change that changes nothing on it (nothing would be appended to
+    /// confirm it), so a stale copy never answers. A store failure is answered as it is: it may
     /// come after the append, and deciding again could append twice.
     async fn on_lead<F>(
         &self,
@@ -220,7 +221,10 @@ impl App {
     {
         if let Some(kept) = self.caches.leads.kept(&lead_stream(id)) {
             authorize(&ctx.caller, Action::WorkOwnLeads)?;
-            if visible(ctx, &kept).is_ok() {
+            // A change that changes nothing appends nothing, and so nothing would
+            // confirm the copy: only a change is decided on it.
+            let changes = decide(&kept.state).is_ok_and(|events| !events.is_empty());
+            if changes && visible(ctx, &kept).is_ok() {
                 match self.decide_on_lead(ctx, id, kept, if_match, &decide).await {
                     Err(AppError::Store(error)) => return Err(AppError::Store(error)),
                     Ok(written) => return Ok(written),

@@ -501,6 +501,9 @@ async fn commands(
     for task in futures_util::future::join_all(tasks).await {
         task.map_err(|e| AppError::Conflict(format!("a writer failed: {e}")))??;
     }
+    // The projections' work is part of every command: the clock stops once they
+    // reflect the last one.
+    app.settle().await?;
     Ok(done.load(Ordering::Relaxed) as f64 / started.elapsed().as_secs_f64())
 }
 

@@ -221,6 +221,8 @@ async fn run(cli: Cli) -> Result<ExitCode, CliError> {
                     Password::parse(&owner_password).map_err(usage("--owner-password"))?,
                 )
                 .await?;
+            // Fold what this process wrote before it exits.
+            app.settle().await?;
             say!(
                 "site {} created; owner {} <{owner_email}>",
                 created.site_id,
@@ -258,6 +260,7 @@ async fn run(cli: Cli) -> Result<ExitCode, CliError> {
             let (user, _) = app
                 .create_user(&app.operator(site), name, email, role, password)
                 .await?;
+            app.settle().await?;
             say!(
                 "user {} created: {} <{}> ({})",
                 user.id,
@@ -313,12 +316,14 @@ async fn serve(
     }
     let listener = tokio::net::TcpListener::bind(bind).await?;
     say!("crm listening on http://{}", listener.local_addr()?);
-    let router = crate::http::router(crate::http::AppState { app });
+    let router = crate::http::router(crate::http::AppState { app: app.clone() });
     // The peer's address counts failed sign-ins per client.
     let service = router.into_make_service_with_connect_info::<std::net::SocketAddr>();
     axum::serve(listener, service)
         .with_graceful_shutdown(shutdown_signal())
         .await?;
+    // Fold what the last requests wrote before the process exits.
+    app.settle().await?;
     say!("crm stopped");
     Ok(ExitCode::SUCCESS)
 }

@@ -28,6 +28,7 @@ use support::*;
 
 backend_tests!(
     incremental_rebuilt_and_independently_folded_projections_agree,
+    two_servers_writing_by_turns_leave_the_projections_a_fold_of_the_log_gives,
     a_stopped_rebuild_run_again_and_a_version_change_give_the_same_projections,
 );
 
@@ -70,8 +71,10 @@ struct World {
     templates: HashMap<UserId, Vec<TemplateId>>,
 }
 
-/// Runs `steps` random commands over two sites; returns the sites.
-async fn random_history(app: &App, seed: u64, steps: usize) -> Vec<Site> {
+/// Runs `steps` random commands over two sites, each through one of `apps` (servers
+/// on one database) picked at random; returns the sites.
+async fn random_history(apps: &[&App], seed: u64, steps: usize) -> Vec<Site> {
+    let app = apps[0];
     let sites = vec![
         site(app, "Demo Realty", "demo.example").await,
         site(app, "Rival Homes", "rival.example").await,
@@ -80,6 +83,7 @@ async fn random_history(app: &App, seed: u64, steps: usize) -> Vec<Site> {
     let mut world = World::default();
     let mut acting: HashMap<UserId, RequestContext> = HashMap::new();
     for step in 0..steps {
+        let app = if apps.len() > 1 { *rng.pick(apps) } else { app };
         let s = rng.pick(&sites);
         // Who acts: an agent as themselves, or an admin as an agent (impersonating).
         let agent = if rng.chance(50) { &s.agent1 } else { &s.agent2 };
@@ -279,7 +283,7 @@ async fn random_history(app: &App, seed: u64, steps: usize) -> Vec<Site> {
 
 /// Everything the projections answer, in a comparable form.
 async fn snapshot(app: &App, sites: &[Site]) -> Value {
-    let db = app.store().database();
+    let db = app.settled().await.unwrap();
     let mut out = serde_json::Map::new();
     let all_leads: Vec<LeadId> = lead_ids(app.store()).await;
     for s in sites {
@@ -560,7 +564,7 @@ async fn fold_independently(store: &EventStore) -> Expected {
 
 /// Reads the same facts from the projections.
 async fn read_back(app: &App, sites: &[Site]) -> Expected {
-    let db = app.store().database();
+    let db = app.settled().await.unwrap();
     let mut x = Expected::default();
     for lead in lead_ids(app.store()).await {
         let l = lead_manager::get(db, lead).await.unwrap().unwrap();
@@ -629,7 +633,7 @@ async fn read_back(app: &App, sites: &[Site]) -> Expected {
 
 async fn incremental_rebuilt_and_independently_folded_projections_agree(db: &TestDatabase) {
     let app = app(db).await;
-    let sites = random_history(&app, 0x5EED_CAFE, 2_400).await;
+    let sites = random_history(&[&app], 0x5EED_CAFE, 2_400).await;
     let head = app.store().head().await.unwrap();
     assert!(head.0 > 2_000, "a history of thousands of events: {head}");
 
@@ -639,13 +643,7 @@ async fn incremental_rebuilt_and_independently_folded_projections_agree(db: &Tes
         expected.sessions.len() > 10 && expected.leads.len() > 50,
         "the history exercised the projections"
     );
-    let projected = read_back(&app, &sites).await;
-    assert_eq!(projected.leads, expected.leads);
-    assert_eq!(projected.users, expected.users);
-    assert_eq!(projected.settings, expected.settings);
-    assert_eq!(projected.templates, expected.templates);
-    assert_eq!(projected.sessions, expected.sessions);
-    assert_eq!(projected.notified, expected.notified);
+    assert_same(&read_back(&app, &sites).await, &expected);
 
     let names = app.projector().names();
     let reached = app.projector().rebuild(&names, &|_| {}).await.unwrap();
@@ -657,11 +655,47 @@ async fn incremental_rebuilt_and_independently_folded_projections_agree(db: &Tes
     );
 }
 
+/// Each server folds its own appends in batches, later than it acknowledges them;
+/// appends of the other server fall between them. Whatever either server leaves
+/// for later, both read what they wrote at once, and in the end the projections are
+/// what a fold of the log gives.
+async fn two_servers_writing_by_turns_leave_the_projections_a_fold_of_the_log_gives(
+    db: &TestDatabase,
+) {
+    let one = app(db).await;
+    let other = app(db).await;
+    let sites = random_history(&[&one, &other], 0x0DD_BA11, 600).await;
+    // Each server's latest write, read back through the other: it is there.
+    let lead = lead_of(&other, &sites[0].agent1.ctx, "Written by other").await;
+    assert!(one.lead_detail(&sites[0].agent1.ctx, lead).await.is_ok());
+    let lead = lead_of(&one, &sites[1].agent1.ctx, "Written by one").await;
+    assert!(other.lead_detail(&sites[1].agent1.ctx, lead).await.is_ok());
+
+    let expected = fold_independently(one.store()).await;
+    assert!(
+        expected.leads.len() > 20,
+        "the history exercised the projections"
+    );
+    for app in [&one, &other] {
+        assert_same(&read_back(app, &sites).await, &expected);
+    }
+}
+
+/// Each projection read back equals its independent fold.
+fn assert_same(projected: &Expected, expected: &Expected) {
+    assert_eq!(projected.leads, expected.leads);
+    assert_eq!(projected.users, expected.users);
+    assert_eq!(projected.settings, expected.settings);
+    assert_eq!(projected.templates, expected.templates);
+    assert_eq!(projected.sessions, expected.sessions);
+    assert_eq!(projected.notified, expected.notified);
+}
+
 async fn a_stopped_rebuild_run_again_and_a_version_change_give_the_same_projections(
     db: &TestDatabase,
 ) {
     let app = app(db).await;
-    let sites = random_history(&app, 0xFACE_B00C, 1_500).await;
+    let sites = random_history(&[&app], 0xFACE_B00C, 1_500).await;
     let before = snapshot(&app, &sites).await;
     let head = app.store().head().await.unwrap();
 
@@ -708,7 +742,7 @@ async fn a_stopped_rebuild_run_again_and_a_version_change_give_the_same_projecti
     );
 
     // A projection whose version changed is rebuilt when the next process starts.
-    crm_events::on_pool!(app.store().database(), |pool| sqlx::query(
+    crm_events::on_pool!(app.settled().await.unwrap(), |pool| sqlx::query(
         "UPDATE projection_checkpoints SET version = 0, position = 3 WHERE name = 'lead_manager'"
     )
     .execute(pool)
@@ -736,7 +770,7 @@ async fn a_stopped_rebuild_run_again_and_a_version_change_give_the_same_projecti
 
 /// How many indexes the database has.
 async fn index_count(app: &App) -> i64 {
-    let sql = match app.store().database() {
+    let sql = match app.settled().await.unwrap() {
         crm_events::Database::Sqlite(_) => {
             "SELECT COUNT(*) FROM sqlite_master WHERE type = 'index'"
         }
@@ -744,7 +778,7 @@ async fn index_count(app: &App) -> i64 {
             "SELECT COUNT(*) FROM pg_indexes WHERE schemaname = current_schema()"
         }
     };
-    crm_events::on_pool!(app.store().database(), |pool| sqlx::query_scalar(sql)
+    crm_events::on_pool!(app.settled().await.unwrap(), |pool| sqlx::query_scalar(sql)
         .fetch_one(pool)
         .await
         .unwrap())
@@ -752,7 +786,7 @@ async fn index_count(app: &App) -> i64 {
 
 /// How many indexes a rebuild has set aside.
 async fn deferred_indexes(app: &App) -> i64 {
-    crm_events::on_pool!(app.store().database(), |pool| sqlx::query_scalar(
+    crm_events::on_pool!(app.settled().await.unwrap(), |pool| sqlx::query_scalar(
         "SELECT COUNT(*) FROM projection_deferred_indexes"
     )
     .fetch_one(pool)

@@ -1,11 +1,19 @@
-//! Running the projections: inline with every append, catching up, rebuilding.
+//! Running the projections: with the appends, catching up, rebuilding.
 //!
-//! The [`Projector`] is installed as the event store's append hook, so each batch of
-//! appends folds into the projections inside its own transaction: rows, checkpoints
-//! and events commit together, and a command that has returned can be read back at
-//! once. A projection that is behind (new, rebuilt, or a changed version) is skipped
-//! inline and brought up by [`Projector::catch_up`], which folds the log in batches,
-//! each in one transaction with its checkpoint.
+//! The [`Projector`] is installed as the event store's append hook. It folds this
+//! process's appends in runs: an append is acknowledged as soon as its events
+//! commit, and its fold is owed until the append that would owe
+//! [`OWED_AT_MOST`] events folds them all inside its own transaction (rows,
+//! checkpoints and that append's events commit together), or until appends stop
+//! for a moment and the follower folds them. One fold then serves many appends: a
+//! lead edited ten times is written once, the checkpoints are moved once, and the
+//! writes go in multi-row statements. Every read first [settles](Projector::settle)
+//! the projections with what was committed before it, so a read made after a
+//! write was acknowledged reflects it, on any server. A projection that is behind
+//! (new, rebuilt, or a changed version) is brought up by [`Projector::catch_up`],
+//! which folds the log in batches, each in one transaction with its checkpoint.
+//! A crash loses no fold: what was owed is in the log, and the next start catches
+//! up with it.
 //!
 //! Every transaction that folds events (or empties a projection) first locks all
 //! the checkpoint rows, in one fixed order, then reads them, so two servers (or a
@@ -29,6 +37,13 @@ const CATCH_UP_BATCH: u32 = 1_000;
 /// published before it looks at the database itself.
 const INLINE_PUBLISH_WAIT: std::time::Duration = std::time::Duration::from_millis(100);
 
+/// At most this many events of this process's appends wait to be folded: the
+/// append that would owe more folds them all, inside its own transaction.
+const OWED_AT_MOST: usize = 256;
+
+/// How long the follower lets owed events wait once appends stop coming.
+const OWED_IDLE: std::time::Duration = std::time::Duration::from_millis(2);
+
 /// A batch of the log read (and decoded) ahead of its turn: the events after
 /// `after`.
 struct ReadAhead {
@@ -50,6 +65,18 @@ pub struct Projector {
     /// The checkpoints as the last inline fold left them, good for the next one if
     /// it is [undisturbed](Tx::undisturbed): it need not read them back.
     kept: Mutex<Option<HashMap<String, Position>>>,
+    /// This process's appends that are committed and not folded yet.
+    owed: Mutex<Owed>,
+}
+
+/// Appends of this process's writer left for a later fold, so that one fold (and
+/// one write of each row it touches) serves many appends.
+#[derive(Debug, Default)]
+struct Owed {
+    /// Committed and not folded yet, oldest first, without gaps.
+    committed: Vec<Decoded>,
+    /// What `committed` becomes when the append in progress commits.
+    staged: Option<Vec<Decoded>>,
 }
 
 /// One projection's checkpoint.
@@ -94,6 +121,7 @@ impl Projector {
             pending: Mutex::new(None),
             catching_up: tokio::sync::Mutex::new(()),
             kept: Mutex::new(None),
+            owed: Mutex::default(),
         });
         projector.prepare().await?;
         // Indexes a rebuild set aside and did not live to create again.
@@ -123,6 +151,45 @@ impl Projector {
             self.catch_up(&|_| {}).await?;
         }
         Ok(())
+    }
+
+    /// Returns once every projection has folded every append committed before it
+    /// was called, by any process: this process's writer acknowledges appends
+    /// before it folds them (see [`OWED_AT_MOST`]), and so may another server's.
+    /// Every read starts with it, so a read made after a write was acknowledged
+    /// reflects it, on any server.
+    ///
+    /// # Errors
+    /// Store failures while catching up.
+    pub async fn settle(&self) -> Result<(), StoreError> {
+        let head = self.store.head().await?;
+        if self.projected() < head && !self.already_folded(head).await {
+            self.catch_up(&|_| {}).await?;
+        }
+        Ok(())
+    }
+
+    /// The last position this process appended and has not folded.
+    fn owed_through(&self) -> Option<Position> {
+        let owed = self.owed.lock().ok()?;
+        let last = owed.committed.last()?.recorded.position;
+        (last > self.projected()).then_some(last)
+    }
+
+    /// Whether this process's own appends, to be folded by a later append (or
+    /// when appends stop), account for everything between what is projected and
+    /// `position`.
+    fn owes_up_to(&self, position: Position) -> bool {
+        let Ok(owed) = self.owed.lock() else {
+            return false;
+        };
+        match (owed.committed.first(), owed.committed.last()) {
+            (Some(first), Some(last)) => {
+                first.recorded.position.0 <= self.projected().0 + 1
+                    && last.recorded.position >= position
+            }
+            _ => false,
+        }
     }
 
     /// Each projection's checkpoint.
@@ -473,17 +540,30 @@ impl Projector {
 async fn follow(projector: std::sync::Weak<Projector>, mut head: watch::Receiver<Position>) {
     loop {
         // Woken by every append heard of; once a second, ask the database (another
-        // SQLite process's appends are heard of no other way).
-        let woken = tokio::time::timeout(std::time::Duration::from_secs(1), head.changed()).await;
+        // SQLite process's appends are heard of no other way). While this process
+        // owes folds, a moment without appends is the time to make them.
+        let idle = match projector.upgrade() {
+            Some(projector) if projector.owed_through().is_some() => OWED_IDLE,
+            Some(_) => std::time::Duration::from_secs(1),
+            None => return,
+        };
+        let woken = tokio::time::timeout(idle, head.changed()).await;
         let Some(projector) = projector.upgrade() else {
             return;
         };
         let known = match woken {
             Ok(Ok(())) => *head.borrow_and_update(),
             Ok(Err(_)) => return,
-            Err(_) => projector.store.head().await.unwrap_or(Position::START),
+            Err(_) => projector
+                .store
+                .head()
+                .await
+                .unwrap_or(Position::START)
+                .max(projector.owed_through().unwrap_or(Position::START)),
         };
+        let owed_by_appends = woken.is_ok() && projector.owes_up_to(known);
         if projector.projected() < known
+            && !owed_by_appends
             && !projector.folding_inline(known).await
             && !projector.already_folded(known).await
         {
@@ -492,6 +572,19 @@ async fn follow(projector: std::sync::Weak<Projector>, mut head: watch::Receiver
             }
         }
     }
+}
+
+/// Adds `batch` to what is `owed`, keeping it a run of positions without gaps:
+/// what was folded meanwhile (up to `projected`) is owed no more, and owed events
+/// that another process's appends separate from `batch` are left to the catch-up.
+fn owe(owed: &mut Vec<Decoded>, batch: Vec<Decoded>, projected: Position) {
+    owed.retain(|d| d.recorded.position > projected);
+    let next = owed.last().map(|d| d.recorded.position.0 + 1);
+    let first = batch.first().map(|d| d.recorded.position.0);
+    if next.is_some() && next != first {
+        owed.clear();
+    }
+    owed.extend(batch);
 }
 
 /// Decodes a batch once for every projection.
@@ -523,45 +616,105 @@ impl crm_events::AppendHook for Projector {
         events: &'a [RecordedEvent],
     ) -> BoxFuture<'a, Result<(), StoreError>> {
         Box::pin(async move {
-            let (Some(first), Some(last)) = (events.first(), events.last()) else {
+            if events.is_empty() {
                 return Ok(());
-            };
-            let kept = self.kept.lock().ok().and_then(|mut kept| kept.take());
-            let mut checkpoints = match kept {
-                // The writer holds the write lock: nothing to lock.
-                Some(kept) if tx.undisturbed() => kept,
-                _ => self.lock_checkpoints(tx).await?,
-            };
-            let before = Position(first.position.0 - 1);
-            let decoded = decode_all(events.to_vec())?;
-            let mut folded = Vec::new();
-            for projection in &self.projections {
-                // Only a projection that has folded everything before this batch may
-                // fold it now; one that is behind is left to the catch-up.
-                if checkpoints.get(projection.name()) == Some(&before) {
-                    fold(projection.as_ref(), tx, &decoded, before).await?;
-                    folded.push(projection.name());
+            }
+            // What an append that did not commit staged is forgotten; what it took
+            // of the committed debt is then left to the catch-up.
+            let mut all = match self.owed.lock() {
+                Ok(mut owed) => {
+                    owed.staged = None;
+                    std::mem::take(&mut owed.committed)
                 }
+                Err(_) => Vec::new(),
+            };
+            owe(&mut all, decode_all(events.to_vec())?, self.projected());
+            if all.len() < OWED_AT_MOST {
+                if let Ok(mut owed) = self.owed.lock() {
+                    owed.staged = Some(all);
+                }
+                return Ok(());
             }
-            self.move_checkpoints(tx, last.position, Some(&folded))
-                .await?;
-            for name in &folded {
-                checkpoints.insert((*name).to_owned(), last.position);
-            }
-            if let Ok(mut kept) = self.kept.lock() {
-                *kept = Some(checkpoints);
-            }
-            if folded.len() == self.projections.len() {
-                self.publish_after_commit(last.position);
+            self.fold_owed(tx, &all).await?;
+            if let Ok(mut owed) = self.owed.lock() {
+                owed.staged = Some(Vec::new());
             }
             Ok(())
         })
     }
 
+    fn defers(&self, events: usize) -> bool {
+        self.owed
+            .lock()
+            .is_ok_and(|owed| owed.committed.len() + events < OWED_AT_MOST)
+    }
+
+    fn noted(&self, events: &[RecordedEvent]) -> Result<(), StoreError> {
+        let decoded = decode_all(events.to_vec())?;
+        let projected = self.projected();
+        if let Ok(mut owed) = self.owed.lock() {
+            owed.staged = None;
+            owe(&mut owed.committed, decoded, projected);
+        }
+        Ok(())
+    }
+
     fn committed(&self, _last: Position) {
+        if let Ok(mut owed) = self.owed.lock() {
+            if let Some(staged) = owed.staged.take() {
+                owed.committed = staged;
+            }
+        }
         let pending = self.pending.lock().ok().and_then(|mut p| p.take());
         if let Some(position) = pending {
             self.publish(position);
         }
+    }
+}
+
+impl Projector {
+    /// Folds `all` (appends of this process, in order, without gaps) inside the
+    /// append's transaction, into every projection that has folded everything
+    /// before them; one that is further behind is left to the catch-up.
+    async fn fold_owed(&self, tx: &mut Tx<'_>, all: &[Decoded]) -> Result<(), StoreError> {
+        let (Some(first), Some(last)) = (all.first(), all.last()) else {
+            return Ok(());
+        };
+        let (before, last) = (
+            Position(first.recorded.position.0 - 1),
+            last.recorded.position,
+        );
+        let kept = self.kept.lock().ok().and_then(|mut kept| kept.take());
+        let mut checkpoints = match kept {
+            // The writer holds the write lock: nothing to lock.
+            Some(kept) if tx.undisturbed() => kept,
+            _ => self.lock_checkpoints(tx).await?,
+        };
+        let mut folded = Vec::new();
+        let mut reached = 0;
+        for projection in &self.projections {
+            let at = checkpoints
+                .get(projection.name())
+                .copied()
+                .unwrap_or(Position::START);
+            if at >= last {
+                reached += 1;
+            } else if at >= before {
+                fold(projection.as_ref(), tx, all, at).await?;
+                folded.push(projection.name());
+                reached += 1;
+            }
+        }
+        self.move_checkpoints(tx, last, Some(&folded)).await?;
+        for name in &folded {
+            checkpoints.insert((*name).to_owned(), last);
+        }
+        if let Ok(mut kept) = self.kept.lock() {
+            *kept = Some(checkpoints);
+        }
+        if reached == self.projections.len() {
+            self.publish_after_commit(last);
+        }
+        Ok(())
     }
 }

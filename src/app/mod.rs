@@ -96,6 +96,25 @@ impl App {
         }
     }
 
+    /// Returns once the projections reflect every write this process made: every
+    /// read starts with it (read-your-writes on the server that wrote).
+    ///
+    /// # Errors
+    /// Store failures while the projections catch up.
+    pub async fn settle(&self) -> Result<(), AppError> {
+        Ok(self.projector.settle().await?)
+    }
+
+    /// The database to read the projections from, once they reflect every write
+    /// this process made (see [`App::settle`]).
+    ///
+    /// # Errors
+    /// Store failures while the projections catch up.
+    pub async fn settled(&self) -> Result<&crm_events::Database, AppError> {
+        self.settle().await?;
+        Ok(self.store.database())
+    }
+
     /// The projections the reads come from.
     #[must_use]
     pub fn projector(&self) -> &Projector {
@@ -138,7 +157,6 @@ impl App {
                 ctx.metadata(),
             )
             .await?;
-        self.projector.wait_for(outcome.last_position).await?;
         Ok(written(&outcome))
     }
 }

@@ -90,6 +90,7 @@ impl App {
     /// # Errors
     /// [`AppError::NotFound`] when it is not projected (yet).
     pub async fn site_view(&self, ctx: &RequestContext) -> Result<SiteRow, AppError> {
+        self.settle().await?;
         users::site(self.store.database(), ctx.site())
             .await?
             .ok_or(AppError::NotFound("site"))
@@ -105,6 +106,7 @@ impl App {
         cursor: Option<&str>,
         limit: u32,
     ) -> Result<Page<ListedUser>, AppError> {
+        self.settle().await?;
         authorize(&ctx.caller, Action::ReadUsers)?;
         let rules = rules_of(&self.site_view(ctx).await?);
         let page = users::list(self.store.database(), ctx.site(), cursor, limit).await?;
@@ -133,6 +135,7 @@ impl App {
         cursor: Option<&str>,
         limit: u32,
     ) -> Result<LeadPage, AppError> {
+        self.settle().await?;
         authorize(&ctx.caller, Action::WorkOwnLeads)?;
         let owner = if query.whole_site {
             authorize(&ctx.caller, Action::WorkAllLeads)?;
@@ -165,6 +168,7 @@ impl App {
         ctx: &RequestContext,
         id: LeadId,
     ) -> Result<LeadDetail, AppError> {
+        self.settle().await?;
         authorize(&ctx.caller, Action::WorkOwnLeads)?;
         let db = self.store.database();
         let lead = lead_manager::get(db, id)
@@ -194,6 +198,7 @@ impl App {
         &self,
         ctx: &RequestContext,
     ) -> Result<(BTreeMap<&'static str, Value>, i64), AppError> {
+        self.settle().await?;
         authorize(&ctx.caller, Action::ManageOwnSettings)?;
         let (stored, version) = settings_view::get(self.store.database(), ctx.subject()).await?;
         let values = SettingKey::ALL
@@ -216,6 +221,7 @@ impl App {
     /// # Errors
     /// Store failures.
     pub async fn templates_view(&self, ctx: &RequestContext) -> Result<Vec<Template>, AppError> {
+        self.settle().await?;
         authorize(&ctx.caller, Action::ManageOwnSettings)?;
         Ok(settings_view::templates(self.store.database(), ctx.subject()).await?)
     }
@@ -230,6 +236,7 @@ impl App {
         cursor: Option<&str>,
         limit: u32,
     ) -> Result<Page<notifications::Notification>, AppError> {
+        self.settle().await?;
         Ok(notifications::list(self.store.database(), ctx.subject(), cursor, limit).await?)
     }
 
@@ -243,6 +250,7 @@ impl App {
         cursor: Option<&str>,
         limit: u32,
     ) -> Result<Page<Session>, AppError> {
+        self.settle().await?;
         authorize(&ctx.caller, Action::ReadOwnImpersonations)?;
         let filter = SessionFilter {
             subject_id: Some(ctx.actor()),
@@ -265,6 +273,7 @@ impl App {
         cursor: Option<&str>,
         limit: u32,
     ) -> Result<Page<Session>, AppError> {
+        self.settle().await?;
         authorize(&ctx.caller, Action::ReadAudit)?;
         Ok(audit_trail::sessions(self.store.database(), ctx.site(), filter, cursor, limit).await?)
     }
@@ -280,6 +289,7 @@ impl App {
         ctx: &RequestContext,
         id: ImpersonationId,
     ) -> Result<SessionDetail, AppError> {
+        self.settle().await?;
         if ctx.caller.is_impersonating() {
             // Refused whatever the session, before looking for it.
             authorize(&ctx.caller, Action::ReadAudit)?;
@@ -315,6 +325,7 @@ impl App {
         cursor: Option<&str>,
         limit: u32,
     ) -> Result<Page<Change>, AppError> {
+        self.settle().await?;
         authorize(&ctx.caller, Action::ReadAudit)?;
         Ok(audit_trail::changes(self.store.database(), ctx.site(), filter, cursor, limit).await?)
     }

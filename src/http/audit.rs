@@ -82,7 +82,7 @@ pub(super) async fn with_people(
     ctx: &RequestContext,
     page: crm_projections::Page<Session>,
 ) -> ApiResult<List<SessionBody>> {
-    let db = state.app.store().database();
+    let db = state.app.settled().await?;
     let mut known: HashMap<Uuid, User> = HashMap::new();
     let mut items = Vec::with_capacity(page.items.len());
     for session in page.items {
@@ -207,7 +207,7 @@ async fn export_changes(
         }
     };
     let chunks = crate::export::chunks(
-        state.app.store().database().clone(),
+        state.app.settled().await?.clone(),
         ctx.site(),
         q.filter(),
         format,

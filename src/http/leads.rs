@@ -96,7 +96,7 @@ async fn list_leads(
 }
 
 async fn lead_body(state: &AppState, id: LeadId) -> ApiResult<Lead> {
-    lead_manager::get(state.app.store().database(), id)
+    lead_manager::get(state.app.settled().await?, id)
         .await?
         .ok_or_else(|| ApiError::not_found("lead"))
 }
@@ -215,7 +215,7 @@ async fn add_note(
 ) -> ApiResult<Response> {
     let text = body.parse().map_err(ApiError::validation)?;
     let (note, at) = state.app.add_note(&ctx, id, text).await?;
-    let notes = lead_manager::notes(state.app.store().database(), id).await?;
+    let notes = lead_manager::notes(state.app.settled().await?, id).await?;
     let note = notes
         .into_iter()
         .find(|n| n.id == note.as_uuid())
@@ -244,7 +244,7 @@ async fn create_task(
 }
 
 async fn task_body(state: &AppState, id: TaskId) -> ApiResult<Task> {
-    lead_manager::task(state.app.store().database(), id)
+    lead_manager::task(state.app.settled().await?, id)
         .await?
         .ok_or_else(|| ApiError::not_found("task"))
 }
@@ -282,7 +282,7 @@ async fn log_communication(
         .app
         .log_communication(&ctx, id, channel, direction, summary)
         .await?;
-    let all = lead_manager::communications(state.app.store().database(), id).await?;
+    let all = lead_manager::communications(state.app.settled().await?, id).await?;
     let logged = all
         .into_iter()
         .find(|c| c.id == logged.as_uuid())

@@ -36,7 +36,7 @@ pub fn router() -> OpenApiRouter<AppState> {
 
 /// `me` for a request context, read from the projections.
 pub(super) async fn me_of(state: &AppState, ctx: &RequestContext) -> ApiResult<Me> {
-    let db = state.app.store().database();
+    let db = state.app.settled().await?;
     let user = |id| async move {
         users::get(db, ctx.site(), id)
             .await

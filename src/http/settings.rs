@@ -88,7 +88,7 @@ async fn template_body(
     ctx: &crate::app::RequestContext,
     id: TemplateId,
 ) -> ApiResult<Template> {
-    settings_view::template(state.app.store().database(), ctx.subject(), id)
+    settings_view::template(state.app.settled().await?, ctx.subject(), id)
         .await?
         .ok_or_else(|| ApiError::not_found("template"))
 }

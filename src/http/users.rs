@@ -30,7 +30,7 @@ async fn user_body(
     ctx: &crate::app::RequestContext,
     id: UserId,
 ) -> ApiResult<User> {
-    users::get(state.app.store().database(), ctx.site(), id)
+    users::get(state.app.settled().await?, ctx.site(), id)
         .await?
         .map(User::from)
         .ok_or_else(|| ApiError::not_found("user"))

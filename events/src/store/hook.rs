@@ -1,6 +1,8 @@
-//! Work that must commit together with an append: the projections fold each batch
-//! inside the append's own transaction, so a projection's rows and checkpoint commit
-//! with the events (one fsync, exactly-once effect, read-your-writes on return).
+//! Work that commits together with an append: the projections fold batches inside
+//! an append's own transaction, so a projection's rows and checkpoint commit with
+//! the events (one fsync, exactly-once effect). The hook may also leave a batch for
+//! a later append to fold ([`AppendHook::defers`]); then the store commits that
+//! batch on its own, in one statement.
 //!
 //! The event store only knows this interface; the projections implement it.
 
@@ -105,6 +107,25 @@ pub trait AppendHook: Send + Sync + fmt::Debug {
 
     /// Called once the transaction has committed, with the batch's last position.
     fn committed(&self, last: Position);
+
+    /// Whether [`AppendHook::appended`] would only take note of a batch of
+    /// `events` events, to fold them later, and write nothing. Then the store may
+    /// commit the batch on its own, as a single statement or script, and tells
+    /// the hook with [`AppendHook::noted`] instead.
+    fn defers(&self, events: usize) -> bool {
+        let _ = events;
+        false
+    }
+
+    /// Takes note of a batch the store committed on its own (see
+    /// [`AppendHook::defers`]); [`AppendHook::committed`] follows.
+    ///
+    /// # Errors
+    /// Events that cannot be decoded (the batch has committed all the same).
+    fn noted(&self, events: &[RecordedEvent]) -> Result<(), StoreError> {
+        let _ = events;
+        Ok(())
+    }
 }
 
 /// SQLite statements waiting to run as one script, with `?` placeholders and their

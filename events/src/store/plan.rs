@@ -123,6 +123,28 @@ impl Known {
         missing
     }
 
+    /// Everything `needs` asks for, when the writer knows it all from its last
+    /// commit: the batch can be planned before the log is locked, on the
+    /// assumption that the head is still where that commit left it. (Writing at
+    /// the next position then proves it: any other append took that position.)
+    pub fn loaded(&self, needs: &Needs) -> Option<Loaded> {
+        let head = self.head?;
+        if !needs.idempotency.is_empty() {
+            return None;
+        }
+        let mut loaded = Loaded {
+            head,
+            ..Loaded::default()
+        };
+        for key in &needs.streams {
+            loaded.streams.insert(*key, *self.streams.get(key)?);
+        }
+        for site in &needs.sites {
+            loaded.chains.insert(*site, *self.chains.get(site)?);
+        }
+        Some(loaded)
+    }
+
     /// Learns what a batch wrote, once it has committed.
     pub fn learn(&mut self, writes: &Writes) {
         if self.streams.len() + writes.streams.len() > KNOWN_STREAMS {

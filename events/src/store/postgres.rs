@@ -64,13 +64,39 @@ const BEGIN_AND_LOCK_HEAD: &str = "BEGIN; \
 
 /// Runs one batch in one transaction: lock, load, plan, write, notify, commit. On
 /// failure the transaction is left to the writer, which closes the connection.
+///
+/// When the writer knows all the batch needs from its own last commit and the
+/// hook leaves the batch for a later fold, the batch is one statement, committed
+/// on its own (one round trip instead of three). It writes at the position after
+/// the head the writer last left: if any other append came in between, that
+/// position is taken, the statement fails on the key and changes nothing, and
+/// the batch runs again the long way, on what it then reads.
 pub(crate) async fn commit_batch(
     conn: &mut PgConnection,
     needs: &Needs,
     known: &mut Known,
-    plan: impl FnOnce(Loaded) -> Writes,
+    mut plan: impl FnMut(Loaded) -> Writes,
     hook: Option<&dyn AppendHook>,
 ) -> Result<Position, StoreError> {
+    if let Some(loaded) = known.loaded(needs) {
+        let writes = plan(loaded);
+        if !writes.events.is_empty() && hook.is_none_or(|h| h.defers(writes.events.len())) {
+            match write_batch(conn, &writes).await {
+                Ok(()) => {
+                    known.learn(&writes);
+                    if let Some(hook) = hook {
+                        hook.noted(&writes.events)?;
+                    }
+                    return Ok(writes.head);
+                }
+                Err(StoreError::Database(sqlx::Error::Database(e))) if e.is_unique_violation() => {
+                    *known = Known::default();
+                }
+                Err(other) => return Err(other),
+            }
+        }
+    }
+
     // Without arguments, sqlx sends the text as a simple query.
     let rows = conn.fetch_all(BEGIN_AND_LOCK_HEAD).await?;
     let head: i64 = rows

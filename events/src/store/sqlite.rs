@@ -84,6 +84,13 @@ const BEGIN_AND_LOCK_HEAD: &str = "BEGIN IMMEDIATE; \
 /// writes go a table at a time ([`bulk`]), so a batch costs a few statements
 /// whatever its size, and the writes run with the commit as one script.
 ///
+/// When the writer knows all the batch needs from its own last commit and the
+/// hook leaves the batch for a later fold, begin, writes and commit are one
+/// script (one hand-off instead of two). It writes at the position after the
+/// head the writer last left: if another process appended in between, that
+/// position is taken, the script fails on the key and is rolled back, and the
+/// batch runs again the long way, on what it then reads.
+///
 /// The transaction is begun and committed by statements of its own (sqlx's
 /// `begin` and `commit` would each be a hand-off to the connection's thread); on
 /// failure it is rolled back before the error is returned.
@@ -96,9 +103,44 @@ pub(crate) async fn commit_batch(
     seen: &mut Option<i64>,
     needs: &Needs,
     known: &mut Known,
-    plan: impl FnOnce(Loaded) -> Writes,
+    mut plan: impl FnMut(Loaded) -> Writes,
     hook: Option<&dyn AppendHook>,
 ) -> Result<Position, StoreError> {
+    if let Some(loaded) = known.loaded(needs) {
+        let writes = plan(loaded);
+        if !writes.events.is_empty() && hook.is_none_or(|h| h.defers(writes.events.len())) {
+            let alone = async {
+                let mut tx = Tx::from(&mut *conn);
+                tx.kept_script_statements = WRITER_KEPT_SCRIPT_STATEMENTS;
+                tx.pending.push_plain("BEGIN IMMEDIATE", &[]);
+                write_batch(&mut tx, &writes).await?;
+                tx.pending.push_plain("COMMIT", &[]);
+                tx.flush().await
+            }
+            .await;
+            match alone {
+                Ok(()) => {
+                    // Own commits leave `data_version` (and so `seen`) as it was.
+                    known.learn(&writes);
+                    if let Some(hook) = hook {
+                        hook.noted(&writes.events)?;
+                    }
+                    return Ok(writes.head);
+                }
+                Err(error) => {
+                    let _ = sqlx::query("ROLLBACK").execute(&mut *conn).await;
+                    match error {
+                        StoreError::Database(sqlx::Error::Database(e))
+                            if e.is_unique_violation() =>
+                        {
+                            *known = Known::default();
+                        }
+                        other => return Err(other),
+                    }
+                }
+            }
+        }
+    }
     let result = async {
         let undisturbed_since = seen.take();
         let head: Vec<(i64, i64)> = sqlx::query_as(BEGIN_AND_LOCK_HEAD)

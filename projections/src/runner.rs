@@ -67,6 +67,9 @@ pub struct Projector {
     kept: Mutex<Option<HashMap<String, Position>>>,
     /// This process's appends that are committed and not folded yet.
     owed: Mutex<Owed>,
+    /// Whether the writer has a batch in flight that the hook has been told of
+    /// and whose commit it has not heard of yet.
+    noting: watch::Sender<bool>,
 }
 
 /// Appends of this process's writer left for a later fold, so that one fold (and
@@ -122,6 +125,7 @@ impl Projector {
             catching_up: tokio::sync::Mutex::new(()),
             kept: Mutex::new(None),
             owed: Mutex::default(),
+            noting: watch::channel(false).0,
         });
         projector.prepare().await?;
         // Indexes a rebuild set aside and did not live to create again.
@@ -148,7 +152,7 @@ impl Projector {
     /// Store failures while catching up.
     pub async fn wait_for(&self, position: Position) -> Result<(), StoreError> {
         if self.projected() < position {
-            self.catch_up(&|_| {}).await?;
+            self.catch_up_to(position).await?;
         }
         Ok(())
     }
@@ -164,7 +168,7 @@ impl Projector {
     pub async fn settle(&self) -> Result<(), StoreError> {
         let head = self.store.head().await?;
         if self.projected() < head && !self.already_folded(head).await {
-            self.catch_up(&|_| {}).await?;
+            self.catch_up_to(head).await?;
         }
         Ok(())
     }
@@ -190,6 +194,23 @@ impl Projector {
             }
             _ => false,
         }
+    }
+
+    /// [`Projector::owes_up_to`], once this process's writer has finished the
+    /// batch it has in flight, if any (waiting briefly). On PostgreSQL an append's
+    /// notification can come back before its writer has told the hook it
+    /// committed: without the wait, the follower would fold the run at once, on
+    /// another connection, for every append.
+    async fn owes_up_to_once_noted(&self, position: Position) -> bool {
+        if self.owes_up_to(position) {
+            return true;
+        }
+        let mut noting = self.noting.subscribe();
+        if !*noting.borrow_and_update() {
+            return false;
+        }
+        let _ = tokio::time::timeout(INLINE_PUBLISH_WAIT, noting.wait_for(|busy| !*busy)).await;
+        self.owes_up_to(position)
     }
 
     /// Each projection's checkpoint.
@@ -373,7 +394,9 @@ impl Projector {
             .flat_map(|p| p.folding_indexes().iter().copied())
             .collect();
         crate::indexes::defer(self.store.database(), &tables, &kept).await?;
-        let reached = self.catch_up_holding(&one_at_a_time, progress).await?;
+        let reached = self
+            .catch_up_holding(&one_at_a_time, None, progress)
+            .await?;
         crate::indexes::restore(self.store.database()).await?;
         Ok(reached)
     }
@@ -390,17 +413,31 @@ impl Projector {
         progress: &(dyn Fn(Position) + Sync),
     ) -> Result<Position, StoreError> {
         let one_at_a_time = self.catching_up.lock().await;
-        self.catch_up_holding(&one_at_a_time, progress).await
+        self.catch_up_holding(&one_at_a_time, None, progress).await
     }
 
-    /// [`Projector::catch_up`], for a caller that holds the one-at-a-time lock.
+    /// Folds at least up to `position`, and stops there, rather than chase appends
+    /// that keep coming (this process's writer folds its own; a read waits only for
+    /// what was committed before it).
+    async fn catch_up_to(&self, position: Position) -> Result<Position, StoreError> {
+        let one_at_a_time = self.catching_up.lock().await;
+        self.catch_up_holding(&one_at_a_time, Some(position), &|_| {})
+            .await
+    }
+
+    /// [`Projector::catch_up`] (up to `until`, when given), for a caller that
+    /// holds the one-at-a-time lock.
     async fn catch_up_holding(
         &self,
         _one_at_a_time: &tokio::sync::MutexGuard<'_, ()>,
+        until: Option<Position>,
         progress: &(dyn Fn(Position) + Sync),
     ) -> Result<Position, StoreError> {
         let mut ahead: Option<ReadAhead> = None;
         loop {
+            if until.is_some_and(|until| self.projected() >= until) {
+                return Ok(self.projected());
+            }
             let folded = on_pool!(self.store.database(), |pool| {
                 let mut tx = pool.begin().await?;
                 let mut folding = Tx::from(&mut *tx);
@@ -561,13 +598,17 @@ async fn follow(projector: std::sync::Weak<Projector>, mut head: watch::Receiver
                 .unwrap_or(Position::START)
                 .max(projector.owed_through().unwrap_or(Position::START)),
         };
-        let owed_by_appends = woken.is_ok() && projector.owes_up_to(known);
+        let owed_by_appends = match woken {
+            Ok(_) => projector.owes_up_to_once_noted(known).await,
+            // A pause while the writer works (a long fold, say) is no pause.
+            Err(_) => *projector.noting.borrow(),
+        };
         if projector.projected() < known
             && !owed_by_appends
             && !projector.folding_inline(known).await
             && !projector.already_folded(known).await
         {
-            if let Err(error) = projector.catch_up(&|_| {}).await {
+            if let Err(error) = projector.catch_up_to(known).await {
                 tracing::warn!(%error, "projections could not catch up; retrying");
             }
         }
@@ -619,6 +660,7 @@ impl crm_events::AppendHook for Projector {
             if events.is_empty() {
                 return Ok(());
             }
+            self.noting.send_replace(true);
             // What an append that did not commit staged is forgotten; what it took
             // of the committed debt is then left to the catch-up.
             let mut all = match self.owed.lock() {
@@ -644,9 +686,14 @@ impl crm_events::AppendHook for Projector {
     }
 
     fn defers(&self, events: usize) -> bool {
-        self.owed
+        let defers = self
+            .owed
             .lock()
-            .is_ok_and(|owed| owed.committed.len() + events < OWED_AT_MOST)
+            .is_ok_and(|owed| owed.committed.len() + events < OWED_AT_MOST);
+        if defers {
+            self.noting.send_replace(true);
+        }
+        defers
     }
 
     fn noted(&self, events: &[RecordedEvent]) -> Result<(), StoreError> {
@@ -656,6 +703,7 @@ impl crm_events::AppendHook for Projector {
             owed.staged = None;
             owe(&mut owed.committed, decoded, projected);
         }
+        self.noting.send_replace(false);
         Ok(())
     }
 
@@ -665,6 +713,7 @@ impl crm_events::AppendHook for Projector {
                 owed.committed = staged;
             }
         }
+        self.noting.send_replace(false);
         let pending = self.pending.lock().ok().and_then(|mut p| p.take());
         if let Some(position) = pending {
             self.publish(position);

@@ -80,9 +80,13 @@ pub async fn run(url: &str, events: u64, phase: Duration) -> Result<Report, AppE
     let total = store.head().await?.0;
     settle(&store).await?;
 
-    tracing::info!(events = total, "filled; scanning the events table");
+    tracing::info!(
+        events = total,
+        peak_rss_mb = peak_rss_mb(),
+        "filled; scanning the events table"
+    );
     let raw_scan_per_s = raw_scan(&store, total).await?;
-    tracing::info!("rebuilding every projection");
+    tracing::info!(peak_rss_mb = peak_rss_mb(), "rebuilding every projection");
     let projector = Projector::open(store.clone(), crm_projections::all()).await?;
     let names = projector.names();
     let rebuild_started = Instant::now();
@@ -92,18 +96,24 @@ pub async fn run(url: &str, events: u64, phase: Duration) -> Result<Report, AppE
     settle(&store).await?;
 
     let app = App::start(store.clone(), Clock::system()).await?;
-    tracing::info!("raw inserts, one writer");
+    tracing::info!(peak_rss_mb = peak_rss_mb(), "raw inserts, one writer");
     let raw_insert_per_s = raw_inserts(&store, phase).await?;
-    tracing::info!("lead commands, one writer");
+    tracing::info!(peak_rss_mb = peak_rss_mb(), "lead commands, one writer");
     let command_per_s = commands(&app, &sites, 1, phase).await?;
-    tracing::info!("lead commands, 16 writers");
+    tracing::info!(peak_rss_mb = peak_rss_mb(), "lead commands, 16 writers");
     let command_per_s_c16 = commands(&app, &sites, 16, phase).await?;
-    tracing::info!("audit and Lead Manager queries");
+    tracing::info!(
+        peak_rss_mb = peak_rss_mb(),
+        "audit and Lead Manager queries"
+    );
     let (audit_query_p50_ms, audit_query_p99_ms) = audit_queries(&app, &sites).await?;
     let (lead_page_p50_ms, lead_page_p99_ms) = lead_pages(&app, &sites).await?;
-    tracing::info!("Lead Manager pages over HTTP, 16 clients");
+    tracing::info!(
+        peak_rss_mb = peak_rss_mb(),
+        "Lead Manager pages over HTTP, 16 clients"
+    );
     let http_lead_page_p99_ms = http_lead_pages(&app, &sites).await?;
-    tracing::info!("exporting every audit trail");
+    tracing::info!(peak_rss_mb = peak_rss_mb(), "exporting every audit trail");
     export_everything(&app, &sites).await?;
     Ok(Report {
         backend,

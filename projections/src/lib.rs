@@ -8,8 +8,9 @@
 //!
 //! - [`projection`]: the [`Projection`] abstraction (name, version, the events it
 //!   reads, its tables, `apply` inside a transaction).
-//! - [`runner`]: the [`Projector`]: folds every append inline (same transaction,
-//!   checkpoint included), catches up, rebuilds (with [`indexes`] set aside).
+//! - [`runner`]: the [`Projector`]: folds this process's appends in runs inside
+//!   an append's transaction (checkpoints included), settles before every read,
+//!   catches up, rebuilds (with [`indexes`] set aside).
 //! - One module per projection, with its fold and its queries: [`users`],
 //!   [`lead_manager`], [`settings`], [`notifications`], [`audit_trail`].
 //! - [`query`]: pages, cursors and the query builder the list queries share.

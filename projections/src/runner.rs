@@ -148,8 +148,8 @@ impl Projector {
         *self.projected.borrow()
     }
 
-    /// Returns once every projection has folded `position` (read-your-writes): at
-    /// once when the append folded them inline, else after catching up.
+    /// Returns once every projection has folded `position`: at once when they
+    /// have, else after catching up (up to it).
     ///
     /// # Errors
     /// Store failures while catching up.
@@ -575,7 +575,8 @@ impl Projector {
 }
 
 /// Catches up whenever the log moves past what the projections hold: appends of
-/// another process, or ones this process could not fold inline. Ends when the
+/// another process, ones this process could not fold with its appends, and runs
+/// of this process's appends still owed once appends pause. Ends when the
 /// projector is dropped.
 async fn follow(projector: std::sync::Weak<Projector>, mut head: watch::Receiver<Position>) {
     loop {

@@ -34,6 +34,13 @@ pub(crate) async fn open(
 ) -> Result<(SqlitePool, Option<SqliteConnectOptions>), StoreError> {
     let options = SqliteConnectOptions::from_str(url)?
         .create_if_missing(true)
+        // Pages of 2 KiB for a new database (an existing one keeps its own): an
+        // append touches one leaf in each of several large indexes, far apart, and
+        // every touched page goes whole into the write-ahead log at each commit.
+        // At 1,000,000 events, 16 writers committed 2.4 times the raw insert rate
+        // with 4 KiB pages and 3.0 times with 2 KiB; 1 KiB made the rebuild and
+        // the queries slower.
+        .page_size(2048)
         .journal_mode(SqliteJournalMode::Wal)
         .synchronous(SqliteSynchronous::Full)
         .busy_timeout(Duration::from_secs(30))

@@ -26,6 +26,7 @@ backend_tests!(
     a_subscriber_sees_appends_made_by_another_store_on_the_same_database,
     a_closed_database_gives_unavailable_and_loses_nothing,
     the_hook_is_told_when_nothing_but_its_writer_changed_the_database,
+    a_deferring_hook_hears_of_each_batch_whether_committed_alone_in_a_transaction_or_failed,
 );
 
 async fn an_append_reads_back_with_its_whole_envelope(db: &TestDatabase) {
@@ -666,4 +667,125 @@ async fn the_hook_is_told_when_nothing_but_its_writer_changed_the_database(db: &
         vec![false; 7]
     };
     assert_eq!(told, expected);
+}
+
+/// A hook that leaves every batch for later, and can be told to fail the next
+/// batch it folds; it records what it hears of.
+#[derive(Debug, Default)]
+struct Deferring {
+    heard: std::sync::Mutex<Vec<String>>,
+    fail_next: std::sync::atomic::AtomicBool,
+}
+
+impl Deferring {
+    fn hear(&self, what: String) {
+        self.heard.lock().unwrap().push(what);
+    }
+    fn take(&self) -> Vec<String> {
+        std::mem::take(&mut *self.heard.lock().unwrap())
+    }
+}
+
+impl crm_events::AppendHook for Deferring {
+    fn appended<'a>(
+        &'a self,
+        _tx: &'a mut crm_events::Tx<'_>,
+        events: &'a [crm_events::RecordedEvent],
+    ) -> futures_util::future::BoxFuture<'a, Result<(), StoreError>> {
+        self.hear(format!("appended {}", events.len()));
+        let fail = self
+            .fail_next
+            .swap(false, std::sync::atomic::Ordering::SeqCst);
+        Box::pin(async move {
+            if fail {
+                return Err(StoreError::Closed);
+            }
+            Ok(())
+        })
+    }
+
+    fn committed(&self, last: Position) {
+        self.hear(format!("committed {}", last.0));
+    }
+
+    fn defers(&self, _events: usize) -> bool {
+        !self.fail_next.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    fn noted(&self, events: &[crm_events::RecordedEvent]) -> Result<(), StoreError> {
+        self.hear(format!("noted {}", events.len()));
+        Ok(())
+    }
+
+    fn failed(&self) {
+        self.hear("failed".into());
+    }
+}
+
+/// An append whose fold the hook leaves for later commits on its own (one
+/// statement or script) once the writer knows what it needs; another store's
+/// append in between sends it the long way, in a transaction; a batch that fails
+/// is reported as failed, and leaves nothing in the log.
+async fn a_deferring_hook_hears_of_each_batch_whether_committed_alone_in_a_transaction_or_failed(
+    db: &TestDatabase,
+) {
+    let store = EventStore::open(&db.url).await.unwrap();
+    let other = EventStore::open(&db.url).await.unwrap();
+    let hook = std::sync::Arc::new(Deferring::default());
+    let installed: std::sync::Arc<dyn crm_events::AppendHook> = hook.clone();
+    store.install_hook(&installed);
+    let site = SiteId::generate();
+    let tag = |store: &EventStore, stream, version: u64, name: &str| {
+        let (store, name) = (store.clone(), name.to_owned());
+        async move {
+            store
+                .append(
+                    append(
+                        site,
+                        stream,
+                        ExpectedVersion::Exact(version),
+                        vec![tagged(&name)],
+                    ),
+                    meta(),
+                )
+                .await
+        }
+    };
+
+    // A new stream: the writer must read what it needs, in a transaction.
+    let stream = fill(&store, site, 1).await;
+    assert_eq!(hook.take(), ["appended 1", "committed 1"]);
+    // Then it knows the stream and the site's chain: the batch commits alone.
+    tag(&store, stream, 1, "a").await.unwrap();
+    assert_eq!(hook.take(), ["noted 1", "committed 2"]);
+
+    // Another store appends: the next batch's position is taken, so it goes the
+    // long way, and lands after the other store's event.
+    fill(&other, site, 1).await;
+    let outcome = tag(&store, stream, 2, "b").await.unwrap();
+    assert_eq!(outcome.last_position, Position(4));
+    assert_eq!(hook.take(), ["appended 1", "committed 4"]);
+
+    // A batch that fails: the hook hears so, and nothing is appended.
+    hook.fail_next
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    assert!(tag(&store, stream, 3, "c").await.is_err());
+    assert_eq!(hook.take(), ["appended 1", "failed"]);
+    assert_eq!(store.head().await.unwrap(), Position(4));
+
+    // And the store goes on: alone again once it knows what it needs.
+    tag(&store, stream, 3, "c").await.unwrap();
+    tag(&store, stream, 4, "d").await.unwrap();
+    let heard = hook.take();
+    assert_eq!(heard.last().map(String::as_str), Some("committed 6"));
+    assert!(heard.contains(&"noted 1".to_owned()), "{heard:?}");
+    let versions: Vec<u64> = store
+        .read_stream(stream, 0)
+        .await
+        .unwrap()
+        .iter()
+        .map(|e| e.stream_version)
+        .collect();
+    assert_eq!(versions, [1, 2, 3, 4, 5]);
+    assert!(store.verify(None).await.unwrap().ok);
 }

@@ -711,6 +711,17 @@ impl crm_events::AppendHook for Projector {
         Ok(())
     }
 
+    fn failed(&self) {
+        if let Ok(mut owed) = self.owed.lock() {
+            owed.staged = None;
+        }
+        // A fold made in that transaction never committed: nothing to publish.
+        if let Ok(mut pending) = self.pending.lock() {
+            pending.take();
+        }
+        self.noting.send_replace(false);
+    }
+
     fn committed(&self, _last: Position) {
         if let Ok(mut owed) = self.owed.lock() {
             if let Some(staged) = owed.staged.take() {

@@ -120,6 +120,11 @@ pub trait AppendHook: Send + Sync + fmt::Debug {
         false
     }
 
+    /// Called when a batch did not commit (its transaction, if any, rolled back):
+    /// whatever [`AppendHook::appended`] or [`AppendHook::defers`] prepared for it
+    /// is void.
+    fn failed(&self) {}
+
     /// Takes note of a batch the store committed on its own (see
     /// [`AppendHook::defers`]); [`AppendHook::committed`] follows.
     ///

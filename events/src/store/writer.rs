@@ -222,6 +222,11 @@ async fn commit(
             last
         }
     };
+    if last.is_err() {
+        if let Some(hook) = hook {
+            hook.failed();
+        }
+    }
     match last {
         Ok(last) => {
             if let Some(hook) = hook {

@@ -712,9 +712,8 @@ impl crm_events::AppendHook for Deferring {
         !self.fail_next.load(std::sync::atomic::Ordering::SeqCst)
     }
 
-    fn noted(&self, events: &[crm_events::RecordedEvent]) -> Result<(), StoreError> {
+    fn noted(&self, events: &[crm_events::RecordedEvent]) {
         self.hear(format!("noted {}", events.len()));
-        Ok(())
     }
 
     fn failed(&self) {

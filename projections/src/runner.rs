@@ -700,15 +700,22 @@ impl crm_events::AppendHook for Projector {
         defers
     }
 
-    fn noted(&self, events: &[RecordedEvent]) -> Result<(), StoreError> {
-        let decoded = decode_all(events.to_vec())?;
+    fn noted(&self, events: &[RecordedEvent]) {
         let projected = self.projected();
+        let decoded = decode_all(events.to_vec());
         if let Ok(mut owed) = self.owed.lock() {
             owed.staged = None;
-            owe(&mut owed.committed, decoded, projected);
+            match decoded {
+                Ok(decoded) => owe(&mut owed.committed, decoded, projected),
+                // Left to the catch-up, which reads them back from the log and
+                // reports the event it cannot decode.
+                Err(error) => {
+                    tracing::warn!(%error, "an append could not be noted for a later fold");
+                    owed.committed.clear();
+                }
+            }
         }
         self.noting.send_replace(false);
-        Ok(())
     }
 
     fn failed(&self) {

@@ -126,13 +126,11 @@ pub trait AppendHook: Send + Sync + fmt::Debug {
     fn failed(&self) {}
 
     /// Takes note of a batch the store committed on its own (see
-    /// [`AppendHook::defers`]); [`AppendHook::committed`] follows.
-    ///
-    /// # Errors
-    /// Events that cannot be decoded (the batch has committed all the same).
-    fn noted(&self, events: &[RecordedEvent]) -> Result<(), StoreError> {
+    /// [`AppendHook::defers`]); [`AppendHook::committed`] follows. The batch has
+    /// committed whatever happens here: a hook that cannot take note of it must
+    /// leave it to be read back from the log.
+    fn noted(&self, events: &[RecordedEvent]) {
         let _ = events;
-        Ok(())
     }
 }
 

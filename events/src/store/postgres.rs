@@ -85,7 +85,7 @@ pub(crate) async fn commit_batch(
                 Ok(()) => {
                     known.learn(&writes);
                     if let Some(hook) = hook {
-                        hook.noted(&writes.events)?;
+                        hook.noted(&writes.events);
                     }
                     return Ok(writes.head);
                 }

@@ -130,7 +130,7 @@ pub(crate) async fn commit_batch(
                     // Own commits leave `data_version` (and so `seen`) as it was.
                     known.learn(&writes);
                     if let Some(hook) = hook {
-                        hook.noted(&writes.events)?;
+                        hook.noted(&writes.events);
                     }
                     return Ok(writes.head);
                 }

@@ -86,7 +86,7 @@ pub async fn run(url: &str, events: u64, phase: Duration) -> Result<Report, AppE
         "filled; scanning the events table"
     );
     let raw_scan_per_s = raw_scan(&store, total).await?;
-    tracing::info!(peak_rss_mb = peak_rss_mb(), "rebuilding every projection");
+    starting("rebuilding every projection");
     let projector = Projector::open(store.clone(), crm_projections::all()).await?;
     let names = projector.names();
     let rebuild_started = Instant::now();
@@ -96,24 +96,18 @@ pub async fn run(url: &str, events: u64, phase: Duration) -> Result<Report, AppE
     settle(&store).await?;
 
     let app = App::start(store.clone(), Clock::system()).await?;
-    tracing::info!(peak_rss_mb = peak_rss_mb(), "raw inserts, one writer");
+    starting("raw inserts, one writer");
     let raw_insert_per_s = raw_inserts(&store, phase).await?;
-    tracing::info!(peak_rss_mb = peak_rss_mb(), "lead commands, one writer");
+    starting("lead commands, one writer");
     let command_per_s = commands(&app, &sites, 1, phase).await?;
-    tracing::info!(peak_rss_mb = peak_rss_mb(), "lead commands, 16 writers");
+    starting("lead commands, 16 writers");
     let command_per_s_c16 = commands(&app, &sites, 16, phase).await?;
-    tracing::info!(
-        peak_rss_mb = peak_rss_mb(),
-        "audit and Lead Manager queries"
-    );
+    starting("audit and Lead Manager queries");
     let (audit_query_p50_ms, audit_query_p99_ms) = audit_queries(&app, &sites).await?;
     let (lead_page_p50_ms, lead_page_p99_ms) = lead_pages(&app, &sites).await?;
-    tracing::info!(
-        peak_rss_mb = peak_rss_mb(),
-        "Lead Manager pages over HTTP, 16 clients"
-    );
+    starting("Lead Manager pages over HTTP, 16 clients");
     let http_lead_page_p99_ms = http_lead_pages(&app, &sites).await?;
-    tracing::info!(peak_rss_mb = peak_rss_mb(), "exporting every audit trail");
+    starting("exporting every audit trail");
     export_everything(&app, &sites).await?;
     Ok(Report {
         backend,
@@ -670,6 +664,11 @@ async fn export_everything(app: &App, sites: &[BenchSite]) -> Result<(), AppErro
 }
 
 /// The process's peak resident memory, from `/proc/self/status` (0 where there is none).
+/// Logs the start of a phase, with the memory high-water mark so far.
+fn starting(name: &str) {
+    tracing::info!(peak_rss_mb = peak_rss_mb(), "{name}");
+}
+
 fn peak_rss_mb() -> f64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()

@@ -104,6 +104,11 @@ impl StoreError {
                 | Self::InvalidIdempotencyKey
         )
     }
+
+    /// Whether the database refused a write on a unique key.
+    pub(crate) fn is_unique_violation(&self) -> bool {
+        matches!(self, Self::Database(sqlx::Error::Database(e)) if e.is_unique_violation())
+    }
 }
 
 impl From<sqlx::Error> for StoreError {

@@ -106,8 +106,8 @@ impl App {
         cursor: Option<&str>,
         limit: u32,
     ) -> Result<Page<ListedUser>, AppError> {
-        self.settle().await?;
         authorize(&ctx.caller, Action::ReadUsers)?;
+        // The site's read settles the projections for the list too.
         let rules = rules_of(&self.site_view(ctx).await?);
         let page = users::list(self.store.database(), ctx.site(), cursor, limit).await?;
         Ok(Page {

@@ -373,10 +373,6 @@ pub fn update_template(
     .into()])
 }
 
-/// Deletes a template, keeping what it was in the event.
-///
-/// # Errors
-/// [`SettingsRejection::TemplateNotFound`].
 /// Checks that the template is at `expected` (when given: a write's `If-Match`).
 ///
 /// # Errors
@@ -397,6 +393,10 @@ pub fn expect_template_version(
     }
 }
 
+/// Deletes a template, keeping what it was in the event.
+///
+/// # Errors
+/// [`SettingsRejection::TemplateNotFound`].
 pub fn delete_template(
     settings: &Settings,
     template_id: TemplateId,

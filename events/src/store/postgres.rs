@@ -17,6 +17,7 @@ use uuid::Uuid;
 use super::hook::{AppendHook, Tx};
 use super::plan::{Known, Loaded, Needs, Writes};
 use super::rows::{self, outcome_json, version_i64};
+use super::writer::{committed_alone, plan_alone};
 use super::PING_IDLE_AFTER;
 use crate::envelope::Position;
 use crate::error::StoreError;
@@ -78,22 +79,10 @@ pub(crate) async fn commit_batch(
     mut plan: impl FnMut(Loaded) -> Writes,
     hook: Option<&dyn AppendHook>,
 ) -> Result<Position, StoreError> {
-    if let Some(loaded) = known.loaded(needs) {
-        let writes = plan(loaded);
-        if !writes.events.is_empty() && hook.is_none_or(|h| h.defers(writes.events.len())) {
-            match write_batch(conn, &writes).await {
-                Ok(()) => {
-                    known.learn(&writes);
-                    if let Some(hook) = hook {
-                        hook.noted(&writes.events);
-                    }
-                    return Ok(writes.head);
-                }
-                Err(StoreError::Database(sqlx::Error::Database(e))) if e.is_unique_violation() => {
-                    *known = Known::default();
-                }
-                Err(other) => return Err(other),
-            }
+    if let Some(writes) = plan_alone(known, needs, &mut plan, hook) {
+        let written = write_batch(conn, &writes).await;
+        if let Some(head) = committed_alone(written, &writes, known, hook)? {
+            return Ok(head);
         }
     }
 

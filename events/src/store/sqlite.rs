@@ -16,6 +16,7 @@ use super::bulk::Rows;
 use super::hook::{AppendHook, Tx};
 use super::plan::{IdempotencyRecord, Known, Loaded, Needs, Writes};
 use super::rows::{self, outcome_json, version_i64};
+use super::writer::{committed_alone, plan_alone};
 use crate::envelope::Position;
 use crate::error::StoreError;
 
@@ -113,39 +114,22 @@ pub(crate) async fn commit_batch(
     mut plan: impl FnMut(Loaded) -> Writes,
     hook: Option<&dyn AppendHook>,
 ) -> Result<Position, StoreError> {
-    if let Some(loaded) = known.loaded(needs) {
-        let writes = plan(loaded);
-        if !writes.events.is_empty() && hook.is_none_or(|h| h.defers(writes.events.len())) {
-            let alone = async {
-                let mut tx = Tx::from(&mut *conn);
-                tx.kept_script_statements = WRITER_KEPT_SCRIPT_STATEMENTS;
-                tx.pending.push_plain("BEGIN IMMEDIATE", &[]);
-                write_batch(&mut tx, &writes).await?;
-                tx.pending.push_plain("COMMIT", &[]);
-                tx.flush().await
-            }
-            .await;
-            match alone {
-                Ok(()) => {
-                    // Own commits leave `data_version` (and so `seen`) as it was.
-                    known.learn(&writes);
-                    if let Some(hook) = hook {
-                        hook.noted(&writes.events);
-                    }
-                    return Ok(writes.head);
-                }
-                Err(error) => {
-                    let _ = sqlx::query("ROLLBACK").execute(&mut *conn).await;
-                    match error {
-                        StoreError::Database(sqlx::Error::Database(e))
-                            if e.is_unique_violation() =>
-                        {
-                            *known = Known::default();
-                        }
-                        other => return Err(other),
-                    }
-                }
-            }
+    if let Some(writes) = plan_alone(known, needs, &mut plan, hook) {
+        let written = async {
+            let mut tx = Tx::from(&mut *conn);
+            tx.kept_script_statements = WRITER_KEPT_SCRIPT_STATEMENTS;
+            tx.pending.push_plain("BEGIN IMMEDIATE", &[]);
+            write_batch(&mut tx, &writes).await?;
+            tx.pending.push_plain("COMMIT", &[]);
+            tx.flush().await
+        }
+        .await;
+        if written.is_err() {
+            let _ = sqlx::query("ROLLBACK").execute(&mut *conn).await;
+        }
+        // Own commits leave `data_version` (and so `seen`) as it was.
+        if let Some(head) = committed_alone(written, &writes, known, hook)? {
+            return Ok(head);
         }
     }
     let result = async {

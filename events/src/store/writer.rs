@@ -22,7 +22,7 @@ use sqlx::{ConnectOptions, PgConnection, Sqlite, SqliteConnection, SqlitePool};
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
-use super::plan::{self, AppendRequest, Known, Needs};
+use super::plan::{self, AppendRequest, Known, Loaded, Needs, Writes};
 use super::{
     advance, postgres, sqlite, stream_version, AppendHook, Database, HookSlot, Reply,
     PING_IDLE_AFTER,
@@ -235,7 +235,7 @@ async fn commit(
             advance(head, last);
             Ok(results)
         }
-        Err(StoreError::Database(sqlx::Error::Database(e))) if e.is_unique_violation() => {
+        Err(error) if error.is_unique_violation() => {
             // Only possible if something wrote to the log around this store's
             // bookkeeping; report it as the conflict it is.
             let append = &batch[0].appends[0];
@@ -244,6 +244,47 @@ async fn commit(
                 expected: append.expected,
                 actual: stream_version(db, append.stream).await?,
             })
+        }
+        Err(other) => Err(other),
+    }
+}
+
+/// The batch planned on what the writer knows from its own last commit, when it may
+/// commit on its own, without a transaction around it: the writer knows all it
+/// needs, the batch appends something, and the hook leaves its fold for later.
+/// (Otherwise the batch is planned again once the log is locked.)
+pub(crate) fn plan_alone(
+    known: &Known,
+    needs: &Needs,
+    plan: &mut impl FnMut(Loaded) -> Writes,
+    hook: Option<&dyn AppendHook>,
+) -> Option<Writes> {
+    let writes = plan(known.loaded(needs)?);
+    let alone = !writes.events.is_empty() && hook.is_none_or(|h| h.defers(writes.events.len()));
+    alone.then_some(writes)
+}
+
+/// What became of a batch written on its own (see [`plan_alone`]): its head once
+/// committed; `None` when its position was taken by another process's append (the
+/// write changed nothing, and what the writer knew is forgotten: the batch goes the
+/// long way); any other failure as it is.
+pub(crate) fn committed_alone(
+    written: Result<(), StoreError>,
+    writes: &Writes,
+    known: &mut Known,
+    hook: Option<&dyn AppendHook>,
+) -> Result<Option<Position>, StoreError> {
+    match written {
+        Ok(()) => {
+            known.learn(writes);
+            if let Some(hook) = hook {
+                hook.noted(&writes.events);
+            }
+            Ok(Some(writes.head))
+        }
+        Err(error) if error.is_unique_violation() => {
+            *known = Known::default();
+            Ok(None)
         }
         Err(other) => Err(other),
     }

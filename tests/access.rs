@@ -586,6 +586,25 @@ fn template_owners(c: Caller, own: bool) -> Expect {
     }
 }
 
+/// Settings and templates of one's own: everyone but auditors, who change nothing
+/// but their own password.
+fn settings_changers(c: Caller, _: bool) -> Expect {
+    if c == Caller::Auditor {
+        FORBIDDEN
+    } else {
+        Expect::Allowed
+    }
+}
+
+/// agent1's own template, changed: auditors are refused before it is looked for.
+fn template_changers(c: Caller, own: bool) -> Expect {
+    if c == Caller::Auditor {
+        FORBIDDEN
+    } else {
+        template_owners(c, own)
+    }
+}
+
 fn anyone(_: Caller, _: bool) -> Expect {
     Expect::Allowed
 }
@@ -744,26 +763,26 @@ fn endpoints() -> Vec<Endpoint> {
             M::PATCH,
             "/api/settings",
             Some(json!({"timezone": "Europe/Paris"})),
-            anyone,
+            settings_changers,
         ),
         endpoint(M::GET, "/api/templates", None, anyone),
         endpoint(
             M::POST,
             "/api/templates",
             Some(json!({"kind": "text", "name": "Hello", "body": "Hi there"})),
-            anyone,
+            settings_changers,
         ),
         endpoint(
             M::PATCH,
             "/api/templates/{template}",
             Some(json!({"body": "Hi again"})),
-            template_owners,
+            template_changers,
         ),
         endpoint(
             M::DELETE,
             "/api/templates/{fresh_template}",
             None,
-            template_owners,
+            template_changers,
         ),
         endpoint(M::GET, "/api/audit/impersonations", None, |c, _| {
             audit_readers(c, true)

@@ -105,11 +105,18 @@ impl StoreError {
         )
     }
 
-    /// Whether the database refused a write on a unique key.
+    /// Whether the database refused a write on a unique key; on SQLite this
+    /// includes the trigger that refuses an insert colliding with a stored event
+    /// (migration 0007), which stands in for the key it guards.
     pub(crate) fn is_unique_violation(&self) -> bool {
-        matches!(self, Self::Database(sqlx::Error::Database(e)) if e.is_unique_violation())
+        matches!(self, Self::Database(sqlx::Error::Database(e))
+            if e.is_unique_violation() || e.message().contains(REPLACE_REFUSED))
     }
 }
+
+/// The words of SQLite's refusal of an insert that collides with a stored event
+/// (migration 0007's trigger).
+const REPLACE_REFUSED: &str = "an insert may not replace a stored event";
 
 impl From<sqlx::Error> for StoreError {
     fn from(error: sqlx::Error) -> Self {

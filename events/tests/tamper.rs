@@ -35,7 +35,10 @@ async fn ten_events(db: &TestDatabase) -> (EventStore, SiteId, SiteId) {
 
 async fn disable_append_only_triggers(store: &EventStore) {
     let sql = match store.database().backend_name() {
-        "sqlite" => "DROP TRIGGER events_no_update; DROP TRIGGER events_no_delete;",
+        "sqlite" => {
+            "DROP TRIGGER events_no_update; DROP TRIGGER events_no_delete; \
+             DROP TRIGGER events_no_replace;"
+        }
         _ => "ALTER TABLE events DISABLE TRIGGER USER;",
     };
     exec(store, sql).await.unwrap();
@@ -50,25 +53,61 @@ async fn tampered(db: &TestDatabase, sql: &str) -> (EventStore, crm_events::Veri
     (store, report)
 }
 
+/// Every column of `events`, in order: statements that copy a stored event.
+const COLUMNS: &str = "position, event_id, site_id, stream_type, stream_id, stream_version, \
+    event_type, schema_version, payload, actor_id, subject_id, impersonation_id, \
+    correlation_id, causation_id, idempotency_key, recorded_at, prev_hash, hash";
+
+/// Event 3 copied with a forged payload (and, with `new_position`, moved there).
+fn forged_copy(new_position: &str) -> String {
+    format!(
+        "SELECT {new_position}, event_id, site_id, stream_type, stream_id, stream_version, \
+         event_type, schema_version, '{{\"forged\":true}}', actor_id, subject_id, \
+         impersonation_id, correlation_id, causation_id, idempotency_key, recorded_at, \
+         prev_hash, hash FROM events WHERE position = 3"
+    )
+}
+
 async fn update_delete_and_truncate_are_refused_by_the_database(db: &TestDatabase) {
     let (store, _, _) = ten_events(db).await;
-    for sql in [
-        "UPDATE events SET payload = '{}' WHERE position = 3",
-        "UPDATE events SET position = position + 100",
-        "DELETE FROM events WHERE position = 10",
-        "DELETE FROM events",
-    ] {
+    let before = store.read_all(Position::START, 100).await.unwrap();
+    let mut statements = vec![
+        "UPDATE events SET payload = '{}' WHERE position = 3".to_owned(),
+        "UPDATE events SET position = position + 100".to_owned(),
+        "DELETE FROM events WHERE position = 10".to_owned(),
+        "DELETE FROM events".to_owned(),
+        // An upsert: its conflict action is an UPDATE.
+        format!(
+            "INSERT INTO events ({COLUMNS}) {} ON CONFLICT (position) DO UPDATE \
+             SET payload = excluded.payload",
+            forged_copy("position")
+        ),
+    ];
+    match store.database().backend_name() {
+        "sqlite" => statements.extend([
+            // Replacing removes the row it collides with without firing DELETE
+            // triggers: on the position, on the event id, on the stream version.
+            format!(
+                "REPLACE INTO events ({COLUMNS}) {}",
+                forged_copy("position")
+            ),
+            format!(
+                "INSERT OR REPLACE INTO events ({COLUMNS}) {}",
+                forged_copy("position")
+            ),
+            format!("REPLACE INTO events ({COLUMNS}) {}", forged_copy("11")),
+            "UPDATE OR REPLACE events SET position = 4 WHERE position = 3".to_owned(),
+            "INSERT INTO events SELECT * FROM events WHERE position = 3 \
+             ON CONFLICT DO UPDATE SET payload = '{}'"
+                .to_owned(),
+        ]),
+        _ => statements.push("TRUNCATE events".to_owned()),
+    }
+    for sql in &statements {
         let error = exec(&store, sql).await.expect_err(sql);
         assert!(error.to_string().contains("append-only"), "{sql}: {error}");
     }
-    if store.database().backend_name() == "postgres" {
-        let error = exec(&store, "TRUNCATE events").await.expect_err("truncate");
-        assert!(error.to_string().contains("append-only"), "{error}");
-    }
-    assert_eq!(
-        store.read_all(Position::START, 100).await.unwrap().len(),
-        10
-    );
+    assert_eq!(store.read_all(Position::START, 100).await.unwrap(), before);
     assert!(store.verify(None).await.unwrap().ok);
 }
 

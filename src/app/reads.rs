@@ -199,7 +199,7 @@ impl App {
         ctx: &RequestContext,
     ) -> Result<(BTreeMap<&'static str, Value>, i64), AppError> {
         self.settle().await?;
-        authorize(&ctx.caller, Action::ManageOwnSettings)?;
+        authorize(&ctx.caller, Action::ReadOwnSettings)?;
         let (stored, version) = settings_view::get(self.store.database(), ctx.subject()).await?;
         let values = SettingKey::ALL
             .into_iter()
@@ -222,7 +222,7 @@ impl App {
     /// Store failures.
     pub async fn templates_view(&self, ctx: &RequestContext) -> Result<Vec<Template>, AppError> {
         self.settle().await?;
-        authorize(&ctx.caller, Action::ManageOwnSettings)?;
+        authorize(&ctx.caller, Action::ReadOwnSettings)?;
         Ok(settings_view::templates(self.store.database(), ctx.subject()).await?)
     }
 

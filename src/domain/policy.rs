@@ -90,6 +90,8 @@ pub enum Action {
     WorkOwnLeads,
     /// See and edit every lead of the site (`scope=site`), assign leads to others.
     WorkAllLeads,
+    /// Read my settings, templates and communication tools.
+    ReadOwnSettings,
     /// Change my settings, templates and communication tools.
     ManageOwnSettings,
 }
@@ -130,11 +132,11 @@ pub fn authorize(caller: &Caller, action: Action) -> Result<(), Refusal> {
         }
         Action::WorkAllLeads => matches!(role, Role::Owner | Role::Admin),
         Action::ChangeSiteSettings => role == Role::Owner,
-        Action::WorkOwnLeads => role != Role::Auditor,
-        Action::ReadOwnImpersonations
-        | Action::ChangeOwnPassword
-        | Action::ChangeOwnEmail
-        | Action::ManageOwnSettings => true,
+        // Auditors change nothing but their own password.
+        Action::WorkOwnLeads | Action::ChangeOwnEmail | Action::ManageOwnSettings => {
+            role != Role::Auditor
+        }
+        Action::ReadOwnImpersonations | Action::ChangeOwnPassword | Action::ReadOwnSettings => true,
     };
     if allowed {
         Ok(())
@@ -159,6 +161,7 @@ fn reserved_to_the_real_human(action: Action) -> Option<&'static str> {
         | Action::ReadSiteSettings
         | Action::WorkOwnLeads
         | Action::WorkAllLeads
+        | Action::ReadOwnSettings
         | Action::ManageOwnSettings => None,
     }
 }
@@ -366,6 +369,7 @@ mod tests {
             ChangeOwnEmail,
             WorkOwnLeads,
             WorkAllLeads,
+            ReadOwnSettings,
             ManageOwnSettings,
         ];
         let site = SiteId::generate();
@@ -385,6 +389,7 @@ mod tests {
                     ChangeOwnEmail,
                     WorkOwnLeads,
                     WorkAllLeads,
+                    ReadOwnSettings,
                     ManageOwnSettings,
                 ],
             ),
@@ -395,6 +400,7 @@ mod tests {
                     ChangeOwnPassword,
                     ChangeOwnEmail,
                     WorkOwnLeads,
+                    ReadOwnSettings,
                     ManageOwnSettings,
                 ],
             ),
@@ -406,8 +412,7 @@ mod tests {
                     ReadEvents,
                     ReadOwnImpersonations,
                     ChangeOwnPassword,
-                    ChangeOwnEmail,
-                    ManageOwnSettings,
+                    ReadOwnSettings,
                 ],
             ),
         ];

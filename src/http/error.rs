@@ -15,8 +15,8 @@ use crate::domain::values::FieldError;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
 pub struct Problem {
     /// One of `unauthenticated`, `forbidden`, `impersonation_forbidden`, `not_found`,
-    /// `conflict`, `validation`, `payload_too_large`, `rate_limited`, `timeout`,
-    /// `unavailable`, `internal`.
+    /// `conflict`, `impersonation_ended`, `validation`, `payload_too_large`,
+    /// `rate_limited`, `method_not_allowed`, `timeout`, `unavailable`, `internal`.
     #[serde(rename = "type")]
     pub kind: String,
     pub title: String,
@@ -79,6 +79,16 @@ impl ApiError {
             "not_found",
             "Not found",
             format!("{what} not found"),
+        )
+    }
+
+    /// The path exists, but not with this method (routing's 405).
+    pub fn method_not_allowed() -> Self {
+        Self::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+            "Method not allowed",
+            "this path does not take this method",
         )
     }
 

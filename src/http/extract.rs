@@ -1,6 +1,7 @@
 //! Extractors that turn requests into validated input, answering problems in our
 //! shape: JSON bodies, the signed-in session, `If-Match`, query strings.
 
+use axum::body::Bytes;
 use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::request::Parts;
@@ -12,8 +13,9 @@ use super::error::ApiError;
 use super::AppState;
 use crate::app::RequestContext;
 
-/// A JSON body: unknown fields, wrong types and malformed JSON are 422 problems
-/// naming what is wrong; a body over the limit is 413.
+/// A JSON body: a JSON object (an array or a scalar is refused, never mapped to
+/// fields by position); unknown fields, wrong types and malformed JSON are 422
+/// problems naming what is wrong; a body over the limit is 413.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Body<T>(pub T);
 
@@ -25,24 +27,43 @@ where
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        match axum::Json::<T>::from_request(req, state).await {
-            Ok(axum::Json(value)) => Ok(Self(value)),
-            Err(JsonRejection::BytesRejection(rejection)) if rejection.status().as_u16() == 413 => {
-                Err(ApiError::payload_too_large("the body is larger than 1 MiB"))
+        if !is_json(req.headers()) {
+            return Err(ApiError::invalid(
+                "body",
+                "send the body as JSON (Content-Type: application/json)",
+            ));
+        }
+        let bytes = match Bytes::from_request(req, state).await {
+            Ok(bytes) => bytes,
+            Err(rejection) if rejection.status().as_u16() == 413 => {
+                return Err(ApiError::payload_too_large("the body is larger than 1 MiB"))
             }
+            Err(rejection) => return Err(ApiError::invalid("body", rejection.body_text())),
+        };
+        if bytes.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+            return Err(ApiError::invalid("body", "the body must be a JSON object"));
+        }
+        match axum::Json::<T>::from_bytes(&bytes) {
+            Ok(axum::Json(value)) => Ok(Self(value)),
             Err(JsonRejection::JsonDataError(error)) => {
                 Err(ApiError::invalid("body", error.body_text()))
             }
             Err(JsonRejection::JsonSyntaxError(error)) => {
                 Err(ApiError::invalid("body", error.body_text()))
             }
-            Err(JsonRejection::MissingJsonContentType(_)) => Err(ApiError::invalid(
-                "body",
-                "send the body as JSON (Content-Type: application/json)",
-            )),
             Err(other) => Err(ApiError::invalid("body", other.body_text())),
         }
     }
+}
+
+/// Whether the request says its body is JSON (`application/json`, or a `+json` type).
+fn is_json(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .map(|essence| essence.trim().to_ascii_lowercase())
+        .is_some_and(|essence| essence == "application/json" || essence.ends_with("+json"))
 }
 
 /// The client's address: the peer of the connection, when the server was started
@@ -94,14 +115,14 @@ pub fn correlation_id(parts: &Parts) -> CorrelationId {
         .unwrap_or_else(CorrelationId::generate)
 }
 
-/// The bearer token of a request, if it has one.
+/// The bearer token of a request, if it has one. The scheme's name is
+/// case-insensitive (RFC 9110, 11.1).
 pub fn bearer(headers: &HeaderMap) -> Option<&str> {
-    headers
-        .get(header::AUTHORIZATION)?
-        .to_str()
-        .ok()?
-        .strip_prefix("Bearer ")
-        .map(str::trim)
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?.trim();
+    let (scheme, token) = value.split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| token.trim())
         .filter(|t| !t.is_empty())
 }
 

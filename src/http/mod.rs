@@ -113,6 +113,7 @@ pub fn router(state: AppState) -> Router {
             }),
         )
         .fallback(|| async { ApiError::not_found("route") })
+        .method_not_allowed_fallback(|| async { ApiError::method_not_allowed() })
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(middleware::from_fn_with_state(
             state.clone(),

@@ -297,6 +297,10 @@ async fn run(cli: Cli) -> Result<ExitCode, CliError> {
     }
 }
 
+/// How often `crm serve` looks for impersonations whose end is due (the end is
+/// recorded within this of the moment it happens).
+const ENDINGS_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
+
 async fn serve(
     store: EventStore,
     bind: std::net::SocketAddr,
@@ -316,12 +320,16 @@ async fn serve(
     }
     let listener = tokio::net::TcpListener::bind(bind).await?;
     say!("crm listening on http://{}", listener.local_addr()?);
+    // Impersonations that expire or lose their right are recorded as ended when
+    // it happens, requests or not.
+    let endings = app.watch_endings(ENDINGS_INTERVAL);
     let router = crate::http::router(crate::http::AppState { app: app.clone() });
     // The peer's address counts failed sign-ins per client.
     let service = router.into_make_service_with_connect_info::<std::net::SocketAddr>();
     axum::serve(listener, service)
         .with_graceful_shutdown(shutdown_signal())
         .await?;
+    endings.abort();
     // Fold what the last requests wrote before the process exits.
     app.settle().await?;
     say!("crm stopped");

@@ -342,6 +342,7 @@ async fn switching_impersonation_off_revokes_sessions_in_progress(db: &TestDatab
     app.start_impersonation(&s.admin.ctx, s.agent1.id, reason("Help"))
         .await
         .unwrap();
+    let before = head(&app).await;
     app.change_site_settings(
         &s.owner.ctx,
         SiteSettingsEdit {
@@ -352,7 +353,8 @@ async fn switching_impersonation_off_revokes_sessions_in_progress(db: &TestDatab
     )
     .await
     .unwrap();
-    let before = head(&app).await;
+    // Recorded with the change, before the admin makes another request.
+    assert_eq!(ended_reasons(&app, before).await, [EndReason::Revoked]);
     let next = again(&app, &s.admin).await;
     assert_eq!(next.impersonation(), None);
     assert_eq!(ended_reasons(&app, before).await, [EndReason::Revoked]);

@@ -60,6 +60,13 @@ pub enum StoreError {
     #[error("an idempotency key must be 1 to 255 bytes long")]
     InvalidIdempotencyKey,
 
+    /// A row written beside the log in the append's transaction (see
+    /// [`SideWrite`](crate::store::SideWrite)) was refused: it hit a unique key
+    /// (`taken`), or changed another number of rows than it must. Nothing was
+    /// appended.
+    #[error("the {what} written with this append was refused ({})", if *taken { "already taken" } else { "not in the state it was decided on" })]
+    SideWriteRefused { what: &'static str, taken: bool },
+
     /// A stored event cannot be read back: bad JSON, an unknown type, or a payload that
     /// does not match its type.
     #[error("corrupt event at position {position}: {reason}")]
@@ -102,6 +109,7 @@ impl StoreError {
                 | Self::CrossSite(_)
                 | Self::IdempotencyKeyReused { .. }
                 | Self::InvalidIdempotencyKey
+                | Self::SideWriteRefused { .. }
         )
     }
 

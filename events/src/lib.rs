@@ -38,4 +38,4 @@ pub use envelope::{
 pub use error::StoreError;
 pub use hash::VerifyReport;
 pub use store::bulk::{Bind, NullOf, Rows, Updates};
-pub use store::{AppendHook, Database, EventStore, StoreOptions, Tx};
+pub use store::{AppendHook, Changes, Database, EventStore, SideWrite, StoreOptions, Tx};

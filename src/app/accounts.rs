@@ -5,7 +5,7 @@ use std::net::IpAddr;
 use crm_events::catalog::user::{UserLoggedIn, UserLoggedOut, UserPasswordChanged};
 use crm_events::catalog::values::{EndReason, Role};
 use crm_events::ids::{CorrelationId, ImpersonationId, SiteId, UserId};
-use crm_events::{DomainEvent, ExpectedVersion, Metadata, StreamAppend};
+use crm_events::{DomainEvent, ExpectedVersion, Metadata, StoreError, StreamAppend};
 
 use super::aggregates::{site_stream, user_stream, Loaded};
 use super::sessions::{self, SessionRow};
@@ -38,16 +38,15 @@ impl App {
         let site_id = SiteId::generate();
         let owner_id = UserId::generate();
         let hash = sessions::hash_password(password).await?;
-        let db = self.store.database();
-        sessions::insert_credentials(db, owner_id, site_id, &owner_email, &hash).await?;
+        let credentials = sessions::credentials_created(owner_id, site_id, &owner_email, &hash);
         let owner = DomainEvent::from(crm_events::catalog::user::UserCreated {
             name: owner_name.into_inner(),
             email: owner_email.as_str().to_owned(),
             role: Role::Owner,
         });
-        let appended = self
+        let outcome = self
             .store
-            .append_atomic(
+            .append_with(
                 vec![
                     StreamAppend {
                         site_id,
@@ -66,15 +65,11 @@ impl App {
                     },
                 ],
                 Metadata::acting_as_self(UserId::SYSTEM),
+                vec![credentials],
             )
-            .await;
-        match appended {
-            Ok(outcome) => self.projector.wait_for(outcome.last_position).await?,
-            Err(error) => {
-                sessions::delete_credentials(db, owner_id).await?;
-                return Err(error.into());
-            }
-        }
+            .await
+            .map_err(|error| email_taken(error, &owner_email))?;
+        self.projector.wait_for(outcome.last_position).await?;
         Ok(CreatedSite { site_id, owner_id })
     }
 
@@ -124,38 +119,60 @@ impl App {
             return Err(AppError::Unauthenticated("wrong email or password"));
         }
         self.throttle.succeeded(email);
-        let user = self
+        let loaded = self
             .load_user(user_id.ok_or(AppError::Unauthenticated("wrong email or password"))?)
-            .await?
-            .state;
+            .await?;
+        let (user, loaded_version) = (loaded.state, loaded.version);
         if !user.active {
             return Err(AppError::Unauthenticated("this account is deactivated"));
         }
         let token = sessions::new_token()?;
         let token_hash = sessions::token_hash(&token);
-        let now = self.clock.now();
-        sessions::insert_session(
-            db,
-            &token_hash,
-            user.id,
-            user.site_id,
-            now,
-            now + SESSION_LIFETIME,
-        )
-        .await?;
         let ctx = RequestContext {
             caller: Caller::as_self(user.view()),
             session: token_hash,
             correlation_id,
             idempotency_key: None,
         };
-        self.record(
-            &ctx,
-            user_stream(user.id),
-            ExpectedVersion::Any,
-            vec![UserLoggedIn {}.into()],
-        )
-        .await?;
+        // At the user's version: a deactivation that slips in between is a
+        // conflict, and the sign-in is decided again on the deactivated account
+        // (which would otherwise keep a session opened after it).
+        let mut user = user;
+        let mut version = loaded_version;
+        let mut retries = 0;
+        loop {
+            let now = self.clock.now();
+            let opened = sessions::session_opened(
+                &token_hash,
+                user.id,
+                user.site_id,
+                now,
+                now + SESSION_LIFETIME,
+            );
+            match self
+                .record_with(
+                    &ctx,
+                    user_stream(user.id),
+                    ExpectedVersion::Exact(version),
+                    vec![UserLoggedIn {}.into()],
+                    vec![opened],
+                )
+                .await
+            {
+                Err(AppError::Conflict(_)) if retries < 3 => {
+                    retries += 1;
+                    let again = self.load_user(user.id).await?;
+                    if !again.state.active {
+                        return Err(AppError::Unauthenticated("this account is deactivated"));
+                    }
+                    (user, version) = (again.state, again.version);
+                }
+                result => {
+                    result?;
+                    break;
+                }
+            }
+        }
         Ok((token, ctx))
     }
 
@@ -186,7 +203,8 @@ impl App {
             .await?
             .state;
         if !actor.active {
-            sessions::end_session(db, &token_hash, now).await?;
+            // Its deactivation ended every session of the account; one opened
+            // before that and read just now is refused all the same.
             return Err(AppError::Unauthenticated("this account is deactivated"));
         }
         let mut ctx = RequestContext {
@@ -237,15 +255,21 @@ impl App {
             self.end_impersonation_of(ctx, id, ctx.subject(), EndReason::LoggedOut)
                 .await?;
         }
-        sessions::end_session(self.store.database(), &ctx.session, self.clock.now()).await?;
         let as_admin = ctx.as_actor();
-        self.record(
+        self.record_with(
             &as_admin,
             user_stream(ctx.actor()),
             ExpectedVersion::Any,
             vec![UserLoggedOut {}.into()],
+            vec![sessions::session_closed(&ctx.session, self.clock.now())],
         )
         .await
+        .map_err(|error| match error {
+            AppError::Store(StoreError::SideWriteRefused { .. }) => {
+                AppError::Unauthenticated("this session has already ended")
+            }
+            other => other,
+        })
     }
 
     /// The user `id` of the caller's site.
@@ -277,23 +301,26 @@ impl App {
         let events = user::create(&ctx.caller.subject, name, &email, role)?;
         let id = UserId::from_uuid(ctx.new_id("user"));
         let hash = sessions::hash_password(password).await?;
-        let db = self.store.database();
-        sessions::insert_credentials(db, id, ctx.site(), &email, &hash).await?;
-        let written = match self
-            .record(ctx, user_stream(id), ExpectedVersion::NoStream, events)
+        let credentials = sessions::credentials_created(id, ctx.site(), &email, &hash);
+        let written = self
+            .record_with(
+                ctx,
+                user_stream(id),
+                ExpectedVersion::NoStream,
+                events,
+                vec![credentials],
+            )
             .await
-        {
-            Ok(written) => written,
-            Err(error) => {
-                sessions::delete_credentials(db, id).await?;
-                return Err(error);
-            }
-        };
+            .map_err(|error| match error {
+                AppError::Store(store) => email_taken(store, &email),
+                other => other,
+            })?;
         Ok((self.load_user(id).await?.state, written))
     }
 
     /// Changes a user's role and/or active flag. Deactivation signs the user out
-    /// everywhere; any impersonation the change no longer allows is revoked.
+    /// everywhere (in the same transaction); any impersonation the change no
+    /// longer allows is recorded as revoked at once.
     ///
     /// # Errors
     /// As [`App::create_user`]; [`AppError::NotFound`] for a user of another site;
@@ -317,29 +344,47 @@ impl App {
             events.extend(user::set_active(by, &target.state, active)?);
         }
         let expected = expect(if_match, target.version)?;
-        let written = self.record(ctx, user_stream(id), expected, events).await?;
+        let deactivates = active == Some(false) && target.state.active;
+        // Deactivation signs the user out everywhere, in the same transaction.
+        let side = if deactivates {
+            vec![sessions::sessions_of_user_closed(id, self.clock.now())]
+        } else {
+            Vec::new()
+        };
+        let written = self
+            .record_with(ctx, user_stream(id), expected, events, side)
+            .await?;
         let updated = self.load_user(id).await?.state;
-        if !updated.active {
-            sessions::end_sessions_of(self.store.database(), id, self.clock.now()).await?;
-        }
         self.revoke_impersonations_involving(ctx, id).await?;
         Ok((updated, written))
     }
 
-    /// Re-checks every open impersonation in which `user` takes part, and revokes
-    /// those the policy no longer allows.
+    /// Re-checks every impersonation in which `user` takes part, and records
+    /// those the policy no longer allows as revoked, now.
     pub(crate) async fn revoke_impersonations_involving(
         &self,
         ctx: &RequestContext,
         user: UserId,
     ) -> Result<(), AppError> {
-        let db = self.store.database();
-        for session in sessions::impersonations_involving(db, user).await? {
+        let held = sessions::impersonations_involving(self.store.database(), user).await?;
+        self.end_impersonations_due(&held, ctx.correlation_id).await
+    }
+
+    /// Records the end of each impersonation these sessions hold whose end is
+    /// due: expired (at its expiry), held by a session that ended or expired, or
+    /// no longer allowed by the policy (revoked). The rest are left running.
+    pub(crate) async fn end_impersonations_due(
+        &self,
+        held: &[SessionRow],
+        correlation_id: CorrelationId,
+    ) -> Result<(), AppError> {
+        for session in held {
             let (Some(id), Some(subject)) =
                 (session.impersonation_id, session.impersonated_user_id)
             else {
                 continue;
             };
+            let id = ImpersonationId::from_uuid(id);
             let admin = self
                 .load_user(UserId::from_uuid(session.user_id))
                 .await?
@@ -347,23 +392,29 @@ impl App {
             let subject = self.load_user(UserId::from_uuid(subject)).await?.state;
             let rules = self.load_site(admin.site_id).await?.state.rules;
             let admin_caller = Caller::as_self(admin.view());
-            if may_impersonate(&admin_caller, &subject.view(), &rules, true).is_err() {
-                let token_hash: [u8; 32] =
-                    session.token_hash.as_slice().try_into().unwrap_or([0; 32]);
-                let theirs = RequestContext {
-                    caller: admin_caller,
-                    session: token_hash,
-                    correlation_id: ctx.correlation_id,
-                    idempotency_key: None,
-                };
-                self.end_impersonation_of(
-                    &theirs,
-                    ImpersonationId::from_uuid(id),
-                    subject.id,
-                    EndReason::Revoked,
-                )
+            let now = self.clock.now();
+            let reason = if session.impersonation_expires_at.is_some_and(|at| at <= now) {
+                Some(EndReason::Expired)
+            } else if !session.is_live(now) {
+                Some(if session.ended_at.is_some() {
+                    EndReason::Revoked
+                } else {
+                    EndReason::Expired
+                })
+            } else if may_impersonate(&admin_caller, &subject.view(), &rules, true).is_err() {
+                Some(EndReason::Revoked)
+            } else {
+                None
+            };
+            let Some(reason) = reason else { continue };
+            let theirs = RequestContext {
+                caller: admin_caller,
+                session: session.token_hash(),
+                correlation_id,
+                idempotency_key: None,
+            };
+            self.end_impersonation_of(&theirs, id, subject.id, reason)
                 .await?;
-            }
         }
         Ok(())
     }
@@ -382,21 +433,28 @@ impl App {
         authorize(&ctx.caller, Action::ChangeOwnPassword)?;
         let db = self.store.database();
         let stored = sessions::password_hash_of(db, ctx.actor()).await?;
-        if !sessions::verify_password(stored, current.to_owned()).await {
+        if !sessions::verify_password(stored.clone(), current.to_owned()).await {
             return Err(AppError::invalid(
                 "current_password",
                 "the current password is wrong",
             ));
         }
         let hash = sessions::hash_password(new).await?;
-        sessions::set_password_hash(db, ctx.actor(), &hash).await?;
-        self.record(
+        let checked = stored.unwrap_or_default();
+        self.record_with(
             ctx,
             user_stream(ctx.actor()),
             ExpectedVersion::Any,
             vec![UserPasswordChanged {}.into()],
+            vec![sessions::password_changed(ctx.actor(), &checked, &hash)],
         )
         .await
+        .map_err(|error| match error {
+            AppError::Store(StoreError::SideWriteRefused { .. }) => AppError::Conflict(
+                "the password was changed meanwhile: sign in again and retry".into(),
+            ),
+            other => other,
+        })
     }
 
     /// The caller's site with its impersonation settings.
@@ -409,7 +467,7 @@ impl App {
     }
 
     /// Changes the site's impersonation settings (owner only). Switching
-    /// impersonation off revokes the sessions in progress on their next request.
+    /// impersonation off revokes the sessions in progress at once.
     ///
     /// # Errors
     /// [`AppError::Forbidden`], [`AppError::ImpersonationForbidden`],
@@ -430,6 +488,21 @@ impl App {
         let written = self
             .record(ctx, site_stream(ctx.site()), expected, events)
             .await?;
+        // Switched off: every impersonation in progress is revoked now.
+        let held = sessions::impersonations_of_site(self.store.database(), ctx.site()).await?;
+        self.end_impersonations_due(&held, ctx.correlation_id)
+            .await?;
         Ok((self.load_site(ctx.site()).await?.state, written))
+    }
+}
+
+/// A refused credentials row is a taken email; anything else as it is.
+fn email_taken(error: StoreError, email: &Email) -> AppError {
+    match error {
+        StoreError::SideWriteRefused {
+            what: sessions::CREDENTIALS,
+            taken: true,
+        } => AppError::Conflict(format!("{email} is already in use")),
+        other => other.into(),
     }
 }

@@ -1,8 +1,8 @@
 //! "Log in as user" and "Return to Admin".
 
 use crm_events::catalog::values::EndReason;
-use crm_events::ids::{ImpersonationId, UserId};
-use crm_events::ExpectedVersion;
+use crm_events::ids::{CorrelationId, ImpersonationId, UserId};
+use crm_events::{DomainEvent, ExpectedVersion, StoreError};
 
 use super::aggregates::impersonation_stream;
 use super::sessions;
@@ -36,12 +36,6 @@ impl App {
         may_impersonate(&ctx.caller, &target.view(), &rules, reason.is_some())?;
 
         let id = ImpersonationId::from_uuid(ctx.new_id("impersonation"));
-        let db = self.store.database();
-        if !sessions::set_impersonation(db, &ctx.session, Some((id, target.id))).await? {
-            return Err(AppError::Conflict(
-                "already logged in as another user: return to admin first".into(),
-            ));
-        }
         let acting = RequestContext {
             caller: Caller {
                 actor: ctx.caller.actor,
@@ -57,21 +51,29 @@ impl App {
             self.clock.now(),
             rules.max_minutes,
         );
-        match self
-            .record(
+        let expires_at = match events.first() {
+            Some(DomainEvent::ImpersonationStarted(started)) => started.expires_at,
+            _ => self.clock.now(),
+        };
+        // The session takes it up in the same transaction, and only if it holds
+        // none: two starts at once cannot both win.
+        let held = sessions::impersonation_held(&ctx.session, id, target.id, expires_at);
+        let written = self
+            .record_with(
                 &acting,
                 impersonation_stream(id),
                 ExpectedVersion::NoStream,
                 events,
+                vec![held],
             )
             .await
-        {
-            Ok(written) => Ok((acting, written)),
-            Err(error) => {
-                sessions::set_impersonation(db, &ctx.session, None).await?;
-                Err(error)
-            }
-        }
+            .map_err(|error| match error {
+                AppError::Store(StoreError::SideWriteRefused { .. }) => AppError::Conflict(
+                    "already logged in as another user: return to admin first".into(),
+                ),
+                other => other,
+            })?;
+        Ok((acting, written))
     }
 
     /// "Return to Admin": ends the impersonation; the session acts as the admin again.
@@ -91,9 +93,10 @@ impl App {
         Ok((ctx.as_actor(), written))
     }
 
-    /// Records the end of impersonation `id` (as the admin, about the subject) and
-    /// takes the admin's session out of it. Ending an already ended session records
-    /// nothing.
+    /// Records the end of impersonation `id` (as the admin, about the subject);
+    /// the session holding it lets go of it in the same transaction. Ending an
+    /// already ended session records nothing; if another request or server ends
+    /// it first, that one's end stands.
     pub(crate) async fn end_impersonation_of(
         &self,
         admin_ctx: &RequestContext,
@@ -103,27 +106,62 @@ impl App {
     ) -> Result<Written, AppError> {
         let session = self.load_impersonation(id).await?;
         let events = impersonation::end(&session.state, reason, self.clock.now());
+        if events.is_empty() {
+            // Ended already: only a session written before ends and releases
+            // were one transaction can still point at it.
+            sessions::release_ended(self.store.database(), id).await?;
+        }
         let mut about_subject = admin_ctx.as_actor();
         about_subject.caller.subject.id = subject;
         about_subject.caller.impersonation = Some(id);
         let recorded = self
-            .record(
+            .record_with(
                 &about_subject,
                 impersonation_stream(id),
                 ExpectedVersion::Exact(session.version),
                 events,
+                vec![sessions::impersonation_released(id)],
             )
             .await;
-        let written = match recorded {
-            Ok(written) => written,
-            // Another request ended it first: it is ended either way.
-            Err(AppError::Conflict(_)) => Written {
+        match recorded {
+            // Another request or server ended it first: it is ended either way.
+            Err(AppError::Conflict(_)) => Ok(Written {
                 position: self.projector.projected(),
                 version: session.version + 1,
-            },
-            Err(other) => return Err(other),
-        };
-        sessions::set_impersonation(self.store.database(), &admin_ctx.session, None).await?;
-        Ok(written)
+            }),
+            other => other,
+        }
+    }
+
+    /// Records every impersonation end that is due, on every site: expired ones
+    /// (at their expiry), those held by a session that ended or expired, and
+    /// those the policy no longer allows (revoked). With several servers each may
+    /// find the same one; the impersonation stream's version lets exactly one
+    /// record it.
+    ///
+    /// # Errors
+    /// Store failures.
+    pub async fn record_due_endings(&self) -> Result<(), AppError> {
+        let held = sessions::holding_impersonations(self.store.database()).await?;
+        self.end_impersonations_due(&held, CorrelationId::generate())
+            .await
+    }
+
+    /// Runs [`App::record_due_endings`] every `interval` until the returned task
+    /// is aborted or the store closes: an impersonation's end is recorded when it
+    /// happens, whether or not anyone makes a request.
+    #[must_use]
+    pub fn watch_endings(&self, interval: std::time::Duration) -> tokio::task::JoinHandle<()> {
+        let app = self.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(interval);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            while !app.store.database().is_closed() {
+                tick.tick().await;
+                if let Err(error) = app.record_due_endings().await {
+                    tracing::warn!(%error, "could not record the impersonations that ended");
+                }
+            }
+        })
     }
 }

@@ -25,7 +25,8 @@ use std::sync::Arc;
 
 use chrono::Duration;
 use crm_events::{
-    AppendOutcome, DomainEvent, EventStore, ExpectedVersion, Position, StreamAppend, StreamKey,
+    AppendOutcome, DomainEvent, EventStore, ExpectedVersion, Position, SideWrite, StreamAppend,
+    StreamKey,
 };
 use crm_projections::Projector;
 
@@ -135,6 +136,20 @@ impl App {
         expected: ExpectedVersion,
         events: Vec<DomainEvent>,
     ) -> Result<Written, AppError> {
+        self.record_with(ctx, stream, expected, events, Vec::new())
+            .await
+    }
+
+    /// [`App::record`] with rows beside the log (credentials, sessions) written in
+    /// the same transaction: both commit or neither.
+    async fn record_with(
+        &self,
+        ctx: &RequestContext,
+        stream: StreamKey,
+        expected: ExpectedVersion,
+        events: Vec<DomainEvent>,
+        side: Vec<SideWrite>,
+    ) -> Result<Written, AppError> {
         let version_now = match expected {
             ExpectedVersion::Exact(v) => v,
             _ => 0,
@@ -147,14 +162,15 @@ impl App {
         }
         let outcome = self
             .store
-            .append(
-                StreamAppend {
+            .append_with(
+                vec![StreamAppend {
                     site_id: ctx.site(),
                     stream,
                     expected,
                     events: events.iter().map(DomainEvent::to_new_event).collect(),
-                },
+                }],
                 ctx.metadata(),
+                side,
             )
             .await?;
         Ok(written(&outcome))

@@ -9,7 +9,7 @@ use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, Salt
 use argon2::Argon2;
 use chrono::{DateTime, Utc};
 use crm_events::ids::{ImpersonationId, SiteId, UserId};
-use crm_events::{on_pool, Database};
+use crm_events::{on_pool, Database, SideWrite};
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
@@ -85,44 +85,37 @@ pub(crate) async fn verify_password(stored: Option<String>, password: String) ->
     known && matches
 }
 
-/// Reserves `email` for a new user. A taken email is a conflict.
-pub(crate) async fn insert_credentials(
-    db: &Database,
+/// The credentials of a new user, written with its `UserCreated`. A taken email
+/// refuses the append ([`StoreError::SideWriteRefused`] with `taken`).
+pub(crate) fn credentials_created(
     user: UserId,
     site: SiteId,
     email: &Email,
     password_hash: &str,
-) -> Result<(), AppError> {
-    let result = on_pool!(db, |pool| {
-        sqlx::query(
-        "INSERT INTO credentials (user_id, site_id, email, password_hash) VALUES ($1, $2, $3, $4)"
+) -> SideWrite {
+    SideWrite::one(
+        CREDENTIALS,
+        "INSERT INTO credentials (user_id, site_id, email, password_hash) VALUES ($1, $2, $3, $4)",
+        vec![
+            user.as_uuid().into(),
+            site.as_uuid().into(),
+            email.as_str().into(),
+            password_hash.into(),
+        ],
     )
-    .bind(user.as_uuid())
-    .bind(site.as_uuid())
-    .bind(email.as_str())
-    .bind(password_hash)
-    .execute(pool)
-    .await
-    .map(drop)
-    });
-    match result {
-        Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
-            Err(AppError::Conflict(format!("{email} is already in use")))
-        }
-        other => other.map_err(AppError::from),
-    }
 }
 
-/// Undoes [`insert_credentials`] when the user's creation could not be recorded.
-pub(crate) async fn delete_credentials(db: &Database, user: UserId) -> Result<(), AppError> {
-    on_pool!(db, |pool| sqlx::query(
-        "DELETE FROM credentials WHERE user_id = $1"
+/// What [`SideWrite::what`] calls the credentials.
+pub(crate) const CREDENTIALS: &str = "credentials";
+
+/// The new password hash, written with `UserPasswordChanged`, only over the hash
+/// the current password was checked against (a change made meanwhile refuses it).
+pub(crate) fn password_changed(user: UserId, checked: &str, new: &str) -> SideWrite {
+    SideWrite::one(
+        CREDENTIALS,
+        "UPDATE credentials SET password_hash = $1 WHERE user_id = $2 AND password_hash = $3",
+        vec![new.into(), user.as_uuid().into(), checked.into()],
     )
-    .bind(user.as_uuid())
-    .execute(pool)
-    .await
-    .map(drop))?;
-    Ok(())
 }
 
 /// The user and password hash registered under `email`.
@@ -153,22 +146,6 @@ pub(crate) async fn password_hash_of(
     Ok(row.map(|(hash,)| hash))
 }
 
-pub(crate) async fn set_password_hash(
-    db: &Database,
-    user: UserId,
-    hash: &str,
-) -> Result<(), AppError> {
-    on_pool!(db, |pool| sqlx::query(
-        "UPDATE credentials SET password_hash = $1 WHERE user_id = $2"
-    )
-    .bind(hash)
-    .bind(user.as_uuid())
-    .execute(pool)
-    .await
-    .map(drop))?;
-    Ok(())
-}
-
 /// One session row.
 #[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
 pub(crate) struct SessionRow {
@@ -179,29 +156,128 @@ pub(crate) struct SessionRow {
     pub ended_at: Option<DateTime<Utc>>,
     pub impersonation_id: Option<Uuid>,
     pub impersonated_user_id: Option<Uuid>,
+    pub impersonation_expires_at: Option<DateTime<Utc>>,
+    /// The last impersonation the session took up, ended or not.
+    pub last_impersonation_id: Option<Uuid>,
 }
 
-pub(crate) async fn insert_session(
-    db: &Database,
+impl SessionRow {
+    /// Neither ended nor expired at `now`.
+    pub fn is_live(&self, now: DateTime<Utc>) -> bool {
+        self.ended_at.is_none() && self.expires_at > now
+    }
+
+    /// The SHA-256 of the session's token.
+    pub fn token_hash(&self) -> [u8; 32] {
+        self.token_hash.as_slice().try_into().unwrap_or([0; 32])
+    }
+}
+
+/// What [`SideWrite::what`] calls a session.
+pub(crate) const SESSION: &str = "session";
+
+/// A new session, written with `UserLoggedIn`.
+pub(crate) fn session_opened(
     token_hash: &[u8; 32],
     user: UserId,
     site: SiteId,
     now: DateTime<Utc>,
     expires_at: DateTime<Utc>,
-) -> Result<(), AppError> {
-    on_pool!(db, |pool| sqlx::query(
+) -> SideWrite {
+    SideWrite::one(
+        SESSION,
         "INSERT INTO sessions (token_hash, user_id, site_id, created_at, expires_at) \
-         VALUES ($1, $2, $3, $4, $5)"
+         VALUES ($1, $2, $3, $4, $5)",
+        vec![
+            token_hash.to_vec().into(),
+            user.as_uuid().into(),
+            site.as_uuid().into(),
+            now.into(),
+            expires_at.into(),
+        ],
     )
-    .bind(token_hash.as_slice())
-    .bind(user.as_uuid())
-    .bind(site.as_uuid())
-    .bind(now)
-    .bind(expires_at)
-    .execute(pool)
-    .await
-    .map(drop))?;
+}
+
+/// The session ended, written with `UserLoggedOut`: only a session still open
+/// (a second sign-out of the same token records nothing).
+pub(crate) fn session_closed(token_hash: &[u8; 32], now: DateTime<Utc>) -> SideWrite {
+    SideWrite::one(
+        SESSION,
+        "UPDATE sessions SET ended_at = $1 WHERE token_hash = $2 AND ended_at IS NULL",
+        vec![now.into(), token_hash.to_vec().into()],
+    )
+}
+
+/// Every open session of `user` ended, written with `UserDeactivated`. An
+/// impersonation such a session holds stays on it until its end is recorded (with
+/// the `ImpersonationEnded` that releases it), so that it is never lost.
+pub(crate) fn sessions_of_user_closed(user: UserId, now: DateTime<Utc>) -> SideWrite {
+    SideWrite::any(
+        SESSION,
+        "UPDATE sessions SET ended_at = $1 WHERE user_id = $2 AND ended_at IS NULL",
+        vec![now.into(), user.as_uuid().into()],
+    )
+}
+
+/// The session takes up impersonation `id` of `subject`, written with
+/// `ImpersonationStarted`: only an open session that holds none (two starts at
+/// once cannot both win).
+pub(crate) fn impersonation_held(
+    token_hash: &[u8; 32],
+    id: ImpersonationId,
+    subject: UserId,
+    expires_at: DateTime<Utc>,
+) -> SideWrite {
+    SideWrite::one(
+        SESSION,
+        "UPDATE sessions SET impersonation_id = $1, impersonated_user_id = $2, \
+         impersonation_expires_at = $3, last_impersonation_id = $1 \
+         WHERE token_hash = $4 AND impersonation_id IS NULL AND ended_at IS NULL",
+        vec![
+            id.as_uuid().into(),
+            subject.as_uuid().into(),
+            expires_at.into(),
+            token_hash.to_vec().into(),
+        ],
+    )
+}
+
+/// Whichever session holds impersonation `id` lets go of it, written with
+/// `ImpersonationEnded`.
+pub(crate) fn impersonation_released(id: ImpersonationId) -> SideWrite {
+    SideWrite::any(SESSION, RELEASE, vec![id.as_uuid().into()])
+}
+
+const RELEASE: &str = "UPDATE sessions SET impersonation_id = NULL, impersonated_user_id = NULL, \
+     impersonation_expires_at = NULL WHERE impersonation_id = $1";
+
+/// Releases impersonation `id` from a session that still points at it although
+/// its end is in the log (a database written before ends and releases were one
+/// transaction). Nothing about the impersonation changes: only a stale pointer.
+pub(crate) async fn release_ended(db: &Database, id: ImpersonationId) -> Result<(), AppError> {
+    on_pool!(db, |pool| sqlx::query(RELEASE)
+        .bind(id.as_uuid())
+        .execute(pool)
+        .await
+        .map(drop))?;
     Ok(())
+}
+
+const SESSION_COLUMNS: &str = "SELECT token_hash, user_id, site_id, expires_at, ended_at, \
+     impersonation_id, impersonated_user_id, impersonation_expires_at, last_impersonation_id \
+     FROM sessions";
+
+/// The session with this token hash, ended or not.
+pub(crate) async fn find_session(
+    db: &Database,
+    token_hash: &[u8; 32],
+) -> Result<Option<SessionRow>, AppError> {
+    let sql = format!("{SESSION_COLUMNS} WHERE token_hash = $1");
+    let row: Option<SessionRow> = on_pool!(db, |pool| sqlx::query_as(&sql)
+        .bind(token_hash.as_slice())
+        .fetch_optional(pool)
+        .await?);
+    Ok(row)
 }
 
 /// The session with this token hash, if it is neither ended nor expired at `now`.
@@ -210,95 +286,44 @@ pub(crate) async fn find_live_session(
     token_hash: &[u8; 32],
     now: DateTime<Utc>,
 ) -> Result<Option<SessionRow>, AppError> {
-    let row: Option<SessionRow> = on_pool!(db, |pool| sqlx::query_as(
-        "SELECT token_hash, user_id, site_id, expires_at, ended_at, impersonation_id, \
-         impersonated_user_id FROM sessions WHERE token_hash = $1"
-    )
-    .bind(token_hash.as_slice())
-    .fetch_optional(pool)
-    .await?);
-    Ok(row.filter(|s| s.ended_at.is_none() && s.expires_at > now))
-}
-
-pub(crate) async fn end_session(
-    db: &Database,
-    token_hash: &[u8; 32],
-    now: DateTime<Utc>,
-) -> Result<(), AppError> {
-    on_pool!(db, |pool| sqlx::query(
-        "UPDATE sessions SET ended_at = $1, impersonation_id = NULL, impersonated_user_id = NULL \
-         WHERE token_hash = $2 AND ended_at IS NULL"
-    )
-    .bind(now)
-    .bind(token_hash.as_slice())
-    .execute(pool)
-    .await
-    .map(drop))?;
-    Ok(())
-}
-
-/// Ends every open session of `user` (deactivation signs them out everywhere).
-pub(crate) async fn end_sessions_of(
-    db: &Database,
-    user: UserId,
-    now: DateTime<Utc>,
-) -> Result<(), AppError> {
-    on_pool!(db, |pool| sqlx::query(
-        "UPDATE sessions SET ended_at = $1, impersonation_id = NULL, impersonated_user_id = NULL \
-         WHERE user_id = $2 AND ended_at IS NULL"
-    )
-    .bind(now)
-    .bind(user.as_uuid())
-    .execute(pool)
-    .await
-    .map(drop))?;
-    Ok(())
-}
-
-/// Puts the session into (or takes it out of) an impersonation. Starting only
-/// succeeds when the session is not already impersonating, so two concurrent starts
-/// cannot both win.
-pub(crate) async fn set_impersonation(
-    db: &Database,
-    token_hash: &[u8; 32],
-    impersonation: Option<(ImpersonationId, UserId)>,
-) -> Result<bool, AppError> {
-    let affected = match impersonation {
-        Some((id, subject)) => on_pool!(db, |pool| sqlx::query(
-            "UPDATE sessions SET impersonation_id = $1, impersonated_user_id = $2 \
-             WHERE token_hash = $3 AND impersonation_id IS NULL AND ended_at IS NULL"
-        )
-        .bind(id.as_uuid())
-        .bind(subject.as_uuid())
-        .bind(token_hash.as_slice())
-        .execute(pool)
+    Ok(find_session(db, token_hash)
         .await?
-        .rows_affected()),
-        None => on_pool!(db, |pool| sqlx::query(
-            "UPDATE sessions SET impersonation_id = NULL, impersonated_user_id = NULL \
-             WHERE token_hash = $1"
-        )
-        .bind(token_hash.as_slice())
-        .execute(pool)
-        .await?
-        .rows_affected()),
-    };
-    Ok(affected == 1)
+        .filter(|s| s.is_live(now)))
 }
 
-/// Open sessions in which `user` impersonates or is impersonated.
+/// Sessions holding an impersonation in which `user` is the admin or the subject.
 pub(crate) async fn impersonations_involving(
     db: &Database,
     user: UserId,
 ) -> Result<Vec<SessionRow>, AppError> {
-    let rows: Vec<SessionRow> = on_pool!(db, |pool| sqlx::query_as(
-        "SELECT token_hash, user_id, site_id, expires_at, ended_at, impersonation_id, \
-         impersonated_user_id FROM sessions \
-         WHERE (user_id = $1 OR impersonated_user_id = $1) \
-         AND impersonation_id IS NOT NULL AND ended_at IS NULL"
-    )
-    .bind(user.as_uuid())
-    .fetch_all(pool)
-    .await?);
+    let sql = format!(
+        "{SESSION_COLUMNS} WHERE (user_id = $1 OR impersonated_user_id = $1) \
+         AND impersonation_id IS NOT NULL"
+    );
+    let rows: Vec<SessionRow> = on_pool!(db, |pool| sqlx::query_as(&sql)
+        .bind(user.as_uuid())
+        .fetch_all(pool)
+        .await?);
+    Ok(rows)
+}
+
+/// Every session holding an impersonation (of every site): the ones whose end
+/// may be due.
+pub(crate) async fn holding_impersonations(db: &Database) -> Result<Vec<SessionRow>, AppError> {
+    let sql = format!("{SESSION_COLUMNS} WHERE impersonation_id IS NOT NULL");
+    let rows: Vec<SessionRow> = on_pool!(db, |pool| sqlx::query_as(&sql).fetch_all(pool).await?);
+    Ok(rows)
+}
+
+/// Sessions of `site` holding an impersonation.
+pub(crate) async fn impersonations_of_site(
+    db: &Database,
+    site: SiteId,
+) -> Result<Vec<SessionRow>, AppError> {
+    let sql = format!("{SESSION_COLUMNS} WHERE site_id = $1 AND impersonation_id IS NOT NULL");
+    let rows: Vec<SessionRow> = on_pool!(db, |pool| sqlx::query_as(&sql)
+        .bind(site.as_uuid())
+        .fetch_all(pool)
+        .await?);
     Ok(rows)
 }

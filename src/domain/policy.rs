@@ -451,7 +451,7 @@ mod tests {
                         matches!(result, Err(Refusal::ImpersonationForbidden(_))),
                         "{action:?}"
                     );
-                } else if [WorkOwnLeads, ManageOwnSettings].contains(&action) {
+                } else if [WorkOwnLeads, ReadOwnSettings, ManageOwnSettings].contains(&action) {
                     assert!(result.is_ok(), "{action:?}");
                 } else {
                     // The agent's permissions, not the admin's.

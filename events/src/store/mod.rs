@@ -25,6 +25,7 @@ mod hook;
 mod plan;
 mod postgres;
 mod rows;
+mod side;
 mod sql;
 mod sqlite;
 mod writer;
@@ -46,6 +47,7 @@ use crate::ids::SiteId;
 pub use hook::{AppendHook, Tx};
 use plan::AppendRequest;
 use rows::{ChainRow, EventRow};
+pub use side::{Changes, SideWrite};
 
 /// The largest payload one event may carry.
 pub const MAX_PAYLOAD_BYTES: usize = 256 * 1024;
@@ -266,12 +268,32 @@ impl EventStore {
         appends: Vec<StreamAppend>,
         meta: Metadata,
     ) -> Result<AppendOutcome, StoreError> {
+        self.append_with(appends, meta, Vec::new()).await
+    }
+
+    /// As [`EventStore::append_atomic`], writing `side` (rows beside the log:
+    /// credentials, sessions, ...) in the same transaction, after the events: both
+    /// commit or neither. A retry recognised by its idempotency key writes them no
+    /// second time. Whether the caller waits for the answer or not, the writer runs
+    /// the append and its rows together.
+    ///
+    /// # Errors
+    /// As [`EventStore::append_atomic`]; [`StoreError::SideWriteRefused`] when a
+    /// row hits a unique key or changes another number of rows than it must
+    /// (nothing is appended).
+    pub async fn append_with(
+        &self,
+        appends: Vec<StreamAppend>,
+        meta: Metadata,
+        side: Vec<SideWrite>,
+    ) -> Result<AppendOutcome, StoreError> {
         let site_id = validate(&appends, &meta)?;
         let request = AppendRequest {
             site_id,
             fingerprint: fingerprint(&appends),
             appends,
             meta,
+            side,
         };
         let (reply, outcome) = oneshot::channel();
         self.inner

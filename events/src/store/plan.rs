@@ -11,6 +11,7 @@ use std::collections::{HashMap, HashSet};
 
 use chrono::{DateTime, Utc};
 
+use super::side::SideWrite;
 use crate::envelope::{
     AppendOutcome, Metadata, Position, RecordedEvent, StreamAppend, StreamAppended, StreamKey,
 };
@@ -26,6 +27,8 @@ pub(crate) struct AppendRequest {
     pub meta: Metadata,
     /// Identifies the request's content, to tell a retry from a reuse of its key.
     pub fingerprint: [u8; 32],
+    /// Rows beside the log, written with the request's events.
+    pub side: Vec<SideWrite>,
 }
 
 /// A stream's owner and version as stored.
@@ -165,6 +168,9 @@ pub(crate) struct Writes {
     pub idempotency: Vec<((SiteId, String), IdempotencyRecord)>,
     pub chains: Vec<ChainHead>,
     pub head: Position,
+    /// The rows beside the log of the requests appended (not of those refused or
+    /// replayed), in order.
+    pub side: Vec<SideWrite>,
 }
 
 /// Decides every request of the batch. Returns one result per request, in order, and
@@ -326,6 +332,7 @@ fn plan_one(
         state.idempotency.insert(id.clone(), record.clone());
         writes.idempotency.push((id, record));
     }
+    writes.side.extend(request.side.iter().cloned());
     Ok(outcome)
 }
 
@@ -358,7 +365,26 @@ mod tests {
             }],
             meta: Metadata::acting_as_self(UserId::generate()),
             fingerprint: [n as u8; 32],
+            side: Vec::new(),
         }
+    }
+
+    #[test]
+    fn only_the_requests_appended_write_their_rows_beside_the_log() {
+        let site = SiteId::generate();
+        let lead = StreamKey::new(StreamType::Lead, Uuid::now_v7());
+        let row = |what| SideWrite::one(what, "UPDATE t SET x = 1", Vec::new());
+        let mut first = request(site, lead, ExpectedVersion::NoStream, 1);
+        first.side = vec![row("first")];
+        // Expects a stream that does not exist yet when the batch is planned.
+        let mut refused = request(site, lead, ExpectedVersion::NoStream, 1);
+        refused.side = vec![row("refused")];
+        let mut third = request(site, lead, ExpectedVersion::Exact(1), 1);
+        third.side = vec![row("third")];
+        let (results, writes) = plan(&[first, refused, third], Loaded::default(), Utc::now());
+        assert!(results[0].is_ok() && results[1].is_err() && results[2].is_ok());
+        let written: Vec<_> = writes.side.iter().map(|w| w.what).collect();
+        assert_eq!(written, ["first", "third"]);
     }
 
     #[test]

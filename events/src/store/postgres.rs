@@ -17,6 +17,7 @@ use uuid::Uuid;
 use super::hook::{AppendHook, Tx};
 use super::plan::{Known, Loaded, Needs, Writes};
 use super::rows::{self, outcome_json, version_i64};
+use super::side;
 use super::writer::{committed_alone, plan_alone};
 use super::PING_IDLE_AFTER;
 use crate::envelope::Position;
@@ -100,6 +101,7 @@ pub(crate) async fn commit_batch(
         return Ok(writes.head);
     }
     write_batch(conn, &writes).await?;
+    side::write_all(&mut Tx::from(&mut *conn), &writes.side).await?;
     if let Some(hook) = hook {
         hook.appended(&mut Tx::from(&mut *conn), &writes.events)
             .await?;

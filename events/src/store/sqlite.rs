@@ -16,6 +16,7 @@ use super::bulk::Rows;
 use super::hook::{AppendHook, Tx};
 use super::plan::{IdempotencyRecord, Known, Loaded, Needs, Writes};
 use super::rows::{self, outcome_json, version_i64};
+use super::side;
 use super::writer::{committed_alone, plan_alone};
 use crate::envelope::Position;
 use crate::error::StoreError;
@@ -153,6 +154,7 @@ pub(crate) async fn commit_batch(
             return Ok(writes.head);
         }
         write_batch(&mut tx, &writes).await?;
+        side::write_all(&mut tx, &writes.side).await?;
         if let Some(hook) = hook {
             hook.appended(&mut tx, &writes.events).await?;
         }

@@ -260,7 +260,10 @@ pub(crate) fn plan_alone(
     hook: Option<&dyn AppendHook>,
 ) -> Option<Writes> {
     let writes = plan(known.loaded(needs)?);
-    let alone = !writes.events.is_empty() && hook.is_none_or(|h| h.defers(writes.events.len()));
+    // Rows beside the log need the transaction around them.
+    let alone = !writes.events.is_empty()
+        && writes.side.is_empty()
+        && hook.is_none_or(|h| h.defers(writes.events.len()));
     alone.then_some(writes)
 }
 

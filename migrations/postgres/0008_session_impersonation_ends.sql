@@ -1,0 +1,15 @@
+-- What a session needs so that its impersonation's end is recorded on time.
+--
+-- Why: an impersonation ends at its expiry whether or not the admin makes another
+-- request, and the server records it then. `impersonation_expires_at` lets the
+-- servers find the sessions whose impersonation is due without reading the log;
+-- `last_impersonation_id` stays after the impersonation ends, so a request that
+-- says it acts as the agent (`Acting-As`) after that is told how and when it
+-- ended, instead of being applied as the admin. Both are written in the
+-- transaction that appends the start (and, for the first, the end).
+
+ALTER TABLE sessions ADD COLUMN impersonation_expires_at TIMESTAMPTZ;
+ALTER TABLE sessions ADD COLUMN last_impersonation_id UUID;
+
+CREATE INDEX sessions_impersonating ON sessions (impersonation_id)
+    WHERE impersonation_id IS NOT NULL;

@@ -1,17 +1,194 @@
-//! Trust at the edges, on both backends: bodies that are not JSON objects, the
+//! Trust at the edges, on both backends: endings recorded when they happen (with
+//! no request, once however many servers), bodies that are not JSON objects, the
 //! `Bearer` scheme in any case, problems from routing, auditors who change nothing.
 
 mod support;
 
 use axum::body::Body;
 use axum::http::{Method, Request};
+use chrono::Duration;
+use crm::app::{App, Clock};
 use crm_events::backend_tests;
+use crm_events::catalog::impersonation::ImpersonationEnded;
+use crm_events::catalog::values::EndReason;
+use crm_events::ids::ImpersonationId;
 use crm_events::testing::TestDatabase;
+use crm_events::{DomainEvent, EventStore, Position};
 use serde_json::json;
-use support::http::demo;
+use support::http::{demo, Api};
 use support::*;
 
+/// The ends recorded for impersonation `id`.
+async fn ends_of(app: &App, id: ImpersonationId) -> Vec<ImpersonationEnded> {
+    events_after(app, Position::START)
+        .await
+        .iter()
+        .filter(|e| e.stream.id == id.as_uuid())
+        .filter_map(|e| match DomainEvent::decode(e).unwrap() {
+            DomainEvent::ImpersonationEnded(end) => Some(end),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Waits, up to `seconds` of real time, until `id` has an end recorded.
+async fn ended_within(app: &App, id: ImpersonationId, seconds: u64) -> Vec<ImpersonationEnded> {
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(seconds);
+    loop {
+        let ends = ends_of(app, id).await;
+        if !ends.is_empty() || std::time::Instant::now() >= until {
+            return ends;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
+async fn an_expired_impersonation_is_recorded_at_its_expiry_with_no_request_once_by_two_servers(
+    db: &TestDatabase,
+) {
+    // Two servers on one database, with one movable clock.
+    let clock = Clock::system();
+    let first = App::start(EventStore::open(&db.url).await.unwrap(), clock.clone())
+        .await
+        .unwrap();
+    let second = App::start(EventStore::open(&db.url).await.unwrap(), clock.clone())
+        .await
+        .unwrap();
+    let s = site(&first, "Demo Realty", "demo.example").await;
+    let watchers = [
+        first.watch_endings(std::time::Duration::from_millis(200)),
+        second.watch_endings(std::time::Duration::from_millis(200)),
+    ];
+    let (acting, _) = first
+        .start_impersonation(&s.admin.ctx, s.agent1.id, reason("Fix the phone"))
+        .await
+        .unwrap();
+    let id = acting.impersonation().unwrap();
+    let started =
+        DomainEvent::decode(&events_after(&first, Position::START).await.pop().unwrap()).unwrap();
+    let DomainEvent::ImpersonationStarted(started) = started else {
+        panic!("{started:?}")
+    };
+
+    // Nobody makes a request: the servers notice the expiry by themselves.
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    assert!(ends_of(&first, id).await.is_empty(), "not before its time");
+    clock.advance(Duration::minutes(61));
+    let ends = ended_within(&second, id, 5).await;
+    assert_eq!(
+        ends,
+        [ImpersonationEnded {
+            end_reason: EndReason::Expired,
+            ended_at: started.expires_at,
+        }]
+    );
+    // Both servers keep looking, and race on purpose: still exactly one end.
+    let (a, b) = tokio::join!(first.record_due_endings(), second.record_due_endings());
+    a.unwrap();
+    b.unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(600)).await;
+    assert_eq!(ends_of(&first, id).await.len(), 1);
+    for watcher in watchers {
+        watcher.abort();
+    }
+
+    // The auditor and the agent see it ended; the admin's next request acts as
+    // the admin, and records nothing more.
+    let api = Api::new(second.clone());
+    let sessions = api.get(&s.auditor.token, "/api/audit/impersonations").await;
+    assert_eq!(sessions.body["items"][0]["id"], id.to_string());
+    assert_eq!(sessions.body["items"][0]["end_reason"], "expired");
+    assert!(sessions.body["items"][0]["ended_at"].is_string());
+    let mine = api.get(&s.agent1.token, "/api/me/impersonations").await;
+    assert_eq!(mine.body["items"][0]["end_reason"], "expired");
+    let me = api.get(&s.admin.token, "/api/me").await;
+    assert_eq!(me.body["user"]["id"], s.admin.id.to_string());
+    assert!(me.body["impersonation"].is_null());
+    assert_eq!(ends_of(&first, id).await.len(), 1);
+}
+
+async fn deactivating_or_demoting_records_revoked_at_once_and_a_restart_keeps_it(
+    db: &TestDatabase,
+) {
+    let (api, s) = demo(db).await;
+    let owner = &s.owner.token;
+    let users = format!("/api/users/{}", s.admin.id);
+    let end_of = |id: ImpersonationId| {
+        let api = api.clone();
+        let owner = owner.clone();
+        async move {
+            let session = api
+                .get(&owner, &format!("/api/audit/impersonations/{id}"))
+                .await;
+            (
+                session.body["end_reason"].as_str().map(str::to_owned),
+                session.body["ended_at"].is_string(),
+            )
+        }
+    };
+
+    // The admin deactivated while logged in as the agent.
+    let (acting, _) = api
+        .app
+        .start_impersonation(&s.admin.ctx, s.agent1.id, reason("Help"))
+        .await
+        .unwrap();
+    let deactivated = acting.impersonation().unwrap();
+    let reply = api
+        .patch(owner, &users, json!({"active": false}), None)
+        .await;
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    assert_eq!(end_of(deactivated).await, (Some("revoked".into()), true));
+    api.patch(owner, &users, json!({"active": true}), None)
+        .await;
+    let admin = login(&api.app, "admin@demo.example").await;
+
+    // The agent deactivated while an admin is logged in as them.
+    let (acting, _) = api
+        .app
+        .start_impersonation(&admin.ctx, s.agent1.id, reason("Help"))
+        .await
+        .unwrap();
+    let agent_gone = acting.impersonation().unwrap();
+    let agent = format!("/api/users/{}", s.agent1.id);
+    api.patch(owner, &agent, json!({"active": false}), None)
+        .await;
+    assert_eq!(end_of(agent_gone).await, (Some("revoked".into()), true));
+    api.patch(owner, &agent, json!({"active": true}), None)
+        .await;
+
+    // The admin demoted to agent while logged in as the agent.
+    let (acting, _) = api
+        .app
+        .start_impersonation(&admin.ctx, s.agent1.id, reason("Help"))
+        .await
+        .unwrap();
+    let demoted = acting.impersonation().unwrap();
+    api.patch(owner, &users, json!({"role": "agent"}), None)
+        .await;
+    assert_eq!(end_of(demoted).await, (Some("revoked".into()), true));
+
+    // Each was recorded once, and a restart shows the same.
+    for id in [deactivated, agent_gone, demoted] {
+        assert_eq!(ends_of(&api.app, id).await.len(), 1);
+    }
+    let restarted = Api::new(
+        App::start(EventStore::open(&db.url).await.unwrap(), Clock::system())
+            .await
+            .unwrap(),
+    );
+    let sessions = restarted.get(owner, "/api/audit/impersonations").await;
+    let items = sessions.body["items"].as_array().unwrap();
+    assert_eq!(items.len(), 3, "{}", sessions.body);
+    for item in items {
+        assert_eq!(item["end_reason"], "revoked", "{item}");
+        assert!(item["ended_at"].is_string(), "{item}");
+    }
+}
+
 backend_tests!(
+    an_expired_impersonation_is_recorded_at_its_expiry_with_no_request_once_by_two_servers,
+    deactivating_or_demoting_records_revoked_at_once_and_a_restart_keeps_it,
     a_body_that_is_not_a_json_object_is_refused_and_changes_nothing,
     the_bearer_scheme_is_case_insensitive,
     routing_answers_404_and_405_with_problems,

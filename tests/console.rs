@@ -159,8 +159,38 @@ async fn an_admin_logs_in_as_an_agent_changes_a_stage_and_finds_it_in_the_audit(
     browser.find("main table");
     shot("11-narrow-audit-session");
 
-    // The admin's sessions end (the owner deactivates them): the next page says so.
+    // Logged in as agent1 again, the owner switches "Log in as user" off: the
+    // admin's next step is refused (it would have been applied as the admin),
+    // and the console says how it ended and shows the admin's own account.
+    browser.resize(1280, 800);
+    browser.click("nav a[href='#/users']");
+    browser.wait_for_text("main h1", "Users");
+    browser.click("tr[data-user='agent1@demo.example'] button");
+    browser.type_into("dialog textarea[name=reason]", "One more look");
+    browser.click("dialog button[type=submit]");
+    browser.wait_for_text("#banner", "You are logged in as");
+    browser.wait_for_text("main h1", "Lead Manager");
     let owner = login(&addr, "owner@demo.example");
+    let (status, _) = request(
+        &addr,
+        "PATCH",
+        "/api/site/settings",
+        Some(&owner),
+        Some(r#"{"impersonation_enabled": false}"#),
+    )
+    .unwrap();
+    assert_eq!(status, 200);
+    browser.click("nav a[href='#/settings']");
+    let told = browser.wait_for_text("#message", "You are no longer logged in as");
+    assert!(
+        told.contains("revoked") && told.contains("Nothing was changed"),
+        "{told}"
+    );
+    browser.wait_for_text("main h1", "Users");
+    assert!(browser.text_of("#banner").is_empty(), "the banner is gone");
+    shot("12-impersonation-ended");
+
+    // The admin's sessions end (the owner deactivates them): the next page says so.
     let (_, listed) = request(&addr, "GET", "/api/users?limit=500", Some(&owner), None).unwrap();
     let listed: serde_json::Value = serde_json::from_str(&listed).unwrap();
     let admin = listed["items"]
@@ -181,11 +211,10 @@ async fn an_admin_logs_in_as_an_agent_changes_a_stage_and_finds_it_in_the_audit(
     )
     .unwrap();
     assert_eq!(status, 200);
-    browser.resize(1280, 800);
     browser.click("nav a[href='#/leads']");
     browser.wait_for_text("#message", "Your session has expired or was ended");
     browser.find("input[name=email]");
-    shot("12-session-ended");
+    shot("13-session-ended");
 
     assert!(server.stop());
 }

@@ -189,11 +189,118 @@ async fn deactivating_or_demoting_records_revoked_at_once_and_a_restart_keeps_it
 backend_tests!(
     an_expired_impersonation_is_recorded_at_its_expiry_with_no_request_once_by_two_servers,
     deactivating_or_demoting_records_revoked_at_once_and_a_restart_keeps_it,
+    acting_as_refuses_a_request_meant_for_an_agent_once_the_impersonation_ended,
     a_body_that_is_not_a_json_object_is_refused_and_changes_nothing,
     the_bearer_scheme_is_case_insensitive,
     routing_answers_404_and_405_with_problems,
     auditors_change_nothing_but_their_password,
 );
+
+async fn acting_as_refuses_a_request_meant_for_an_agent_once_the_impersonation_ended(
+    db: &TestDatabase,
+) {
+    let (api, s) = demo(db).await;
+    let admin = &s.admin.token;
+    let agent_id = s.agent1.id.to_string();
+    let lead = api
+        .post(&s.agent1.token, "/api/leads", json!({"name": "Dana Novak"}))
+        .await;
+    let path = format!("/api/leads/{}", lead.id());
+    let as_agent = [("acting-as", agent_id.as_str())];
+    let patch = |phone: &'static str, headers: Vec<(&'static str, String)>| {
+        let api = api.clone();
+        let admin = admin.clone();
+        let path = path.clone();
+        async move {
+            let headers: Vec<(&str, &str)> =
+                headers.iter().map(|(n, v)| (*n, v.as_str())).collect();
+            api.call(
+                Method::PATCH,
+                &path,
+                Some(&admin),
+                Some(&json!({ "phone": phone })),
+                &headers,
+            )
+            .await
+        }
+    };
+    let acting = api
+        .post(
+            admin,
+            "/api/impersonation",
+            json!({"user_id": agent_id, "reason": "Fix the phone"}),
+        )
+        .await;
+    assert_eq!(acting.status, 200, "{}", acting.body);
+    let expires_at = acting.body["impersonation"]["expires_at"].clone();
+    let ok = patch("+1 555 0101", vec![("acting-as", agent_id.clone())]).await;
+    assert_eq!(ok.status, 200, "{}", ok.body);
+    let me = api
+        .call(Method::GET, "/api/me", Some(admin), None, &as_agent)
+        .await;
+    assert_eq!(me.status, 200);
+
+    // The impersonation expires; the admin's next write still means the agent's.
+    api.app.clock().advance(Duration::minutes(61));
+    let before = head(&api.app).await;
+    let late = patch("+1 555 0102", vec![("acting-as", agent_id.clone())]).await;
+    late.problem(409, "impersonation_ended");
+    assert_eq!(late.body["end_reason"], "expired");
+    assert_eq!(
+        late.body["ended_at"]
+            .as_str()
+            .map(|t| t.parse::<chrono::DateTime<chrono::Utc>>().unwrap()),
+        expires_at.as_str().map(|t| t.parse().unwrap()),
+    );
+    // Only the end was recorded; the lead is as the agent's session left it.
+    let appended: Vec<_> = events_after(&api.app, before)
+        .await
+        .into_iter()
+        .map(|e| e.event_type)
+        .collect();
+    assert_eq!(appended, ["ImpersonationEnded"]);
+    let read = api.get(&s.agent1.token, &path).await;
+    assert_eq!(read.body["phone"], "+1 555 0101");
+    // The same request again: still refused, nothing more recorded.
+    let again = patch("+1 555 0102", vec![("acting-as", agent_id.clone())]).await;
+    again.problem(409, "impersonation_ended");
+    assert_eq!(head(&api.app).await.0, before.0 + 1);
+
+    // Acting as oneself is what a session outside any impersonation does.
+    let own = patch("+1 555 0103", vec![("acting-as", s.admin.id.to_string())]).await;
+    assert_eq!(own.status, 200, "{}", own.body);
+    // Never logged in as that user: a plain conflict.
+    patch("+1 555 0104", vec![("acting-as", s.agent2.id.to_string())])
+        .await
+        .problem(409, "conflict");
+    patch("+1 555 0104", vec![("acting-as", "agent1".to_owned())])
+        .await
+        .problem(422, "validation");
+
+    // Returned to admin: the end says so.
+    api.post(
+        admin,
+        "/api/impersonation",
+        json!({"user_id": agent_id, "reason": "Again"}),
+    )
+    .await;
+    api.delete(admin, "/api/impersonation").await;
+    let returned = patch("+1 555 0105", vec![("acting-as", agent_id.clone())]).await;
+    returned.problem(409, "impersonation_ended");
+    assert_eq!(returned.body["end_reason"], "returned");
+    // A session acting as the agent cannot claim to be the admin either.
+    api.post(
+        admin,
+        "/api/impersonation",
+        json!({"user_id": agent_id, "reason": "Once more"}),
+    )
+    .await;
+    patch("+1 555 0106", vec![("acting-as", s.admin.id.to_string())])
+        .await
+        .problem(409, "conflict");
+    let read = api.get(&s.agent1.token, &path).await;
+    assert_eq!(read.body["phone"], "+1 555 0103");
+}
 
 async fn a_body_that_is_not_a_json_object_is_refused_and_changes_nothing(db: &TestDatabase) {
     let (api, _) = demo(db).await;

@@ -1,6 +1,8 @@
 //! The application's error type: every rejection a command or a session check can
 //! give, apart from technical failures of the store.
 
+use chrono::{DateTime, Utc};
+use crm_events::catalog::values::EndReason;
 use crm_events::StoreError;
 
 use crate::domain::lead::LeadRejection;
@@ -30,6 +32,15 @@ pub enum AppError {
     /// Bad input, naming each field.
     #[error("invalid input: {}", .0.iter().map(|e| format!("{}: {}", e.field, e.message)).collect::<Vec<_>>().join("; "))]
     Validation(Vec<FieldError>),
+    /// The request says it acts as a user (`Acting-As`) whose impersonation has
+    /// ended: it is refused rather than applied as the admin.
+    #[error(
+        "the session is no longer logged in as that user: it ended ({end_reason}) at {ended_at}"
+    )]
+    ImpersonationEnded {
+        end_reason: EndReason,
+        ended_at: DateTime<Utc>,
+    },
     /// Too many failed sign-ins: try again after `retry_after`.
     #[error("too many failed sign-ins; try again in {retry_after_secs} s")]
     RateLimited { retry_after_secs: u64 },

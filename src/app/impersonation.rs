@@ -164,4 +164,41 @@ impl App {
             }
         })
     }
+
+    /// Checks what a request says it acts as (`Acting-As`): the subject it acts
+    /// as now. A session that was logged in as `claimed` and no longer is gets
+    /// how and when that ended; one that never was (or is logged in as someone
+    /// else) a conflict. Either way the request changes nothing.
+    ///
+    /// # Errors
+    /// [`AppError::ImpersonationEnded`], [`AppError::Conflict`].
+    pub async fn check_acting_as(
+        &self,
+        ctx: &RequestContext,
+        claimed: UserId,
+    ) -> Result<(), AppError> {
+        if ctx.subject() == claimed {
+            return Ok(());
+        }
+        let session = sessions::find_session(self.store.database(), &ctx.session).await?;
+        if let Some(last) = session.and_then(|s| s.last_impersonation_id) {
+            let last = self
+                .load_impersonation(ImpersonationId::from_uuid(last))
+                .await?
+                .state;
+            if last.subject_id == claimed {
+                if let Some((end_reason, ended_at)) = last.ended {
+                    return Err(AppError::ImpersonationEnded {
+                        end_reason,
+                        ended_at,
+                    });
+                }
+            }
+        }
+        Err(AppError::Conflict(
+            "this request is not acting as that user (Acting-As): reload to see whose account \
+             the session acts as"
+                .into(),
+        ))
+    }
 }

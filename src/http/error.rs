@@ -4,6 +4,7 @@
 
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
+use chrono::{DateTime, Utc};
 use crm_events::StoreError;
 use serde::Serialize;
 use utoipa::ToSchema;
@@ -26,6 +27,13 @@ pub struct Problem {
     #[serde(skip_serializing_if = "Vec::is_empty")]
     #[schema(value_type = Vec<FieldErrorBody>)]
     pub errors: Vec<FieldError>,
+    /// For `impersonation_ended`: how it ended (`returned`, `expired`,
+    /// `logged_out`, `revoked`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub end_reason: Option<String>,
+    /// For `impersonation_ended`: when it ended.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ended_at: Option<DateTime<Utc>>,
 }
 
 /// One bad field.
@@ -45,6 +53,8 @@ pub struct ApiError {
     errors: Vec<FieldError>,
     /// For `rate_limited`: the `Retry-After` header, in whole seconds.
     retry_after: Option<u64>,
+    /// For `impersonation_ended`: its end reason and time.
+    ended: Option<(String, DateTime<Utc>)>,
 }
 
 impl ApiError {
@@ -61,6 +71,7 @@ impl ApiError {
             detail: detail.into(),
             errors: Vec::new(),
             retry_after: None,
+            ended: None,
         }
     }
 
@@ -190,6 +201,18 @@ impl From<AppError> for ApiError {
                     error.to_string(),
                 )
             },
+            error @ AppError::ImpersonationEnded {
+                end_reason,
+                ended_at,
+            } => Self {
+                ended: Some((end_reason.to_string(), ended_at)),
+                ..Self::new(
+                    StatusCode::CONFLICT,
+                    "impersonation_ended",
+                    "No longer logged in as that user",
+                    error.to_string(),
+                )
+            },
             AppError::Store(store) => store.into(),
         }
     }
@@ -218,6 +241,8 @@ impl IntoResponse for ApiError {
             status: self.status.as_u16(),
             detail: self.detail,
             errors: self.errors,
+            end_reason: self.ended.as_ref().map(|(reason, _)| reason.clone()),
+            ended_at: self.ended.map(|(_, at)| at),
         };
         let body = serde_json::to_vec(&problem).unwrap_or_default();
         let mut response = (self.status, body).into_response();

@@ -6,7 +6,7 @@ use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::request::Parts;
 use axum::http::{header, HeaderMap};
-use crm_events::ids::CorrelationId;
+use crm_events::ids::{CorrelationId, UserId};
 use serde::de::DeserializeOwned;
 
 use super::error::ApiError;
@@ -151,8 +151,24 @@ impl FromRequestParts<AppState> for Auth {
             .app
             .authenticate(token, correlation_id(parts), key)
             .await?;
+        if let Some(claimed) = acting_as(&parts.headers)? {
+            state.app.check_acting_as(&ctx, claimed).await?;
+        }
         Ok(Self(ctx))
     }
+}
+
+/// The user a request says it acts as (`Acting-As: <user id>`), if it says so.
+fn acting_as(headers: &HeaderMap) -> Result<Option<UserId>, ApiError> {
+    let Some(value) = headers.get("acting-as") else {
+        return Ok(None);
+    };
+    value
+        .to_str()
+        .ok()
+        .and_then(|v| uuid::Uuid::parse_str(v.trim()).ok())
+        .map(|id| Some(UserId::from_uuid(id)))
+        .ok_or_else(|| ApiError::invalid("Acting-As", "expected a user id"))
 }
 
 /// The version a write expects, from `If-Match: "<version>"`.

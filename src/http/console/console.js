@@ -47,6 +47,8 @@ class Problem extends Error {
     super((body && body.detail) || `the server answered ${status}`);
     this.status = status;
     this.body = body || {};
+    /** Already dealt with (the user was told and moved on): nothing more to say. */
+    this.handled = false;
   }
 }
 
@@ -57,10 +59,17 @@ function say(text, ok) {
   box.hidden = !text;
 }
 
-/** Calls the API; answers the parsed body. A dead session sends the user to sign in. */
+/**
+ * Calls the API; answers the parsed body. A dead session sends the user to sign in.
+ * While showing an agent's account every request says so (Acting-As): once that
+ * impersonation has ended the server refuses the request instead of applying it
+ * as the admin, and the console says how it ended and returns to the admin's own
+ * account.
+ */
 async function api(method, path, body, headers) {
   const init = { method, headers: { ...(headers || {}) } };
   if (state.token) init.headers.Authorization = `Bearer ${state.token}`;
+  if (impersonating()) init.headers["Acting-As"] = state.me.user.id;
   if (body !== undefined) {
     init.headers["Content-Type"] = "application/json";
     init.body = JSON.stringify(body);
@@ -79,8 +88,23 @@ async function api(method, path, body, headers) {
     go("#/signin", "Your session has expired or was ended. Please sign in again.");
     throw new Problem(401, parsed);
   }
+  if (response.status === 409 && parsed && parsed.type === "impersonation_ended") {
+    const problem = new Problem(409, parsed);
+    problem.handled = true;
+    await back_to_own_account(parsed);
+    throw problem;
+  }
   if (!response.ok) throw new Problem(response.status, parsed);
   return { body: parsed, etag: response.headers.get("ETag") };
+}
+
+/** The impersonation ended (expired, revoked, ...): nothing was changed; show the admin's own account. */
+async function back_to_own_account(ended) {
+  const name = state.me ? state.me.user.name : "that user";
+  state.me = null;
+  try { await load_me(); } catch (_) { return; }
+  go("#/users", `You are no longer logged in as ${name}: it ended (${pretty(ended.end_reason)}) at ${when(ended.ended_at)}. `
+    + "Nothing was changed. You are back in your own account.");
 }
 
 function forget() {
@@ -110,7 +134,7 @@ async function attempt(work, done) {
     if (done) say(done, true);
     return result;
   } catch (problem) {
-    if (problem.status === 401 && !state.token) return undefined;
+    if (problem.handled || (problem.status === 401 && !state.token)) return undefined;
     const fields = (problem.body && problem.body.errors) || [];
     const detail = fields.length ? fields.map((e) => `${e.field}: ${e.message}`).join("; ") : problem.message;
     say(problem.status === 409 ? `${detail} Reload to see the latest version.` : detail);
@@ -566,7 +590,7 @@ async function route(forced) {
     else if (parts[0] === "me") await my_impersonations();
     else go(role() === "auditor" ? "#/audit" : "#/leads");
   } catch (problem) {
-    if (problem.status === 401 || mine !== ticket) return;
+    if (problem.handled || problem.status === 401 || mine !== ticket) return;
     if (problem.status === 403) say(`Not allowed: ${problem.message}.`);
     else if (problem.status === 404) say("Not found: it does not exist, or it is not yours to see.");
     else say(problem.message);

@@ -272,6 +272,39 @@ impl App {
         })
     }
 
+    /// Whether a long read (an event stream, an export) that `ctx` opened for
+    /// `action` may go on: `None` while it may, else why it must end
+    /// (`logged_out`, `expired`, `deactivated`, `impersonation` when the session
+    /// has since logged in as someone, `forbidden` when the role lost the right).
+    ///
+    /// # Errors
+    /// Store failures.
+    pub async fn why_reading_ends(
+        &self,
+        ctx: &RequestContext,
+        action: Action,
+    ) -> Result<Option<&'static str>, AppError> {
+        let Some(session) = sessions::find_session(self.store.database(), &ctx.session).await?
+        else {
+            return Ok(Some("logged_out"));
+        };
+        let actor = self.load_user(ctx.actor()).await?.state;
+        let now = self.clock.now();
+        Ok(if !actor.active {
+            Some("deactivated")
+        } else if session.ended_at.is_some() {
+            Some("logged_out")
+        } else if session.expires_at <= now {
+            Some("expired")
+        } else if session.impersonation_id != ctx.impersonation().map(|id| id.as_uuid()) {
+            Some("impersonation")
+        } else if authorize(&Caller::as_self(actor.view()), action).is_err() {
+            Some("forbidden")
+        } else {
+            None
+        })
+    }
+
     /// The user `id` of the caller's site.
     ///
     /// # Errors

@@ -220,6 +220,7 @@ async fn export_changes(
             std::io::Error::other("the export could not be completed")
         })
     });
+    let chunks = while_allowed(state.app.clone(), ctx, chunks);
     let csv = format == Format::Csv;
     let (content_type, extension) = if csv {
         ("text/csv; charset=utf-8", "csv")
@@ -235,6 +236,39 @@ async fn export_changes(
         headers.insert(header::CONTENT_DISPOSITION, value);
     }
     Ok(response)
+}
+
+/// The export's pages for as long as the session that asked may read the audit
+/// trail: re-checked before each page (a page takes well under the 5 seconds a
+/// re-check may wait). Once the session ended or lost the right, the transfer
+/// stops short with an error, and the log says why; no later page is read.
+fn while_allowed(
+    app: crate::app::App,
+    ctx: crate::app::RequestContext,
+    chunks: impl futures_util::Stream<Item = Result<Vec<u8>, std::io::Error>> + Send + 'static,
+) -> impl futures_util::Stream<Item = Result<Vec<u8>, std::io::Error>> + Send + 'static {
+    async_stream::stream! {
+        let mut chunks = std::pin::pin!(chunks);
+        loop {
+            let ended = match app.why_reading_ends(&ctx, Action::ReadAudit).await {
+                Ok(None) => None,
+                Ok(Some(reason)) => Some(reason),
+                Err(error) => {
+                    tracing::error!(%error, "audit export: the session could not be checked");
+                    Some("unavailable")
+                }
+            };
+            if let Some(reason) = ended {
+                tracing::warn!(reason, "audit export stopped: the session may no longer read it");
+                yield Err(std::io::Error::other(format!("the export ended: {reason}")));
+                break;
+            }
+            match chunks.next().await {
+                Some(chunk) => yield chunk,
+                None => break,
+            }
+        }
+    }
 }
 
 /// The result of verifying the site's hash chain.

@@ -129,7 +129,8 @@ pub struct StreamQuery {
 
 /// The site's events as Server-Sent Events: each `id:` is the event's position,
 /// `event:` its type, `data:` its envelope. Reconnect with `Last-Event-ID` to resume
-/// exactly after the last event received.
+/// exactly after the last event received. The stream ends with `event: end`
+/// (`data: {"reason": …}`) once the session ends or loses the right to read it.
 #[utoipa::path(get, path = "/api/events/stream", tag = "events", security(("bearer" = [])), params(StreamQuery),
     responses((status = 200, description = "text/event-stream", content_type = "text/event-stream"),
         (status = 401, body = Problem), (status = 403, body = Problem), (status = 422, body = Problem)))]
@@ -156,27 +157,97 @@ async fn stream_events(
         ),
     };
     let after = Position(resume.or(q.after).unwrap_or(0).max(0));
-    let site = ctx.site();
-    let events = state
-        .app
-        .store()
-        .subscribe(after)
-        .filter(move |event| std::future::ready(event.as_ref().map_or(true, |e| e.site_id == site)))
-        .map(|event| -> Result<Event, Infallible> {
-            Ok(match event {
-                Ok(e) => {
-                    let id = e.position.0.to_string();
-                    let kind = e.event_type.clone();
-                    let data = serde_json::to_string(&Envelope::from(e)).unwrap_or_default();
-                    Event::default().id(id).event(kind).data(data)
-                }
-                Err(error) => {
-                    tracing::error!(%error, "event stream interrupted");
-                    Event::default()
-                        .event("error")
-                        .data("the stream was interrupted; reconnect with Last-Event-ID")
-                }
-            })
-        });
+    let events = live_events(state.app, ctx, after).map(Ok::<_, Infallible>);
     Ok(Sse::new(events).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
+}
+
+/// How often an open stream re-checks its session when no event comes.
+pub const RECHECK: Duration = Duration::from_secs(5);
+
+/// The site's events after `after`, for as long as the session that opened the
+/// stream may read them: it is re-checked before any event appended after the
+/// last check goes out, and every [`RECHECK`]. Once the session ended (sign-out,
+/// expiry, deactivation), logged in as someone or lost the right, the stream
+/// says why (`event: end`, `data: {"reason": …}`) and ends; no event appended
+/// after that moment reaches it.
+fn live_events(
+    app: crate::app::App,
+    ctx: crate::app::RequestContext,
+    after: Position,
+) -> impl futures_util::Stream<Item = Event> + Send + 'static {
+    let site = ctx.site();
+    async_stream::stream! {
+        let mut events = std::pin::pin!(app.store().subscribe(after));
+        // Events up to here were appended before the last check found the
+        // session allowed: they may go out.
+        let mut cleared = Position::START;
+        let mut recheck = tokio::time::interval(RECHECK);
+        recheck.tick().await;
+        loop {
+            let next = tokio::select! {
+                next = events.next() => next,
+                _ = recheck.tick() => {
+                    match allowed_until(&app, &ctx).await {
+                        Ok(head) => cleared = head,
+                        Err(end) => { yield end; break; }
+                    }
+                    continue;
+                }
+            };
+            match next {
+                Some(Ok(event)) => {
+                    if event.position > cleared {
+                        match allowed_until(&app, &ctx).await {
+                            Ok(head) => cleared = head,
+                            Err(end) => { yield end; break; }
+                        }
+                    }
+                    if event.site_id == site {
+                        yield envelope_event(event);
+                    }
+                }
+                Some(Err(error)) => {
+                    tracing::error!(%error, "event stream interrupted");
+                    yield Event::default()
+                        .event("error")
+                        .data("the stream was interrupted; reconnect with Last-Event-ID");
+                    break;
+                }
+                None => break,
+            }
+        }
+    }
+}
+
+/// The log's head, read before the session is found still allowed to read
+/// events: every event up to it was appended before any revocation that comes
+/// after the check. Else the stream's last event, saying why it ends.
+async fn allowed_until(
+    app: &crate::app::App,
+    ctx: &crate::app::RequestContext,
+) -> Result<Position, Event> {
+    let ended = |reason: &str| {
+        Event::default()
+            .event("end")
+            .data(serde_json::json!({ "reason": reason }).to_string())
+    };
+    let head = app.store().head().await.map_err(|error| {
+        tracing::error!(%error, "event stream: the database did not answer");
+        ended("unavailable")
+    })?;
+    match app.why_reading_ends(ctx, Action::ReadEvents).await {
+        Ok(None) => Ok(head),
+        Ok(Some(reason)) => Err(ended(reason)),
+        Err(error) => {
+            tracing::error!(%error, "event stream: the session could not be checked");
+            Err(ended("unavailable"))
+        }
+    }
+}
+
+fn envelope_event(e: RecordedEvent) -> Event {
+    let id = e.position.0.to_string();
+    let kind = e.event_type.clone();
+    let data = serde_json::to_string(&Envelope::from(e)).unwrap_or_default();
+    Event::default().id(id).event(kind).data(data)
 }

@@ -27,7 +27,72 @@ backend_tests!(
     a_closed_database_gives_unavailable_and_loses_nothing,
     the_hook_is_told_when_nothing_but_its_writer_changed_the_database,
     a_deferring_hook_hears_of_each_batch_whether_committed_alone_in_a_transaction_or_failed,
+    an_append_that_waits_for_the_log_head_holds_no_position_meanwhile,
 );
+
+/// Another process's append holds the log head (its transaction has begun) while
+/// this store's writer, which knows the head from its own last commit, writes a
+/// batch in one statement. That statement waits for the head before it writes
+/// anything: the other append then writes at the same next position and commits
+/// (with the statement holding that position, the two would wait for each other
+/// until the database broke the deadlock), and this store's batch lands after it.
+async fn an_append_that_waits_for_the_log_head_holds_no_position_meanwhile(db: &TestDatabase) {
+    let store = EventStore::open(&db.url).await.unwrap();
+    let site = SiteId::generate();
+    let stream = fill(&store, site, 2).await;
+    let head = store.head().await.unwrap().0;
+    let postgres = store.database().backend_name() == "postgres";
+    let (new_id, other) = if postgres {
+        ("gen_random_uuid()", "BEGIN")
+    } else {
+        ("randomblob(16)", "BEGIN IMMEDIATE")
+    };
+    let copy_last = format!(
+        "INSERT INTO events SELECT position + 1, {new_id}, site_id, stream_type, {new_id}, 1, \
+         event_type, schema_version, payload, actor_id, subject_id, impersonation_id, \
+         correlation_id, causation_id, idempotency_key, recorded_at, prev_hash, hash \
+         FROM events WHERE position = {head}"
+    );
+    let take_head = "UPDATE event_log_head SET last_position = last_position WHERE id = 1";
+    let move_head = format!(
+        "UPDATE event_log_head SET last_position = {} WHERE id = 1",
+        head + 1
+    );
+
+    let mine = || {
+        let store = store.clone();
+        tokio::spawn(async move {
+            store
+                .append(
+                    append(site, stream, ExpectedVersion::Any, vec![tagged("mine")]),
+                    meta(),
+                )
+                .await
+        })
+    };
+    let outcome = crm_events::on_pool!(store.database(), |pool| {
+        let mut conn = pool.acquire().await.unwrap();
+        sqlx::raw_sql(&format!("{other}; {take_head};"))
+            .execute(&mut *conn)
+            .await
+            .unwrap();
+        let mine = mine();
+        // This store's one-statement append is now waiting for the head.
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        sqlx::raw_sql(&format!("{copy_last}; {move_head}; COMMIT;"))
+            .execute(&mut *conn)
+            .await
+            .expect("the other append commits: nothing waits on it");
+        mine.await.unwrap()
+    });
+    let outcome = outcome.expect("this store's append lands after the other");
+    assert_eq!(outcome.last_position.0, head + 2);
+    let log = store.read_all(Position::START, 100).await.unwrap();
+    assert_eq!(
+        log.iter().map(|e| e.position.0).collect::<Vec<_>>(),
+        (1..=head + 2).collect::<Vec<_>>()
+    );
+}
 
 async fn an_append_reads_back_with_its_whole_envelope(db: &TestDatabase) {
     let store = EventStore::open(&db.url).await.unwrap();

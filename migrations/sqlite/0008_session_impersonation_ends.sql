@@ -7,8 +7,14 @@
 -- says it acts as the agent (`Acting-As`) after that is told how and when it
 -- ended, instead of being applied as the admin. Both are written in the
 -- transaction that appends the start (and, for the first, the end).
+-- `credentials.active` follows the account's activation, written with
+-- `UserDeactivated` and `UserReactivated`: a sign-in opens its session only while
+-- it holds, so a sign-in decided just before a deactivation cannot leave a
+-- session open after it (appends commit one at a time, and the second sees the
+-- first).
 
 ALTER TABLE sessions ADD COLUMN impersonation_expires_at TEXT;
+ALTER TABLE credentials ADD COLUMN active INTEGER NOT NULL DEFAULT 1;
 ALTER TABLE sessions ADD COLUMN last_impersonation_id BLOB;
 
 CREATE INDEX sessions_impersonating ON sessions (impersonation_id)

@@ -122,7 +122,7 @@ impl App {
         let loaded = self
             .load_user(user_id.ok_or(AppError::Unauthenticated("wrong email or password"))?)
             .await?;
-        let (user, loaded_version) = (loaded.state, loaded.version);
+        let user = loaded.state;
         if !user.active {
             return Err(AppError::Unauthenticated("this account is deactivated"));
         }
@@ -134,45 +134,29 @@ impl App {
             correlation_id,
             idempotency_key: None,
         };
-        // At the user's version: a deactivation that slips in between is a
-        // conflict, and the sign-in is decided again on the deactivated account
-        // (which would otherwise keep a session opened after it).
-        let mut user = user;
-        let mut version = loaded_version;
-        let mut retries = 0;
-        loop {
-            let now = self.clock.now();
-            let opened = sessions::session_opened(
-                &token_hash,
-                user.id,
-                user.site_id,
-                now,
-                now + SESSION_LIFETIME,
-            );
-            match self
-                .record_with(
-                    &ctx,
-                    user_stream(user.id),
-                    ExpectedVersion::Exact(version),
-                    vec![UserLoggedIn {}.into()],
-                    vec![opened],
-                )
-                .await
-            {
-                Err(AppError::Conflict(_)) if retries < 3 => {
-                    retries += 1;
-                    let again = self.load_user(user.id).await?;
-                    if !again.state.active {
-                        return Err(AppError::Unauthenticated("this account is deactivated"));
-                    }
-                    (user, version) = (again.state, again.version);
-                }
-                result => {
-                    result?;
-                    break;
-                }
+        let now = self.clock.now();
+        let opened = sessions::session_opened(
+            &token_hash,
+            user.id,
+            user.site_id,
+            now,
+            now + SESSION_LIFETIME,
+        );
+        self.record_with(
+            &ctx,
+            user_stream(user.id),
+            ExpectedVersion::Any,
+            vec![UserLoggedIn {}.into()],
+            vec![opened],
+        )
+        .await
+        .map_err(|error| match error {
+            // Deactivated between the check above and the append.
+            AppError::Store(StoreError::SideWriteRefused { .. }) => {
+                AppError::Unauthenticated("this account is deactivated")
             }
-        }
+            other => other,
+        })?;
         Ok((token, ctx))
     }
 
@@ -377,12 +361,15 @@ impl App {
             events.extend(user::set_active(by, &target.state, active)?);
         }
         let expected = expect(if_match, target.version)?;
-        let deactivates = active == Some(false) && target.state.active;
-        // Deactivation signs the user out everywhere, in the same transaction.
-        let side = if deactivates {
-            vec![sessions::sessions_of_user_closed(id, self.clock.now())]
-        } else {
-            Vec::new()
+        // Deactivation signs the user out everywhere and stops new sign-ins, in
+        // the same transaction; reactivation lets them sign in again.
+        let side = match active {
+            Some(false) if target.state.active => vec![
+                sessions::credentials_active(id, false),
+                sessions::sessions_of_user_closed(id, self.clock.now()),
+            ],
+            Some(true) if !target.state.active => vec![sessions::credentials_active(id, true)],
+            _ => Vec::new(),
         };
         let written = self
             .record_with(ctx, user_stream(id), expected, events, side)

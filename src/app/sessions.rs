@@ -176,7 +176,8 @@ impl SessionRow {
 /// What [`SideWrite::what`] calls a session.
 pub(crate) const SESSION: &str = "session";
 
-/// A new session, written with `UserLoggedIn`.
+/// A new session, written with `UserLoggedIn`: only while the account is active
+/// (a deactivation committed first refuses it).
 pub(crate) fn session_opened(
     token_hash: &[u8; 32],
     user: UserId,
@@ -187,7 +188,8 @@ pub(crate) fn session_opened(
     SideWrite::one(
         SESSION,
         "INSERT INTO sessions (token_hash, user_id, site_id, created_at, expires_at) \
-         VALUES ($1, $2, $3, $4, $5)",
+         SELECT $1, $2, $3, $4, $5 \
+         WHERE EXISTS (SELECT 1 FROM credentials WHERE user_id = $2 AND active = TRUE)",
         vec![
             token_hash.to_vec().into(),
             user.as_uuid().into(),
@@ -195,6 +197,16 @@ pub(crate) fn session_opened(
             now.into(),
             expires_at.into(),
         ],
+    )
+}
+
+/// The account's activation, written with `UserDeactivated` or
+/// `UserReactivated`; sign-ins open sessions only while it is on.
+pub(crate) fn credentials_active(user: UserId, active: bool) -> SideWrite {
+    SideWrite::any(
+        CREDENTIALS,
+        "UPDATE credentials SET active = $1 WHERE user_id = $2",
+        vec![active.into(), user.as_uuid().into()],
     )
 }
 

@@ -69,10 +69,10 @@ const BEGIN_AND_LOCK_HEAD: &str = "BEGIN; \
 ///
 /// When the writer knows all the batch needs from its own last commit and the
 /// hook leaves the batch for a later fold, the batch is one statement, committed
-/// on its own (one round trip instead of three). It writes at the position after
-/// the head the writer last left: if any other append came in between, that
-/// position is taken, the statement fails on the key and changes nothing, and
-/// the batch runs again the long way, on what it then reads.
+/// on its own (one round trip instead of three). It writes only if the log head
+/// is still where the writer last left it: if any other append came in between,
+/// the statement changes nothing, and the batch runs again the long way, on what
+/// it then reads.
 pub(crate) async fn commit_batch(
     conn: &mut PgConnection,
     needs: &Needs,
@@ -100,7 +100,12 @@ pub(crate) async fn commit_batch(
         conn.execute("ROLLBACK").await?;
         return Ok(writes.head);
     }
-    write_batch(conn, &writes).await?;
+    if !write_batch(conn, &writes).await? {
+        // The head's row is locked by this transaction: nobody else moved it.
+        return Err(StoreError::Database(sqlx::Error::Protocol(
+            "the log head moved while this transaction held its lock".into(),
+        )));
+    }
     side::write_all(&mut Tx::from(&mut *conn), &writes.side).await?;
     if let Some(hook) = hook {
         hook.appended(&mut Tx::from(&mut *conn), &writes.events)
@@ -113,8 +118,18 @@ pub(crate) async fn commit_batch(
 
 /// Writes a whole batch in one statement (one round trip): the events, the streams'
 /// versions, the idempotency records, the sites' chain heads and the log head, and
-/// announces the new head to every listener (delivered at commit).
-async fn write_batch(conn: &mut PgConnection, writes: &Writes) -> Result<(), StoreError> {
+/// announces the new head to every listener (delivered at commit). Answers whether
+/// it wrote: only when the log head is still where the batch was planned from.
+///
+/// The statement's first part moves the log head, only from that position, and
+/// every other part writes only if that part moved it: they read its result, so
+/// they cannot write before it ran, whatever order PostgreSQL runs the parts of a
+/// statement in (the manual leaves it unspecified). Moving the head takes the row
+/// lock every append takes first; a statement that finds it held waits, and once
+/// the holder commits finds the head elsewhere and writes nothing. So no append
+/// ever holds an event's position while it waits for the head: two servers'
+/// appends cannot deadlock.
+async fn write_batch(conn: &mut PgConnection, writes: &Writes) -> Result<bool, StoreError> {
     let n = writes.events.len();
     let mut position = Vec::with_capacity(n);
     let mut event_id = Vec::with_capacity(n);
@@ -178,8 +193,11 @@ async fn write_batch(conn: &mut PgConnection, writes: &Writes) -> Result<(), Sto
         c_hash.push(head.last_hash.to_vec());
         c_count.push(version_i64(head.event_count));
     }
-    sqlx::query(
-        "WITH appended AS ( \
+    let moved = sqlx::query(
+        "WITH moved AS ( \
+           UPDATE event_log_head SET last_position = $31 \
+           WHERE id = 1 AND last_position = $33 RETURNING 1), \
+         appended AS ( \
            INSERT INTO events (position, event_id, site_id, stream_type, stream_id, \
              stream_version, event_type, schema_version, payload, actor_id, subject_id, \
              impersonation_id, correlation_id, causation_id, idempotency_key, recorded_at, \
@@ -187,21 +205,23 @@ async fn write_batch(conn: &mut PgConnection, writes: &Writes) -> Result<(), Sto
            SELECT * FROM UNNEST($1::bigint[], $2::uuid[], $3::uuid[], $4::text[], $5::uuid[], \
              $6::bigint[], $7::text[], $8::int[], $9::text[], $10::uuid[], $11::uuid[], \
              $12::uuid[], $13::uuid[], $14::uuid[], $15::text[], $16::timestamptz[], \
-             $17::bytea[], $18::bytea[])), \
+             $17::bytea[], $18::bytea[]) WHERE EXISTS (SELECT 1 FROM moved)), \
          versions AS ( \
            INSERT INTO streams (stream_type, stream_id, site_id, version) \
            SELECT * FROM UNNEST($19::text[], $20::uuid[], $21::uuid[], $22::bigint[]) \
+           WHERE EXISTS (SELECT 1 FROM moved) \
            ON CONFLICT (stream_type, stream_id) DO UPDATE SET version = excluded.version), \
          keys AS ( \
            INSERT INTO idempotency_keys (site_id, key, fingerprint, outcome) \
-           SELECT * FROM UNNEST($23::uuid[], $24::text[], $25::bytea[], $26::text[])), \
+           SELECT * FROM UNNEST($23::uuid[], $24::text[], $25::bytea[], $26::text[]) \
+           WHERE EXISTS (SELECT 1 FROM moved)), \
          chains AS ( \
            INSERT INTO site_chains (site_id, last_position, last_hash, event_count) \
            SELECT * FROM UNNEST($27::uuid[], $28::bigint[], $29::bytea[], $30::bigint[]) \
+           WHERE EXISTS (SELECT 1 FROM moved) \
            ON CONFLICT (site_id) DO UPDATE SET last_position = excluded.last_position, \
-             last_hash = excluded.last_hash, event_count = excluded.event_count), \
-         moved AS (UPDATE event_log_head SET last_position = $31 WHERE id = 1) \
-         SELECT pg_notify($32, $31::text)",
+             last_hash = excluded.last_hash, event_count = excluded.event_count) \
+         SELECT pg_notify($32, $31::text) FROM moved",
     )
     .bind(&position)
     .bind(&event_id)
@@ -235,9 +255,10 @@ async fn write_batch(conn: &mut PgConnection, writes: &Writes) -> Result<(), Sto
     .bind(&c_count)
     .bind(writes.head.0)
     .bind(CHANNEL)
-    .execute(&mut *conn)
+    .bind(writes.head.0 - n as i64)
+    .fetch_optional(&mut *conn)
     .await?;
-    Ok(())
+    Ok(moved.is_some())
 }
 
 /// Follows the `NOTIFY`s of every process's appends and moves `head` forward,

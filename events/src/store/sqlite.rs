@@ -129,7 +129,7 @@ pub(crate) async fn commit_batch(
             let _ = sqlx::query("ROLLBACK").execute(&mut *conn).await;
         }
         // Own commits leave `data_version` (and so `seen`) as it was.
-        if let Some(head) = committed_alone(written, &writes, known, hook)? {
+        if let Some(head) = committed_alone(written.map(|()| true), &writes, known, hook)? {
             return Ok(head);
         }
     }

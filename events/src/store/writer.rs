@@ -268,22 +268,27 @@ pub(crate) fn plan_alone(
 }
 
 /// What became of a batch written on its own (see [`plan_alone`]): its head once
-/// committed; `None` when its position was taken by another process's append (the
-/// write changed nothing, and what the writer knew is forgotten: the batch goes the
-/// long way); any other failure as it is.
+/// committed; `None` when another process's append came first (the write found
+/// the head moved, or the position taken, and changed nothing; what the writer
+/// knew is forgotten, and the batch goes the long way); any other failure as it
+/// is.
 pub(crate) fn committed_alone(
-    written: Result<(), StoreError>,
+    written: Result<bool, StoreError>,
     writes: &Writes,
     known: &mut Known,
     hook: Option<&dyn AppendHook>,
 ) -> Result<Option<Position>, StoreError> {
     match written {
-        Ok(()) => {
+        Ok(true) => {
             known.learn(writes);
             if let Some(hook) = hook {
                 hook.noted(&writes.events);
             }
             Ok(Some(writes.head))
+        }
+        Ok(false) => {
+            *known = Known::default();
+            Ok(None)
         }
         Err(error) if error.is_unique_violation() => {
             *known = Known::default();

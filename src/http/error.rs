@@ -54,7 +54,7 @@ pub struct ApiError {
     /// For `rate_limited`: the `Retry-After` header, in whole seconds.
     retry_after: Option<u64>,
     /// For `impersonation_ended`: its end reason and time.
-    ended: Option<(String, DateTime<Utc>)>,
+    ended: Option<Box<(String, DateTime<Utc>)>>,
 }
 
 impl ApiError {
@@ -205,7 +205,7 @@ impl From<AppError> for ApiError {
                 end_reason,
                 ended_at,
             } => Self {
-                ended: Some((end_reason.to_string(), ended_at)),
+                ended: Some(Box::new((end_reason.to_string(), ended_at))),
                 ..Self::new(
                     StatusCode::CONFLICT,
                     "impersonation_ended",
@@ -241,8 +241,8 @@ impl IntoResponse for ApiError {
             status: self.status.as_u16(),
             detail: self.detail,
             errors: self.errors,
-            end_reason: self.ended.as_ref().map(|(reason, _)| reason.clone()),
-            ended_at: self.ended.map(|(_, at)| at),
+            end_reason: self.ended.as_ref().map(|ended| ended.0.clone()),
+            ended_at: self.ended.map(|ended| ended.1),
         };
         let body = serde_json::to_vec(&problem).unwrap_or_default();
         let mut response = (self.status, body).into_response();

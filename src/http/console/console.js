@@ -18,7 +18,7 @@ const SETTINGS = [
 const $ = (selector) => document.querySelector(selector);
 const main = $("#main");
 // `notice`: what to say once the next page shows (a page change clears messages).
-const state = { token: sessionStorage.getItem("crm.token"), me: null, notice: null };
+const state = { token: sessionStorage.getItem("crm.token"), me: null, notice: null, leaving: null };
 
 /** An element: h("a", {href: "#/x", onclick}, "text", child, [more]). */
 function h(tag, attrs, ...children) {
@@ -98,13 +98,22 @@ async function api(method, path, body, headers) {
   return { body: parsed, etag: response.headers.get("ETag") };
 }
 
-/** The impersonation ended (expired, revoked, ...): nothing was changed; show the admin's own account. */
-async function back_to_own_account(ended) {
-  const name = state.me ? state.me.user.name : "that user";
-  state.me = null;
-  try { await load_me(); } catch (_) { return; }
-  go("#/users", `You are no longer logged in as ${name}: it ended (${pretty(ended.end_reason)}) at ${when(ended.ended_at)}. `
-    + "Nothing was changed. You are back in your own account.");
+/**
+ * The impersonation ended (expired, revoked, ...): nothing was changed; show the
+ * admin's own account. Requests sent together are refused together: the first
+ * refusal tells the user, the others wait for it.
+ */
+function back_to_own_account(ended) {
+  if (!state.leaving) {
+    const name = state.me ? state.me.user.name : "that user";
+    state.leaving = (async () => {
+      state.me = null;
+      try { await load_me(); } catch (_) { return; }
+      go("#/users", `You are no longer logged in as ${name}: it ended (${pretty(ended.end_reason)}) at ${when(ended.ended_at)}. `
+        + "Nothing was changed. You are back in your own account.");
+    })().finally(() => { state.leaving = null; });
+  }
+  return state.leaving;
 }
 
 function forget() {

@@ -301,6 +301,9 @@ async fn run(cli: Cli) -> Result<ExitCode, CliError> {
 /// recorded within this of the moment it happens).
 const ENDINGS_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
 
+/// How often `crm serve` verifies what was appended to the log since last time.
+const CHAIN_INTERVAL: std::time::Duration = std::time::Duration::from_secs(60);
+
 async fn serve(
     store: EventStore,
     bind: std::net::SocketAddr,
@@ -323,6 +326,9 @@ async fn serve(
     // Impersonations that expire or lose their right are recorded as ended when
     // it happens, requests or not.
     let endings = app.watch_endings(ENDINGS_INTERVAL);
+    // The chain is verified now (in the background) and then each minute, from
+    // where the last round stopped.
+    let chain = app.watch_chain(CHAIN_INTERVAL);
     let router = crate::http::router(crate::http::AppState { app: app.clone() });
     // The peer's address counts failed sign-ins per client.
     let service = router.into_make_service_with_connect_info::<std::net::SocketAddr>();
@@ -330,6 +336,7 @@ async fn serve(
         .with_graceful_shutdown(shutdown_signal())
         .await?;
     endings.abort();
+    chain.abort();
     // Fold what the last requests wrote before the process exits.
     app.settle().await?;
     say!("crm stopped");

@@ -190,6 +190,8 @@ backend_tests!(
     an_expired_impersonation_is_recorded_at_its_expiry_with_no_request_once_by_two_servers,
     deactivating_or_demoting_records_revoked_at_once_and_a_restart_keeps_it,
     acting_as_refuses_a_request_meant_for_an_agent_once_the_impersonation_ended,
+    the_server_watches_its_chain_and_a_break_shows_in_health_and_on_audit_responses,
+    a_removed_tail_is_found_by_the_next_round,
     a_body_that_is_not_a_json_object_is_refused_and_changes_nothing,
     the_bearer_scheme_is_case_insensitive,
     routing_answers_404_and_405_with_problems,
@@ -300,6 +302,115 @@ async fn acting_as_refuses_a_request_meant_for_an_agent_once_the_impersonation_e
         .problem(409, "conflict");
     let read = api.get(&s.agent1.token, &path).await;
     assert_eq!(read.body["phone"], "+1 555 0103");
+}
+
+/// Changes the log behind the server's back, as someone with the database's
+/// keys would (the append-only triggers switched off first).
+async fn tamper(app: &App, sql: &str) {
+    let off = match app.store().database().backend_name() {
+        "sqlite" => "DROP TRIGGER events_no_update; DROP TRIGGER events_no_delete;",
+        _ => "ALTER TABLE events DISABLE TRIGGER USER;",
+    };
+    crm_events::on_pool!(app.store().database(), |pool| sqlx::raw_sql(&format!(
+        "{off} {sql}"
+    ))
+    .execute(pool)
+    .await
+    .map(drop))
+    .unwrap();
+}
+
+async fn health_of(api: &Api) -> serde_json::Value {
+    api.call(Method::GET, "/healthz", None, None, &[])
+        .await
+        .body
+}
+
+async fn the_server_watches_its_chain_and_a_break_shows_in_health_and_on_audit_responses(
+    db: &TestDatabase,
+) {
+    let (api, s) = demo(db).await;
+    let first = api.app.check_chain().await.unwrap();
+    let head = head(&api.app).await.0;
+    assert_eq!((first.ok, first.checked_to), (true, head));
+    let health = health_of(&api).await;
+    assert_eq!(health["status"], "ok", "{health}");
+    assert_eq!(health["chain"]["checked_to"], head);
+    let audit = api.get(&s.auditor.token, "/api/audit/changes").await;
+    assert_eq!(audit.header("x-chain-intact"), Some("true"));
+
+    // The next round reads only what came since.
+    lead_of(&api.app, &s.agent1.ctx, "Checked later").await;
+    let later = api.app.check_chain().await.unwrap();
+    assert_eq!(later.checked_to, head + 1);
+
+    // An event appended since the last round is altered: the next round finds it.
+    lead_of(&api.app, &s.agent1.ctx, "Altered").await;
+    api.app.settle().await.unwrap();
+    let altered = head + 2;
+    tamper(
+        &api.app,
+        &format!(
+            "UPDATE events SET payload = replace(payload, 'Altered', 'Forged') \
+             WHERE position = {altered};"
+        ),
+    )
+    .await;
+    let broken = api.app.check_chain().await.unwrap();
+    assert_eq!(
+        (broken.ok, broken.first_bad_position),
+        (false, Some(altered))
+    );
+    let health = health_of(&api).await;
+    assert_eq!(health["status"], "degraded", "{health}");
+    assert_eq!(health["chain"]["first_bad_position"], altered);
+    for path in [
+        "/api/audit/changes",
+        "/api/audit/impersonations",
+        "/api/audit/verify",
+    ] {
+        let reply = api.get(&s.auditor.token, path).await;
+        assert_eq!(reply.header("x-chain-intact"), Some("false"), "{path}");
+    }
+    // Other pages are served as before, without the header.
+    let leads = api.get(&s.agent1.token, "/api/leads").await;
+    assert_eq!((leads.status, leads.header("x-chain-intact")), (200, None));
+
+    // A server started on a log altered earlier finds it in its first round.
+    let restarted = Api::new(
+        App::start(EventStore::open(&db.url).await.unwrap(), Clock::system())
+            .await
+            .unwrap(),
+    );
+    assert_eq!(
+        health_of(&restarted).await["status"],
+        "ok",
+        "not checked yet"
+    );
+    let found = restarted.app.check_chain().await.unwrap();
+    assert_eq!(found.first_bad_position, Some(altered));
+    assert_eq!(health_of(&restarted).await["status"], "degraded");
+}
+
+/// The last events removed, with the head left as it was: the next round says
+/// the log stops short.
+async fn a_removed_tail_is_found_by_the_next_round(db: &TestDatabase) {
+    let (api, s) = demo(db).await;
+    api.app.check_chain().await.unwrap();
+    let head = head(&api.app).await.0;
+    for i in 0..3 {
+        lead_of(&api.app, &s.agent1.ctx, &format!("Removed {i}")).await;
+    }
+    tamper(
+        &api.app,
+        &format!("DELETE FROM events WHERE position > {};", head + 1),
+    )
+    .await;
+    let found = api.app.check_chain().await.unwrap();
+    assert_eq!(
+        (found.ok, found.first_bad_position),
+        (false, Some(head + 2))
+    );
 }
 
 async fn a_body_that_is_not_a_json_object_is_refused_and_changes_nothing(db: &TestDatabase) {

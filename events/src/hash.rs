@@ -180,50 +180,104 @@ impl ChainVerifier {
     #[must_use]
     pub fn finish(mut self, heads: &[ChainHead]) -> VerifyReport {
         if self.failure.is_none() {
-            let mut missing: Option<(Position, String)> = None;
-            let mut note = |at: Position, why: String| {
-                if missing.as_ref().is_none_or(|(p, _)| at < *p) {
-                    missing = Some((at, why));
-                }
-            };
-            for head in heads {
-                let tip = self.tips.get(&head.site_id);
-                let intact = tip.is_some_and(|t| {
-                    t.hash == head.last_hash
-                        && t.position == head.last_position
-                        && t.count == head.event_count
-                });
-                if !intact {
-                    // The site's events stop short of its head: the first missing one
-                    // comes after the last event read (of the whole log when it is
-                    // dense, else of this site).
-                    let last_read = if self.dense {
-                        self.last_position
-                    } else {
-                        tip.map(|t| t.position)
-                    };
-                    let at = last_read
-                        .unwrap_or(Position::START)
-                        .next()
-                        .min(head.last_position);
-                    note(
-                        at,
-                        format!("site {} ends before its recorded head", head.site_id),
-                    );
-                }
-            }
-            for (site, tip) in &self.tips {
-                if !heads.iter().any(|h| h.site_id == *site) {
-                    note(tip.position, format!("site {site} has no recorded head"));
-                }
-            }
-            self.failure = missing;
+            self.failure = self.departures(heads, None);
         }
+        self.report()
+    }
+
+    /// Where the chain read so far departs from the recorded heads, judging only
+    /// the heads at or before `up_to` (all when `None`): a head past it may belong
+    /// to events appended after the reading stopped.
+    fn departures(
+        &self,
+        heads: &[ChainHead],
+        up_to: Option<Position>,
+    ) -> Option<(Position, String)> {
+        let mut missing: Option<(Position, String)> = None;
+        let mut note = |at: Position, why: String| {
+            if missing.as_ref().is_none_or(|(p, _)| at < *p) {
+                missing = Some((at, why));
+            }
+        };
+        for head in heads {
+            if up_to.is_some_and(|up_to| head.last_position > up_to) {
+                continue;
+            }
+            let tip = self.tips.get(&head.site_id);
+            let intact = tip.is_some_and(|t| {
+                t.hash == head.last_hash
+                    && t.position == head.last_position
+                    && t.count == head.event_count
+            });
+            if !intact {
+                // The site's events stop short of its head: the first missing one
+                // comes after the last event read (of the whole log when it is
+                // dense, else of this site).
+                let last_read = if self.dense {
+                    self.last_position
+                } else {
+                    tip.map(|t| t.position)
+                };
+                let at = last_read
+                    .unwrap_or(Position::START)
+                    .next()
+                    .min(head.last_position);
+                note(
+                    at,
+                    format!("site {} ends before its recorded head", head.site_id),
+                );
+            }
+        }
+        for (site, tip) in &self.tips {
+            if !heads.iter().any(|h| h.site_id == *site) {
+                note(tip.position, format!("site {site} has no recorded head"));
+            }
+        }
+        missing
+    }
+
+    /// The report so far, without consuming the verifier: for a verification that
+    /// goes on as the log grows ([`ChainVerifier::check_heads`] first).
+    #[must_use]
+    pub fn report(&self) -> VerifyReport {
         VerifyReport {
             ok: self.failure.is_none(),
             events_checked: self.checked,
             first_bad_position: self.failure.as_ref().map(|(p, _)| *p),
-            problem: self.failure.map(|(_, why)| why),
+            problem: self.failure.as_ref().map(|(_, why)| why.clone()),
+        }
+    }
+
+    /// Compares the recorded heads at or before `up_to` with the chain read so far
+    /// (see [`ChainVerifier::finish`]); the verifier can go on reading after it.
+    pub fn check_heads(&mut self, heads: &[ChainHead], up_to: Position) {
+        if self.failure.is_none() {
+            self.failure = self.departures(heads, Some(up_to));
+        }
+    }
+
+    /// The last position read so far.
+    #[must_use]
+    pub fn checked_to(&self) -> Position {
+        self.last_position.unwrap_or(Position::START)
+    }
+
+    /// Records a break when the events read stop short of `head`, the log's last
+    /// position read before them: the ones after are missing.
+    pub fn expect_up_to(&mut self, head: Position) {
+        if self.failure.is_none() && self.checked_to() < head {
+            let at = self.checked_to().next();
+            self.failure = Some((
+                at,
+                format!("event missing from the log (its head is at {})", head.0),
+            ));
+        }
+    }
+
+    /// Records that the row at `position` could not be read at all.
+    pub fn unreadable(&mut self, position: Position, reason: String) {
+        if self.failure.is_none() {
+            self.failure = Some((position, format!("unreadable: {reason}")));
         }
     }
 

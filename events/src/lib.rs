@@ -36,6 +36,6 @@ pub use envelope::{
     StreamAppend, StreamAppended, StreamKey, StreamType,
 };
 pub use error::StoreError;
-pub use hash::VerifyReport;
+pub use hash::{ChainVerifier, VerifyReport};
 pub use store::bulk::{Bind, NullOf, Rows, Updates};
 pub use store::{AppendHook, Changes, Database, EventStore, SideWrite, StoreOptions, Tx};

@@ -11,6 +11,7 @@
 
 pub mod accounts;
 mod aggregates;
+pub mod chain;
 pub mod clock;
 pub mod context;
 pub mod error;
@@ -31,6 +32,7 @@ use crm_events::{
 use crm_projections::Projector;
 
 pub use aggregates::Loaded;
+pub use chain::ChainStatus;
 pub use clock::Clock;
 pub use context::RequestContext;
 pub use error::AppError;
@@ -55,6 +57,7 @@ pub struct App {
     clock: Clock,
     caches: Arc<aggregates::Caches>,
     throttle: Arc<throttle::LoginThrottle>,
+    chain: chain::SharedChainWatch,
 }
 
 impl App {
@@ -71,6 +74,7 @@ impl App {
             clock,
             caches: Arc::default(),
             throttle: Arc::default(),
+            chain: Arc::default(),
         })
     }
 

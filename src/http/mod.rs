@@ -119,6 +119,7 @@ pub fn router(state: AppState) -> Router {
             state.clone(),
             idempotency::replay_or_record,
         ))
+        .layer(middleware::from_fn_with_state(state.clone(), chain_intact))
         .layer(middleware::from_fn(timeout_except_streams))
         .layer(middleware::from_fn(request_id))
         .with_state(state)
@@ -130,10 +131,15 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
     documented().split_for_parts().1
 }
 
-/// `GET /healthz`: 200 when the database answers.
+/// `GET /healthz`: 200 when the database answers, `degraded` when the hash chain
+/// is broken (with the first bad position), 503 when the database does not answer.
 async fn health(State(state): State<AppState>) -> Response {
     match state.app.store().head().await {
-        Ok(_) => Json(serde_json::json!({"status": "ok"})).into_response(),
+        Ok(_) => {
+            let chain = state.app.chain_status();
+            let status = if chain.ok { "ok" } else { "degraded" };
+            Json(serde_json::json!({"status": status, "chain": chain})).into_response()
+        }
         Err(error) => {
             tracing::error!(%error, "health check failed");
             (
@@ -143,6 +149,24 @@ async fn health(State(state): State<AppState>) -> Response {
                 .into_response()
         }
     }
+}
+
+/// Every audit response says whether the server last found its chain intact
+/// (`X-Chain-Intact: true|false`).
+async fn chain_intact(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let audit = request.uri().path().starts_with("/api/audit");
+    let mut response = next.run(request).await;
+    if audit {
+        let intact = if state.app.chain_status().ok {
+            "true"
+        } else {
+            "false"
+        };
+        response
+            .headers_mut()
+            .insert("x-chain-intact", HeaderValue::from_static(intact));
+    }
+    response
 }
 
 /// Gives each request an id: the correlation id of every event it appends, the

@@ -468,6 +468,52 @@ impl EventStore {
         Ok(verifier.finish(&heads))
     }
 
+    /// Goes on verifying the whole log's hash chain from where `verifier` stopped
+    /// (start with [`ChainVerifier::for_whole_log`]): reads only the events
+    /// appended since, then compares every site's recorded head up to there.
+    /// Once a break is found it stays found; later calls read nothing.
+    ///
+    /// # Errors
+    /// Database errors. A corrupt row is reported as a break, not an error.
+    pub async fn verify_since(
+        &self,
+        verifier: &mut ChainVerifier,
+    ) -> Result<VerifyReport, StoreError> {
+        if verifier.failed() {
+            return Ok(verifier.report());
+        }
+        let head = self.head().await?;
+        while verifier.checked_to() < head && !verifier.failed() {
+            let page = match self.read_all(verifier.checked_to(), 2_000).await {
+                Ok(page) => page,
+                Err(StoreError::CorruptEvent { position, reason }) => {
+                    // Read up to it one by one: a break before it comes first.
+                    let mut cursor = verifier.checked_to();
+                    while let Ok(one) = self.read_all(cursor, 1).await {
+                        let Some(event) = one.first() else { break };
+                        verifier.check(event);
+                        cursor = event.position;
+                    }
+                    verifier.unreadable(position, reason);
+                    break;
+                }
+                Err(other) => return Err(other),
+            };
+            if page.is_empty() {
+                break;
+            }
+            for event in &page {
+                verifier.check(event);
+            }
+        }
+        // Every position up to the head read first is committed: one missing is a
+        // removed event, the last ones included.
+        verifier.expect_up_to(head);
+        let heads = self.chain_heads(None).await?;
+        verifier.check_heads(&heads, verifier.checked_to());
+        Ok(verifier.report())
+    }
+
     /// The recorded head of each site's chain (or of one site's).
     ///
     /// # Errors

@@ -1,0 +1,121 @@
+//! The server watches its own hash chain: verified at start and then every
+//! minute, each time only from where the last round stopped (never a rescan of
+//! the whole log per minute). A break shows in `/healthz` (`degraded`, with the
+//! first bad position), on every audit response (`X-Chain-Intact: false`) and in
+//! the log, naming the site and the position.
+
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use crm_events::{ChainVerifier, Position, VerifyReport};
+use serde::Serialize;
+
+use super::{App, AppError};
+
+/// What the server knows of its chain.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+pub struct ChainStatus {
+    /// No break found up to `checked_to`.
+    pub ok: bool,
+    /// The last position verified.
+    pub checked_to: i64,
+    /// The first position at which the log departs from its chain.
+    pub first_bad_position: Option<i64>,
+}
+
+/// The verification in progress and its last result.
+#[derive(Debug)]
+pub(crate) struct ChainWatch {
+    verifier: tokio::sync::Mutex<ChainVerifier>,
+    status: RwLock<ChainStatus>,
+}
+
+impl Default for ChainWatch {
+    fn default() -> Self {
+        Self {
+            verifier: tokio::sync::Mutex::new(ChainVerifier::for_whole_log()),
+            status: RwLock::new(ChainStatus {
+                ok: true,
+                checked_to: 0,
+                first_bad_position: None,
+            }),
+        }
+    }
+}
+
+impl App {
+    /// The chain as last verified (see [`App::check_chain`]).
+    #[must_use]
+    pub fn chain_status(&self) -> ChainStatus {
+        self.chain
+            .status
+            .read()
+            .map(|status| status.clone())
+            .unwrap_or(ChainStatus {
+                ok: false,
+                checked_to: 0,
+                first_bad_position: None,
+            })
+    }
+
+    /// Verifies what was appended since the last round (the whole log, the first
+    /// time) and records the result; a break found is logged once, naming the
+    /// site and the position.
+    ///
+    /// # Errors
+    /// Store failures (the status is left as it was).
+    pub async fn check_chain(&self) -> Result<ChainStatus, AppError> {
+        let mut verifier = self.chain.verifier.lock().await;
+        let was_ok = !verifier.failed();
+        let report = self.store.verify_since(&mut verifier).await?;
+        let status = ChainStatus {
+            ok: report.ok,
+            checked_to: verifier.checked_to().0,
+            first_bad_position: report.first_bad_position.map(|p| p.0),
+        };
+        drop(verifier);
+        if was_ok && !report.ok {
+            self.log_break(&report).await;
+        }
+        if let Ok(mut kept) = self.chain.status.write() {
+            kept.clone_from(&status);
+        }
+        Ok(status)
+    }
+
+    async fn log_break(&self, report: &VerifyReport) {
+        let position = report.first_bad_position.unwrap_or(Position::START);
+        let site = self
+            .store
+            .read_all(Position(position.0 - 1), 1)
+            .await
+            .ok()
+            .and_then(|events| events.first().map(|e| e.site_id.to_string()));
+        tracing::error!(
+            position = position.0,
+            site = site.as_deref().unwrap_or("unknown"),
+            problem = report.problem.as_deref().unwrap_or(""),
+            "the event log's hash chain is broken: the log was changed outside the server"
+        );
+    }
+
+    /// Runs [`App::check_chain`] now and then every `interval`, until the
+    /// returned task is aborted or the store closes.
+    #[must_use]
+    pub fn watch_chain(&self, interval: Duration) -> tokio::task::JoinHandle<()> {
+        let app = self.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(interval);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            while !app.store.database().is_closed() {
+                tick.tick().await;
+                if let Err(error) = app.check_chain().await {
+                    tracing::warn!(%error, "could not verify the event log's hash chain");
+                }
+            }
+        })
+    }
+}
+
+/// Shared between the clones of one [`App`].
+pub(crate) type SharedChainWatch = Arc<ChainWatch>;

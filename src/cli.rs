@@ -40,6 +40,15 @@ pub enum Command {
         #[arg(long)]
         demo: bool,
     },
+    /// Apply the database migrations (every command does when it may; on
+    /// PostgreSQL run this as the database's owner), and with `--app-role` let that
+    /// role run `crm serve` with least privilege: only SELECT and INSERT on the
+    /// events table.
+    Migrate {
+        /// The PostgreSQL role `crm serve` will connect as.
+        #[arg(long, value_name = "ROLE")]
+        app_role: Option<String>,
+    },
     /// Sites.
     Site {
         #[command(subcommand)]
@@ -201,6 +210,18 @@ async fn run(cli: Cli) -> Result<ExitCode, CliError> {
     let store = EventStore::open(&cli.database_url).await?;
     match cli.command {
         Command::Serve { bind, demo } => serve(store, bind, demo).await,
+        Command::Migrate { app_role } => {
+            say!("migrations applied");
+            if let Some(role) = app_role {
+                let mut disposable = vec!["projection_checkpoints", "projection_deferred_indexes"];
+                for projection in crm_projections::all() {
+                    disposable.extend(projection.tables());
+                }
+                store.grant_least_privilege(&role, &disposable).await?;
+                say!("{role} may serve: SELECT and INSERT on events, and owns the projections' tables");
+            }
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Site {
             command:
                 SiteCommand::Create {

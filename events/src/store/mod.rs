@@ -218,6 +218,31 @@ impl EventStore {
         })
     }
 
+    /// On PostgreSQL, lets `role` run `crm serve` with least privilege (see the
+    /// README): only SELECT and INSERT on the events table, which it does not own;
+    /// reads and writes of the other tables; ownership of `disposable`, the
+    /// projections' tables. Run as the database's owner.
+    ///
+    /// # Errors
+    /// [`StoreError::UnsupportedUrl`] on SQLite, which has no roles; a role name
+    /// that is not one; database errors (a role that does not exist, an owner
+    /// that may not grant).
+    pub async fn grant_least_privilege(
+        &self,
+        role: &str,
+        disposable: &[&str],
+    ) -> Result<(), StoreError> {
+        match &self.inner.db {
+            Database::Postgres(pool) => {
+                postgres::grant_least_privilege(pool, role, disposable).await
+            }
+            Database::Sqlite(_) => Err(StoreError::UnsupportedUrl(
+                "roles are PostgreSQL's: a SQLite database is a file, guarded by its permissions"
+                    .into(),
+            )),
+        }
+    }
+
     /// The database behind the store.
     #[must_use]
     pub fn database(&self) -> &Database {

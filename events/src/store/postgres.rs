@@ -52,8 +52,73 @@ pub(crate) async fn open(url: &str) -> Result<(PgPool, PgConnectOptions), StoreE
         })
         .connect_with(options.clone())
         .await?;
-    MIGRATOR.run(&pool).await?;
+    // A server connected as a role of least privilege may not create anything:
+    // it runs on a database its owner migrated (`crm migrate`), and only an
+    // unmigrated one makes it try (and say what to do if it may not).
+    if !migrated(&pool).await {
+        MIGRATOR.run(&pool).await.map_err(|error| {
+            StoreError::Migration(sqlx::migrate::MigrateError::Source(
+                format!(
+                    "{error}; apply the migrations as the database's owner first \
+                     (crm migrate --database-url <owner's URL>)"
+                )
+                .into(),
+            ))
+        })?;
+    }
     Ok((pool, options))
+}
+
+/// Whether every embedded migration is applied, unchanged.
+async fn migrated(pool: &PgPool) -> bool {
+    let applied: Result<Vec<(i64, Vec<u8>)>, _> =
+        sqlx::query_as("SELECT version, checksum FROM _sqlx_migrations WHERE success")
+            .fetch_all(pool)
+            .await;
+    let Ok(applied) = applied else { return false };
+    MIGRATOR
+        .iter()
+        .filter(|m| !m.migration_type.is_down_migration())
+        .all(|m| {
+            applied
+                .iter()
+                .any(|(version, checksum)| *version == m.version && *checksum == *m.checksum)
+        })
+}
+
+/// Lets `role` serve the database with least privilege: it may only read and
+/// append the events table (no UPDATE, DELETE or TRUNCATE, and, not owning it, it
+/// cannot switch its triggers off); it reads and writes the store's bookkeeping,
+/// credentials and sessions; it owns `disposable` (the projections' tables, which
+/// a rebuild empties and re-indexes: creating an index needs CREATE on the
+/// schema). Run by the database's owner; safe to run again after new migrations.
+pub(crate) async fn grant_least_privilege(
+    pool: &PgPool,
+    role: &str,
+    disposable: &[&str],
+) -> Result<(), StoreError> {
+    let valid = !role.is_empty()
+        && role.len() <= 63
+        && role.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+    if !valid {
+        return Err(StoreError::Database(sqlx::Error::Protocol(format!(
+            "{role:?} is not a role name (letters, digits and _)"
+        ))));
+    }
+    let mut sql = format!(
+        "GRANT USAGE, CREATE ON SCHEMA public TO {role}; \
+         GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO {role}; \
+         REVOKE ALL ON events FROM {role}; \
+         GRANT SELECT, INSERT ON events TO {role}; \
+         REVOKE ALL ON _sqlx_migrations FROM {role}; \
+         GRANT SELECT ON _sqlx_migrations TO {role}; \
+         GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA public TO {role};"
+    );
+    for table in disposable {
+        sql.push_str(&format!(" ALTER TABLE {table} OWNER TO {role};"));
+    }
+    sqlx::raw_sql(&sql).execute(pool).await?;
+    Ok(())
 }
 
 /// Starts the transaction, takes the log's write lock (the head's row lock) and

@@ -22,6 +22,7 @@ backend_tests!(
     a_failed_append_leaves_credentials_and_sessions_untouched,
     a_refused_row_beside_the_log_appends_nothing,
     a_request_dropped_at_any_await_point_writes_both_or_neither,
+    a_write_dropped_at_any_await_point_and_retried_with_its_key_lands_once,
 );
 
 /// Runs `sql` as it is (trigger definitions included). On SQLite a read comes
@@ -398,4 +399,55 @@ async fn a_request_dropped_at_any_await_point_writes_both_or_neither(db: &TestDa
     // Some drops fell after the request reached the writer: the caller was gone,
     // and the append and its rows committed together all the same.
     assert!(committed > 0, "no drop fell after an append was sent");
+}
+
+/// The answer a client never got: an HTTP write with an `Idempotency-Key` dropped
+/// at each of its await points (a timeout, a client gone), then sent again with
+/// the same key. Whether or not the first attempt committed (and whether or not
+/// its answer was kept), the retry answers as a success and the note is in the
+/// log exactly once: the store's record of the key commits with the events.
+async fn a_write_dropped_at_any_await_point_and_retried_with_its_key_lands_once(db: &TestDatabase) {
+    use axum::body::Body;
+    use axum::http::Request;
+
+    let (api, s) = support::http::demo(db).await;
+    let lead = lead_of(&api.app, &s.agent1.ctx, "Dana Novak").await;
+    let note = |key: &str| {
+        Request::post(format!("/api/leads/{lead}/notes"))
+            .header("authorization", format!("Bearer {}", s.agent1.token))
+            .header("content-type", "application/json")
+            .header("idempotency-key", key)
+            .body(Body::from(format!(r#"{{"body": "note {key}"}}"#)))
+            .unwrap()
+    };
+    let mut dropped_after_commit = 0;
+    for polls in 1.. {
+        let key = format!("retry-{polls}");
+        let first = dropped_after(
+            polls,
+            tower::ServiceExt::oneshot(api.router.clone(), note(&key)),
+        )
+        .await;
+        after_the_writer(&api.app, &s).await;
+        let landed = count_notes(&api.app, &key).await;
+        if first.is_none() && landed == 1 {
+            dropped_after_commit += 1;
+        }
+        let retry = api.send(note(&key)).await;
+        assert_eq!(retry.status, 201, "{key}: {}", retry.body);
+        assert_eq!(retry.body["body"], format!("note {key}"));
+        assert_eq!(count_notes(&api.app, &key).await, 1, "{key}: once");
+        if first.is_some() {
+            break;
+        }
+    }
+    assert!(dropped_after_commit > 0, "some drops fell after the commit");
+}
+
+async fn count_notes(app: &App, key: &str) -> usize {
+    events_after(app, Position::START)
+        .await
+        .iter()
+        .filter(|e| e.event_type == "LeadNoteAdded" && e.payload.contains(&format!("note {key}")))
+        .count()
 }

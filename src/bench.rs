@@ -39,6 +39,13 @@ pub struct Report {
     pub raw_insert_per_s: f64,
     pub command_per_s: f64,
     pub command_per_s_c16: f64,
+    /// Two servers (two stores on the database) with 16 writers each, on the
+    /// same 8 leads, a fixed number of commands each.
+    pub two_servers_command_per_s: f64,
+    /// Of those, commands that failed for another reason than a conflict.
+    pub two_servers_errors: u64,
+    /// Deadlocks PostgreSQL counted meanwhile (0 on SQLite).
+    pub two_servers_deadlocks: i64,
     pub raw_scan_per_s: f64,
     pub rebuild_per_s: f64,
     pub audit_query_p50_ms: f64,
@@ -102,6 +109,9 @@ pub async fn run(url: &str, events: u64, phase: Duration) -> Result<Report, AppE
     let command_per_s = commands(&app, &sites, 1, phase).await?;
     starting("lead commands, 16 writers");
     let command_per_s_c16 = commands(&app, &sites, 16, phase).await?;
+    starting("lead commands, two servers with 16 writers each on the same leads");
+    let (two_servers_command_per_s, two_servers_errors, two_servers_deadlocks) =
+        two_servers(&app, url, &sites).await?;
     starting("audit and Lead Manager queries");
     let (audit_query_p50_ms, audit_query_p99_ms) = audit_queries(&app, &sites).await?;
     let (lead_page_p50_ms, lead_page_p99_ms) = lead_pages(&app, &sites).await?;
@@ -116,6 +126,9 @@ pub async fn run(url: &str, events: u64, phase: Duration) -> Result<Report, AppE
         raw_insert_per_s,
         command_per_s,
         command_per_s_c16,
+        two_servers_command_per_s,
+        two_servers_errors,
+        two_servers_deadlocks,
         raw_scan_per_s,
         rebuild_per_s,
         audit_query_p50_ms,
@@ -465,16 +478,7 @@ async fn commands(
     for w in 0..writers {
         let site = &sites[w % sites.len()];
         let ctx = site.agents[w % site.agents.len()].0.clone();
-        let new = crate::domain::lead::NewLead {
-            name: PersonName::parse(&format!("Bench lead {w}")).map_err(invalid("name"))?,
-            email: None,
-            phone: None,
-            source: None,
-            stage: Stage::New,
-            tags: crate::domain::values::Tags::default(),
-            assigned_agent_id: None,
-        };
-        let (lead, _) = app.create_lead(&ctx, new).await?;
+        let lead = new_lead(app, &ctx, &format!("Bench lead {w}")).await?;
         leads.push((ctx, lead));
     }
     let done = Arc::new(AtomicU64::new(0));
@@ -509,6 +513,99 @@ async fn commands(
     // reflect the last one.
     app.settle().await?;
     Ok(done.load(Ordering::Relaxed) as f64 / started.elapsed().as_secs_f64())
+}
+
+/// A new lead of `ctx`'s, with only a name.
+async fn new_lead(app: &App, ctx: &RequestContext, name: &str) -> Result<LeadId, AppError> {
+    let new = crate::domain::lead::NewLead {
+        name: PersonName::parse(name).map_err(invalid("name"))?,
+        email: None,
+        phone: None,
+        source: None,
+        stage: Stage::New,
+        tags: crate::domain::values::Tags::default(),
+        assigned_agent_id: None,
+    };
+    Ok(app.create_lead(ctx, new).await?.0)
+}
+
+/// How many commands each writer of [`two_servers`] makes.
+const TWO_SERVERS_COMMANDS: usize = 100;
+
+/// A second server (a store and an application of its own) on the same
+/// database, and 16 writers on each, all on the same 8 leads, each making
+/// [`TWO_SERVERS_COMMANDS`] stage changes without `If-Match` (a lost race is
+/// decided again, as for a client): commands per second, failures other than a
+/// conflict, and deadlocks PostgreSQL counted meanwhile.
+async fn two_servers(
+    app: &App,
+    url: &str,
+    sites: &[BenchSite],
+) -> Result<(f64, u64, i64), AppError> {
+    let other = App::start(EventStore::open(url).await?, Clock::system()).await?;
+    let site = &sites[0];
+    let mut leads = Vec::new();
+    for l in 0..8 {
+        let ctx = site.agents[l % site.agents.len()].0.clone();
+        let lead = new_lead(app, &ctx, &format!("Shared lead {l}")).await?;
+        leads.push((ctx, lead));
+    }
+    let deadlocks_before = deadlocks(app.store()).await?;
+    let done = Arc::new(AtomicU64::new(0));
+    let errors = Arc::new(AtomicU64::new(0));
+    let started = Instant::now();
+    let tasks = (0..32).map(|w| {
+        let server = if w % 2 == 0 {
+            app.clone()
+        } else {
+            other.clone()
+        };
+        let (ctx, lead) = leads[w % leads.len()].clone();
+        let (done, errors) = (done.clone(), errors.clone());
+        tokio::spawn(async move {
+            for i in 0..TWO_SERVERS_COMMANDS {
+                let stage = if (i + w) % 2 == 0 {
+                    Stage::Contacted
+                } else {
+                    Stage::Nurture
+                };
+                let edit = LeadEdit {
+                    stage: Some(stage),
+                    ..LeadEdit::default()
+                };
+                match server.edit_lead(&ctx, lead, edit, None).await {
+                    Ok(_) => done.fetch_add(1, Ordering::Relaxed),
+                    Err(AppError::Conflict(_)) => 0,
+                    Err(error) => {
+                        tracing::warn!(%error, "a command of the two-server phase failed");
+                        errors.fetch_add(1, Ordering::Relaxed)
+                    }
+                };
+            }
+        })
+    });
+    for task in futures_util::future::join_all(tasks).await {
+        task.map_err(|e| AppError::Conflict(format!("a writer failed: {e}")))?;
+    }
+    app.settle().await?;
+    other.settle().await?;
+    let per_s = done.load(Ordering::Relaxed) as f64 / started.elapsed().as_secs_f64();
+    let deadlocks = deadlocks(app.store()).await? - deadlocks_before;
+    Ok((per_s, errors.load(Ordering::Relaxed), deadlocks))
+}
+
+/// The deadlocks PostgreSQL has counted in this database (0 on SQLite).
+async fn deadlocks(store: &EventStore) -> Result<i64, AppError> {
+    Ok(match store.database() {
+        crm_events::Database::Postgres(pool) => {
+            sqlx::query_scalar(
+                "SELECT deadlocks FROM pg_stat_database WHERE datname = current_database()",
+            )
+            .fetch_one(pool)
+            .await?
+        }
+        crm_events::Database::Sqlite(_) => 0,
+    })
 }
 
 fn percentiles(mut samples: Vec<f64>) -> (f64, f64) {

@@ -33,6 +33,7 @@ async fn a_small_bench_run_reports_every_figure(db: &TestDatabase) {
         "raw_insert_per_s",
         "command_per_s",
         "command_per_s_c16",
+        "two_servers_command_per_s",
         "raw_scan_per_s",
         "rebuild_per_s",
         "audit_query_p50_ms",
@@ -50,6 +51,9 @@ async fn a_small_bench_run_reports_every_figure(db: &TestDatabase) {
         );
     }
     assert!(report["events"].as_i64().unwrap() >= 2000);
+    // Two servers on the same leads: no failure but conflicts, no deadlock.
+    assert_eq!(report["two_servers_errors"], 0, "{report}");
+    assert_eq!(report["two_servers_deadlocks"], 0, "{report}");
     assert_eq!(report["backend"], db.backend());
 
     let again = Command::new(env!("CARGO_BIN_EXE_crm"))

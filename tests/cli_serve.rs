@@ -138,10 +138,11 @@ async fn serve_demo_seeds_once_answers_and_stops_on_sigterm(db: &TestDatabase) {
     let (mut server, addr, printed) = start_serve(db);
     assert!(printed[0].starts_with("Demo Realty seeded"), "{printed:?}");
     assert!(printed.iter().any(|l| l.contains("agent5@demo.example")));
-    assert_eq!(
-        http(&addr, "GET", "/healthz", None),
-        (200, r#"{"status":"ok"}"#.to_owned())
-    );
+    let (status, health) = http(&addr, "GET", "/healthz", None);
+    assert_eq!(status, 200, "{health}");
+    let health: serde_json::Value = serde_json::from_str(&health).unwrap();
+    assert_eq!(health["status"], "ok", "{health}");
+    assert_eq!(health["chain"]["ok"], true, "{health}");
     let (status, body) = http(
         &addr,
         "POST",

@@ -13,7 +13,7 @@ use std::process::Command;
 use crm_events::backend_tests;
 use crm_events::testing::TestDatabase;
 use serde_json::{json, Value};
-use support::serve::{login, request, Server};
+use support::serve::{login, request, start_serve_at, Server};
 
 backend_tests!(crm_serve_runs_on_a_role_that_may_only_read_and_append_the_log,);
 
@@ -90,34 +90,8 @@ fn walk_through(addr: &str, phone: &str) {
 }
 
 fn serve(url: &str) -> (Server, String) {
-    let mut server = Server(
-        Command::new(env!("CARGO_BIN_EXE_crm"))
-            .args([
-                "serve",
-                "--demo",
-                "--bind",
-                "127.0.0.1:0",
-                "--database-url",
-                url,
-            ])
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .unwrap(),
-    );
-    let stdout = server.0.stdout.take().unwrap();
-    let mut reader = std::io::BufRead::lines(std::io::BufReader::new(stdout));
-    for line in reader.by_ref() {
-        let line = line.unwrap();
-        if let Some(addr) = line.strip_prefix("crm listening on http://") {
-            let addr = addr.trim().to_owned();
-            std::thread::spawn(move || reader.for_each(drop));
-            return (server, addr);
-        }
-    }
-    let mut stderr = String::new();
-    std::io::Read::read_to_string(&mut server.0.stderr.take().unwrap(), &mut stderr).unwrap();
-    panic!("crm serve ended early: {stderr}");
+    let (server, addr, _) = start_serve_at(url);
+    (server, addr)
 }
 
 async fn crm_serve_runs_on_a_role_that_may_only_read_and_append_the_log(db: &TestDatabase) {

@@ -392,51 +392,71 @@ impl App {
 
     /// Records the end of each impersonation these sessions hold whose end is
     /// due: expired (at its expiry), held by a session that ended or expired, or
-    /// no longer allowed by the policy (revoked). The rest are left running.
+    /// no longer allowed by the policy (revoked). The rest are left running. One
+    /// that cannot be recorded does not hold up the others.
+    ///
+    /// # Errors
+    /// The last store failure met, after every session was tried.
     pub(crate) async fn end_impersonations_due(
         &self,
         held: &[SessionRow],
         correlation_id: CorrelationId,
     ) -> Result<(), AppError> {
+        let mut failed = Ok(());
         for session in held {
-            let (Some(id), Some(subject)) =
-                (session.impersonation_id, session.impersonated_user_id)
-            else {
-                continue;
-            };
-            let id = ImpersonationId::from_uuid(id);
-            let admin = self
-                .load_user(UserId::from_uuid(session.user_id))
-                .await?
-                .state;
-            let subject = self.load_user(UserId::from_uuid(subject)).await?.state;
-            let rules = self.load_site(admin.site_id).await?.state.rules;
-            let admin_caller = Caller::as_self(admin.view());
-            let now = self.clock.now();
-            let reason = if session.impersonation_expires_at.is_some_and(|at| at <= now) {
-                Some(EndReason::Expired)
-            } else if !session.is_live(now) {
-                Some(if session.ended_at.is_some() {
-                    EndReason::Revoked
-                } else {
-                    EndReason::Expired
-                })
-            } else if may_impersonate(&admin_caller, &subject.view(), &rules, true).is_err() {
-                Some(EndReason::Revoked)
-            } else {
-                None
-            };
-            let Some(reason) = reason else { continue };
-            let theirs = RequestContext {
-                caller: admin_caller,
-                session: session.token_hash(),
-                correlation_id,
-                idempotency_key: None,
-            };
-            self.end_impersonation_of(&theirs, id, subject.id, reason)
-                .await?;
+            if let Err(error) = self.end_if_due(session, correlation_id).await {
+                tracing::warn!(%error, "could not record the end of an impersonation");
+                failed = Err(error);
+            }
         }
-        Ok(())
+        failed
+    }
+
+    async fn end_if_due(
+        &self,
+        session: &SessionRow,
+        correlation_id: CorrelationId,
+    ) -> Result<(), AppError> {
+        let (Some(id), Some(subject)) = (session.impersonation_id, session.impersonated_user_id)
+        else {
+            return Ok(());
+        };
+        let id = ImpersonationId::from_uuid(id);
+        let admin = self
+            .load_user(UserId::from_uuid(session.user_id))
+            .await?
+            .state;
+        let subject = self.load_user(UserId::from_uuid(subject)).await?.state;
+        let rules = self.load_site(admin.site_id).await?.state.rules;
+        let admin_caller = Caller::as_self(admin.view());
+        // Sessions written before the expiry was kept with them: from the log.
+        let expires_at = match session.impersonation_expires_at {
+            Some(at) => at,
+            None => self.load_impersonation(id).await?.state.expires_at,
+        };
+        let now = self.clock.now();
+        let reason = if expires_at <= now {
+            EndReason::Expired
+        } else if !session.is_live(now) {
+            if session.ended_at.is_some() {
+                EndReason::Revoked
+            } else {
+                EndReason::Expired
+            }
+        } else if may_impersonate(&admin_caller, &subject.view(), &rules, true).is_err() {
+            EndReason::Revoked
+        } else {
+            return Ok(());
+        };
+        let theirs = RequestContext {
+            caller: admin_caller,
+            session: session.token_hash(),
+            correlation_id,
+            idempotency_key: None,
+        };
+        self.end_impersonation_of(&theirs, id, subject.id, reason)
+            .await
+            .map(drop)
     }
 
     /// Changes the caller's own password.

@@ -103,17 +103,12 @@ impl App {
     /// returned task is aborted or the store closes.
     #[must_use]
     pub fn watch_chain(&self, interval: Duration) -> tokio::task::JoinHandle<()> {
-        let app = self.clone();
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(interval);
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            while !app.store.database().is_closed() {
-                tick.tick().await;
-                if let Err(error) = app.check_chain().await {
-                    tracing::warn!(%error, "could not verify the event log's hash chain");
-                }
-            }
-        })
+        super::every(
+            self,
+            interval,
+            "could not verify the event log's hash chain",
+            |app| async move { app.check_chain().await.map(drop) },
+        )
     }
 }
 

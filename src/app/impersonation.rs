@@ -152,17 +152,12 @@ impl App {
     /// happens, whether or not anyone makes a request.
     #[must_use]
     pub fn watch_endings(&self, interval: std::time::Duration) -> tokio::task::JoinHandle<()> {
-        let app = self.clone();
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(interval);
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            while !app.store.database().is_closed() {
-                tick.tick().await;
-                if let Err(error) = app.record_due_endings().await {
-                    tracing::warn!(%error, "could not record the impersonations that ended");
-                }
-            }
-        })
+        super::every(
+            self,
+            interval,
+            "could not record the impersonations that ended",
+            |app| async move { app.record_due_endings().await },
+        )
     }
 
     /// Checks what a request says it acts as (`Acting-As`): the subject it acts

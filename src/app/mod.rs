@@ -181,6 +181,32 @@ impl App {
     }
 }
 
+/// Runs `round` on `app` now and then every `interval`, until the returned task
+/// is aborted or the store closes; a failed round is logged as `failing` says,
+/// and the next one comes all the same.
+fn every<F, Fut>(
+    app: &App,
+    interval: std::time::Duration,
+    failing: &'static str,
+    round: F,
+) -> tokio::task::JoinHandle<()>
+where
+    F: Fn(App) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = Result<(), AppError>> + Send,
+{
+    let app = app.clone();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        while !app.store.database().is_closed() {
+            tick.tick().await;
+            if let Err(error) = round(app.clone()).await {
+                tracing::warn!(%error, "{failing}");
+            }
+        }
+    })
+}
+
 fn written(outcome: &AppendOutcome) -> Written {
     Written {
         position: outcome.last_position,

@@ -119,6 +119,12 @@ impl Drop for Server {
 }
 
 pub fn start_serve(db: &TestDatabase) -> (Server, String, Vec<String>) {
+    start_serve_at(&db.url)
+}
+
+/// `crm serve --demo` on the database at `url`: the server, its address and what
+/// it printed before it listened.
+pub fn start_serve_at(url: &str) -> (Server, String, Vec<String>) {
     let mut server = Server(
         Command::new(env!("CARGO_BIN_EXE_crm"))
             .args([
@@ -127,7 +133,7 @@ pub fn start_serve(db: &TestDatabase) -> (Server, String, Vec<String>) {
                 "--bind",
                 "127.0.0.1:0",
                 "--database-url",
-                &db.url,
+                url,
             ])
             .stdout(Stdio::piped())
             .stderr(Stdio::null())

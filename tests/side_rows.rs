@@ -430,6 +430,8 @@ async fn a_write_dropped_at_any_await_point_and_retried_with_its_key_lands_once(
         .await;
         after_the_writer(&api.app, &s).await;
         let landed = count_notes(&api.app, &key).await;
+        // The key is reserved for the session with the note, or not at all.
+        assert_eq!(kept_keys(&api.app, &key).await, landed, "{key}");
         if first.is_none() && landed == 1 {
             dropped_after_commit += 1;
         }
@@ -437,11 +439,35 @@ async fn a_write_dropped_at_any_await_point_and_retried_with_its_key_lands_once(
         assert_eq!(retry.status, 201, "{key}: {}", retry.body);
         assert_eq!(retry.body["body"], format!("note {key}"));
         assert_eq!(count_notes(&api.app, &key).await, 1, "{key}: once");
+        // Answered as the replay it is whenever the first attempt committed.
+        assert_eq!(
+            retry.header("idempotent-replayed") == Some("true"),
+            landed == 1,
+            "{key}"
+        );
+        let again = api.send(note(&key)).await;
+        assert_eq!(
+            (again.status, again.header("idempotent-replayed")),
+            (201, Some("true"))
+        );
+        assert_eq!(again.body, retry.body);
         if first.is_some() {
             break;
         }
     }
     assert!(dropped_after_commit > 0, "some drops fell after the commit");
+}
+
+/// Rows of `http_idempotency` for `key`.
+async fn kept_keys(app: &App, key: &str) -> usize {
+    let n: i64 = on_pool!(app.store().database(), |pool| sqlx::query_scalar(
+        "SELECT count(*) FROM http_idempotency WHERE key = $1"
+    )
+    .bind(key)
+    .fetch_one(pool)
+    .await
+    .unwrap());
+    n as usize
 }
 
 async fn count_notes(app: &App, key: &str) -> usize {

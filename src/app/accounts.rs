@@ -133,6 +133,7 @@ impl App {
             session: token_hash,
             correlation_id,
             idempotency_key: None,
+            http_request: None,
         };
         let now = self.clock.now();
         let opened = sessions::session_opened(
@@ -196,6 +197,7 @@ impl App {
             session: token_hash,
             correlation_id,
             idempotency_key,
+            http_request: None,
         };
         if let Some(subject) = self.ongoing_impersonation(&ctx, &session).await? {
             ctx.caller = Caller {
@@ -453,6 +455,7 @@ impl App {
             session: session.token_hash(),
             correlation_id,
             idempotency_key: None,
+            http_request: None,
         };
         self.end_impersonation_of(&theirs, id, subject.id, reason)
             .await

@@ -98,6 +98,7 @@ impl App {
             session: [0; 32],
             correlation_id: crm_events::ids::CorrelationId::generate(),
             idempotency_key: None,
+            http_request: None,
         }
     }
 
@@ -164,6 +165,8 @@ impl App {
                 version: version_now,
             });
         }
+        let mut side = side;
+        side.extend(ctx.idempotency_reservation(self.clock.now()));
         let outcome = self
             .store
             .append_with(

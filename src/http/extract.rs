@@ -147,10 +147,14 @@ impl FromRequestParts<AppState> for Auth {
             .map(|v| v.to_str().map(str::to_owned))
             .transpose()
             .map_err(|_| ApiError::invalid("Idempotency-Key", "must be visible ASCII"))?;
-        let ctx = state
+        let mut ctx = state
             .app
             .authenticate(token, correlation_id(parts), key)
             .await?;
+        ctx.http_request = parts
+            .extensions
+            .get::<super::idempotency::Fingerprint>()
+            .map(|f| f.0);
         if let Some(claimed) = acting_as(&parts.headers)? {
             state.app.check_acting_as(&ctx, claimed).await?;
         }

@@ -1,6 +1,13 @@
 //! `Idempotency-Key` on writes: a retry with the same key and request gets the first
 //! response back (marked `idempotent-replayed: true`) and changes nothing; the same
 //! key with another request is a 409 `conflict`.
+//!
+//! What a request appends reserves its key for the session in the same transaction
+//! (a row with no answer yet; see `RequestContext::idempotency_reservation`), and
+//! the answer is kept in that row once it is known. A retry that finds the key
+//! reserved without an answer (the first attempt committed, but was cancelled or
+//! timed out before its answer was kept) runs again, the store recognising its
+//! append by the same key, which appends nothing, and is answered as a replay.
 
 use axum::body::{to_bytes, Body};
 use axum::extract::{Request, State};
@@ -15,6 +22,11 @@ use super::error::ApiError;
 use super::extract::bearer;
 use super::{AppState, MAX_BODY_BYTES};
 use crate::app::token_hash;
+
+/// The SHA-256 of a write sent with an idempotency key (method, path, body), for
+/// the command to reserve the key with what it appends.
+#[derive(Debug, Clone, Copy)]
+pub struct Fingerprint(pub [u8; 32]);
 
 /// Responses are small JSON documents; a larger one is not kept.
 const MAX_KEPT_RESPONSE: usize = 1024 * 1024;
@@ -53,25 +65,29 @@ pub(super) async fn replay_or_record(
     let fingerprint: [u8; 32] = hasher.finalize().into();
 
     let db = state.app.store().database();
-    match find(db, &token, &key).await {
+    let replay = match find(db, &token, &key).await {
         Err(error) => return ApiError::from(crm_events::StoreError::from(error)).into_response(),
-        Ok(Some(first)) if first.fingerprint == fingerprint => return first.into_response(),
-        Ok(Some(_)) => {
+        Ok(Some(first)) if first.fingerprint != fingerprint => {
             return ApiError::conflict(
                 "this Idempotency-Key was already used for a different request",
             )
             .into_response();
         }
-        Ok(None) => {}
-    }
+        Ok(Some(first)) if first.status != RESERVED => return first.into_response(),
+        // The first attempt committed; its answer was never kept.
+        Ok(Some(_)) => true,
+        Ok(None) => false,
+    };
 
+    let mut parts = parts;
+    parts.extensions.insert(Fingerprint(fingerprint));
     let response = next
         .run(Request::from_parts(parts, Body::from(bytes)))
         .await;
     if response.status().is_server_error() {
         return response;
     }
-    let (parts, body) = response.into_parts();
+    let (mut parts, body) = response.into_parts();
     let Ok(bytes) = to_bytes(body, MAX_KEPT_RESPONSE).await else {
         return (StatusCode::INTERNAL_SERVER_ERROR, "response too large").into_response();
     };
@@ -89,8 +105,17 @@ pub(super) async fn replay_or_record(
     if let Err(error) = keep(db, &token, &key, &kept).await {
         tracing::warn!(%error, "could not keep the response of an idempotent request");
     }
+    if replay {
+        parts
+            .headers
+            .insert("idempotent-replayed", HeaderValue::from_static("true"));
+    }
     Response::from_parts(parts, Body::from(bytes))
 }
+
+/// The status of a key reserved by the append that committed its request, whose
+/// answer is not kept (yet).
+const RESERVED: u16 = 0;
 
 /// A stored answer: fingerprint, status, content type, body.
 type KeptRow = (Vec<u8>, i64, Option<String>, Vec<u8>);
@@ -150,7 +175,9 @@ async fn keep(
     on_pool!(db, |pool| {
         sqlx::query(
         "INSERT INTO http_idempotency (token_hash, key, fingerprint, status, content_type, body, created_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (token_hash, key) DO NOTHING"
+         VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (token_hash, key) DO UPDATE \
+         SET status = excluded.status, content_type = excluded.content_type, body = excluded.body \
+         WHERE http_idempotency.status = 0"
     )
     .bind(token.as_slice())
     .bind(key)

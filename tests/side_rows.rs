@@ -396,6 +396,68 @@ async fn a_request_dropped_at_any_await_point_writes_both_or_neither(db: &TestDa
         }
     }
     committed += drops.committed();
+
+    // Signing out, each time a new session.
+    let mut drops = Drops::default();
+    for polls in 1.. {
+        let session = login(&app, "agent2@demo.example").await;
+        let events = count(&app, "UserLoggedOut").await;
+        let done = dropped_after(polls, app.logout(&session.ctx)).await;
+        after_the_writer(&app, &s).await;
+        let appended = count(&app, "UserLoggedOut").await > events;
+        let ended = app
+            .authenticate(&session.token, CorrelationId::generate(), None)
+            .await
+            .is_err();
+        match done {
+            Some(result) => {
+                result.unwrap();
+                assert!(appended && ended);
+                break;
+            }
+            None => drops.saw(appended, ended, "a sign-out", polls),
+        }
+    }
+    committed += drops.committed();
+
+    // Deactivating: the account's sessions end, and sign-ins stop, with the event.
+    let mut drops = Drops::default();
+    for polls in 1.. {
+        let session = login(&app, "agent2@demo.example").await;
+        let owner = again(&app, &s.owner).await;
+        let events = count(&app, "UserDeactivated").await;
+        let done = dropped_after(
+            polls,
+            app.update_user(&owner, s.agent2.id, None, Some(false), None),
+        )
+        .await;
+        after_the_writer(&app, &s).await;
+        let appended = count(&app, "UserDeactivated").await > events;
+        let signed_out = beside_the_log(&app, s.agent2.id)
+            .await
+            .1
+            .iter()
+            .all(|row| row.contains(":true:"));
+        let ended = app
+            .authenticate(&session.token, CorrelationId::generate(), None)
+            .await
+            .is_err();
+        assert_eq!(appended, ended, "deactivation dropped at await {polls}");
+        if appended {
+            app.update_user(&owner, s.agent2.id, None, Some(true), None)
+                .await
+                .unwrap();
+        }
+        match done {
+            Some(result) => {
+                result.unwrap();
+                assert!(appended && signed_out);
+                break;
+            }
+            None => drops.saw(appended, signed_out, "a deactivation", polls),
+        }
+    }
+    committed += drops.committed();
     // Some drops fell after the request reached the writer: the caller was gone,
     // and the append and its rows committed together all the same.
     assert!(committed > 0, "no drop fell after an append was sent");

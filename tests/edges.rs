@@ -190,6 +190,7 @@ backend_tests!(
     an_expired_impersonation_is_recorded_at_its_expiry_with_no_request_once_by_two_servers,
     deactivating_or_demoting_records_revoked_at_once_and_a_restart_keeps_it,
     acting_as_refuses_a_request_meant_for_an_agent_once_the_impersonation_ended,
+    a_write_in_flight_when_the_impersonation_ends_commits_nothing,
     the_server_watches_its_chain_and_a_break_shows_in_health_and_on_audit_responses,
     a_removed_tail_is_found_by_the_next_round,
     a_body_that_is_not_a_json_object_is_refused_and_changes_nothing,
@@ -411,6 +412,89 @@ async fn a_removed_tail_is_found_by_the_next_round(db: &TestDatabase) {
         (found.ok, found.first_bad_position),
         (false, Some(head + 2))
     );
+}
+
+/// A request authenticated while logged in as the agent, whose write reaches the
+/// store after the impersonation ended or lost its right: it commits nothing, and
+/// says why. (The session is checked in the write's own transaction.)
+async fn a_write_in_flight_when_the_impersonation_ends_commits_nothing(db: &TestDatabase) {
+    use crm::app::AppError;
+    use crm::domain::site::SiteSettingsEdit;
+    use crm_events::catalog::values::Role;
+
+    let (api, s) = demo(db).await;
+    let app = &api.app;
+    let lead = lead_of(app, &s.agent1.ctx, "Dana Novak").await;
+    let note = |ctx: crm::app::RequestContext| async move {
+        app.add_note(
+            &ctx,
+            lead,
+            crm::domain::values::NoteBody::parse("written late").unwrap(),
+        )
+        .await
+    };
+    let owner = s.owner.ctx.clone();
+    for case in [
+        "returned",
+        "agent deactivated",
+        "admin demoted",
+        "switched off",
+    ] {
+        let admin = login(app, "admin@demo.example").await;
+        let (acting, _) = app
+            .start_impersonation(&admin.ctx, s.agent1.id, reason("Help"))
+            .await
+            .unwrap();
+        // Authenticated now, written after the end.
+        match case {
+            "returned" => drop(app.return_to_admin(&acting).await.unwrap()),
+            "agent deactivated" => drop(
+                app.update_user(&owner, s.agent1.id, None, Some(false), None)
+                    .await
+                    .unwrap(),
+            ),
+            "admin demoted" => drop(
+                app.update_user(&owner, s.admin.id, Some(Role::Agent), None, None)
+                    .await
+                    .unwrap(),
+            ),
+            _ => {
+                let off = SiteSettingsEdit {
+                    enabled: Some(false),
+                    ..Default::default()
+                };
+                app.change_site_settings(&owner, off, None).await.unwrap();
+            }
+        }
+        let before = head(app).await;
+        let error = note(acting.clone()).await.unwrap_err();
+        assert!(
+            matches!(
+                error,
+                AppError::ImpersonationEnded { .. } | AppError::Conflict(_)
+            ),
+            "{case}: {error:?}"
+        );
+        if case == "returned" {
+            assert!(
+                matches!(error, AppError::ImpersonationEnded { .. }),
+                "{error:?}"
+            );
+        }
+        assert_eq!(head(app).await, before, "{case}: nothing was appended");
+        // Put things back for the next case.
+        app.update_user(&owner, s.agent1.id, None, Some(true), None)
+            .await
+            .unwrap();
+        app.update_user(&owner, s.admin.id, Some(Role::Admin), None, None)
+            .await
+            .unwrap();
+        let on = SiteSettingsEdit {
+            enabled: Some(true),
+            ..Default::default()
+        };
+        app.change_site_settings(&owner, on, None).await.unwrap();
+    }
 }
 
 async fn a_body_that_is_not_a_json_object_is_refused_and_changes_nothing(db: &TestDatabase) {

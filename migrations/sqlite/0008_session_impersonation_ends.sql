@@ -7,6 +7,12 @@
 -- says it acts as the agent (`Acting-As`) after that is told how and when it
 -- ended, instead of being applied as the admin. Both are written in the
 -- transaction that appends the start (and, for the first, the end).
+-- `impersonation_revoked_at` is set in the transaction of the change that
+-- withdraws the right (a deactivation, a demotion, the site switching it off),
+-- before the revocation's own `ImpersonationEnded` is appended: from that
+-- moment no write made in the impersonation commits. Every write made while
+-- logged in as someone checks, in its own transaction, that its session still
+-- holds the impersonation and that it is not revoked.
 -- `credentials.active` follows the account's activation, written with
 -- `UserDeactivated` and `UserReactivated`: a sign-in opens its session only while
 -- it holds, so a sign-in decided just before a deactivation cannot leave a
@@ -15,6 +21,7 @@
 
 ALTER TABLE sessions ADD COLUMN impersonation_expires_at TEXT;
 ALTER TABLE credentials ADD COLUMN active INTEGER NOT NULL DEFAULT 1;
+ALTER TABLE sessions ADD COLUMN impersonation_revoked_at TEXT;
 ALTER TABLE sessions ADD COLUMN last_impersonation_id BLOB;
 
 CREATE INDEX sessions_impersonating ON sessions (impersonation_id)

@@ -153,11 +153,26 @@ impl Projector {
     ///
     /// # Errors
     /// Store failures while catching up.
-    pub async fn wait_for(&self, position: Position) -> Result<(), StoreError> {
+    pub async fn wait_for(self: &Arc<Self>, position: Position) -> Result<(), StoreError> {
         if self.projected() < position {
-            self.catch_up_to(position).await?;
+            self.catch_up_to_whatever_the_caller_does(position).await?;
         }
         Ok(())
+    }
+
+    /// [`Projector::catch_up_to`] in a task of its own, awaited: a caller that
+    /// stops waiting (a request cancelled halfway, a client gone) cannot stop it
+    /// inside one of its transactions. (A transaction whose future is dropped
+    /// while it begins is never rolled back, and its connection goes back to the
+    /// pool still in it, holding the checkpoints' locks.)
+    async fn catch_up_to_whatever_the_caller_does(
+        self: &Arc<Self>,
+        position: Position,
+    ) -> Result<Position, StoreError> {
+        let projector = Arc::clone(self);
+        tokio::spawn(async move { projector.catch_up_to(position).await })
+            .await
+            .map_err(|_| StoreError::Closed)?
     }
 
     /// Returns once every projection has folded every append committed before it
@@ -168,10 +183,10 @@ impl Projector {
     ///
     /// # Errors
     /// Store failures while catching up.
-    pub async fn settle(&self) -> Result<(), StoreError> {
+    pub async fn settle(self: &Arc<Self>) -> Result<(), StoreError> {
         let head = self.store.head().await?;
         if self.projected() < head && !self.already_folded(head).await {
-            self.catch_up_to(head).await?;
+            self.catch_up_to_whatever_the_caller_does(head).await?;
         }
         Ok(())
     }

@@ -8,7 +8,7 @@ use crm_events::ids::{CorrelationId, ImpersonationId, SiteId, UserId};
 use crm_events::{DomainEvent, ExpectedVersion, Metadata, StoreError, StreamAppend};
 
 use super::aggregates::{site_stream, user_stream, Loaded};
-use super::sessions::{self, SessionRow};
+use super::sessions::{self, SessionRow, Withdrawn};
 use super::{expect, App, AppError, RequestContext, Written, SESSION_LIFETIME};
 use crate::domain::policy::{authorize, may_impersonate, Action, Caller};
 use crate::domain::site::{self, Site, SiteSettingsEdit};
@@ -365,14 +365,22 @@ impl App {
         let expected = expect(if_match, target.version)?;
         // Deactivation signs the user out everywhere and stops new sign-ins, in
         // the same transaction; reactivation lets them sign in again.
-        let side = match active {
+        let now = self.clock.now();
+        let mut side = match active {
             Some(false) if target.state.active => vec![
                 sessions::credentials_active(id, false),
-                sessions::sessions_of_user_closed(id, self.clock.now()),
+                sessions::sessions_of_user_closed(id, now),
             ],
             Some(true) if !target.state.active => vec![sessions::credentials_active(id, true)],
             _ => Vec::new(),
         };
+        // The impersonations the change withdraws the right to are marked
+        // revoked with it: no write made in them commits after it.
+        side.extend(
+            withdrawn(&target.state, role, active)
+                .into_iter()
+                .map(|w| sessions::impersonations_revoked(w, now)),
+        );
         let written = self
             .record_with(ctx, user_stream(id), expected, events, side)
             .await?;
@@ -439,6 +447,8 @@ impl App {
         let now = self.clock.now();
         let reason = if expires_at <= now {
             EndReason::Expired
+        } else if session.impersonation_revoked_at.is_some() {
+            EndReason::Revoked
         } else if !session.is_live(now) {
             if session.ended_at.is_some() {
                 EndReason::Revoked
@@ -528,8 +538,17 @@ impl App {
         let site = self.load_site(ctx.site()).await?;
         let expected = expect(if_match, site.version)?;
         let events = site::change_settings(&site.state, edit);
+        let switched_off = site.state.rules.enabled && edit.enabled == Some(false);
+        let side = if switched_off {
+            vec![sessions::impersonations_revoked(
+                Withdrawn::OnSite(ctx.site()),
+                self.clock.now(),
+            )]
+        } else {
+            Vec::new()
+        };
         let written = self
-            .record(ctx, site_stream(ctx.site()), expected, events)
+            .record_with(ctx, site_stream(ctx.site()), expected, events, side)
             .await?;
         // Switched off: every impersonation in progress is revoked now.
         let held = sessions::impersonations_of_site(self.store.database(), ctx.site()).await?;
@@ -548,4 +567,21 @@ fn email_taken(error: StoreError, email: &Email) -> AppError {
         } => AppError::Conflict(format!("{email} is already in use")),
         other => other.into(),
     }
+}
+
+/// Whose impersonations a change of `user`'s role and active flag withdraws the
+/// right to, as the policy has it: only active owners and admins log in as
+/// someone, and only into active agents.
+fn withdrawn(user: &User, role: Option<Role>, active: Option<bool>) -> Vec<Withdrawn> {
+    let mut withdrawn = Vec::new();
+    let deactivated = user.active && active == Some(false);
+    let role_after = role.unwrap_or(user.role);
+    let was_admin = matches!(user.role, Role::Owner | Role::Admin);
+    if was_admin && (deactivated || !matches!(role_after, Role::Owner | Role::Admin)) {
+        withdrawn.push(Withdrawn::AsAdmin(user.id));
+    }
+    if user.role == Role::Agent && (deactivated || role_after != Role::Agent) {
+        withdrawn.push(Withdrawn::AsSubject(user.id));
+    }
+    withdrawn
 }

@@ -26,8 +26,8 @@ use std::sync::Arc;
 
 use chrono::Duration;
 use crm_events::{
-    AppendOutcome, DomainEvent, EventStore, ExpectedVersion, Position, SideWrite, StreamAppend,
-    StreamKey,
+    AppendOutcome, DomainEvent, EventStore, ExpectedVersion, Position, SideWrite, StoreError,
+    StreamAppend, StreamKey, StreamType,
 };
 use crm_projections::Projector;
 
@@ -167,7 +167,15 @@ impl App {
         }
         let mut side = side;
         side.extend(ctx.idempotency_reservation(self.clock.now()));
-        let outcome = self
+        // A write made while logged in as someone commits only while the session
+        // still holds that impersonation (its own start and end excepted).
+        let acting = ctx
+            .impersonation()
+            .filter(|_| stream.stream_type != StreamType::Impersonation);
+        if let Some(id) = acting {
+            side.push(sessions::still_acting(&ctx.session, id));
+        }
+        let appended = self
             .store
             .append_with(
                 vec![StreamAppend {
@@ -179,8 +187,37 @@ impl App {
                 ctx.metadata(),
                 side,
             )
-            .await?;
-        Ok(written(&outcome))
+            .await;
+        match (appended, acting) {
+            (Ok(outcome), _) => Ok(written(&outcome)),
+            (
+                Err(StoreError::SideWriteRefused {
+                    what: sessions::ACTING,
+                    ..
+                }),
+                Some(id),
+            ) => Err(self.impersonation_gone(id).await),
+            (Err(error), _) => Err(error.into()),
+        }
+    }
+
+    /// Why a write made in impersonation `id` could not commit: how and when it
+    /// ended, or that it is being revoked.
+    async fn impersonation_gone(&self, id: crm_events::ids::ImpersonationId) -> AppError {
+        match self.load_impersonation(id).await {
+            Ok(session) => match session.state.ended {
+                Some((end_reason, ended_at)) => AppError::ImpersonationEnded {
+                    end_reason,
+                    ended_at,
+                },
+                None => AppError::Conflict(
+                    "this login as another user was revoked while the request ran; \
+                     nothing was changed"
+                        .into(),
+                ),
+            },
+            Err(error) => error,
+        }
     }
 }
 

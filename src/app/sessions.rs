@@ -157,6 +157,8 @@ pub(crate) struct SessionRow {
     pub impersonation_id: Option<Uuid>,
     pub impersonated_user_id: Option<Uuid>,
     pub impersonation_expires_at: Option<DateTime<Utc>>,
+    /// When a change withdrew the right to the impersonation it holds.
+    pub impersonation_revoked_at: Option<DateTime<Utc>>,
     /// The last impersonation the session took up, ended or not.
     pub last_impersonation_id: Option<Uuid>,
 }
@@ -243,7 +245,8 @@ pub(crate) fn impersonation_held(
     SideWrite::one(
         SESSION,
         "UPDATE sessions SET impersonation_id = $1, impersonated_user_id = $2, \
-         impersonation_expires_at = $3, last_impersonation_id = $1 \
+         impersonation_expires_at = $3, last_impersonation_id = $1, \
+         impersonation_revoked_at = NULL \
          WHERE token_hash = $4 AND impersonation_id IS NULL AND ended_at IS NULL",
         vec![
             id.as_uuid().into(),
@@ -261,7 +264,60 @@ pub(crate) fn impersonation_released(id: ImpersonationId) -> SideWrite {
 }
 
 const RELEASE: &str = "UPDATE sessions SET impersonation_id = NULL, impersonated_user_id = NULL, \
-     impersonation_expires_at = NULL WHERE impersonation_id = $1";
+     impersonation_expires_at = NULL, impersonation_revoked_at = NULL WHERE impersonation_id = $1";
+
+/// What [`SideWrite::what`] calls the check that a request still acts as the
+/// impersonation it was authenticated in.
+pub(crate) const ACTING: &str = "impersonation in progress";
+
+/// Written with whatever a request appends while logged in as someone: its
+/// session must still hold that impersonation, unrevoked, when the append
+/// commits (a Return to Admin, a sign-out, an expiry or a revocation that
+/// committed first refuses it).
+pub(crate) fn still_acting(token_hash: &[u8; 32], id: ImpersonationId) -> SideWrite {
+    SideWrite::one(
+        ACTING,
+        "UPDATE sessions SET impersonation_id = impersonation_id \
+         WHERE token_hash = $1 AND impersonation_id = $2 AND ended_at IS NULL \
+         AND impersonation_revoked_at IS NULL",
+        vec![token_hash.to_vec().into(), id.as_uuid().into()],
+    )
+}
+
+/// Whose impersonations a change withdraws the right to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Withdrawn {
+    /// Those `user` makes as the admin.
+    AsAdmin(UserId),
+    /// Those made as `user`.
+    AsSubject(UserId),
+    /// Every one on the site.
+    OnSite(SiteId),
+}
+
+/// Marks the impersonations a change withdraws the right to as revoked, written
+/// with the change: from then on no write made in them commits, and their end
+/// is recorded as `revoked` right after.
+pub(crate) fn impersonations_revoked(withdrawn: Withdrawn, now: DateTime<Utc>) -> SideWrite {
+    let (sql, id) = match withdrawn {
+        Withdrawn::AsAdmin(user) => (
+            "UPDATE sessions SET impersonation_revoked_at = $1 WHERE user_id = $2 \
+             AND impersonation_id IS NOT NULL AND impersonation_revoked_at IS NULL",
+            user.as_uuid(),
+        ),
+        Withdrawn::AsSubject(user) => (
+            "UPDATE sessions SET impersonation_revoked_at = $1 WHERE impersonated_user_id = $2 \
+             AND impersonation_id IS NOT NULL AND impersonation_revoked_at IS NULL",
+            user.as_uuid(),
+        ),
+        Withdrawn::OnSite(site) => (
+            "UPDATE sessions SET impersonation_revoked_at = $1 WHERE site_id = $2 \
+             AND impersonation_id IS NOT NULL AND impersonation_revoked_at IS NULL",
+            site.as_uuid(),
+        ),
+    };
+    SideWrite::any(SESSION, sql, vec![now.into(), id.into()])
+}
 
 /// Releases impersonation `id` from a session that still points at it although
 /// its end is in the log (a database written before ends and releases were one
@@ -276,8 +332,8 @@ pub(crate) async fn release_ended(db: &Database, id: ImpersonationId) -> Result<
 }
 
 const SESSION_COLUMNS: &str = "SELECT token_hash, user_id, site_id, expires_at, ended_at, \
-     impersonation_id, impersonated_user_id, impersonation_expires_at, last_impersonation_id \
-     FROM sessions";
+     impersonation_id, impersonated_user_id, impersonation_expires_at, impersonation_revoked_at, \
+     last_impersonation_id FROM sessions";
 
 /// The session with this token hash, ended or not.
 pub(crate) async fn find_session(

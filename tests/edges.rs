@@ -193,6 +193,7 @@ backend_tests!(
     a_write_in_flight_when_the_impersonation_ends_commits_nothing,
     the_server_watches_its_chain_and_a_break_shows_in_health_and_on_audit_responses,
     a_removed_tail_is_found_by_the_next_round,
+    a_change_to_events_verified_before_is_found_by_a_later_round,
     a_body_that_is_not_a_json_object_is_refused_and_changes_nothing,
     the_bearer_scheme_is_case_insensitive,
     routing_answers_404_and_405_with_problems,
@@ -495,6 +496,40 @@ async fn a_write_in_flight_when_the_impersonation_ends_commits_nothing(db: &Test
         };
         app.change_site_settings(&owner, on, None).await.unwrap();
     }
+}
+
+/// The rounds also verify the log again from the start, a slice at a time: an
+/// event verified long ago and changed since is found while the server runs, and
+/// so is a break a full verification asked for finds.
+async fn a_change_to_events_verified_before_is_found_by_a_later_round(db: &TestDatabase) {
+    let (api, s) = demo(db).await;
+    api.app.check_chain().await.unwrap();
+    api.app.check_chain().await.unwrap();
+    tamper(
+        &api.app,
+        "UPDATE events SET payload = replace(payload, 'Demo Realty', 'Forged Realty') \
+         WHERE position = 1;",
+    )
+    .await;
+    let found = api.app.check_chain().await.unwrap();
+    assert_eq!((found.ok, found.first_bad_position), (false, Some(1)));
+    assert_eq!(health_of(&api).await["status"], "degraded");
+
+    // Another server, before its first round: the verification asked for finds
+    // it, and the server's status says so from then on.
+    let other = Api::new(
+        App::start(EventStore::open(&db.url).await.unwrap(), Clock::system())
+            .await
+            .unwrap(),
+    );
+    assert_eq!(health_of(&other).await["status"], "ok");
+    let verify = other.get(&s.auditor.token, "/api/audit/verify").await;
+    assert_eq!(verify.body["ok"], false, "{}", verify.body);
+    let health = health_of(&other).await;
+    assert_eq!(health["status"], "degraded", "{health}");
+    assert_eq!(health["chain"]["first_bad_position"], 1);
+    let changes = other.get(&s.auditor.token, "/api/audit/changes").await;
+    assert_eq!(changes.header("x-chain-intact"), Some("false"));
 }
 
 async fn a_body_that_is_not_a_json_object_is_refused_and_changes_nothing(db: &TestDatabase) {

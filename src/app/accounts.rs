@@ -9,7 +9,7 @@ use crm_events::{DomainEvent, ExpectedVersion, Metadata, StoreError, StreamAppen
 
 use super::aggregates::{site_stream, user_stream, Loaded};
 use super::sessions::{self, SessionRow, Withdrawn};
-use super::{expect, App, AppError, RequestContext, Written, SESSION_LIFETIME};
+use super::{expect, retry_lost_races, App, AppError, RequestContext, Written, SESSION_LIFETIME};
 use crate::domain::policy::{authorize, may_impersonate, Action, Caller};
 use crate::domain::site::{self, Site, SiteSettingsEdit};
 use crate::domain::user::{self, User};
@@ -353,37 +353,43 @@ impl App {
         if_match: Option<u64>,
     ) -> Result<(User, Written), AppError> {
         authorize(&ctx.caller, Action::ManageUsers)?;
-        let target = self.user(ctx, id).await?;
-        let by = &ctx.caller.subject;
-        let mut events = Vec::new();
-        if let Some(role) = role {
-            events.extend(user::change_role(by, &target.state, role)?);
-        }
-        if let Some(active) = active {
-            events.extend(user::set_active(by, &target.state, active)?);
-        }
-        let expected = expect(if_match, target.version)?;
-        // Deactivation signs the user out everywhere and stops new sign-ins, in
-        // the same transaction; reactivation lets them sign in again.
-        let now = self.clock.now();
-        let mut side = match active {
-            Some(false) if target.state.active => vec![
-                sessions::credentials_active(id, false),
-                sessions::sessions_of_user_closed(id, now),
-            ],
-            Some(true) if !target.state.active => vec![sessions::credentials_active(id, true)],
-            _ => Vec::new(),
-        };
-        // The impersonations the change withdraws the right to are marked
-        // revoked with it: no write made in them commits after it.
-        side.extend(
-            withdrawn(&target.state, role, active)
-                .into_iter()
-                .map(|w| sessions::impersonations_revoked(w, now)),
-        );
-        let written = self
-            .record_with(ctx, user_stream(id), expected, events, side)
-            .await?;
+        // Without If-Match, a sign-in of the user that slips in between (it is
+        // recorded on the user's stream) is no reason to refuse.
+        let written = retry_lost_races(if_match, || async {
+            let target = self.user(ctx, id).await?;
+            let by = &ctx.caller.subject;
+            let mut events = Vec::new();
+            if let Some(role) = role {
+                events.extend(user::change_role(by, &target.state, role)?);
+            }
+            if let Some(active) = active {
+                events.extend(user::set_active(by, &target.state, active)?);
+            }
+            let expected = expect(if_match, target.version)?;
+            // Deactivation signs the user out everywhere and stops new sign-ins,
+            // in the same transaction; reactivation lets them sign in again.
+            let now = self.clock.now();
+            let mut side = match active {
+                Some(false) if target.state.active => vec![
+                    sessions::credentials_active(id, false),
+                    sessions::sessions_of_user_closed(id, now),
+                ],
+                Some(true) if !target.state.active => {
+                    vec![sessions::credentials_active(id, true)]
+                }
+                _ => Vec::new(),
+            };
+            // The impersonations the change withdraws the right to are marked
+            // revoked with it: no write made in them commits after it.
+            side.extend(
+                withdrawn(&target.state, role, active)
+                    .into_iter()
+                    .map(|w| sessions::impersonations_revoked(w, now)),
+            );
+            self.record_with(ctx, user_stream(id), expected, events, side)
+                .await
+        })
+        .await?;
         let updated = self.load_user(id).await?.state;
         self.revoke_impersonations_involving(ctx, id).await?;
         Ok((updated, written))

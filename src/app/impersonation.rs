@@ -4,6 +4,8 @@ use crm_events::catalog::values::EndReason;
 use crm_events::ids::{CorrelationId, ImpersonationId, UserId};
 use crm_events::{DomainEvent, ExpectedVersion, StoreError};
 
+use crm_projections::audit_trail::{self, SessionFilter};
+
 use super::aggregates::impersonation_stream;
 use super::sessions;
 use super::{App, AppError, RequestContext, Written};
@@ -87,29 +89,40 @@ impl App {
         let Some(id) = ctx.impersonation() else {
             return Err(AppError::Conflict("not logged in as another user".into()));
         };
-        let written = self
+        // Ended meanwhile by another request (a second Return to Admin, a
+        // sign-out, the expiry): the admin is back all the same, which is what
+        // was asked ("Return to Admin" always works while the session is valid).
+        let written = match self
             .end_impersonation_of(ctx, id, ctx.subject(), EndReason::Returned)
-            .await?;
+            .await?
+        {
+            Some(written) => written,
+            None => Written {
+                position: self.store.head().await?,
+                version: self.load_impersonation(id).await?.version,
+            },
+        };
         Ok((ctx.as_actor(), written))
     }
 
     /// Records the end of impersonation `id` (as the admin, about the subject);
     /// the session holding it lets go of it in the same transaction. Ending an
-    /// already ended session records nothing; if another request or server ends
-    /// it first, that one's end stands.
+    /// already ended session records nothing (`None`); if another request or
+    /// server ends it first, that one's end stands (`None` too).
     pub(crate) async fn end_impersonation_of(
         &self,
         admin_ctx: &RequestContext,
         id: ImpersonationId,
         subject: UserId,
         reason: EndReason,
-    ) -> Result<Written, AppError> {
+    ) -> Result<Option<Written>, AppError> {
         let session = self.load_impersonation(id).await?;
         let events = impersonation::end(&session.state, reason, self.clock.now());
         if events.is_empty() {
             // Ended already: only a session written before ends and releases
             // were one transaction can still point at it.
             sessions::release_ended(self.store.database(), id).await?;
+            return Ok(None);
         }
         let mut about_subject = admin_ctx.as_actor();
         about_subject.caller.subject.id = subject;
@@ -125,11 +138,8 @@ impl App {
             .await;
         match recorded {
             // Another request or server ended it first: it is ended either way.
-            Err(AppError::Conflict(_)) => Ok(Written {
-                position: self.projector.projected(),
-                version: session.version + 1,
-            }),
-            other => other,
+            Err(AppError::Conflict(_)) => Ok(None),
+            other => other.map(Some),
         }
     }
 
@@ -176,24 +186,48 @@ impl App {
             return Ok(());
         }
         let session = sessions::find_session(self.store.database(), &ctx.session).await?;
-        if let Some(last) = session.and_then(|s| s.last_impersonation_id) {
-            let last = self
-                .load_impersonation(ImpersonationId::from_uuid(last))
+        let Some(last) = session.and_then(|s| s.last_impersonation_id) else {
+            return Err(not_acting_as());
+        };
+        // The session's last impersonation; or, when it was of someone else, the
+        // latest of this admin's as `claimed` (the audit trail knows them all).
+        let mut ended = self
+            .load_impersonation(ImpersonationId::from_uuid(last))
+            .await?
+            .state;
+        if ended.subject_id != claimed {
+            self.settle().await?;
+            let filter = SessionFilter {
+                admin_id: Some(ctx.actor()),
+                subject_id: Some(claimed),
+                ..SessionFilter::default()
+            };
+            let page =
+                audit_trail::sessions(self.store.database(), ctx.site(), &filter, None, 1).await?;
+            let Some(latest) = page.items.first() else {
+                return Err(not_acting_as());
+            };
+            ended = self
+                .load_impersonation(ImpersonationId::from_uuid(latest.id))
                 .await?
                 .state;
-            if last.subject_id == claimed {
-                if let Some((end_reason, ended_at)) = last.ended {
-                    return Err(AppError::ImpersonationEnded {
-                        end_reason,
-                        ended_at,
-                    });
-                }
-            }
         }
-        Err(AppError::Conflict(
-            "this request is not acting as that user (Acting-As): reload to see whose account \
-             the session acts as"
-                .into(),
-        ))
+        if let Some((end_reason, ended_at)) = ended.ended {
+            return Err(AppError::ImpersonationEnded {
+                end_reason,
+                ended_at,
+            });
+        }
+        Err(not_acting_as())
     }
+}
+
+/// A request that says it acts as a user the session never logged in as (or
+/// does not act as now).
+fn not_acting_as() -> AppError {
+    AppError::Conflict(
+        "this request is not acting as that user (Acting-As): reload to see whose account \
+         the session acts as"
+            .into(),
+    )
 }

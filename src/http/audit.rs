@@ -239,36 +239,70 @@ async fn export_changes(
 }
 
 /// The export's pages for as long as the session that asked may read the audit
-/// trail: re-checked before each page (a page takes well under the 5 seconds a
-/// re-check may wait). Once the session ended or lost the right, the transfer
-/// stops short with an error, and the log says why; no later page is read.
+/// trail: re-checked before each page is read, and while a page goes out, before
+/// each piece of it once [`super::events::RECHECK`] has passed since the last
+/// check (a slow client takes its time over a large page). Once the session ended
+/// or lost the right, the transfer stops short with an error and the log says
+/// why; no later page is read.
 fn while_allowed(
     app: crate::app::App,
     ctx: crate::app::RequestContext,
     chunks: impl futures_util::Stream<Item = Result<Vec<u8>, std::io::Error>> + Send + 'static,
 ) -> impl futures_util::Stream<Item = Result<Vec<u8>, std::io::Error>> + Send + 'static {
+    /// The most one piece of a page holds.
+    const PIECE: usize = 64 * 1024;
     async_stream::stream! {
         let mut chunks = std::pin::pin!(chunks);
-        loop {
-            let ended = match app.why_reading_ends(&ctx, Action::ReadAudit).await {
-                Ok(None) => None,
-                Ok(Some(reason)) => Some(reason),
-                Err(error) => {
-                    tracing::error!(%error, "audit export: the session could not be checked");
-                    Some("unavailable")
-                }
-            };
-            if let Some(reason) = ended {
-                tracing::warn!(reason, "audit export stopped: the session may no longer read it");
-                yield Err(std::io::Error::other(format!("the export ended: {reason}")));
+        let mut checked: Option<std::time::Instant> = None;
+        'pages: loop {
+            if let Err(stop) = still_allowed(&app, &ctx, &mut checked, true).await {
+                yield Err(stop);
                 break;
             }
-            match chunks.next().await {
-                Some(chunk) => yield chunk,
+            let page = match chunks.next().await {
+                Some(Ok(page)) => page,
+                Some(Err(error)) => {
+                    yield Err(error);
+                    break;
+                }
                 None => break,
+            };
+            for piece in page.chunks(PIECE) {
+                if let Err(stop) = still_allowed(&app, &ctx, &mut checked, false).await {
+                    yield Err(stop);
+                    break 'pages;
+                }
+                yield Ok(piece.to_vec());
             }
         }
     }
+}
+
+/// Whether the export may go on: checked when `now` is asked for, or once
+/// [`super::events::RECHECK`] has passed since the last check.
+async fn still_allowed(
+    app: &crate::app::App,
+    ctx: &crate::app::RequestContext,
+    checked: &mut Option<std::time::Instant>,
+    now: bool,
+) -> Result<(), std::io::Error> {
+    if !now && checked.is_some_and(|at| at.elapsed() < super::events::RECHECK) {
+        return Ok(());
+    }
+    *checked = Some(std::time::Instant::now());
+    let ended = match app.why_reading_ends(ctx, Action::ReadAudit).await {
+        Ok(None) => return Ok(()),
+        Ok(Some(reason)) => reason,
+        Err(error) => {
+            tracing::error!(%error, "audit export: the session could not be checked");
+            "unavailable"
+        }
+    };
+    tracing::warn!(
+        reason = ended,
+        "audit export stopped: the session may no longer read it"
+    );
+    Err(std::io::Error::other(format!("the export ended: {ended}")))
 }
 
 /// The result of verifying the site's hash chain.
@@ -286,6 +320,10 @@ pub struct VerifyBody {
 async fn verify_log(State(state): State<AppState>, Auth(ctx): Auth) -> ApiResult<Json<VerifyBody>> {
     authorize(&ctx.caller, Action::ReadAudit).map_err(crate::app::AppError::from)?;
     let report = state.app.store().verify(Some(ctx.site())).await?;
+    if !report.ok {
+        // The server's own watch hears of it too (/healthz, X-Chain-Intact).
+        state.app.note_chain(&report, 0).await;
+    }
     Ok(Json(VerifyBody {
         ok: report.ok,
         events_checked: report.events_checked,

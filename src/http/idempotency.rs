@@ -19,7 +19,9 @@ use crm_events::on_pool;
 use sha2::{Digest, Sha256};
 
 use super::error::ApiError;
-use super::extract::bearer;
+use axum::extract::FromRequestParts;
+
+use super::extract::{bearer, Auth};
 use super::{AppState, MAX_BODY_BYTES};
 use crate::app::token_hash;
 
@@ -52,7 +54,12 @@ pub(super) async fn replay_or_record(
     if key.is_empty() || key.len() > 255 {
         return ApiError::invalid("Idempotency-Key", "must be 1 to 255 characters").into_response();
     }
-    let (parts, body) = request.into_parts();
+    let (mut parts, body) = request.into_parts();
+    // A replay answers only the session that may still make the request, as
+    // what it acts as now (`Acting-As`): the same checks as the handler's.
+    if let Err(refused) = Auth::from_request_parts(&mut parts, &state).await {
+        return refused.into_response();
+    }
     let Ok(bytes) = to_bytes(body, MAX_BODY_BYTES).await else {
         return ApiError::payload_too_large("the body is larger than 1 MiB").into_response();
     };
@@ -79,7 +86,6 @@ pub(super) async fn replay_or_record(
         Ok(None) => false,
     };
 
-    let mut parts = parts;
     parts.extensions.insert(Fingerprint(fingerprint));
     let response = next
         .run(Request::from_parts(parts, Body::from(bytes)))

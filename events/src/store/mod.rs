@@ -504,11 +504,32 @@ impl EventStore {
         &self,
         verifier: &mut ChainVerifier,
     ) -> Result<VerifyReport, StoreError> {
+        self.verify_some(verifier, u64::MAX)
+            .await
+            .map(|(report, _)| report)
+    }
+
+    /// As [`EventStore::verify_since`], reading at most about `at_most` events
+    /// this time; also answers whether it reached the head. A long log is thus
+    /// verified again from the start a slice at a time, catching a change made
+    /// to events verified long ago.
+    ///
+    /// # Errors
+    /// As [`EventStore::verify_since`].
+    pub async fn verify_some(
+        &self,
+        verifier: &mut ChainVerifier,
+        at_most: u64,
+    ) -> Result<(VerifyReport, bool), StoreError> {
         if verifier.failed() {
-            return Ok(verifier.report());
+            return Ok((verifier.report(), true));
         }
         let head = self.head().await?;
-        while verifier.checked_to() < head && !verifier.failed() {
+        let stop = verifier
+            .checked_to()
+            .0
+            .saturating_add(i64::try_from(at_most).unwrap_or(i64::MAX));
+        while verifier.checked_to() < head && verifier.checked_to().0 < stop && !verifier.failed() {
             let page = match self.read_all(verifier.checked_to(), 2_000).await {
                 Ok(page) => page,
                 Err(StoreError::CorruptEvent { position, reason }) => {
@@ -531,12 +552,15 @@ impl EventStore {
                 verifier.check(event);
             }
         }
-        // Every position up to the head read first is committed: one missing is a
-        // removed event, the last ones included.
-        verifier.expect_up_to(head);
+        let reached = verifier.checked_to() >= head || verifier.checked_to().0 < stop;
+        if reached {
+            // Every position up to the head read first is committed: one missing
+            // is a removed event, the last ones included.
+            verifier.expect_up_to(head);
+        }
         let heads = self.chain_heads(None).await?;
         verifier.check_heads(&heads, verifier.checked_to());
-        Ok(verifier.report())
+        Ok((verifier.report(), reached))
     }
 
     /// The recorded head of each site's chain (or of one site's).

@@ -151,16 +151,19 @@ impl FromRequestParts<AppState> for Auth {
             .app
             .authenticate(token, correlation_id(parts), key)
             .await?;
-        ctx.http_request = parts
-            .extensions
-            .get::<super::idempotency::Fingerprint>()
-            .map(|f| f.0);
+        ctx.http_request = parts.extensions.get::<Fingerprint>().map(|f| f.0);
         if let Some(claimed) = acting_as(&parts.headers)? {
             state.app.check_acting_as(&ctx, claimed).await?;
         }
         Ok(Self(ctx))
     }
 }
+
+/// The SHA-256 of a write sent with an idempotency key (method, path, body), put
+/// beside the request by the idempotency layer, for the command to reserve the
+/// key with what it appends.
+#[derive(Debug, Clone, Copy)]
+pub struct Fingerprint(pub [u8; 32]);
 
 /// The user a request says it acts as (`Acting-As: <user id>`), if it says so.
 fn acting_as(headers: &HeaderMap) -> Result<Option<UserId>, ApiError> {

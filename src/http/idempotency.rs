@@ -21,14 +21,9 @@ use sha2::{Digest, Sha256};
 use super::error::ApiError;
 use axum::extract::FromRequestParts;
 
-use super::extract::{bearer, Auth};
+use super::extract::{bearer, Auth, Fingerprint};
 use super::{AppState, MAX_BODY_BYTES};
 use crate::app::token_hash;
-
-/// The SHA-256 of a write sent with an idempotency key (method, path, body), for
-/// the command to reserve the key with what it appends.
-#[derive(Debug, Clone, Copy)]
-pub struct Fingerprint(pub [u8; 32]);
 
 /// Responses are small JSON documents; a larger one is not kept.
 const MAX_KEPT_RESPONSE: usize = 1024 * 1024;

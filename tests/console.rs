@@ -115,6 +115,26 @@ async fn an_admin_logs_in_as_an_agent_changes_a_stage_and_finds_it_in_the_audit(
     browser.wait_for_text("#message", "Template saved.");
     browser.wait_for_text("main table", "Any questions? Call me any time.");
     shot("07-settings-template-edited");
+    // An email signature, then none: an empty one saves too.
+    browser.type_into("textarea[name=email_signature]", "Best, Adam");
+    browser.click("main form.grid button[type=submit]");
+    browser.wait_for_text("#message", "Settings saved.");
+    browser.wait_for_text("main h1", "Settings");
+    let signature = |token: &str| {
+        let (_, body) = request(&addr, "GET", "/api/settings", Some(token), None).unwrap();
+        serde_json::from_str::<serde_json::Value>(&body).unwrap()["settings"]["email_signature"]
+            .clone()
+    };
+    let admin_token = login(&addr, "admin@demo.example");
+    assert_eq!(signature(&admin_token), "Best, Adam");
+    browser.clear("textarea[name=email_signature]");
+    browser.click("main form.grid button[type=submit]");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while signature(&admin_token) != "" && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert_eq!(signature(&admin_token), "", "an empty signature saves");
+    assert!(!browser.text_of("#message").contains("email_signature"));
 
     // The audit page: the session, and in it the change, before -> after.
     browser.click("nav a[href='#/audit']");

@@ -208,6 +208,11 @@ impl Browser {
         self.on(css, "POST", "/value", &json!({"text": text}));
     }
 
+    /// Empties a text field.
+    pub fn clear(&self, css: &str) {
+        self.on(css, "POST", "/clear", &json!({}));
+    }
+
     /// The value of a property (an input's `value`, ...) of the element matching `css`.
     #[track_caller]
     pub fn property(&self, css: &str, name: &str) -> Value {

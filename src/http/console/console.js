@@ -4,16 +4,25 @@
 
 const STAGES = ["new", "attempted_contact", "contacted", "appointment_set", "nurture",
   "under_contract", "closed", "lost"];
+// [key, label, kind, choices]: "nullable" text is cleared with null, other text with "".
+const SORTS = [["-updated_at", "Recently updated first"], ["updated_at", "Least recently updated first"],
+  ["name", "Name"], ["next_task_due_at", "Next task due"]];
 const SETTINGS = [
-  ["timezone", "Time zone", "text"],
+  ["timezone", "Time zone", "choice", () => zones()],
   ["email_signature", "Email signature", "textarea"],
   ["notifications.new_lead_email", "Email me about new leads", "bool"],
   ["notifications.task_reminder_minutes", "Task reminder (minutes before)", "number"],
-  ["communication.phone_number", "Phone number", "text"],
-  ["communication.sender_email", "Sender email", "text"],
+  ["communication.phone_number", "Phone number", "nullable"],
+  ["communication.sender_email", "Sender email", "nullable"],
   ["communication.texting_enabled", "Texting enabled", "bool"],
-  ["lead_manager.default_sort", "Lead Manager default sort", "text"],
+  ["lead_manager.default_sort", "Lead Manager default sort", "choice", () => SORTS],
 ];
+
+/** The browser's list of IANA time zones (UTC first), as [value, label]. */
+function zones() {
+  const all = typeof Intl.supportedValuesOf === "function" ? Intl.supportedValuesOf("timeZone") : [];
+  return [["UTC", "UTC"], ...all.filter((z) => z !== "UTC").map((z) => [z, z.replaceAll("_", " ")])];
+}
 
 const $ = (selector) => document.querySelector(selector);
 const main = $("#main");
@@ -164,6 +173,7 @@ function chrome() {
   if (!me) return;
   if (impersonating()) {
     $("#banner-text").textContent = `You are logged in as ${me.user.name}`;
+    banner_detail();
   }
   $("#who").textContent = impersonating()
     ? `${me.actor.name} (as ${me.user.name})` : `${me.user.name} · ${me.user.role}`;
@@ -178,6 +188,21 @@ function chrome() {
     href, "aria-current": here.startsWith(href) ? "page" : null,
   }, text)));
 }
+
+/** The banner's reason and time left, kept current; at expiry the console looks again. */
+function banner_detail() {
+  const imp = state.me && state.me.impersonation;
+  if (!imp) return;
+  const left = new Date(imp.expires_at).getTime() - Date.now();
+  const minutes = Math.max(0, Math.ceil(left / 60000));
+  const reason = imp.reason ? `Reason: ${imp.reason}. ` : "";
+  $("#banner-detail").textContent = `${reason}${minutes <= 1 ? "Less than a minute" : `${minutes} minutes`} left.`;
+  if (left <= 0 && !state.leaving) {
+    // Expired: the next request (with Acting-As) is told how it ended.
+    api("GET", "/api/me").then(() => route()).catch(() => {});
+  }
+}
+setInterval(banner_detail, 15000);
 
 async function load_me() {
   const { body } = await api("GET", "/api/me");
@@ -410,13 +435,20 @@ async function settings() {
   const [{ body: current, etag }, { body: templates }] = await Promise.all([
     api("GET", "/api/settings"), api("GET", "/api/templates")]);
   const values = current.settings || {};
-  const inputs = SETTINGS.map(([key, label, kind]) => {
+  // Auditors change nothing but their password: they see their settings, read-only.
+  const readonly = role() === "auditor";
+  const inputs = SETTINGS.map(([key, label, kind, choices]) => {
     const value = values[key];
+    const options = kind === "choice" ? choices() : [];
+    if (kind === "choice" && value && !options.some(([v]) => v === value)) options.unshift([value, value]);
     const input = kind === "bool"
-      ? h("select", { name: key }, h("option", { value: "" }, "—"),
-        h("option", { value: "true", selected: value === true }, "yes"), h("option", { value: "false", selected: value === false }, "no"))
-      : kind === "textarea" ? h("textarea", { name: key }, value || "")
-        : h("input", { name: key, type: kind === "number" ? "number" : "text", value: value ?? "" });
+      ? h("select", { name: key }, h("option", { value: "true", selected: value === true }, "yes"),
+        h("option", { value: "false", selected: value === false }, "no"))
+      : kind === "choice" ? h("select", { name: key },
+        ...options.map(([v, text]) => h("option", { value: v, selected: v === value }, text)))
+        : kind === "textarea" ? h("textarea", { name: key }, value || "")
+          : h("input", { name: key, type: kind === "number" ? "number" : "text", value: value ?? "" });
+    if (readonly) input.disabled = true;
     return [key, kind, h("label", {}, label, input), input];
   });
   const form = h("form", { class: "card grid", onsubmit: async (e) => {
@@ -424,9 +456,9 @@ async function settings() {
     const change = {};
     for (const [key, kind, , input] of inputs) {
       let value = input.value;
-      if (kind === "bool") value = value === "" ? null : value === "true";
+      if (kind === "bool") value = value === "true";
       else if (kind === "number") value = value === "" ? null : Number(value);
-      else value = value === "" ? null : value;
+      else if (kind === "nullable") value = value.trim() === "" ? null : value;
       if ((values[key] ?? null) !== value) change[key] = value;
     }
     if (!Object.keys(change).length) { say("Nothing to save.", true); return; }
@@ -451,6 +483,14 @@ async function settings() {
     if (await attempt(() => api("POST", "/api/templates", made), "Template added.")) route();
   } }, h("label", {}, "Kind", kind), h("label", {}, "Name", name), h("label", {}, "Subject", subject),
   h("label", {}, "Body", text), h("div", { class: "actions" }, h("button", { type: "submit" }, "Add template")));
+  if (readonly) {
+    const shown = (templates.items || templates).map((t) => h("tr", {},
+      h("td", {}, t.kind), h("td", {}, t.name), h("td", {}, t.subject || ""), h("td", {}, t.body)));
+    page(mine, "Settings", h("p", { class: "muted" }, "Auditors read their settings; only the password can be changed."),
+      h("div", { class: "card grid" }, inputs.map((i) => i[2])), h("h2", {}, "Templates"),
+      table(["Kind", "Name", "Subject", "Body"], shown, "No templates."));
+    return;
+  }
   page(mine, "Settings", form, h("h2", {}, "Templates"),
     table(["Kind", "Name", "Subject", "Body", ""], list, "No templates yet."), h("h2", {}, "New template"), create);
 }

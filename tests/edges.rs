@@ -191,6 +191,7 @@ backend_tests!(
     deactivating_or_demoting_records_revoked_at_once_and_a_restart_keeps_it,
     acting_as_refuses_a_request_meant_for_an_agent_once_the_impersonation_ended,
     a_write_in_flight_when_the_impersonation_ends_commits_nothing,
+    a_kept_answer_is_given_only_to_a_session_that_may_still_make_the_request,
     the_server_watches_its_chain_and_a_break_shows_in_health_and_on_audit_responses,
     a_removed_tail_is_found_by_the_next_round,
     a_change_to_events_verified_before_is_found_by_a_later_round,
@@ -530,6 +531,67 @@ async fn a_change_to_events_verified_before_is_found_by_a_later_round(db: &TestD
     assert_eq!(health["chain"]["first_bad_position"], 1);
     let changes = other.get(&s.auditor.token, "/api/audit/changes").await;
     assert_eq!(changes.header("x-chain-intact"), Some("false"));
+}
+
+async fn a_kept_answer_is_given_only_to_a_session_that_may_still_make_the_request(
+    db: &TestDatabase,
+) {
+    let (api, s) = demo(db).await;
+    let lead = lead_of(&api.app, &s.agent1.ctx, "Dana Novak").await;
+    let path = format!("/api/leads/{lead}/notes");
+    let note = |token: &str, key: &str, acting_as: Option<String>| {
+        let mut request = Request::post(&path)
+            .header("authorization", format!("Bearer {token}"))
+            .header("content-type", "application/json")
+            .header("idempotency-key", key);
+        if let Some(id) = acting_as {
+            request = request.header("acting-as", id);
+        }
+        request.body(Body::from(r#"{"body": "kept"}"#)).unwrap()
+    };
+
+    // Signed out: the answer kept for the key is not given again.
+    let agent = login(&api.app, "agent1@demo.example").await;
+    assert_eq!(api.send(note(&agent.token, "k1", None)).await.status, 201);
+    let again = api.send(note(&agent.token, "k1", None)).await;
+    assert_eq!(again.header("idempotent-replayed"), Some("true"));
+    api.post(&agent.token, "/api/logout", json!({})).await;
+    api.send(note(&agent.token, "k1", None))
+        .await
+        .problem(401, "unauthenticated");
+
+    // Returned to admin: a replay acting as the agent is told the impersonation ended.
+    let admin = login(&api.app, "admin@demo.example").await;
+    api.post(
+        &admin.token,
+        "/api/impersonation",
+        json!({"user_id": s.agent1.id, "reason": "Help"}),
+    )
+    .await;
+    let agent_id = s.agent1.id.to_string();
+    let first = api
+        .send(note(&admin.token, "k2", Some(agent_id.clone())))
+        .await;
+    assert_eq!(first.status, 201, "{}", first.body);
+    api.delete(&admin.token, "/api/impersonation").await;
+    api.send(note(&admin.token, "k2", Some(agent_id)))
+        .await
+        .problem(409, "impersonation_ended");
+
+    // A request that needs no session is not refused for an old token.
+    let signin = api
+        .send(
+            Request::post("/api/login")
+                .header("authorization", format!("Bearer {}", agent.token))
+                .header("content-type", "application/json")
+                .header("idempotency-key", "k3")
+                .body(Body::from(
+                    json!({"email": "agent1@demo.example", "password": PASSWORD}).to_string(),
+                ))
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(signin.status, 200, "{}", signin.body);
 }
 
 async fn a_body_that_is_not_a_json_object_is_refused_and_changes_nothing(db: &TestDatabase) {

@@ -50,11 +50,6 @@ pub(super) async fn replay_or_record(
         return ApiError::invalid("Idempotency-Key", "must be 1 to 255 characters").into_response();
     }
     let (mut parts, body) = request.into_parts();
-    // A replay answers only the session that may still make the request, as
-    // what it acts as now (`Acting-As`): the same checks as the handler's.
-    if let Err(refused) = Auth::from_request_parts(&mut parts, &state).await {
-        return refused.into_response();
-    }
     let Ok(bytes) = to_bytes(body, MAX_BODY_BYTES).await else {
         return ApiError::payload_too_large("the body is larger than 1 MiB").into_response();
     };
@@ -67,18 +62,29 @@ pub(super) async fn replay_or_record(
     let fingerprint: [u8; 32] = hasher.finalize().into();
 
     let db = state.app.store().database();
-    let replay = match find(db, &token, &key).await {
+    let found = match find(db, &token, &key).await {
         Err(error) => return ApiError::from(crm_events::StoreError::from(error)).into_response(),
-        Ok(Some(first)) if first.fingerprint != fingerprint => {
+        Ok(found) => found,
+    };
+    // An answer from before is given only to a session that may still make the
+    // request, as what it acts as now (`Acting-As`): the handler's own checks. A
+    // request run afresh gets them from its handler.
+    if found.is_some() {
+        if let Err(refused) = Auth::from_request_parts(&mut parts, &state).await {
+            return refused.into_response();
+        }
+    }
+    let replay = match found {
+        Some(first) if first.fingerprint != fingerprint => {
             return ApiError::conflict(
                 "this Idempotency-Key was already used for a different request",
             )
             .into_response();
         }
-        Ok(Some(first)) if first.status != RESERVED => return first.into_response(),
+        Some(first) if first.status != RESERVED => return first.into_response(),
         // The first attempt committed; its answer was never kept.
-        Ok(Some(_)) => true,
-        Ok(None) => false,
+        Some(_) => true,
+        None => false,
     };
 
     parts.extensions.insert(Fingerprint(fingerprint));

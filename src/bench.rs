@@ -490,16 +490,7 @@ async fn commands(
         tokio::spawn(async move {
             let mut i = 0usize;
             while Instant::now() < deadline {
-                let stage = if i % 2 == 0 {
-                    Stage::Contacted
-                } else {
-                    Stage::Nurture
-                };
-                let edit = LeadEdit {
-                    stage: Some(stage),
-                    ..LeadEdit::default()
-                };
-                app.edit_lead(&ctx, lead, edit, None).await?;
+                app.edit_lead(&ctx, lead, stage_change(i), None).await?;
                 done.fetch_add(1, Ordering::Relaxed);
                 i += 1;
             }
@@ -513,6 +504,20 @@ async fn commands(
     // reflect the last one.
     app.settle().await?;
     Ok(done.load(Ordering::Relaxed) as f64 / started.elapsed().as_secs_f64())
+}
+
+/// The `i`-th stage change of a benchmark writer: back and forth between two
+/// stages, so that every one changes something.
+fn stage_change(i: usize) -> LeadEdit {
+    let stage = if i % 2 == 0 {
+        Stage::Contacted
+    } else {
+        Stage::Nurture
+    };
+    LeadEdit {
+        stage: Some(stage),
+        ..LeadEdit::default()
+    }
 }
 
 /// A new lead of `ctx`'s, with only a name.
@@ -564,16 +569,10 @@ async fn two_servers(
         let (done, errors) = (done.clone(), errors.clone());
         tokio::spawn(async move {
             for i in 0..TWO_SERVERS_COMMANDS {
-                let stage = if (i + w) % 2 == 0 {
-                    Stage::Contacted
-                } else {
-                    Stage::Nurture
-                };
-                let edit = LeadEdit {
-                    stage: Some(stage),
-                    ..LeadEdit::default()
-                };
-                match server.edit_lead(&ctx, lead, edit, None).await {
+                match server
+                    .edit_lead(&ctx, lead, stage_change(i + w), None)
+                    .await
+                {
                     Ok(_) => done.fetch_add(1, Ordering::Relaxed),
                     Err(AppError::Conflict(_)) => 0,
                     Err(error) => {

@@ -8,7 +8,7 @@ use crm_events::ids::{CorrelationId, ImpersonationId, SiteId, UserId};
 use crm_events::{DomainEvent, ExpectedVersion, Metadata, StoreError, StreamAppend};
 
 use super::aggregates::{site_stream, user_stream, Loaded};
-use super::sessions::{self, SessionRow, Withdrawn};
+use super::sessions::{self, Holding, SessionRow, Withdrawn};
 use super::{expect, retry_lost_races, App, AppError, RequestContext, Written, SESSION_LIFETIME};
 use crate::domain::policy::{authorize, may_impersonate, Action, Caller};
 use crate::domain::site::{self, Site, SiteSettingsEdit};
@@ -402,7 +402,7 @@ impl App {
         ctx: &RequestContext,
         user: UserId,
     ) -> Result<(), AppError> {
-        let held = sessions::impersonations_involving(self.store.database(), user).await?;
+        let held = sessions::holding(self.store.database(), Holding::Involving(user)).await?;
         self.end_impersonations_due(&held, ctx.correlation_id).await
     }
 
@@ -557,7 +557,7 @@ impl App {
             .record_with(ctx, site_stream(ctx.site()), expected, events, side)
             .await?;
         // Switched off: every impersonation in progress is revoked now.
-        let held = sessions::impersonations_of_site(self.store.database(), ctx.site()).await?;
+        let held = sessions::holding(self.store.database(), Holding::OnSite(ctx.site())).await?;
         self.end_impersonations_due(&held, ctx.correlation_id)
             .await?;
         Ok((self.load_site(ctx.site()).await?.state, written))

@@ -8,7 +8,7 @@
 //! position), on every audit response (`X-Chain-Intact: false`) and in the log,
 //! naming the site and the position.
 
-use std::sync::{Arc, RwLock};
+use std::sync::RwLock;
 use std::time::Duration;
 
 use crm_events::{ChainVerifier, Position, VerifyReport};
@@ -76,10 +76,12 @@ impl App {
     /// Store failures (the status is left as it was).
     pub async fn check_chain(&self) -> Result<ChainStatus, AppError> {
         let mut verifier = self.chain.verifier.lock().await;
+        // The first round reads the whole log: no slice of it to read again.
+        let first_round = verifier.checked_to() == Position::START;
         let report = self.store.verify_since(&mut verifier).await?;
         let checked_to = verifier.checked_to().0;
         drop(verifier);
-        if report.ok {
+        if report.ok && !first_round {
             let mut review = self.chain.review.lock().await;
             let (again, reached) = self
                 .store
@@ -145,6 +147,3 @@ impl App {
         )
     }
 }
-
-/// Shared between the clones of one [`App`].
-pub(crate) type SharedChainWatch = Arc<ChainWatch>;

@@ -2,7 +2,7 @@
 //! impersonation session, for which request.
 
 use crm_events::ids::{CorrelationId, ImpersonationId, SiteId, UserId};
-use crm_events::{Metadata, SideWrite};
+use crm_events::Metadata;
 use uuid::Uuid;
 
 use crate::domain::policy::Caller;
@@ -19,7 +19,7 @@ pub struct RequestContext {
     pub idempotency_key: Option<String>,
     /// With an idempotency key over HTTP: the SHA-256 of the request (method,
     /// path, body). What the request appends then reserves its key for the
-    /// session, in the same transaction (see [`crate::http`]'s idempotency).
+    /// session, in the same transaction (see [`super::sessions::key_reserved`]).
     pub http_request: Option<[u8; 32]>,
 }
 
@@ -64,29 +64,6 @@ impl RequestContext {
             caller: Caller::as_self(self.caller.actor),
             ..self.clone()
         }
-    }
-
-    /// The row beside the log that reserves this request's idempotency key for
-    /// its session, written with whatever the request appends: a retry then
-    /// knows the first attempt committed even if its answer was never kept.
-    #[must_use]
-    pub fn idempotency_reservation(&self, now: chrono::DateTime<chrono::Utc>) -> Option<SideWrite> {
-        let (Some(key), Some(request)) = (&self.idempotency_key, self.http_request) else {
-            return None;
-        };
-        Some(SideWrite::any(
-            "http_idempotency",
-            "INSERT INTO http_idempotency \
-             (token_hash, key, fingerprint, status, content_type, body, created_at) \
-             VALUES ($1, $2, $3, 0, NULL, $4, $5) ON CONFLICT (token_hash, key) DO NOTHING",
-            vec![
-                self.session.to_vec().into(),
-                key.as_str().into(),
-                request.to_vec().into(),
-                Vec::<u8>::new().into(),
-                now.into(),
-            ],
-        ))
     }
 
     /// The envelope metadata of what this request appends.

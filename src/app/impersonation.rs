@@ -7,7 +7,7 @@ use crm_events::{DomainEvent, ExpectedVersion, StoreError};
 use crm_projections::audit_trail::{self, SessionFilter};
 
 use super::aggregates::impersonation_stream;
-use super::sessions;
+use super::sessions::{self, Holding};
 use super::{App, AppError, RequestContext, Written};
 use crate::domain::impersonation;
 use crate::domain::policy::{may_impersonate, Caller};
@@ -152,7 +152,7 @@ impl App {
     /// # Errors
     /// Store failures.
     pub async fn record_due_endings(&self) -> Result<(), AppError> {
-        let held = sessions::holding_impersonations(self.store.database()).await?;
+        let held = sessions::holding(self.store.database(), Holding::Anywhere).await?;
         self.end_impersonations_due(&held, CorrelationId::generate())
             .await
     }

@@ -57,7 +57,7 @@ pub struct App {
     clock: Clock,
     caches: Arc<aggregates::Caches>,
     throttle: Arc<throttle::LoginThrottle>,
-    chain: chain::SharedChainWatch,
+    chain: Arc<chain::ChainWatch>,
 }
 
 impl App {
@@ -166,7 +166,7 @@ impl App {
             });
         }
         let mut side = side;
-        side.extend(ctx.idempotency_reservation(self.clock.now()));
+        side.extend(sessions::key_reserved(ctx, self.clock.now()));
         // A write made while logged in as someone commits only while the session
         // still holds that impersonation (its own start and end excepted).
         let acting = ctx

@@ -14,6 +14,7 @@ use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
 use super::error::AppError;
+use super::RequestContext;
 use crate::domain::values::{Email, Password};
 
 /// A new bearer token (64 hex characters).
@@ -266,6 +267,29 @@ pub(crate) fn impersonation_released(id: ImpersonationId) -> SideWrite {
 const RELEASE: &str = "UPDATE sessions SET impersonation_id = NULL, impersonated_user_id = NULL, \
      impersonation_expires_at = NULL, impersonation_revoked_at = NULL WHERE impersonation_id = $1";
 
+/// The row that reserves a request's idempotency key for its session, written
+/// with whatever the request appends: a retry then knows the first attempt
+/// committed even if its answer was never kept. For requests sent over HTTP with
+/// a key (`ctx.http_request`).
+pub(crate) fn key_reserved(ctx: &RequestContext, now: DateTime<Utc>) -> Option<SideWrite> {
+    let (Some(key), Some(request)) = (&ctx.idempotency_key, ctx.http_request) else {
+        return None;
+    };
+    Some(SideWrite::any(
+        "http_idempotency",
+        "INSERT INTO http_idempotency \
+         (token_hash, key, fingerprint, status, content_type, body, created_at) \
+         VALUES ($1, $2, $3, 0, NULL, $4, $5) ON CONFLICT (token_hash, key) DO NOTHING",
+        vec![
+            ctx.session.to_vec().into(),
+            key.as_str().into(),
+            request.to_vec().into(),
+            Vec::<u8>::new().into(),
+            now.into(),
+        ],
+    ))
+}
+
 /// What [`SideWrite::what`] calls the check that a request still acts as the
 /// impersonation it was authenticated in.
 pub(crate) const ACTING: &str = "impersonation in progress";
@@ -359,39 +383,36 @@ pub(crate) async fn find_live_session(
         .filter(|s| s.is_live(now)))
 }
 
-/// Sessions holding an impersonation in which `user` is the admin or the subject.
-pub(crate) async fn impersonations_involving(
-    db: &Database,
-    user: UserId,
-) -> Result<Vec<SessionRow>, AppError> {
-    let sql = format!(
-        "{SESSION_COLUMNS} WHERE (user_id = $1 OR impersonated_user_id = $1) \
-         AND impersonation_id IS NOT NULL"
-    );
-    let rows: Vec<SessionRow> = on_pool!(db, |pool| sqlx::query_as(&sql)
-        .bind(user.as_uuid())
-        .fetch_all(pool)
-        .await?);
-    Ok(rows)
+/// Which sessions holding an impersonation to read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Holding {
+    /// Every one, of every site: the ones whose end may be due.
+    Anywhere,
+    /// Those of a site.
+    OnSite(SiteId),
+    /// Those in which a user is the admin or the subject.
+    Involving(UserId),
 }
 
-/// Every session holding an impersonation (of every site): the ones whose end
-/// may be due.
-pub(crate) async fn holding_impersonations(db: &Database) -> Result<Vec<SessionRow>, AppError> {
-    let sql = format!("{SESSION_COLUMNS} WHERE impersonation_id IS NOT NULL");
-    let rows: Vec<SessionRow> = on_pool!(db, |pool| sqlx::query_as(&sql).fetch_all(pool).await?);
-    Ok(rows)
-}
-
-/// Sessions of `site` holding an impersonation.
-pub(crate) async fn impersonations_of_site(
-    db: &Database,
-    site: SiteId,
-) -> Result<Vec<SessionRow>, AppError> {
-    let sql = format!("{SESSION_COLUMNS} WHERE site_id = $1 AND impersonation_id IS NOT NULL");
-    let rows: Vec<SessionRow> = on_pool!(db, |pool| sqlx::query_as(&sql)
-        .bind(site.as_uuid())
+/// The sessions holding an impersonation, of those `which` names.
+pub(crate) async fn holding(db: &Database, which: Holding) -> Result<Vec<SessionRow>, AppError> {
+    let (condition, id) = match which {
+        Holding::Anywhere => ("", None),
+        Holding::OnSite(site) => ("site_id = $1 AND ", Some(site.as_uuid())),
+        Holding::Involving(user) => (
+            "(user_id = $1 OR impersonated_user_id = $1) AND ",
+            Some(user.as_uuid()),
+        ),
+    };
+    let sql = format!("{SESSION_COLUMNS} WHERE {condition}impersonation_id IS NOT NULL");
+    let rows: Vec<SessionRow> = on_pool!(db, |pool| {
+        let query = sqlx::query_as(&sql);
+        match id {
+            Some(id) => query.bind(id),
+            None => query,
+        }
         .fetch_all(pool)
-        .await?);
+        .await?
+    });
     Ok(rows)
 }

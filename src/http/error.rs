@@ -222,6 +222,10 @@ impl From<StoreError> for ApiError {
     fn from(error: StoreError) -> Self {
         match &error {
             StoreError::Unavailable(_) => Self::unavailable(&error),
+            // A row beside the log found in another state than the command was
+            // decided on (each command says what that means where it can): the
+            // client's to reload and retry, never a server error.
+            StoreError::SideWriteRefused { .. } => Self::conflict(error.to_string()),
             _ => Self::internal(&error),
         }
     }

@@ -3,7 +3,7 @@
 //! key with another request is a 409 `conflict`.
 //!
 //! What a request appends reserves its key for the session in the same transaction
-//! (a row with no answer yet; see `RequestContext::idempotency_reservation`), and
+//! (a row with no answer yet, written with the events; see `app::sessions`), and
 //! the answer is kept in that row once it is known. A retry that finds the key
 //! reserved without an answer (the first attempt committed, but was cancelled or
 //! timed out before its answer was kept) runs again, the store recognising its

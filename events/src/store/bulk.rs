@@ -7,7 +7,7 @@
 //! of `n` rows takes at most `n / 64 + 6` statements.
 
 pub use super::bind::{arguments, Backend, Bind, NullOf};
-use super::hook::{Conn, Tx};
+use super::hook::{Conn, Script, Tx};
 use crate::error::StoreError;
 
 /// The chunk sizes, largest first.
@@ -278,7 +278,7 @@ impl Tx<'_> {
                 self.pending.push_numbered(sql, binds);
                 Ok(())
             }
-            Conn::Postgres(_) => self.run(sql, binds).await,
+            Conn::Postgres(_) => self.run(sql, binds).await.map(drop),
         }
     }
 
@@ -368,21 +368,40 @@ impl Tx<'_> {
         self.pending.push_plain(sql, binds);
     }
 
-    /// Runs one statement written with this backend's placeholders, now.
-    async fn run(&mut self, sql: &str, binds: &[Bind]) -> Result<(), StoreError> {
-        match &mut self.conn {
-            Conn::Sqlite(conn) => {
-                sqlx::query_with(sql, arguments::<sqlx::Sqlite>(binds)?)
-                    .execute(&mut **conn)
-                    .await?;
+    /// Runs a write (`$n` placeholders) now, after every write given before it;
+    /// returns how many rows it changed.
+    ///
+    /// # Errors
+    /// Store failures.
+    pub(crate) async fn execute_now(
+        &mut self,
+        sql: &str,
+        binds: &[Bind],
+    ) -> Result<u64, StoreError> {
+        self.flush().await?;
+        match self.conn {
+            Conn::Sqlite(_) => {
+                let mut one = Script::default();
+                one.push_numbered(sql, binds);
+                self.run(&one.sql, &one.binds).await
             }
-            Conn::Postgres(conn) => {
-                sqlx::query_with(sql, arguments::<sqlx::Postgres>(binds)?)
-                    .execute(&mut **conn)
-                    .await?;
-            }
+            Conn::Postgres(_) => self.run(sql, binds).await,
         }
-        Ok(())
+    }
+
+    /// Runs one statement written with this backend's placeholders, now; returns
+    /// how many rows it changed.
+    async fn run(&mut self, sql: &str, binds: &[Bind]) -> Result<u64, StoreError> {
+        Ok(match &mut self.conn {
+            Conn::Sqlite(conn) => sqlx::query_with(sql, arguments::<sqlx::Sqlite>(binds)?)
+                .execute(&mut **conn)
+                .await?
+                .rows_affected(),
+            Conn::Postgres(conn) => sqlx::query_with(sql, arguments::<sqlx::Postgres>(binds)?)
+                .execute(&mut **conn)
+                .await?
+                .rows_affected(),
+        })
     }
 }
 

@@ -11,7 +11,7 @@
 //! It knows no table of theirs.
 
 use super::bind::Bind;
-use super::hook::{Conn, Script, Tx};
+use super::hook::Tx;
 use crate::error::StoreError;
 
 /// One statement beside the log, run after the append's events are written and
@@ -68,12 +68,8 @@ impl SideWrite {
 /// [`StoreError::SideWriteRefused`] when a statement hits a unique key or
 /// changes another number of rows than it must; database failures as they are.
 pub(crate) async fn write_all(tx: &mut Tx<'_>, writes: &[SideWrite]) -> Result<(), StoreError> {
-    if writes.is_empty() {
-        return Ok(());
-    }
-    tx.flush().await?;
     for write in writes {
-        let changed = match run(tx, write).await {
+        let changed = match tx.execute_now(write.sql, &write.binds).await {
             Ok(changed) => changed,
             Err(error) if error.is_unique_violation() => {
                 return Err(StoreError::SideWriteRefused {
@@ -91,26 +87,4 @@ pub(crate) async fn write_all(tx: &mut Tx<'_>, writes: &[SideWrite]) -> Result<(
         }
     }
     Ok(())
-}
-
-/// Runs one statement now; returns how many rows it changed.
-async fn run(tx: &mut Tx<'_>, write: &SideWrite) -> Result<u64, StoreError> {
-    Ok(match &mut tx.conn {
-        Conn::Sqlite(conn) => {
-            let mut script = Script::default();
-            script.push_numbered(write.sql, &write.binds);
-            let sql = script.sql.trim_end().trim_end_matches(';');
-            sqlx::query_with(sql, super::bind::arguments::<sqlx::Sqlite>(&script.binds)?)
-                .execute(&mut **conn)
-                .await?
-                .rows_affected()
-        }
-        Conn::Postgres(conn) => sqlx::query_with(
-            write.sql,
-            super::bind::arguments::<sqlx::Postgres>(&write.binds)?,
-        )
-        .execute(&mut **conn)
-        .await?
-        .rows_affected(),
-    })
 }

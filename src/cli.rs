@@ -401,6 +401,7 @@ async fn export(
     App::start(store.clone(), Clock::system()).await?;
     let filter = crm_projections::audit_trail::ChangeFilter {
         impersonated: impersonated.then_some(true),
+        order: crm_projections::query::Order::OldestFirst,
         ..Default::default()
     };
     let stdout = std::io::stdout();

@@ -53,7 +53,8 @@ pub fn chunks(
     }
 }
 
-/// One page as CSV rows (with the header row first).
+/// One page as CSV rows (with the header row first): ids with the names beside
+/// them, and the session's reason.
 fn csv_rows(changes: &[Change], header: bool) -> Vec<u8> {
     let mut writer = csv::WriterBuilder::new()
         .has_headers(false)
@@ -65,14 +66,19 @@ fn csv_rows(changes: &[Change], header: bool) -> Vec<u8> {
             "event_type",
             "entity_type",
             "entity_id",
+            "entity_label",
             "field",
             "before",
             "after",
             "actor_id",
+            "actor_name",
             "subject_id",
+            "subject_name",
             "impersonation_id",
+            "impersonation_reason",
         ]);
     }
+    let text = |value: &Option<String>| value.clone().unwrap_or_default();
     for c in changes {
         let _ = writer.write_record([
             c.position.to_string(),
@@ -80,17 +86,31 @@ fn csv_rows(changes: &[Change], header: bool) -> Vec<u8> {
             c.event_type.clone(),
             c.entity_type.clone(),
             c.entity_id.to_string(),
+            text(&c.entity_label),
             c.field.clone(),
-            c.before.to_string(),
-            c.after.to_string(),
+            cell(&c.before),
+            cell(&c.after),
             c.actor_id.to_string(),
+            text(&c.actor_name),
             c.subject_id.to_string(),
+            text(&c.subject_name),
             c.impersonation_id
                 .map(|i| i.to_string())
                 .unwrap_or_default(),
+            text(&c.impersonation_reason),
         ]);
     }
     writer.into_inner().unwrap_or_default()
+}
+
+/// A value as a spreadsheet shows it: text as it is (the CSV writer quotes it
+/// where needed), nothing for none, anything else (lists, objects) as JSON.
+fn cell(value: &serde_json::Value) -> String {
+    match value {
+        serde_json::Value::Null => String::new(),
+        serde_json::Value::String(text) => text.clone(),
+        other => other.to_string(),
+    }
 }
 
 /// One page as NDJSON lines.

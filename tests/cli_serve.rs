@@ -113,11 +113,14 @@ async fn sites_users_and_exports_from_the_command_line(db: &TestDatabase) {
     let (code, csv, _) = crm(db, &["audit", "export", "--site", &site]);
     assert_eq!(code, 0);
     let mut lines = csv.lines();
-    assert_eq!(lines.next(), Some("position,at,event_type,entity_type,entity_id,field,before,after,actor_id,subject_id,impersonation_id"));
+    assert_eq!(lines.next(), Some("position,at,event_type,entity_type,entity_id,entity_label,field,before,after,actor_id,actor_name,subject_id,subject_name,impersonation_id,impersonation_reason"));
+    // Values as they are (no JSON quotes), with the names beside the ids; the
+    // site's setup is by "System".
     assert!(
-        csv.contains("UserCreated,user") && csv.contains("\"\"\"ann@acme.example\"\"\""),
+        csv.contains("UserCreated,user") && csv.contains(",email,,ann@acme.example,"),
         "{csv}"
     );
+    assert!(csv.contains("SiteCreated,site") && csv.contains(",System,"), "{csv}");
     let (code, ndjson, _) = crm(
         db,
         &["audit", "export", "--site", &site, "--format", "ndjson"],

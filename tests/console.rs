@@ -1,18 +1,26 @@
-//! The admin console in headless Chromium, on both backends: the admin signs in,
-//! logs in as agent1 with a reason, changes a lead's stage, returns to admin, and
-//! finds that change with its before and after on the audit page. Screenshots of
-//! each step go to `target/console-screenshots/<backend>/`.
+//! The admin console in headless Chromium, on both backends, walked as an admin,
+//! an owner and an agent would: the whole site's Lead Manager, the users list with
+//! its reasons, "Log in as user" with the banner pinned, a stage change, a stale
+//! edit with Reload, Return to Admin, settings and templates, the audit in plain
+//! language with the chain panel, a narrow window, user management, the site's
+//! rules, the agent told at sign-in and in the bell, an impersonation revoked and
+//! one expired, a session ended and the return to the page after signing in
+//! again. Each step leaves a screenshot in `target/console-screenshots/<backend>/`
+//! and passes an accessibility check (axe-core, from `tests/console`: no serious
+//! or critical violation).
 
 mod support;
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use crm_events::backend_tests;
 use crm_events::testing::TestDatabase;
+use serde_json::Value;
 use support::browser::Browser;
-use support::serve::{http, login, request, start_serve};
+use support::serve::{login, request, start_serve};
 
-backend_tests!(an_admin_logs_in_as_an_agent_changes_a_stage_and_finds_it_in_the_audit,);
+backend_tests!(an_admin_an_owner_and_an_agent_work_in_the_console,);
 
 fn screenshots(db: &TestDatabase) -> PathBuf {
     let backend = if db.url.starts_with("postgres") {
@@ -25,57 +33,108 @@ fn screenshots(db: &TestDatabase) -> PathBuf {
         .join(backend)
 }
 
-async fn an_admin_logs_in_as_an_agent_changes_a_stage_and_finds_it_in_the_audit(db: &TestDatabase) {
+/// axe-core's source, installed by `npm ci --prefix tests/console`.
+fn axe() -> Option<String> {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/console/node_modules/axe-core/axe.min.js");
+    std::fs::read_to_string(path).ok()
+}
+
+/// A JSON answer of the API.
+fn call(addr: &str, method: &str, path: &str, token: &str, body: Option<&str>) -> (u16, Value) {
+    let (status, text) = request(addr, method, path, Some(token), body).unwrap();
+    (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+}
+
+async fn an_admin_an_owner_and_an_agent_work_in_the_console(db: &TestDatabase) {
+    let ci = std::env::var("CI").as_deref() == Ok("true");
     let browser = match Browser::start() {
         Ok(browser) => browser,
-        Err(why) if std::env::var("CI").as_deref() != Ok("true") => {
+        Err(why) if !ci => {
             eprintln!("Browser test skipped: {why}");
             return;
         }
         Err(why) => panic!("CI needs the browser: {why}"),
     };
+    let axe = match axe() {
+        Some(source) => Some(source),
+        None if !ci => {
+            eprintln!(
+                "Accessibility checks skipped: run `npm ci --prefix tests/console` for axe-core"
+            );
+            None
+        }
+        None => panic!("CI needs axe-core: npm ci --prefix tests/console"),
+    };
     let (mut server, addr, _) = start_serve(db);
     let shots = screenshots(db);
-    let shot = |name: &str| browser.screenshot(&shots.join(format!("{name}.png")));
+    // Each step: a screenshot, and no serious or critical accessibility violation.
+    let step = |name: &str| {
+        browser.screenshot(&shots.join(format!("{name}.png")));
+        if let Some(axe) = &axe {
+            let violations = browser.accessibility_violations(axe);
+            assert!(violations.is_empty(), "{name}: {violations:#?}");
+        }
+    };
+    let owner = login(&addr, "owner@demo.example");
 
-    // The pages are served by the binary.
-    let (status, page) = http(&addr, "GET", "/", None);
-    assert_eq!(status, 200);
-    assert!(page.contains("/console/console.js"), "{page}");
-
-    // The admin signs in.
+    // The admin signs in and lands on the whole site's leads, with the agents.
     browser.goto(&format!("http://{addr}/"));
     browser.type_into("input[name=email]", "admin@demo.example");
     browser.type_into("input[name=password]", "demo-password");
-    shot("01-sign-in");
+    step("01-sign-in");
     browser.click("form.signin button[type=submit]");
     browser.wait_for_text("main h1", "Lead Manager");
-    shot("02-admin-lead-manager");
+    browser.find("main thead");
+    let columns = browser.property("main thead", "textContent");
+    assert!(columns.as_str().unwrap().contains("Agent"), "{columns}");
+    let all = browser.text_of("main .chips .chip[aria-pressed=true]");
+    assert!(
+        all.starts_with("All") && all.trim_start_matches("All").trim().parse::<u32>().unwrap() > 0,
+        "the whole site's count: {all}"
+    );
+    assert!(browser.text_of("main .pager").contains(" of "), "a total");
+    assert!(!browser.text_of("main").contains("-updated_at"));
+    step("02-admin-whole-site-leads");
 
-    // Users List: "Log in as user" on agent1's row, with a reason.
+    // Users: why a row has no "Log in as user", "(you)", a name on every button.
     browser.click("nav a[href='#/users']");
     browser.wait_for_text("main h1", "Users");
+    let owner_row = browser.text_of("tr[data-user='owner@demo.example']");
     assert!(
-        browser
-            .text_of("tr[data-user='owner@demo.example']")
-            .lines()
-            .all(|l| !l.contains("Log in as user")),
-        "no button on the owner's row"
+        owner_row.contains("Only agents can be logged in as.") && !owner_row.contains("Log in as user"),
+        "{owner_row}"
     );
-    browser.click("tr[data-user='agent1@demo.example'] button");
-    browser.type_into(
-        "dialog textarea[name=reason]",
-        "Agent asked for help with a lead",
+    assert!(browser.text_of("tr[data-user='admin@demo.example']").contains("(you)"));
+    assert_eq!(
+        browser.property(
+            "tr[data-user='agent1@demo.example'] button[aria-label='Log in as user Agnes Agent']",
+            "textContent"
+        ),
+        "Log in as user"
     );
-    shot("03-log-in-as-reason");
+    step("03-users");
+    browser.click("tr[data-user='agent1@demo.example'] button[aria-label='Log in as user Agnes Agent']");
+    browser.type_into("dialog textarea[name=reason]", "Agent asked for help with a lead");
+    step("04-log-in-as-reason");
     browser.click("dialog button[type=submit]");
-    let banner = browser.wait_for_text("#banner", "You are logged in as");
-    assert!(banner.contains("Return to Admin"), "{banner}");
+    let banner = browser.wait_for_text("#banner", "You are logged in as Agnes Agent");
+    assert!(
+        banner.contains("Reason: Agent asked for help with a lead") && banner.contains("minutes left"),
+        "{banner}"
+    );
     browser.wait_for_text("main h1", "Lead Manager");
-    shot("04-as-agent1-lead-manager");
+    step("05-as-agent1-lead-manager");
 
-    // A lead of agent1's: its stage changes.
+    // A lead of agent1's: its stage changes; a note shows its author.
     browser.click("main table tbody tr a");
+    browser.find("main form.grid select[name=stage]");
+    let lead_path: String = browser
+        .execute("return location.hash;", Value::Array(vec![]))
+        .as_str()
+        .unwrap()
+        .trim_start_matches("#/leads/")
+        .to_owned();
     let before = browser
         .property("main form.grid select[name=stage]", "value")
         .as_str()
@@ -90,151 +149,305 @@ async fn an_admin_logs_in_as_an_agent_changes_a_stage_and_finds_it_in_the_audit(
     browser.click("main form.grid button[type=submit]");
     browser.wait_for_text("#message", "Saved.");
     assert_eq!(browser.property("select[name=stage]", "value"), after);
-    shot("05-stage-changed");
+    assert!(!browser.text_of("main").contains("version"), "no version numbers");
+    browser.type_into("textarea[name=body]", "Asked about financing");
+    browser.click("section[aria-labelledby=notes-h] button[type=submit]");
+    let notes = browser.wait_for_text("section[aria-labelledby=notes-h]", "Asked about financing");
+    assert!(notes.contains("Agnes Agent ·"), "the author: {notes}");
+    let top = browser.execute(
+        "window.scrollTo(0, document.body.scrollHeight); \
+         return document.querySelector('#banner').getBoundingClientRect().top;",
+        Value::Array(vec![]),
+    );
+    assert_eq!(top.as_f64(), Some(0.0), "the banner stays on top");
+    step("06-stage-changed-note-added");
+
+    // A stale edit: someone else changes the phone meanwhile; saving says so, shows
+    // what changed, and Reload brings the latest.
+    let (status, _) = call(
+        &addr,
+        "PATCH",
+        &format!("/api/leads/{lead_path}"),
+        &owner,
+        Some(r#"{"phone": "+1 555 0199"}"#),
+    );
+    assert_eq!(status, 200);
+    browser.clear("main form.grid input[name=source]");
+    browser.type_into("main form.grid input[name=source]", "billboard");
+    browser.click("main form.grid button[type=submit]");
+    let conflict = browser.wait_for_text(".conflict", "Someone changed this lead since you opened it");
+    assert!(conflict.contains("+1 555 0199"), "what changed: {conflict}");
+    step("07-stale-edit");
+    browser.click(".conflict button");
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while browser.property("main form.grid input[name=phone]", "value") != "+1 555 0199" {
+        assert!(std::time::Instant::now() < deadline, "Reload shows the latest phone");
+        std::thread::sleep(Duration::from_millis(100));
+    }
 
     // Return to Admin.
     browser.click("#return-to-admin");
     browser.wait_for_text("main h1", "Users");
     assert!(browser.text_of("#banner").is_empty(), "the banner is gone");
-    shot("06-returned-to-admin");
 
-    // Settings: a template added, then edited in its dialog.
+    // Settings: a template added, then edited in its dialog; a field's error next to it.
     browser.click("nav a[href='#/settings']");
     browser.wait_for_text("main h1", "Settings");
-    browser.type_into("main form:last-of-type input[name=name]", "Follow-up");
-    browser.type_into("main form:last-of-type input[name=subject]", "Checking in");
-    browser.type_into(
-        "main form:last-of-type textarea[name=body]",
-        "Any questions?",
-    );
-    browser.click("main form:last-of-type button[type=submit]");
+    browser.type_into("form[aria-label='New template'] input[name=name]", "Follow-up");
+    browser.type_into("form[aria-label='New template'] input[name=subject]", "Checking in");
+    browser.type_into("form[aria-label='New template'] textarea[name=body]", "Any questions?");
+    browser.click("form[aria-label='New template'] button[type=submit]");
     browser.wait_for_text("#message", "Template added.");
-    browser.click("main table tbody tr:last-child button.quiet");
+    browser.click("button[aria-label='Edit Follow-up']");
     browser.type_into("dialog textarea[name=body]", " Call me any time.");
     browser.click("dialog button[type=submit]");
     browser.wait_for_text("#message", "Template saved.");
     browser.wait_for_text("main table", "Any questions? Call me any time.");
-    shot("07-settings-template-edited");
+    browser.type_into("form[aria-label=Settings] input[name='communication.sender_email']", "not an email");
+    browser.click("form[aria-label=Settings] button[type=submit]");
+    browser.find("form[aria-label=Settings] .field-error");
+    let error = browser.text_of("form[aria-label=Settings] .field-error");
+    assert!(!error.is_empty() && !error.contains("communication.sender_email"), "{error}");
+    step("08-settings-error-next-to-field");
+    browser.clear("form[aria-label=Settings] input[name='communication.sender_email']");
     // An email signature, then none: an empty one saves too.
     browser.type_into("textarea[name=email_signature]", "Best, Adam");
-    browser.click("main form.grid button[type=submit]");
+    browser.click("form[aria-label=Settings] button[type=submit]");
     browser.wait_for_text("#message", "Settings saved.");
-    browser.wait_for_text("main h1", "Settings");
-    let signature = |token: &str| {
-        let (_, body) = request(&addr, "GET", "/api/settings", Some(token), None).unwrap();
-        serde_json::from_str::<serde_json::Value>(&body).unwrap()["settings"]["email_signature"]
-            .clone()
-    };
     let admin_token = login(&addr, "admin@demo.example");
-    assert_eq!(signature(&admin_token), "Best, Adam");
+    let signature = || call(&addr, "GET", "/api/settings", &admin_token, None).1["settings"]["email_signature"].clone();
+    assert_eq!(signature(), "Best, Adam");
     browser.clear("textarea[name=email_signature]");
-    browser.click("main form.grid button[type=submit]");
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    while signature(&admin_token) != "" && std::time::Instant::now() < deadline {
-        std::thread::sleep(std::time::Duration::from_millis(100));
+    browser.click("form[aria-label=Settings] button[type=submit]");
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while signature() != "" && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
     }
-    assert_eq!(signature(&admin_token), "", "an empty signature saves");
-    assert!(!browser.text_of("#message").contains("email_signature"));
+    assert_eq!(signature(), "", "an empty signature saves");
 
-    // The audit page: the session, and in it the change, before -> after.
+    // The audit: the chain panel, the session, its changes in words.
     browser.click("nav a[href='#/audit']");
-    browser.wait_for_text("main", "Impersonation sessions");
+    let chain = browser.wait_for_text(".chain", "The log is intact");
+    assert!(chain.contains("Head: position") && chain.contains("Checked"), "{chain}");
     let newest = browser.text_of("main table tbody tr");
     assert!(
         newest.contains("Agent asked for help with a lead") && newest.contains("returned"),
         "{newest}"
     );
-    shot("08-audit-sessions");
+    step("09-audit");
     browser.click("main table tbody tr a");
-    let changes = browser.wait_for_text("main table", "stage");
-    let expected = format!("{before} → {after}");
-    assert!(
-        changes
-            .lines()
-            .any(|l| l.contains("stage") && l.contains(&expected)),
-        "{expected:?} in {changes}"
+    let changes = browser.wait_for_text("main table", "Moved the lead");
+    let expected = format!(
+        "{} → {}",
+        before.replace('_', " "),
+        after.replace('_', " ")
     );
-    shot("09-audit-session-changes");
+    assert!(changes.contains(&expected), "{expected:?} in {changes}");
+    assert!(changes.contains("Added a note to"), "{changes}");
+    assert!(!changes.contains("LeadStageChanged") && !changes.contains("\"id\""), "{changes}");
+    step("10-audit-session");
 
-    // The changes made while logged in as someone, field by field, on the audit page.
+    // Changes made while logged in as someone: names, not ids; no setup rows.
     browser.click("nav a[href='#/audit']");
     browser.wait_for_text("main", "Changes, field by field");
     browser.click("select[name=impersonated] option[value=true]");
     browser.click("main form.toolbar button[type=submit]");
     let filtered = browser.wait_for_text("#changes-table", &expected);
-    assert!(filtered.contains("as Agnes Agent"), "{filtered}");
-    assert!(
-        !filtered.contains("UserCreated") && !filtered.contains("template"),
-        "only impersonated changes: {filtered}"
-    );
-    assert!(
-        !browser.text_of("main").contains("null"),
-        "nothing left out shows as \"null\""
-    );
-    shot("10-audit-changes-impersonated");
-    browser.click("main #changes-table a");
+    assert!(filtered.contains("Adam Admin as Agnes Agent"), "{filtered}");
+    assert!(!filtered.contains("00000000") && !filtered.contains("Added the user"), "{filtered}");
+    assert!(!browser.text_of("main").contains("null"), "nothing shows as \"null\"");
+    step("11-audit-changes-impersonated");
 
-    // The same page in a narrow window.
-    browser.resize(420, 860);
-    browser.find("main table");
-    shot("11-narrow-audit-session");
-
-    // Logged in as agent1 again, the owner switches "Log in as user" off: the
-    // admin's next step is refused (it would have been applied as the admin),
-    // and the console says how it ended and shows the admin's own account.
-    browser.resize(1280, 800);
+    // The narrow window: the session's page and the users list fit.
+    browser.click("#changes-table a[title='The session']");
+    browser.wait_for_text("main h1", "Adam Admin as Agnes Agent");
+    browser.resize(390, 844);
+    let wide = browser.execute(
+        "return document.documentElement.scrollWidth > window.innerWidth;",
+        Value::Array(vec![]),
+    );
+    assert_eq!(wide, false, "nothing sticks out at 390 px");
+    step("12-narrow-audit-session");
     browser.click("nav a[href='#/users']");
     browser.wait_for_text("main h1", "Users");
-    browser.click("tr[data-user='agent1@demo.example'] button");
+    let wide = browser.execute(
+        "return document.documentElement.scrollWidth > window.innerWidth;",
+        Value::Array(vec![]),
+    );
+    assert_eq!(wide, false, "the users list fits at 390 px");
+    step("13-narrow-users");
+    browser.resize(1280, 800);
+
+    // User management: add an agent, make them an auditor, deactivate them.
+    browser.type_into("main form input[name=name]", "Nina Newman");
+    browser.type_into("main form input[name=email]", "nina@demo.example");
+    browser.type_into("main form input[name=password]", "nina-password-1");
+    browser.click("main form button[type=submit]");
+    browser.wait_for_text("#message", "Nina Newman was added as agent.");
+    browser.click("button[aria-label='Change role of Nina Newman']");
+    browser.click("dialog select[name=role] option[value=auditor]");
+    browser.click("dialog button[type=submit]");
+    browser.wait_for_text("#message", "Nina Newman is now auditor.");
+    browser.execute("window.confirm = () => true;", Value::Array(vec![]));
+    browser.click("button[aria-label='Deactivate Nina Newman']");
+    let row = browser.wait_for_text("tr[data-user='nina@demo.example']", "deactivated");
+    assert!(row.contains("auditor") && row.contains("Reactivate"), "{row}");
+    step("14-user-management");
+
+    // The site's rules: read-only for an admin.
+    browser.click("nav a[href='#/site']");
+    browser.wait_for_text("main", "Only the owner can change these.");
+    assert_eq!(
+        browser.property("input[name=impersonation_enabled]", "disabled"),
+        true
+    );
+    step("15-site-rules-admin");
+
+    // Logged in as agent1 again, the owner switches "Log in as user" off: the
+    // admin's next step is refused and the console says how it ended.
+    browser.click("nav a[href='#/users']");
+    browser.click("button[aria-label='Log in as user Agnes Agent']");
     browser.type_into("dialog textarea[name=reason]", "One more look");
     browser.click("dialog button[type=submit]");
     browser.wait_for_text("#banner", "You are logged in as");
     browser.wait_for_text("main h1", "Lead Manager");
-    let owner = login(&addr, "owner@demo.example");
-    let (status, _) = request(
+    let (status, _) = call(
         &addr,
         "PATCH",
         "/api/site/settings",
-        Some(&owner),
+        &owner,
         Some(r#"{"impersonation_enabled": false}"#),
-    )
-    .unwrap();
+    );
     assert_eq!(status, 200);
     browser.click("nav a[href='#/settings']");
     let told = browser.wait_for_text("#message", "You are no longer logged in as");
-    assert!(
-        told.contains("revoked") && told.contains("Nothing was changed"),
-        "{told}"
-    );
+    assert!(told.contains("revoked") && told.contains("Nothing was changed"), "{told}");
     browser.wait_for_text("main h1", "Users");
     assert!(browser.text_of("#banner").is_empty(), "the banner is gone");
-    shot("12-impersonation-ended");
+    step("16-impersonation-revoked");
 
-    // The admin's sessions end (the owner deactivates them): the next page says so.
-    let (_, listed) = request(&addr, "GET", "/api/users?limit=500", Some(&owner), None).unwrap();
-    let listed: serde_json::Value = serde_json::from_str(&listed).unwrap();
-    let admin = listed["items"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|u| u["email"] == "admin@demo.example")
-        .unwrap()["id"]
+    // The owner turns it back on with a one-minute limit and agents told; the
+    // admin's next "Log in as" expires while the page sits there, and the console
+    // notices with no click.
+    let (status, _) = call(
+        &addr,
+        "PATCH",
+        "/api/site/settings",
+        &owner,
+        Some(r#"{"impersonation_enabled": true, "impersonation_max_minutes": 1, "notify_subject_on_impersonation": true}"#),
+    );
+    assert_eq!(status, 200);
+    browser.click("nav a[href='#/users']");
+    browser.wait_for_text("main h1", "Users");
+    browser.click("button[aria-label='Log in as user Agnes Agent']");
+    browser.type_into("dialog textarea[name=reason]", "Quick check");
+    browser.click("dialog button[type=submit]");
+    browser.wait_for_text("#banner", "Less than a minute left");
+    let told = browser.wait_for_text_within(
+        "#message",
+        "You are no longer logged in as Agnes Agent",
+        Duration::from_secs(100),
+    );
+    assert!(told.contains("expired"), "{told}");
+    assert!(browser.text_of("#banner").is_empty(), "the banner is gone");
+    step("17-impersonation-expired");
+
+    // The admin's session ends (signed out elsewhere): the next page asks to sign
+    // in, and signing in again lands where they were going.
+    let token = browser
+        .execute("return sessionStorage.getItem('crm.token');", Value::Array(vec![]))
         .as_str()
         .unwrap()
         .to_owned();
-    let (status, _) = request(
+    let (status, _) = call(&addr, "POST", "/api/logout", &token, Some("{}"));
+    assert_eq!(status, 204);
+    browser.click("nav a[href='#/audit']");
+    browser.wait_for_text("#message", "Your session has expired or was ended");
+    browser.type_into("input[name=email]", "admin@demo.example");
+    browser.type_into("input[name=password]", "demo-password");
+    step("18-session-ended");
+    browser.click("form.signin button[type=submit]");
+    browser.wait_for_text("main h1", "Audit");
+
+    // The owner edits the site's rules in the console.
+    browser.click("#sign-out");
+    browser.type_into("input[name=email]", "owner@demo.example");
+    browser.type_into("input[name=password]", "demo-password");
+    browser.click("form.signin button[type=submit]");
+    browser.wait_for_text("main h1", "Lead Manager");
+    browser.click("nav a[href='#/site']");
+    browser.wait_for_text("main h1", "Site rules");
+    browser.clear("input[name=impersonation_max_minutes]");
+    browser.type_into("input[name=impersonation_max_minutes]", "45");
+    browser.click("main form button[type=submit]");
+    browser.wait_for_text("#message", "Site rules saved.");
+    let (_, rules) = call(&addr, "GET", "/api/site/settings", &owner, None);
+    assert_eq!(rules["impersonation_max_minutes"], 45);
+    step("19-site-rules-owner");
+
+    // The agent signs in and is told, at once and in the bell; they mark it read.
+    browser.click("#sign-out");
+    browser.type_into("input[name=email]", "agent1@demo.example");
+    browser.type_into("input[name=password]", "demo-password");
+    browser.click("form.signin button[type=submit]");
+    let told = browser.wait_for_text("#message", "new notification");
+    assert!(told.contains("Adam Admin logged in as you: Quick check"), "{told}");
+    assert!(browser.text_of("#bell").contains("Notifications (1)"));
+    step("20-agent-told-at-sign-in");
+    browser.click("#bell");
+    browser.wait_for_text("main h1", "Notifications");
+    browser.click("main .actions button");
+    browser.wait_for_text("#message", "Marked as read.");
+    browser.wait_for_text("#bell", "Notifications");
+    assert!(!browser.text_of("#bell").contains('('));
+    let (_, listed) = call(
+        &addr,
+        "GET",
+        "/api/me/notifications",
+        &login(&addr, "agent1@demo.example"),
+        None,
+    );
+    assert!(listed["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|n| n["read_at"].is_string()));
+    step("21-agent-notifications-read");
+
+    // Times show in the account's own zone, named: a task due at 9:30 in Chicago.
+    let agent_token = login(&addr, "agent1@demo.example");
+    let (status, _) = call(
         &addr,
         "PATCH",
-        &format!("/api/users/{admin}"),
-        Some(&owner),
-        Some(r#"{"active": false}"#),
-    )
-    .unwrap();
+        "/api/settings",
+        &agent_token,
+        Some(r#"{"timezone": "America/Chicago"}"#),
+    );
     assert_eq!(status, 200);
-    browser.click("nav a[href='#/leads']");
-    browser.wait_for_text("#message", "Your session has expired or was ended");
-    browser.find("input[name=email]");
-    shot("13-session-ended");
+    // The zone is read as the console starts: open the lead and reload.
+    browser.goto(&format!("http://{addr}/#/leads/{lead_path}"));
+    browser.find("input[name=due_at]");
+    browser.execute("location.reload();", Value::Array(vec![]));
+    std::thread::sleep(Duration::from_millis(500));
+    browser.find("input[name=due_at]");
+    browser.type_into("input[name=title]", "Call back");
+    browser.execute(
+        "document.querySelector('input[name=due_at]').value = '2027-01-15T09:30';",
+        Value::Array(vec![]),
+    );
+    browser.click("section[aria-labelledby=tasks-h] button[type=submit]");
+    let task = browser.wait_for_text("li[data-task='Call back']", "Call back");
+    assert!(task.contains("9:30") && task.contains("CST"), "{task}");
+    let (_, lead) = call(&addr, "GET", &format!("/api/leads/{lead_path}"), &agent_token, None);
+    let due = lead["tasks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["title"] == "Call back")
+        .unwrap()["due_at"]
+        .clone();
+    assert_eq!(due, "2027-01-15T15:30:00Z", "9:30 in Chicago is 15:30 UTC");
+    step("22-agent-times-in-own-zone");
 
     assert!(server.stop());
 }

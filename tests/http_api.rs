@@ -742,12 +742,40 @@ async fn the_audit_export_streams_csv_and_ndjson(db: &TestDatabase) {
     assert_eq!(csv.status, 200);
     assert!(csv.header("content-type").unwrap().starts_with("text/csv"));
     let mut reader = csv::Reader::from_reader(csv.raw.as_slice());
-    assert_eq!(reader.headers().unwrap().get(5), Some("field"));
+    let headers = reader.headers().unwrap().clone();
+    let column = |name: &str| {
+        headers
+            .iter()
+            .position(|h| h == name)
+            .unwrap_or_else(|| panic!("no column {name}"))
+    };
     let rows: Vec<csv::StringRecord> = reader.records().map(Result::unwrap).collect();
     assert_eq!(rows.len(), expected);
+    let names: Vec<&csv::StringRecord> = rows
+        .iter()
+        .filter(|r| r.get(column("field")) == Some("name"))
+        .collect();
+    assert_eq!(names.len(), 3, "one name per lead created");
+    for (i, row) in names.iter().enumerate() {
+        let name = format!("Lead, \"{i}\"");
+        // Text as it is: the quotes and the comma survive, no JSON quoting.
+        assert_eq!(row.get(column("after")), Some(name.as_str()));
+        assert_eq!(row.get(column("before")), Some(""));
+        assert_eq!(row.get(column("entity_label")), Some(name.as_str()));
+        assert_eq!(row.get(column("actor_name")), Some("admin"));
+        assert_eq!(row.get(column("subject_name")), Some("agent1"));
+        assert_eq!(
+            row.get(column("impersonation_reason")),
+            Some("Export test")
+        );
+    }
+    let positions: Vec<i64> = rows
+        .iter()
+        .map(|r| r.get(column("position")).unwrap().parse().unwrap())
+        .collect();
     assert!(
-        rows.iter().any(|r| r.get(7) == Some("\"Lead, \\\"0\\\"\"")),
-        "quotes and commas survive"
+        positions.windows(2).all(|w| w[0] <= w[1]),
+        "a file is in log order"
     );
 
     let ndjson = api
@@ -761,6 +789,16 @@ async fn the_audit_export_streams_csv_and_ndjson(db: &TestDatabase) {
         .collect();
     assert_eq!(lines.len(), expected);
     assert_eq!(lines[0]["actor_id"], s.admin.id.to_string());
+    assert_eq!(lines[0]["actor_name"], "admin");
+    assert_eq!(lines[0]["subject_name"], "agent1");
+    assert_eq!(lines[0]["impersonation_reason"], "Export test");
+    let newest = api
+        .get(&admin, "/api/audit/export?format=ndjson&impersonated=true&order=desc")
+        .await;
+    let first: Value =
+        serde_json::from_str(String::from_utf8(newest.raw).unwrap().lines().next().unwrap())
+            .unwrap();
+    assert_eq!(first, lines[expected - 1], "order=desc starts with the latest");
     api.get(&admin, "/api/audit/export?format=xml")
         .await
         .problem(422, "validation");
@@ -777,6 +815,7 @@ fn the_openapi_document_lists_every_route_of_the_contract() {
         ("delete", "/api/impersonation"),
         ("get", "/api/me/impersonations"),
         ("get", "/api/me/notifications"),
+        ("post", "/api/me/notifications/read"),
         ("post", "/api/me/password"),
         ("get", "/api/users"),
         ("post", "/api/users"),

@@ -15,7 +15,7 @@ use serde_json::{json, Value};
 use uuid::Uuid;
 
 use crate::projection::{Decoded, Projection};
-use crate::query::{decode_cursor, i64_at, paginate, Bind, Page, QueryError, Sql};
+use crate::query::{decode_cursor, i64_at, paginate, Bind, Order, Page, QueryError, Sql};
 use crate::sql::execute;
 
 /// See the module documentation.
@@ -28,17 +28,19 @@ impl Projection for AuditTrail {
     }
 
     fn version(&self) -> i64 {
-        1
+        2
     }
 
     fn tables(&self) -> &'static [&'static str] {
-        &["audit_changes", "audit_sessions"]
+        &["audit_changes", "audit_sessions", "audit_labels"]
     }
 
     fn reads(&self, event: &DomainEvent) -> bool {
         !matches!(
             event,
-            DomainEvent::UserLoggedIn(_) | DomainEvent::UserLoggedOut(_)
+            DomainEvent::UserLoggedIn(_)
+                | DomainEvent::UserLoggedOut(_)
+                | DomainEvent::NotificationsRead(_)
         )
     }
 
@@ -83,8 +85,13 @@ async fn apply(tx: &mut Tx<'_>, events: &[&Decoded]) -> Result<(), StoreError> {
     );
     let mut started: Vec<NewSession> = Vec::new();
     let mut updated: BTreeMap<Uuid, SessionUpdate> = BTreeMap::new();
+    // Each entity's last name in the batch.
+    let mut labels: BTreeMap<Uuid, String> = BTreeMap::new();
     for decoded in events {
         let e = &decoded.recorded;
+        if let Some((id, label)) = label_of(&decoded.event, e.stream.id) {
+            labels.insert(id, label);
+        }
         match &decoded.event {
             DomainEvent::ImpersonationStarted(s) => started.push(NewSession {
                 id: e.stream.id,
@@ -137,6 +144,15 @@ async fn apply(tx: &mut Tx<'_>, events: &[&Decoded]) -> Result<(), StoreError> {
         }
     }
     changes.write(tx).await?;
+    let mut named = Rows::new(
+        "INSERT INTO audit_labels (labelled_id, label)",
+        2,
+        " ON CONFLICT (labelled_id) DO UPDATE SET label = excluded.label",
+    );
+    for (id, label) in labels {
+        named.push([id.into(), label.into()]);
+    }
+    named.write(tx).await?;
     let mut sessions = Rows::new(
         "INSERT INTO audit_sessions (id, site_id, admin_id, subject_id, reason, started_at, \
          expires_at, ended_at, end_reason, change_count, position)",
@@ -173,6 +189,29 @@ async fn apply(tx: &mut Tx<'_>, events: &[&Decoded]) -> Result<(), StoreError> {
         )?;
     }
     Ok(())
+}
+
+/// The name an event gives an entity (its id and the name), if it names one: a
+/// site, user, lead or template when created, a lead or template when renamed.
+fn label_of(event: &DomainEvent, stream_id: Uuid) -> Option<(Uuid, String)> {
+    let renamed = |changes: &[FieldChange]| {
+        changes
+            .iter()
+            .rev()
+            .find(|c| c.field == "name")
+            .and_then(|c| c.after.as_str().map(str::to_owned))
+    };
+    match event {
+        DomainEvent::SiteCreated(s) => Some((stream_id, s.name.clone())),
+        DomainEvent::UserCreated(u) => Some((stream_id, u.name.clone())),
+        DomainEvent::LeadCreated(c) => Some((stream_id, c.name.clone())),
+        DomainEvent::LeadFieldsUpdated(u) => renamed(&u.changes).map(|name| (stream_id, name)),
+        DomainEvent::TemplateCreated(t) => Some((t.template_id.as_uuid(), t.name.clone())),
+        DomainEvent::TemplateUpdated(t) => {
+            renamed(&t.changes).map(|name| (t.template_id.as_uuid(), name))
+        }
+        _ => None,
+    }
 }
 
 /// What an event changed: the entity (type and id) and each field with its value
@@ -317,6 +356,7 @@ pub fn changes_of(
         }
         DomainEvent::UserLoggedIn(_)
         | DomainEvent::UserLoggedOut(_)
+        | DomainEvent::NotificationsRead(_)
         | DomainEvent::ImpersonationStarted(_)
         | DomainEvent::ImpersonationEnded(_) => return None,
     })
@@ -358,6 +398,15 @@ pub struct Change {
     pub actor_id: Uuid,
     pub subject_id: Uuid,
     pub impersonation_id: Option<Uuid>,
+    /// What changed, by name: the lead's or template's name, the user's (for a
+    /// user or their settings) or the site's; the last name it had.
+    pub entity_label: Option<String>,
+    /// Who acted, by name ("System" for the site's setup).
+    pub actor_name: Option<String>,
+    /// Whose account it was, by name.
+    pub subject_name: Option<String>,
+    /// The reason given for the "Log in as user" session it was made in.
+    pub impersonation_reason: Option<String>,
 }
 
 #[derive(Debug, sqlx::FromRow)]
@@ -374,7 +423,14 @@ struct ChangeRow {
     actor_id: Uuid,
     subject_id: Uuid,
     impersonation_id: Option<Uuid>,
+    entity_label: Option<String>,
+    actor_name: Option<String>,
+    subject_name: Option<String>,
+    impersonation_reason: Option<String>,
 }
+
+/// What the log records as the actor of the site's setup (no human).
+const SYSTEM: &str = "System";
 
 impl From<ChangeRow> for Change {
     fn from(r: ChangeRow) -> Self {
@@ -389,9 +445,21 @@ impl From<ChangeRow> for Change {
             before: serde_json::from_str(&r.before).unwrap_or(Value::Null),
             after: serde_json::from_str(&r.after).unwrap_or(Value::Null),
             actor_id: r.actor_id,
-            subject_id: r.subject_id,
             impersonation_id: r.impersonation_id,
+            entity_label: r.entity_label,
+            actor_name: person(r.actor_id, r.actor_name),
+            subject_name: person(r.subject_id, r.subject_name),
+            impersonation_reason: r.impersonation_reason,
+            subject_id: r.subject_id,
         }
+    }
+}
+
+fn person(id: Uuid, name: Option<String>) -> Option<String> {
+    if id.is_nil() {
+        Some(SYSTEM.to_owned())
+    } else {
+        name
     }
 }
 
@@ -400,7 +468,12 @@ const SESSION_COLUMNS: &str =
      end_reason, change_count, position FROM audit_sessions ";
 const CHANGE_COLUMNS: &str =
     "SELECT position, seq, at, event_type, entity_type, entity_id, field, before, after, \
-     actor_id, subject_id, impersonation_id FROM audit_changes ";
+     actor_id, subject_id, impersonation_id, \
+     (SELECT label FROM audit_labels WHERE labelled_id = audit_changes.entity_id) AS entity_label, \
+     (SELECT label FROM audit_labels WHERE labelled_id = audit_changes.actor_id) AS actor_name, \
+     (SELECT label FROM audit_labels WHERE labelled_id = audit_changes.subject_id) AS subject_name, \
+     (SELECT reason FROM audit_sessions WHERE audit_sessions.id = audit_changes.impersonation_id) \
+     AS impersonation_reason FROM audit_changes ";
 
 /// Which sessions to list.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -411,9 +484,10 @@ pub struct SessionFilter {
     pub from: Option<DateTime<Utc>>,
     /// Started before.
     pub to: Option<DateTime<Utc>>,
+    pub order: Order,
 }
 
-/// The sessions query for one page, newest first (exposed for `EXPLAIN` in tests).
+/// The sessions query for one page, newest first unless asked otherwise (exposed for `EXPLAIN` in tests).
 ///
 /// # Errors
 /// [`QueryError::BadCursor`].
@@ -451,16 +525,18 @@ pub fn sessions_query(
     if let Some(to) = filter.to {
         sql.push(" AND started_at < ").bind(Bind::Time(to));
     }
+    let (past, direction) = filter.order.after_and_direction();
     if let Some(cursor) = cursor {
-        let before = decode_cursor(cursor, |k| i64_at(k, 0))?;
-        sql.push(" AND position < ").bind(Bind::I64(before));
+        let last = decode_cursor(cursor, |k| i64_at(k, 0))?;
+        sql.push(&format!(" AND position {past} "))
+            .bind(Bind::I64(last));
     }
-    sql.push(" ORDER BY position DESC LIMIT ")
+    sql.push(&format!(" ORDER BY position {direction} LIMIT "))
         .bind(Bind::I64(i64::from(limit) + 1));
     Ok(sql)
 }
 
-/// A page of the site's impersonation sessions, newest first.
+/// A page of the site's impersonation sessions, newest first unless asked otherwise.
 ///
 /// # Errors
 /// [`QueryError::BadCursor`]; store failures.
@@ -521,13 +597,16 @@ pub struct ChangeFilter {
     pub entity_id: Option<Uuid>,
     /// Only changes made while impersonating (true) or not (false).
     pub impersonated: Option<bool>,
+    /// Only the changes of one "Log in as user" session.
+    pub impersonation_id: Option<ImpersonationId>,
     /// At or after.
     pub from: Option<DateTime<Utc>>,
     /// Before.
     pub to: Option<DateTime<Utc>>,
+    pub order: Order,
 }
 
-/// The changes query for one page, oldest first (exposed for `EXPLAIN` in tests).
+/// The changes query for one page, newest first unless asked otherwise (exposed for `EXPLAIN` in tests).
 ///
 /// # Errors
 /// [`QueryError::BadCursor`].
@@ -555,6 +634,10 @@ pub fn changes_query(
     if let Some(entity) = filter.entity_id {
         sql.push(" AND entity_id = ").bind(Bind::Uuid(entity));
     }
+    if let Some(session) = filter.impersonation_id {
+        sql.push(" AND impersonation_id = ")
+            .bind(Bind::Uuid(session.as_uuid()));
+    }
     match filter.impersonated {
         Some(true) => sql.push(" AND impersonation_id IS NOT NULL"),
         Some(false) => sql.push(" AND impersonation_id IS NULL"),
@@ -566,20 +649,23 @@ pub fn changes_query(
     if let Some(to) = filter.to {
         sql.push(" AND at < ").bind(Bind::Time(to));
     }
+    let (past, direction) = filter.order.after_and_direction();
     if let Some(cursor) = cursor {
         let (position, seq) = decode_cursor(cursor, |k| Some((i64_at(k, 0)?, i64_at(k, 1)?)))?;
-        sql.push(" AND (position, seq) > (")
+        sql.push(&format!(" AND (position, seq) {past} ("))
             .bind(Bind::I64(position))
             .push(", ")
             .bind(Bind::I64(seq))
             .push(")");
     }
-    sql.push(" ORDER BY position, seq LIMIT ")
-        .bind(Bind::I64(i64::from(limit) + 1));
+    sql.push(&format!(
+        " ORDER BY position {direction}, seq {direction} LIMIT "
+    ))
+    .bind(Bind::I64(i64::from(limit) + 1));
     Ok(sql)
 }
 
-/// A page of the site's changes, oldest first. Paging through every page reads the
+/// A page of the site's changes, newest first unless asked otherwise. Paging through every page reads the
 /// whole trail with flat memory (what an export does).
 ///
 /// # Errors

@@ -739,6 +739,8 @@ pub struct Note {
     pub body: String,
     pub created_at: DateTime<Utc>,
     pub author_id: Uuid,
+    /// The author's name (the account it was written in).
+    pub author_name: Option<String>,
 }
 
 /// A task on a lead.
@@ -761,6 +763,8 @@ pub struct Communication {
     pub summary: String,
     pub created_at: DateTime<Utc>,
     pub author_id: Uuid,
+    /// The author's name (the account it was logged in).
+    pub author_name: Option<String>,
 }
 
 /// A lead's notes, oldest first.
@@ -770,7 +774,9 @@ pub struct Communication {
 pub async fn notes(db: &Database, lead: LeadId) -> Result<Vec<Note>, QueryError> {
     Ok(on_pool!(db, |pool| {
         sqlx::query_as(
-        "SELECT id, body, created_at, author_id FROM lead_notes WHERE lead_id = $1 ORDER BY created_at, id"
+        "SELECT id, body, created_at, author_id, \
+         (SELECT name FROM users_view WHERE users_view.id = lead_notes.author_id) AS author_name \
+         FROM lead_notes WHERE lead_id = $1 ORDER BY created_at, id"
     )
     .bind(lead.as_uuid())
     .fetch_all(pool)
@@ -799,8 +805,9 @@ pub async fn tasks(db: &Database, lead: LeadId) -> Result<Vec<Task>, QueryError>
 /// Store failures.
 pub async fn communications(db: &Database, lead: LeadId) -> Result<Vec<Communication>, QueryError> {
     Ok(on_pool!(db, |pool| sqlx::query_as(
-        "SELECT id, channel, direction, summary, created_at, author_id FROM lead_communications \
-         WHERE lead_id = $1 ORDER BY created_at, id"
+        "SELECT id, channel, direction, summary, created_at, author_id, \
+         (SELECT name FROM users_view WHERE users_view.id = lead_communications.author_id) \
+         AS author_name FROM lead_communications WHERE lead_id = $1 ORDER BY created_at, id"
     )
     .bind(lead.as_uuid())
     .fetch_all(pool)

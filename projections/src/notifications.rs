@@ -40,6 +40,7 @@ impl Projection for Notifications {
                 | DomainEvent::SiteSettingsChanged(_)
                 | DomainEvent::UserCreated(_)
                 | DomainEvent::ImpersonationStarted(_)
+                | DomainEvent::NotificationsRead(_)
         )
     }
 
@@ -112,6 +113,16 @@ async fn apply(tx: &mut Tx<'_>, decoded: &Decoded) -> Result<(), StoreError> {
                 )?;
             }
         }
+        DomainEvent::NotificationsRead(read) => {
+            execute!(
+                tx,
+                "UPDATE notifications SET read_at = $1 \
+                 WHERE user_id = $2 AND position <= $3 AND read_at IS NULL",
+                e.recorded_at,
+                e.stream.id,
+                read.up_to_position
+            )?;
+        }
         _ => {}
     }
     Ok(())
@@ -126,8 +137,26 @@ pub struct Notification {
     pub text: String,
     pub created_at: DateTime<Utc>,
     pub read_at: Option<DateTime<Utc>>,
-    #[serde(skip)]
+    /// Where it was recorded: what `POST /api/me/notifications/read` takes.
     pub position: i64,
+}
+
+/// The position of a user's latest unread notification at or before `up_to` (any,
+/// when `None`), if there is one.
+///
+/// # Errors
+/// Store failures.
+pub async fn latest_unread(
+    db: &Database,
+    user: UserId,
+    up_to: Option<i64>,
+) -> Result<Option<i64>, QueryError> {
+    let mut sql = Sql::new("SELECT MAX(position) FROM notifications WHERE user_id = ");
+    sql.bind(Bind::Uuid(user.as_uuid()))
+        .push(" AND read_at IS NULL AND position <= ")
+        .bind(Bind::I64(up_to.unwrap_or(i64::MAX)));
+    let rows: Vec<(Option<i64>,)> = sql.fetch_all(db).await?;
+    Ok(rows.into_iter().next().and_then(|(p,)| p))
 }
 
 /// A page of a user's notifications, newest first.

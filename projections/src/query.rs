@@ -9,6 +9,37 @@ use uuid::Uuid;
 
 pub use crm_events::Bind;
 
+/// Which end of a list comes first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Order {
+    /// The latest first: what a reader of a list wants (the default of the API).
+    #[default]
+    NewestFirst,
+    /// In log order: what a file or a replay wants.
+    OldestFirst,
+}
+
+impl Order {
+    /// `desc` or `asc`.
+    #[must_use]
+    pub fn parse(name: &str) -> Option<Self> {
+        match name {
+            "desc" => Some(Self::NewestFirst),
+            "asc" => Some(Self::OldestFirst),
+            _ => None,
+        }
+    }
+
+    /// The comparison that reads on past a cursor, and the SQL order word.
+    #[must_use]
+    pub fn after_and_direction(self) -> (&'static str, &'static str) {
+        match self {
+            Self::NewestFirst => ("<", "DESC"),
+            Self::OldestFirst => (">", "ASC"),
+        }
+    }
+}
+
 /// SQL text with its binds.
 #[derive(Debug, Default)]
 pub struct Sql {

@@ -42,6 +42,7 @@ impl Projection for Users {
                 | DomainEvent::UserPasswordChanged(_)
                 | DomainEvent::UserLoggedIn(_)
                 | DomainEvent::UserLoggedOut(_)
+                | DomainEvent::NotificationsRead(_)
         )
     }
 

@@ -2,7 +2,9 @@
 
 use std::net::IpAddr;
 
-use crm_events::catalog::user::{UserLoggedIn, UserLoggedOut, UserPasswordChanged};
+use crm_events::catalog::user::{
+    NotificationsRead, UserLoggedIn, UserLoggedOut, UserPasswordChanged,
+};
 use crm_events::catalog::values::{EndReason, Role};
 use crm_events::ids::{CorrelationId, ImpersonationId, SiteId, UserId};
 use crm_events::{DomainEvent, ExpectedVersion, Metadata, StoreError, StreamAppend};
@@ -514,6 +516,38 @@ impl App {
             ),
             other => other,
         })
+    }
+
+    /// Marks the caller's notifications read, up to the one at `up_to` (all, when
+    /// `None`). Appends nothing when none of them is unread. Never while logged in
+    /// as someone: the agent is the one to read them.
+    ///
+    /// # Errors
+    /// [`AppError::ImpersonationForbidden`]; store failures.
+    pub async fn mark_notifications_read(
+        &self,
+        ctx: &RequestContext,
+        up_to: Option<i64>,
+    ) -> Result<Option<Written>, AppError> {
+        authorize(&ctx.caller, Action::MarkOwnNotificationsRead)?;
+        self.settle().await?;
+        let db = self.store.database();
+        let Some(latest) =
+            crm_projections::notifications::latest_unread(db, ctx.actor(), up_to).await?
+        else {
+            return Ok(None);
+        };
+        let read = NotificationsRead {
+            up_to_position: latest,
+        };
+        self.record(
+            ctx,
+            user_stream(ctx.actor()),
+            ExpectedVersion::Any,
+            vec![read.into()],
+        )
+        .await
+        .map(Some)
     }
 
     /// The caller's site with its impersonation settings.

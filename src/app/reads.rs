@@ -27,6 +27,8 @@ pub struct ListedUser {
     #[serde(flatten)]
     pub user: UserRow,
     pub can_impersonate: bool,
+    /// Why not, when not.
+    pub cannot_impersonate_because: Option<String>,
 }
 
 /// What the Lead Manager lists.
@@ -114,10 +116,13 @@ impl App {
             items: page
                 .items
                 .into_iter()
-                .map(|user| ListedUser {
-                    can_impersonate: may_impersonate(&ctx.caller, &view_of(&user), &rules, true)
-                        .is_ok(),
-                    user,
+                .map(|user| {
+                    let refused = may_impersonate(&ctx.caller, &view_of(&user), &rules, true).err();
+                    ListedUser {
+                        can_impersonate: refused.is_none(),
+                        cannot_impersonate_because: refused.map(|r| r.to_string()),
+                        user,
+                    }
                 })
                 .collect(),
             next_cursor: page.next_cursor,

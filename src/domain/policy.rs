@@ -94,6 +94,8 @@ pub enum Action {
     ReadOwnSettings,
     /// Change my settings, templates and communication tools.
     ManageOwnSettings,
+    /// Mark my notifications read.
+    MarkOwnNotificationsRead,
 }
 
 /// Why the policy said no.
@@ -136,7 +138,10 @@ pub fn authorize(caller: &Caller, action: Action) -> Result<(), Refusal> {
         Action::WorkOwnLeads | Action::ChangeOwnEmail | Action::ManageOwnSettings => {
             role != Role::Auditor
         }
-        Action::ReadOwnImpersonations | Action::ChangeOwnPassword | Action::ReadOwnSettings => true,
+        Action::ReadOwnImpersonations
+        | Action::ChangeOwnPassword
+        | Action::ReadOwnSettings
+        | Action::MarkOwnNotificationsRead => true,
     };
     if allowed {
         Ok(())
@@ -154,6 +159,8 @@ fn reserved_to_the_real_human(action: Action) -> Option<&'static str> {
         Action::ManageUsers => Some("managing users and roles"),
         Action::ChangeSiteSettings => Some("changing site settings"),
         Action::StartImpersonation => Some("logging in as another user"),
+        // The agent reads what they are told; whoever acts as them must not.
+        Action::MarkOwnNotificationsRead => Some("marking the notifications read"),
         Action::ReadAudit | Action::ReadEvents | Action::ReadOwnImpersonations => {
             Some("reading the audit trail")
         }
@@ -371,6 +378,7 @@ mod tests {
             WorkAllLeads,
             ReadOwnSettings,
             ManageOwnSettings,
+            MarkOwnNotificationsRead,
         ];
         let site = SiteId::generate();
         let table: [(Role, &[Action]); 4] = [
@@ -391,6 +399,7 @@ mod tests {
                     WorkAllLeads,
                     ReadOwnSettings,
                     ManageOwnSettings,
+                    MarkOwnNotificationsRead,
                 ],
             ),
             (
@@ -402,6 +411,7 @@ mod tests {
                     WorkOwnLeads,
                     ReadOwnSettings,
                     ManageOwnSettings,
+                    MarkOwnNotificationsRead,
                 ],
             ),
             (
@@ -413,6 +423,7 @@ mod tests {
                     ReadOwnImpersonations,
                     ChangeOwnPassword,
                     ReadOwnSettings,
+                    MarkOwnNotificationsRead,
                 ],
             ),
         ];
@@ -437,6 +448,7 @@ mod tests {
             ReadAudit,
             ReadEvents,
             ReadOwnImpersonations,
+            MarkOwnNotificationsRead,
         ];
         for admin_role in [Role::Owner, Role::Admin] {
             let caller = Caller {

@@ -12,6 +12,7 @@ use axum::Json;
 use chrono::{DateTime, Utc};
 use crm_events::ids::{ImpersonationId, UserId};
 use crm_projections::audit_trail::{Change, ChangeFilter, Session, SessionFilter};
+use crm_projections::query::Order;
 use crm_projections::users;
 use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
@@ -50,6 +51,9 @@ pub struct SessionsQuery {
     from: Option<DateTime<Utc>>,
     /// Started before.
     to: Option<DateTime<Utc>>,
+    /// `desc` (newest first, the default) or `asc`.
+    #[param(value_type = Option<String>, pattern = "^(asc|desc)$")]
+    order: Option<String>,
     limit: Option<u32>,
     cursor: Option<String>,
 }
@@ -67,6 +71,7 @@ async fn list_sessions(
         subject_id: q.subject_id,
         from: q.from,
         to: q.to,
+        order: order(q.order.as_deref(), Order::NewestFirst)?,
     };
     let limit = crm_projections::query::clamp_limit(q.limit);
     let page = state
@@ -143,10 +148,17 @@ pub struct ChangesQuery {
     entity_id: Option<Uuid>,
     /// Only changes made while impersonating (`true`) or not (`false`).
     impersonated: Option<bool>,
+    /// Only the changes of one "Log in as user" session.
+    #[param(value_type = Option<Uuid>)]
+    impersonation_id: Option<ImpersonationId>,
     /// At or after.
     from: Option<DateTime<Utc>>,
     /// Before.
     to: Option<DateTime<Utc>>,
+    /// `desc` (newest first; the list's default) or `asc` (log order; the
+    /// export's default).
+    #[param(value_type = Option<String>, pattern = "^(asc|desc)$")]
+    order: Option<String>,
     limit: Option<u32>,
     cursor: Option<String>,
     /// For the export: `csv` (default) or `ndjson`.
@@ -154,20 +166,30 @@ pub struct ChangesQuery {
 }
 
 impl ChangesQuery {
-    fn filter(&self) -> ChangeFilter {
-        ChangeFilter {
+    fn filter(&self, default: Order) -> Result<ChangeFilter, ApiError> {
+        Ok(ChangeFilter {
             actor_id: self.actor_id,
             subject_id: self.subject_id,
             entity_type: self.entity_type.clone().filter(|t| !t.is_empty()),
             entity_id: self.entity_id,
             impersonated: self.impersonated,
+            impersonation_id: self.impersonation_id,
             from: self.from,
             to: self.to,
-        }
+            order: order(self.order.as_deref(), default)?,
+        })
     }
 }
 
-/// Every change of the site, field by field, oldest first.
+/// The `order` asked for, or `default`.
+fn order(asked: Option<&str>, default: Order) -> Result<Order, ApiError> {
+    match asked {
+        None => Ok(default),
+        Some(name) => Order::parse(name).ok_or_else(|| ApiError::invalid("order", "asc or desc")),
+    }
+}
+
+/// Every change of the site, field by field, newest first unless `order=asc`.
 #[utoipa::path(get, path = "/api/audit/changes", tag = "audit", security(("bearer" = [])), params(ChangesQuery),
     responses((status = 200, body = List<Change>), (status = 401, body = Problem), (status = 403, body = Problem), (status = 422, body = Problem)))]
 async fn list_changes(
@@ -185,14 +207,15 @@ async fn list_changes(
     Ok(Json(
         state
             .app
-            .audit_changes(&ctx, &q.filter(), q.cursor.as_deref(), limit)
+            .audit_changes(&ctx, &q.filter(Order::NewestFirst)?, q.cursor.as_deref(), limit)
             .await?
             .into(),
     ))
 }
 
 /// The same changes as a file, streamed page by page (flat memory however large):
-/// CSV (one row per change) or NDJSON (one JSON object per line).
+/// CSV (one row per change) or NDJSON (one JSON object per line), in log order
+/// unless `order=desc`, with the names and the session's reason.
 #[utoipa::path(get, path = "/api/audit/export", tag = "audit", security(("bearer" = [])), params(ChangesQuery),
     responses((status = 200, description = "text/csv or application/x-ndjson", content_type = "text/csv"),
         (status = 401, body = Problem), (status = 403, body = Problem), (status = 422, body = Problem)))]
@@ -211,7 +234,7 @@ async fn export_changes(
     let chunks = crate::export::chunks(
         state.app.settled().await?.clone(),
         ctx.site(),
-        q.filter(),
+        q.filter(Order::OldestFirst)?,
         format,
     )
     .map(|chunk| {
@@ -312,6 +335,12 @@ pub struct VerifyBody {
     pub events_checked: u64,
     pub first_bad_position: Option<i64>,
     pub problem: Option<String>,
+    /// When this check ran.
+    pub checked_at: DateTime<Utc>,
+    /// The site's recorded chain head: its last position and hash (hex), which an
+    /// auditor can note down and compare later.
+    pub head_position: Option<i64>,
+    pub head_hash: Option<String>,
 }
 
 /// Recompute the site's hash chain and name the first bad position, if any.
@@ -324,10 +353,20 @@ async fn verify_log(State(state): State<AppState>, Auth(ctx): Auth) -> ApiResult
         // The server's own watch hears of it too (/healthz, X-Chain-Intact).
         state.app.note_chain(&report, 0).await;
     }
+    let head = state
+        .app
+        .store()
+        .chain_heads(Some(ctx.site()))
+        .await?
+        .into_iter()
+        .next();
     Ok(Json(VerifyBody {
         ok: report.ok,
         events_checked: report.events_checked,
         first_bad_position: report.first_bad_position.map(|p| p.0),
         problem: report.problem,
+        checked_at: Utc::now(),
+        head_position: head.map(|h| h.last_position.0),
+        head_hash: head.map(|h| hex::encode(h.last_hash)),
     }))
 }

@@ -42,6 +42,9 @@ pub struct ListedUser {
     pub user: User,
     /// Whether the caller may "Log in as user" on this row.
     pub can_impersonate: bool,
+    /// Why not, in words, when not ("only agents can be logged in as", "that user
+    /// is deactivated", ...).
+    pub cannot_impersonate_because: Option<String>,
 }
 
 /// An impersonation session with its admin and its agent (the subject) as users.

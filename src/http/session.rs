@@ -31,6 +31,7 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(start_impersonation, return_to_admin))
         .routes(routes!(list_my_impersonations))
         .routes(routes!(list_my_notifications))
+        .routes(routes!(mark_my_notifications_read))
         .routes(routes!(change_my_password))
 }
 
@@ -166,6 +167,36 @@ async fn list_my_notifications(
         .notifications(&ctx, page.cursor.as_deref(), page.limit())
         .await?;
     Ok(Json(notifications.into()))
+}
+
+/// `POST /api/me/notifications/read`.
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NotificationsReadBody {
+    /// Mark read up to and including the notification at this position (every
+    /// one, when left out): what the reader saw, not what arrived since.
+    pub up_to_position: Option<i64>,
+}
+
+/// Mark my notifications read (never while logged in as someone else: the
+/// notifications are the account holder's to read). 204, with `X-Position` when
+/// something was marked.
+#[utoipa::path(post, path = "/api/me/notifications/read", tag = "session", security(("bearer" = [])),
+    request_body = NotificationsReadBody,
+    responses((status = 204), (status = 401, body = Problem), (status = 403, body = Problem), (status = 422, body = Problem)))]
+async fn mark_my_notifications_read(
+    State(state): State<AppState>,
+    Auth(ctx): Auth,
+    Body(body): Body<NotificationsReadBody>,
+) -> ApiResult<Response> {
+    let written = state
+        .app
+        .mark_notifications_read(&ctx, body.up_to_position)
+        .await?;
+    Ok(match written {
+        Some(written) => no_content(written.position),
+        None => axum::response::IntoResponse::into_response(axum::http::StatusCode::NO_CONTENT),
+    })
 }
 
 /// `POST /api/me/password`.

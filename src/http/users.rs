@@ -55,6 +55,7 @@ async fn list_users(
             .map(|l| ListedUser {
                 user: l.user.into(),
                 can_impersonate: l.can_impersonate,
+                cannot_impersonate_because: l.cannot_impersonate_because,
             })
             .collect(),
         next_cursor: listed.next_cursor,

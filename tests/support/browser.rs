@@ -130,9 +130,15 @@ impl Browser {
         }
     }
 
-    /// Waits until the element matching `css` shows `text`.
+    /// Waits (up to ten seconds) until the element matching `css` shows `text`.
     #[track_caller]
     pub fn wait_for_text(&self, css: &str, text: &str) -> String {
+        self.wait_for_text_within(css, text, Duration::from_secs(10))
+    }
+
+    /// Waits up to `limit` until the element matching `css` shows `text`.
+    #[track_caller]
+    pub fn wait_for_text_within(&self, css: &str, text: &str, limit: Duration) -> String {
         let started = Instant::now();
         loop {
             let shown = self.text_of(css);
@@ -140,11 +146,44 @@ impl Browser {
                 return shown;
             }
             assert!(
-                started.elapsed() < Duration::from_secs(10),
+                started.elapsed() < limit,
                 "{css:?} never showed {text:?}; it shows {shown:?}"
             );
             std::thread::sleep(Duration::from_millis(50));
         }
+    }
+
+    /// Runs `script` in the page (a function body; `arguments` are `args`) and
+    /// answers what it returns.
+    pub fn execute(&self, script: &str, args: Value) -> Value {
+        self.session_call(
+            "POST",
+            "/execute/sync",
+            &json!({"script": script, "args": args}),
+        )
+    }
+
+    /// The serious and critical accessibility violations axe-core finds in the
+    /// page as it is now, each as "rule: what it is about (where)". `axe` is the
+    /// source of axe.min.js.
+    pub fn accessibility_violations(&self, axe: &str) -> Vec<String> {
+        self.execute(axe, json!([]));
+        let found = self.session_call(
+            "POST",
+            "/execute/async",
+            &json!({"script": "const done = arguments[arguments.length - 1];
+                axe.run(document, {resultTypes: ['violations']}).then((r) => done(
+                  r.violations.filter((v) => v.impact === 'serious' || v.impact === 'critical')
+                    .map((v) => `${v.id} (${v.impact}): ${v.help} at ${v.nodes.slice(0, 3)
+                      .map((n) => n.target.join(' ')).join(', ')}`)),
+                  (e) => done([`axe failed: ${e}`]));", "args": []}),
+        );
+        found
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|v| v.as_str().unwrap_or_default().to_owned())
+            .collect()
     }
 
     /// The visible text of the first element matching `css` ("" when there is none).

@@ -117,6 +117,7 @@ catalog! {
     UserPasswordChanged: User, version 1;
     UserLoggedIn: User, version 1;
     UserLoggedOut: User, version 1;
+    NotificationsRead: User, version 1;
 
     ImpersonationStarted: Impersonation, version 1;
     ImpersonationEnded: Impersonation, version 1;

@@ -43,6 +43,13 @@ pub struct UserPasswordChanged {}
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct UserLoggedIn {}
 
+/// A user read their notifications, up to and including the one recorded at
+/// `up_to_position`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct NotificationsRead {
+    pub up_to_position: i64,
+}
+
 /// A user signed out.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct UserLoggedOut {}

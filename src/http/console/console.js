@@ -4,9 +4,9 @@
 
 const STAGES = ["new", "attempted_contact", "contacted", "appointment_set", "nurture",
   "under_contract", "closed", "lost"];
-// [key, label, kind, choices]: "nullable" text is cleared with null, other text with "".
 const SORTS = [["-updated_at", "Recently updated first"], ["updated_at", "Least recently updated first"],
   ["name", "Name"], ["next_task_due_at", "Next task due"]];
+// [key, label, kind, choices]: "nullable" text is cleared with null, other text with "".
 const SETTINGS = [
   ["timezone", "Time zone", "choice", () => zones()],
   ["email_signature", "Email signature", "textarea"],
@@ -17,6 +17,13 @@ const SETTINGS = [
   ["communication.texting_enabled", "Texting enabled", "bool"],
   ["lead_manager.default_sort", "Lead Manager default sort", "choice", () => SORTS],
 ];
+const SITE_RULES = [
+  ["impersonation_enabled", "Admins may log in as agents", "bool"],
+  ["impersonation_max_minutes", "Time limit (minutes)", "number"],
+  ["impersonation_reason_required", "A reason is required", "bool"],
+  ["notify_subject_on_impersonation", "Tell the agent when someone logs in as them", "bool"],
+];
+const ROLES = ["owner", "admin", "agent", "auditor"];
 
 /** The browser's list of IANA time zones (UTC first), as [value, label]. */
 function zones() {
@@ -27,7 +34,12 @@ function zones() {
 const $ = (selector) => document.querySelector(selector);
 const main = $("#main");
 // `notice`: what to say once the next page shows (a page change clears messages).
-const state = { token: sessionStorage.getItem("crm.token"), me: null, notice: null, leaving: null };
+// `tz`: the time zone of the account shown (its own setting), in which every time
+// is shown and entered. `people`: the site's users by id, for names.
+const state = {
+  token: sessionStorage.getItem("crm.token"), me: null, notice: null, leaving: null,
+  tz: null, people: new Map(), unread: [],
+};
 
 /** An element: h("a", {href: "#/x", onclick}, "text", child, [more]). */
 function h(tag, attrs, ...children) {
@@ -47,9 +59,56 @@ function h(tag, attrs, ...children) {
 }
 
 const pretty = (word) => String(word || "").replaceAll("_", " ");
-const when = (iso) => (iso ? new Date(iso).toLocaleString() : "");
-const shown = (value) => (value === null || value === undefined || value === "" ? "—"
-  : typeof value === "string" ? value : JSON.stringify(value));
+const plural = (n, one, many) => `${n} ${n === 1 ? one : many || `${one}s`}`;
+
+// --- times, in the account's own time zone ---------------------------------
+
+const zone = () => state.tz || Intl.DateTimeFormat().resolvedOptions().timeZone || "UTC";
+
+function formatter(options) {
+  try {
+    return new Intl.DateTimeFormat(undefined, { ...options, timeZone: zone() });
+  } catch (_) {
+    return new Intl.DateTimeFormat(undefined, { ...options, timeZone: "UTC" });
+  }
+}
+
+/** A moment as the account's clock shows it, with the zone named ("Dec 5, 2026, 9:30 AM CST"). */
+function when(iso) {
+  if (!iso) return "";
+  return formatter({
+    year: "numeric", month: "short", day: "numeric", hour: "numeric", minute: "2-digit", timeZoneName: "short",
+  }).format(new Date(iso));
+}
+
+/** How far the zone's clock is ahead of UTC at `ms`, in milliseconds. */
+function offset_at(ms) {
+  const parts = Object.fromEntries(formatter({
+    hourCycle: "h23", year: "numeric", month: "2-digit", day: "2-digit",
+    hour: "2-digit", minute: "2-digit", second: "2-digit",
+  }).formatToParts(new Date(ms)).map((p) => [p.type, p.value]));
+  const clock = Date.UTC(+parts.year, +parts.month - 1, +parts.day, +parts.hour % 24, +parts.minute, +parts.second);
+  return clock - Math.floor(ms / 1000) * 1000;
+}
+
+/** A wall time typed in the account's zone ("2026-12-05T09:30") as an RFC 3339 instant. */
+function zoned(local) {
+  const [day, time = "00:00"] = local.split("T");
+  const [y, m, d] = day.split("-").map(Number);
+  const [hh, mm] = time.split(":").map(Number);
+  const clock = Date.UTC(y, m - 1, d, hh, mm);
+  let ms = clock - offset_at(clock);
+  ms = clock - offset_at(ms);
+  return new Date(ms).toISOString();
+}
+
+/** The day after "2026-12-05", as "2026-12-06". */
+function next_day(day) {
+  const [y, m, d] = day.split("-").map(Number);
+  return new Date(Date.UTC(y, m - 1, d + 1)).toISOString().slice(0, 10);
+}
+
+// --- talking to the server ---------------------------------------------------
 
 class Problem extends Error {
   constructor(status, body) {
@@ -63,17 +122,17 @@ class Problem extends Error {
 
 function say(text, ok) {
   const box = $("#message");
-  box.textContent = text;
+  box.replaceChildren(...(Array.isArray(text) ? text : [text || ""]));
   box.className = ok ? "message ok" : "message";
-  box.hidden = !text;
+  box.hidden = !text || (Array.isArray(text) && !text.length);
 }
 
 /**
- * Calls the API; answers the parsed body. A dead session sends the user to sign in.
- * While showing an agent's account every request says so (Acting-As): once that
- * impersonation has ended the server refuses the request instead of applying it
- * as the admin, and the console says how it ended and returns to the admin's own
- * account.
+ * Calls the API; answers the parsed body. A dead session sends the user to sign in
+ * (and back to this page afterwards). While showing an agent's account every
+ * request says so (Acting-As): once that impersonation has ended the server
+ * refuses the request instead of applying it as the admin, and the console says
+ * how it ended and returns to the admin's own account.
  */
 async function api(method, path, body, headers) {
   const init = { method, headers: { ...(headers || {}) } };
@@ -94,6 +153,7 @@ async function api(method, path, body, headers) {
   try { parsed = text ? JSON.parse(text) : null; } catch (_) { parsed = null; }
   if (response.status === 401 && state.token && path !== "/api/login") {
     forget();
+    sessionStorage.setItem("crm.return", location.hash);
     go("#/signin", "Your session has expired or was ended. Please sign in again.");
     throw new Problem(401, parsed);
   }
@@ -128,6 +188,7 @@ function back_to_own_account(ended) {
 function forget() {
   state.token = null;
   state.me = null;
+  state.people = new Map();
   sessionStorage.removeItem("crm.token");
 }
 
@@ -142,11 +203,16 @@ function arrive() {
   const notice = state.notice;
   state.notice = null;
   say(notice ? notice.text : "", notice && notice.ok);
+  window.scrollTo(0, 0);
   route();
 }
 
-/** Runs `work`, showing its problem (and field errors) instead of failing. */
-async function attempt(work, done) {
+/**
+ * Runs `work`, showing its problem instead of failing: each field's error next to
+ * its field in `form` (when it has one), the rest above the page.
+ */
+async function attempt(work, done, form) {
+  if (form) clear_errors(form);
   try {
     const result = await work();
     if (done) say(done, true);
@@ -154,17 +220,47 @@ async function attempt(work, done) {
   } catch (problem) {
     if (problem.handled || (problem.status === 401 && !state.token)) return undefined;
     const fields = (problem.body && problem.body.errors) || [];
-    const detail = fields.length ? fields.map((e) => `${e.field}: ${e.message}`).join("; ") : problem.message;
+    const left = fields.filter((e) => !(form && field_error(form, e.field, e.message)));
+    const detail = fields.length
+      ? left.map((e) => sentence(e.message)).join(" ") || "Please correct the fields marked below."
+      : sentence(problem.message);
     say(problem.status === 409 ? `${detail} Reload to see the latest version.` : detail);
     return undefined;
   }
+}
+
+const sentence = (text) => {
+  const t = String(text || "").trim();
+  return t ? `${t[0].toUpperCase()}${t.slice(1)}${/[.!?]$/.test(t) ? "" : "."}` : "";
+};
+
+/** Shows `message` under the field named `name` in `form`; false when there is none. */
+function field_error(form, name, message) {
+  const input = form.querySelector(`[name="${CSS.escape(name)}"]`);
+  if (!input) return false;
+  const id = `error-${name.replace(/[^a-z0-9]/gi, "-")}`;
+  input.setAttribute("aria-invalid", "true");
+  input.setAttribute("aria-describedby", id);
+  input.closest("label").append(h("span", { class: "field-error", id }, sentence(message)));
+  if (!form.querySelector("[aria-invalid=true]:focus")) input.focus();
+  return true;
+}
+
+function clear_errors(form) {
+  form.querySelectorAll(".field-error").forEach((e) => e.remove());
+  form.querySelectorAll("[aria-invalid]").forEach((e) => {
+    e.removeAttribute("aria-invalid");
+    e.removeAttribute("aria-describedby");
+  });
 }
 
 // --- who is signed in -------------------------------------------------------
 
 const role = () => state.me && state.me.user.role;
 const impersonating = () => Boolean(state.me && state.me.impersonation);
+const manages = () => !impersonating() && ["owner", "admin"].includes(role());
 const reads_audit = () => !impersonating() && ["owner", "admin", "auditor"].includes(role());
+const me_id = () => state.me && state.me.actor.id;
 
 function chrome() {
   const me = state.me;
@@ -179,14 +275,35 @@ function chrome() {
     ? `${me.actor.name} (as ${me.user.name})` : `${me.user.name} · ${me.user.role}`;
   const links = [];
   if (role() !== "auditor") links.push(["#/leads", "Lead Manager"]);
-  links.push(["#/settings", "Settings"]);
+  if (role() !== "auditor") links.push(["#/settings", "Settings"]);
   if (!impersonating() && ["owner", "admin", "auditor"].includes(role())) links.push(["#/users", "Users"]);
+  if (manages()) links.push(["#/site", "Site rules"]);
   if (reads_audit()) links.push(["#/audit", "Audit"]);
   if (!impersonating()) links.push(["#/me/impersonations", "Who logged in as me"]);
+  if (!impersonating()) links.push(["#/account", "Account"]);
   const here = location.hash.split("?")[0];
+  // The page shown, clicked again, is shown afresh.
   $("#nav").replaceChildren(...links.map(([href, text]) => h("a", {
-    href, "aria-current": here.startsWith(href) ? "page" : null,
+    href, "aria-current": here === href || here.startsWith(`${href}/`) ? "page" : null,
+    onclick: (e) => { if (location.hash === href) { e.preventDefault(); arrive(); } },
   }, text)));
+  bell();
+}
+
+/** The notifications bell, with the number not yet read. */
+function bell() {
+  const count = state.unread.length;
+  const button = $("#bell");
+  button.textContent = count ? `Notifications (${count})` : "Notifications";
+  button.setAttribute("aria-label", count ? `Notifications: ${plural(count, "unread")}` : "Notifications: none unread");
+  button.classList.toggle("has-unread", count > 0);
+}
+
+async function load_notifications() {
+  const { body } = await api("GET", "/api/me/notifications?limit=50");
+  state.unread = body.items.filter((n) => !n.read_at);
+  bell();
+  return body.items;
 }
 
 /** The banner's reason and time left, kept current; at expiry the console looks again. */
@@ -202,13 +319,44 @@ function banner_detail() {
     api("GET", "/api/me").then(() => route()).catch(() => {});
   }
 }
-setInterval(banner_detail, 15000);
+
+// While logged in as someone, look every 15 seconds whether it still holds (it
+// may be revoked, or end by time, with no page change); the request carries
+// Acting-As, so an ending is told in words.
+setInterval(() => {
+  if (!impersonating() || state.leaving) return;
+  banner_detail();
+  api("GET", "/api/me").catch(() => {});
+}, 15000);
 
 async function load_me() {
   const { body } = await api("GET", "/api/me");
   state.me = body;
+  await load_zone();
   chrome();
+  load_notifications().catch(() => {});
 }
+
+/** The time zone of the account shown (the agent's, while logged in as them). */
+async function load_zone() {
+  try {
+    const { body } = await api("GET", "/api/settings");
+    state.tz = (body.settings && body.settings.timezone) || null;
+  } catch (problem) {
+    if (problem.handled) throw problem;
+    state.tz = null;
+  }
+}
+
+/** The site's users by id (owners, admins and auditors may list them). */
+async function load_people() {
+  if (!["owner", "admin", "auditor"].includes(role()) || impersonating()) return state.people;
+  const { body } = await api("GET", "/api/users?limit=500");
+  state.people = new Map(body.items.map((u) => [u.id, u]));
+  return state.people;
+}
+
+const person = (id) => (state.people.get(id) || {}).name || (id ? "someone no longer listed" : "—");
 
 // --- pages -------------------------------------------------------------------
 
@@ -219,15 +367,24 @@ let ticket = 0;
 function page(mine, title, ...content) {
   if (mine !== ticket) return;
   document.title = `${title} · CRM`;
+  busy(false);
   // Parts a page leaves out (null: no next page, no filter) are not shown.
   main.replaceChildren(h("h1", {}, title), ...content.flat().filter((part) => part !== null && part !== undefined && part !== false));
-  main.focus();
+  main.focus({ preventScroll: true });
+}
+
+/** The loading bar, and the old page dimmed, while a page is on its way. */
+function busy(on) {
+  $("#loading").hidden = !on;
+  main.setAttribute("aria-busy", on ? "true" : "false");
+  main.classList.toggle("stale", on);
 }
 
 function signin() {
   $("#top").hidden = true;
   $("#banner").hidden = true;
-  const email = h("input", { type: "email", name: "email", autocomplete: "username", required: true, autofocus: true });
+  busy(false);
+  const email = h("input", { type: "email", name: "email", autocomplete: "username", required: true });
   const password = h("input", { type: "password", name: "password", autocomplete: "current-password", required: true });
   const form = h("form", { class: "card signin", onsubmit: async (e) => {
     e.preventDefault();
@@ -236,14 +393,19 @@ function signin() {
       state.token = body.token;
       sessionStorage.setItem("crm.token", body.token);
       state.me = body.me;
-      go(body.me.user.role === "auditor" ? "#/audit" : "#/leads");
+      await load_zone();
+      const back = sessionStorage.getItem("crm.return");
+      sessionStorage.removeItem("crm.return");
+      const items = await load_notifications().catch(() => []);
+      const fresh = items.filter((n) => !n.read_at);
+      go(back && back !== "#/signin" ? back : landing(), fresh.length ? told(fresh) : null, true);
     } catch (problem) {
       if (problem.status === 429) {
-        say(`Too many failed sign-ins. ${problem.message}.`);
+        say(`Too many failed sign-ins. ${sentence(problem.message)}`);
       } else if (problem.status === 401) {
         say(problem.body.detail === "this account is deactivated"
           ? "This account is deactivated." : "Wrong email or password.");
-      } else say(problem.message);
+      } else say(sentence(problem.message));
     }
   } },
   h("h1", {}, "Sign in"),
@@ -255,58 +417,117 @@ function signin() {
   email.focus();
 }
 
-function table(headers, rows, empty) {
-  if (!rows.length) return h("div", { class: "table-wrap" }, h("p", { class: "empty" }, empty));
-  return h("div", { class: "table-wrap" }, h("table", {},
-    h("thead", {}, h("tr", {}, headers.map((text) => h("th", { scope: "col" }, text)))),
-    h("tbody", {}, rows)));
+/** Where each role starts: auditors on the audit, owners and admins on the whole site's leads. */
+function landing() {
+  if (role() === "auditor") return "#/audit";
+  return "#/leads";
 }
+
+/** The notices not yet read, as shown at sign-in. */
+function told(fresh) {
+  return `${plural(fresh.length, "new notification")}: ${fresh.map((n) => `${n.text} (${when(n.created_at)})`).join("; ")}. `
+    + "See Notifications to mark them read.";
+}
+
+/** A table whose cells are labelled with their column (so narrow screens show cards). */
+function table(caption, headers, rows, empty) {
+  if (!rows.length) return h("p", { class: "empty card" }, empty);
+  for (const row of rows) {
+    [...row.children].forEach((cell, i) => { if (headers[i]) cell.dataset.label = headers[i]; });
+  }
+  return h("div", { class: "table-wrap", role: "region", "aria-label": caption, tabindex: "0" },
+    h("table", {},
+      h("caption", { class: "visually-hidden" }, caption),
+      h("thead", {}, h("tr", {}, headers.map((text) => h("th", { scope: "col" }, text)))),
+      h("tbody", {}, rows)));
+}
+
+/**
+ * "Previous" and "Next" for a cursor-paged list: the cursors of the pages before
+ * travel in the address (`trail`), so Previous works after a reload too.
+ */
+function pager(base, query, next_cursor, shown, total) {
+  const trail = (query.get("trail") || "").split(".").filter((c, i, all) => all.length > 1 || c !== "");
+  const number = query.has("trail") ? trail.length + 1 : 1;
+  const at = (cursor, next_trail) => {
+    const next = new URLSearchParams(query);
+    if (cursor) next.set("cursor", cursor); else next.delete("cursor");
+    if (next_trail === null) next.delete("trail"); else next.set("trail", next_trail.join("."));
+    return `${base}?${next}`;
+  };
+  const previous = number > 1
+    ? h("a", { href: at(trail[trail.length - 1] || "", trail.length > 1 ? trail.slice(0, -1) : null), rel: "prev" }, "← Previous") : null;
+  const next = next_cursor
+    ? h("a", { href: at(next_cursor, [...trail.slice(0, number - 1), query.get("cursor") || ""]), rel: "next" }, "Next →") : null;
+  const size = Number(query.get("limit")) || 50;
+  const first = (number - 1) * size + 1;
+  const range = shown ? `${first}–${first + shown - 1}` : "0";
+  return h("nav", { class: "pager", "aria-label": "Pages" }, previous,
+    h("span", { class: "muted" }, total === undefined ? `Page ${number}` : `${range} of ${total}`), next);
+}
+
+// --- Lead Manager --------------------------------------------------------------
 
 async function leads(params) {
   const mine = ticket;
   const query = new URLSearchParams(params);
-  if (!query.get("sort")) query.set("sort", "-updated_at");
-  const { body } = await api("GET", `/api/leads?${query}`);
+  // Owners and admins see the whole site unless they ask for their own.
+  const whole = manages() && query.get("whose") !== "mine";
+  const asked = new URLSearchParams();
+  for (const key of ["stage", "tag", "q", "cursor"]) if (query.get(key)) asked.set(key, query.get(key));
+  asked.set("sort", query.get("sort") || "-updated_at");
+  if (whole) asked.set("scope", "site");
+  const [{ body }] = await Promise.all([api("GET", `/api/leads?${asked}`), whole ? load_people() : null]);
   const set = (key, value) => {
     const next = new URLSearchParams(query);
     if (value) next.set(key, value); else next.delete(key);
     next.delete("cursor");
+    next.delete("trail");
     go(`#/leads?${next}`);
   };
+  const counts = body.counts_by_stage;
+  const all = Object.values(counts).reduce((a, b) => a + b, 0);
   const chips = h("div", { class: "chips", role: "group", "aria-label": "Stages" },
-    h("button", { type: "button", class: "chip", "aria-pressed": String(!query.get("stage")), onclick: () => set("stage", "") }, "All"),
+    h("button", { type: "button", class: "chip", "aria-pressed": String(!query.get("stage")), onclick: () => set("stage", "") },
+      "All", h("span", { class: "n" }, all)),
     STAGES.map((stage) => h("button", {
       type: "button", class: "chip", "data-stage": stage,
       "aria-pressed": String(query.get("stage") === stage), onclick: () => set("stage", stage),
-    }, pretty(stage), h("span", { class: "n" }, body.counts_by_stage[stage] || 0))));
+    }, pretty(stage), h("span", { class: "n" }, counts[stage] || 0))));
   const search = h("input", { type: "search", name: "q", value: query.get("q") || "", placeholder: "Name, email, phone" });
   const tag = h("input", { type: "text", name: "tag", value: query.get("tag") || "", placeholder: "Tag" });
   const sort = h("select", { name: "sort", onchange: () => set("sort", sort.value) },
-    [["-updated_at", "Recently updated"], ["updated_at", "Least recently updated"], ["name", "Name"],
-      ["next_task_due_at", "Next task due"]].map(([value, text]) =>
-      h("option", { value, selected: query.get("sort") === value }, text)));
-  const everyone = ["owner", "admin"].includes(role())
-    ? h("label", {}, "Whose", h("select", { name: "scope", onchange: (e) => set("scope", e.target.value) },
-      h("option", { value: "" }, "Mine"), h("option", { value: "site", selected: query.get("scope") === "site" }, "Whole site")))
+    SORTS.map(([value, text]) => h("option", { value, selected: (query.get("sort") || "-updated_at") === value }, text)));
+  const whose = manages()
+    ? h("label", {}, "Whose", h("select", { name: "whose", onchange: (e) => set("whose", e.target.value) },
+      h("option", { value: "site", selected: whole }, "Whole site"), h("option", { value: "mine", selected: !whole }, "Mine")))
     : null;
-  const filters = h("form", { class: "toolbar", onsubmit: (e) => {
+  const filters = h("form", { class: "toolbar", role: "search", onsubmit: (e) => {
     e.preventDefault();
     const next = new URLSearchParams(query);
     for (const [key, input] of [["q", search], ["tag", tag]]) {
       if (input.value.trim()) next.set(key, input.value.trim()); else next.delete(key);
     }
     next.delete("cursor");
+    next.delete("trail");
     go(`#/leads?${next}`);
   } },
-  h("label", {}, "Search", search), h("label", {}, "Tag", tag), h("label", {}, "Sort", sort), everyone,
+  h("label", {}, "Search", search), h("label", {}, "Tag", tag), h("label", {}, "Sort", sort), whose,
   h("button", { type: "submit" }, "Filter"));
-  const rows = body.items.map((lead) => h("tr", { "data-lead": lead.id },
-    h("td", {}, h("a", { href: `#/leads/${lead.id}` }, lead.name)),
-    h("td", {}, pretty(lead.stage)),
-    h("td", {}, lead.email || ""), h("td", {}, lead.phone || ""),
-    h("td", {}, lead.tags.map((t) => h("span", { class: "tag" }, t))),
-    h("td", {}, when(lead.next_task_due_at)), h("td", {}, when(lead.updated_at))));
-  const more = body.next_cursor ? h("p", {}, h("a", { href: `#/leads?${new URLSearchParams({ ...Object.fromEntries(query), cursor: body.next_cursor })}` }, "Next page →")) : null;
+  const now = Date.now();
+  const rows = body.items.map((lead) => {
+    const overdue = lead.next_task_due_at && new Date(lead.next_task_due_at).getTime() < now;
+    return h("tr", { "data-lead": lead.id },
+      h("td", {}, h("a", { href: `#/leads/${lead.id}` }, lead.name)),
+      h("td", {}, pretty(lead.stage)),
+      whole ? h("td", {}, lead.assigned_agent_id ? person(lead.assigned_agent_id) : "Unassigned") : null,
+      h("td", {}, lead.email || ""), h("td", {}, lead.phone || ""),
+      h("td", {}, lead.tags.map((t) => h("span", { class: "tag" }, t))),
+      h("td", {}, when(lead.next_task_due_at), overdue ? h("span", { class: "badge bad" }, "Overdue") : null),
+      h("td", {}, when(lead.updated_at)));
+  });
+  const headers = ["Name", "Stage", ...(whole ? ["Agent"] : []), "Email", "Phone", "Tags", "Next task", "Updated"];
+  const total = query.get("stage") ? counts[query.get("stage")] || 0 : all;
   const name = h("input", { name: "name", required: true });
   const email = h("input", { name: "email", type: "email" });
   const phone = h("input", { name: "phone" });
@@ -315,22 +536,28 @@ async function leads(params) {
     const lead = { name: name.value };
     if (email.value) lead.email = email.value;
     if (phone.value) lead.phone = phone.value;
-    const made = await attempt(() => api("POST", "/api/leads", lead));
+    const made = await attempt(() => api("POST", "/api/leads", lead), null, create);
     if (made) go(`#/leads/${made.body.id}`, "Lead created.", true);
   } }, h("label", {}, "Name", name), h("label", {}, "Email", email), h("label", {}, "Phone", phone),
   h("div", { class: "actions" }, h("button", { type: "submit" }, "Add lead")));
   page(mine, "Lead Manager", chips, filters,
-    table(["Name", "Stage", "Email", "Phone", "Tags", "Next task", "Updated"], rows, "No leads match."),
-    more, h("h2", {}, "New lead"), create);
+    table(whole ? "The whole site's leads" : "My leads", headers, rows,
+      query.get("q") || query.get("tag") || query.get("stage") ? "No leads match these filters." : "No leads yet."),
+    pager("#/leads", query, body.next_cursor, body.items.length, total),
+    h("h2", {}, "New lead"), create);
 }
+
+const LEAD_FIELDS = [["name", "Name"], ["email", "Email"], ["phone", "Phone"], ["source", "Source"],
+  ["stage", "Stage"], ["tags", "Tags"], ["assigned_agent_id", "Agent"]];
 
 async function lead(id) {
   const mine = ticket;
-  const { body: lead, etag } = await api("GET", `/api/leads/${id}`);
+  const [{ body: lead, etag }] = await Promise.all([api("GET", `/api/leads/${id}`), manages() ? load_people() : null]);
   const field = (key, label, attrs) => h("label", {}, label,
     h("input", { name: key, value: lead[key] || "", ...(attrs || {}) }));
   const stage = h("select", { name: "stage" }, STAGES.map((s) => h("option", { value: s, selected: s === lead.stage }, pretty(s))));
-  const form = h("form", { class: "card grid", onsubmit: async (e) => {
+  const conflict = h("div", { class: "conflict", hidden: true, role: "alert" });
+  const form = h("form", { class: "card grid", "aria-label": "Lead details", onsubmit: async (e) => {
     e.preventDefault();
     const data = new FormData(form);
     const edit = {};
@@ -343,8 +570,15 @@ async function lead(id) {
     const tags = String(data.get("tags") || "").split(",").map((t) => t.trim()).filter(Boolean);
     if (tags.join(",") !== lead.tags.join(",")) edit.tags = tags;
     if (!Object.keys(edit).length) { say("Nothing to save.", true); return; }
-    const saved = await attempt(() => api("PATCH", `/api/leads/${id}`, edit, { "If-Match": etag }), "Saved.");
-    if (saved) lead_again(id);
+    clear_errors(form);
+    try {
+      await api("PATCH", `/api/leads/${id}`, edit, { "If-Match": etag });
+      say("Saved.", true);
+      lead_again(id);
+    } catch (problem) {
+      if (problem.status === 409 && !problem.handled) await stale(conflict, lead, edit, id);
+      else await attempt(() => { throw problem; }, null, form);
+    }
   } },
   field("name", "Name", { required: true }), field("email", "Email", { type: "email" }),
   field("phone", "Phone"), field("source", "Source"),
@@ -355,88 +589,216 @@ async function lead(id) {
       if (!confirm(`Archive ${lead.name}?`)) return;
       if (await attempt(() => api("DELETE", `/api/leads/${id}`, undefined, { "If-Match": etag }))) go("#/leads", "Lead archived.", true);
     } }, "Archive")));
-  const note = h("textarea", { name: "body", required: true, "aria-label": "New note" });
-  const notes = h("section", { class: "card" }, h("h2", {}, "Notes"),
-    h("ul", { class: "plain" }, lead.notes.map((n) => h("li", {}, n.body, " ", h("span", { class: "muted" }, when(n.created_at))))),
+  const agents = [...state.people.values()].filter((u) => u.role === "agent" && u.active);
+  const assign = manages() && agents.length ? h("form", { class: "actions card", "aria-label": "Assignment", onsubmit: async (e) => {
+    e.preventDefault();
+    const agent_id = new FormData(e.target).get("agent_id");
+    if (agent_id === lead.assigned_agent_id) { say("Already assigned to them.", true); return; }
+    if (await attempt(() => api("POST", `/api/leads/${id}/assign`, { agent_id }), "Reassigned.", e.target)) lead_again(id);
+  } }, h("label", {}, "Assigned agent", h("select", { name: "agent_id" },
+    lead.assigned_agent_id ? null : h("option", { value: "" }, "Unassigned"),
+    agents.map((a) => h("option", { value: a.id, selected: a.id === lead.assigned_agent_id }, a.name)))),
+  h("button", { type: "submit", class: "quiet" }, "Assign")) : null;
+  const note = h("textarea", { name: "body", required: true });
+  const by = (item) => (item.author_name ? `${item.author_name} · ` : "");
+  const notes = h("section", { class: "card", "aria-labelledby": "notes-h" }, h("h2", { id: "notes-h" }, "Notes"),
+    lead.notes.length ? h("ul", { class: "plain" }, lead.notes.map((n) => h("li", {}, h("p", { class: "body" }, n.body),
+      h("span", { class: "muted" }, `${by(n)}${when(n.created_at)}`))))
+      : h("p", { class: "muted" }, "No notes yet."),
     h("form", { onsubmit: async (e) => {
       e.preventDefault();
-      if (await attempt(() => api("POST", `/api/leads/${id}/notes`, { body: note.value }), "Note added.")) lead_again(id);
-    } }, note, h("div", { class: "actions" }, h("button", { type: "submit" }, "Add note"))));
-  const title = h("input", { name: "title", required: true, "aria-label": "Task" });
-  const due = h("input", { name: "due_at", type: "datetime-local", required: true, "aria-label": "Due" });
-  const tasks = h("section", { class: "card" }, h("h2", {}, "Tasks"),
-    h("ul", { class: "plain" }, lead.tasks.map((t) => h("li", {}, t.title, " · due ", when(t.due_at), " ",
-      t.completed_at ? h("span", { class: "muted" }, "done")
-        : h("button", { type: "button", class: "quiet", onclick: async () => {
-          if (await attempt(() => api("POST", `/api/leads/${id}/tasks/${t.id}/complete`), "Task done.")) lead_again(id);
-        } }, "Complete")))),
+      if (await attempt(() => api("POST", `/api/leads/${id}/notes`, { body: note.value }), "Note added.", e.target)) lead_again(id);
+    } }, h("label", {}, "New note", note), h("div", { class: "actions" }, h("button", { type: "submit" }, "Add note"))));
+  const title = h("input", { name: "title", required: true });
+  const due = h("input", { name: "due_at", type: "datetime-local", required: true });
+  const now = Date.now();
+  const tasks = h("section", { class: "card", "aria-labelledby": "tasks-h" }, h("h2", { id: "tasks-h" }, "Tasks"),
+    lead.tasks.length ? h("ul", { class: "plain" }, lead.tasks.map((t) => h("li", { "data-task": t.title }, t.title, " · due ", when(t.due_at), " ",
+      t.completed_at ? h("span", { class: "badge" }, "Done")
+        : [new Date(t.due_at).getTime() < now ? h("span", { class: "badge bad" }, "Overdue") : null,
+          h("button", { type: "button", class: "quiet", "aria-label": `Complete ${t.title}`, onclick: async () => {
+            if (await attempt(() => api("POST", `/api/leads/${id}/tasks/${t.id}/complete`), "Task done.")) lead_again(id);
+          } }, "Complete")])))
+      : h("p", { class: "muted" }, "No tasks yet."),
     h("form", { class: "actions", onsubmit: async (e) => {
       e.preventDefault();
-      const due_at = new Date(due.value).toISOString();
-      if (await attempt(() => api("POST", `/api/leads/${id}/tasks`, { title: title.value, due_at }), "Task added.")) lead_again(id);
-    } }, title, due, h("button", { type: "submit" }, "Add task")));
-  const channel = h("select", { name: "channel", "aria-label": "Channel" }, ["call", "email", "text"].map((c) => h("option", { value: c }, c)));
-  const direction = h("select", { name: "direction", "aria-label": "Direction" }, ["outbound", "inbound"].map((d) => h("option", { value: d }, d)));
-  const summary = h("input", { name: "summary", required: true, "aria-label": "Summary" });
-  const comms = h("section", { class: "card" }, h("h2", {}, "Communications"),
-    h("ul", { class: "plain" }, lead.communications.map((c) => h("li", {}, `${c.direction} ${c.channel}: `, c.summary, " ",
-      h("span", { class: "muted" }, when(c.at || c.created_at))))),
+      const due_at = zoned(due.value);
+      if (await attempt(() => api("POST", `/api/leads/${id}/tasks`, { title: title.value, due_at }), "Task added.", e.target)) lead_again(id);
+    } }, h("label", {}, "Task", title), h("label", {}, `Due (${zone().replaceAll("_", " ")})`, due),
+    h("button", { type: "submit" }, "Add task")));
+  const channel = h("select", { name: "channel" }, ["call", "email", "text"].map((c) => h("option", { value: c }, c)));
+  const direction = h("select", { name: "direction" }, ["outbound", "inbound"].map((d) => h("option", { value: d }, d)));
+  const summary = h("input", { name: "summary", required: true });
+  const comms = h("section", { class: "card", "aria-labelledby": "comms-h" }, h("h2", { id: "comms-h" }, "Communications"),
+    lead.communications.length ? h("ul", { class: "plain" }, lead.communications.map((c) => h("li", {},
+      `${c.direction} ${c.channel}: `, c.summary, " ", h("span", { class: "muted" }, `${by(c)}${when(c.at || c.created_at)}`))))
+      : h("p", { class: "muted" }, "No calls, emails or texts logged yet."),
     h("form", { class: "actions", onsubmit: async (e) => {
       e.preventDefault();
       const sent = { channel: channel.value, direction: direction.value, summary: summary.value };
-      if (await attempt(() => api("POST", `/api/leads/${id}/communications`, sent), "Logged.")) lead_again(id);
-    } }, channel, direction, summary, h("button", { type: "submit" }, "Log")));
+      if (await attempt(() => api("POST", `/api/leads/${id}/communications`, sent), "Logged.", e.target)) lead_again(id);
+    } }, h("label", {}, "Channel", channel), h("label", {}, "Direction", direction),
+    h("label", {}, "Summary", summary), h("button", { type: "submit" }, "Log")));
+  const owner = lead.assigned_agent_id && state.people.size ? ` · agent ${person(lead.assigned_agent_id)}` : "";
   page(mine, lead.name, h("p", {}, h("a", { href: "#/leads" }, "← Lead Manager"),
-    h("span", { class: "muted" }, ` · version ${lead.version} · updated ${when(lead.updated_at)}`)),
-  form, h("div", { class: "two" }, notes, tasks), h("p", {}), comms);
+    h("span", { class: "muted" }, `${owner} · updated ${when(lead.updated_at)}`)),
+  conflict, form, assign, h("div", { class: "two" }, notes, tasks), h("p", {}), comms);
+}
+
+/**
+ * A save refused as stale: someone changed the lead since it was opened. Shows
+ * what changed since (and what this edit wanted) and offers Reload.
+ */
+async function stale(box, opened, edit, id) {
+  let current = null;
+  try { current = (await api("GET", `/api/leads/${id}`)).body; } catch (problem) { if (problem.handled) return; }
+  const show = (key, value) => (key === "assigned_agent_id" ? person(value)
+    : key === "stage" ? pretty(value) : Array.isArray(value) ? value.join(", ") : value || "—");
+  const changed = current ? LEAD_FIELDS.filter(([key]) => JSON.stringify(opened[key]) !== JSON.stringify(current[key])) : [];
+  say("");
+  box.replaceChildren(
+    h("h2", {}, "Someone changed this lead since you opened it"),
+    h("p", {}, "Your changes were not saved. Reload to see the latest version, then make your change again."),
+    changed.length ? table("What changed since you opened it", ["Field", "When you opened it", "Now", "Your edit"],
+      changed.map(([key, label]) => h("tr", {}, h("td", {}, label), h("td", {}, show(key, opened[key])),
+        h("td", {}, show(key, current[key])), h("td", {}, key in edit ? show(key, edit[key]) : "—"))), "") : null,
+    h("div", { class: "actions" }, h("button", { type: "button", onclick: () => { say(""); lead_again(id); } }, "Reload")));
+  box.hidden = false;
+  box.scrollIntoView({ block: "nearest" });
+  box.querySelector("button").focus();
 }
 
 function lead_again(id) { route(`#/leads/${id}`); }
 
+// --- users and the site's rules ---------------------------------------------
+
 async function users() {
   const mine = ticket;
-  const { body } = await api("GET", "/api/users?limit=500");
-  const rows = body.items.map((u) => h("tr", { "data-user": u.email },
-    h("td", {}, u.name), h("td", {}, u.email), h("td", {}, u.role), h("td", {}, u.active ? "active" : "deactivated"),
-    h("td", {}, u.can_impersonate
-      ? h("button", { type: "button", class: "quiet", onclick: () => log_in_as(u) }, "Log in as user") : "")));
-  page(mine, "Users", table(["Name", "Email", "Role", "Status", ""], rows, "No users."));
+  const people = await load_people();
+  const list = [...people.values()].sort((a, b) => a.name.localeCompare(b.name));
+  const rows = list.map((u) => {
+    const you = u.id === me_id();
+    const actions = [];
+    if (u.can_impersonate) {
+      actions.push(h("button", { type: "button", class: "quiet", "aria-label": `Log in as user ${u.name}`, onclick: () => log_in_as(u) }, "Log in as user"));
+    } else {
+      actions.push(h("span", { class: "muted why" }, sentence(u.cannot_impersonate_because || "")));
+    }
+    if (manages() && !you) {
+      actions.push(h("button", { type: "button", class: "quiet", "aria-label": `Change role of ${u.name}`, onclick: () => change_role(u) }, "Change role"));
+      actions.push(h("button", { type: "button", class: u.active ? "danger" : "quiet",
+        "aria-label": `${u.active ? "Deactivate" : "Reactivate"} ${u.name}`, onclick: () => set_active(u, !u.active) },
+      u.active ? "Deactivate" : "Reactivate"));
+    }
+    return h("tr", { "data-user": u.email },
+      h("td", {}, u.name, you ? h("span", { class: "muted" }, " (you)") : null), h("td", {}, u.email),
+      h("td", {}, u.role), h("td", {}, u.active ? "active" : h("span", { class: "badge" }, "deactivated")),
+      h("td", {}, h("div", { class: "actions" }, actions)));
+  });
+  let create = null;
+  if (manages()) {
+    const name = h("input", { name: "name", required: true, autocomplete: "off" });
+    const email = h("input", { name: "email", type: "email", required: true, autocomplete: "off" });
+    const password = h("input", { name: "password", type: "password", required: true, autocomplete: "new-password" });
+    const choice = h("select", { name: "role" }, ROLES.filter((r) => role() === "owner" || ["agent", "auditor"].includes(r))
+      .map((r) => h("option", { value: r, selected: r === "agent" }, r)));
+    create = [h("h2", {}, "Add a user"), h("form", { class: "card grid", onsubmit: async (e) => {
+      e.preventDefault();
+      const made = await attempt(() => api("POST", "/api/users",
+        { name: name.value, email: email.value, role: choice.value, password: password.value }), null, e.target);
+      if (made) go("#/users", `${made.body.name} was added as ${made.body.role}.`, true);
+    } }, h("label", {}, "Name", name), h("label", {}, "Email", email), h("label", {}, "Role", choice),
+    h("label", {}, "First password", password), h("div", { class: "actions" }, h("button", { type: "submit" }, "Add user")))];
+  }
+  page(mine, "Users", table("The site's users", ["Name", "Email", "Role", "Status", "Actions"], rows, "No users."), create);
+}
+
+function dialog(title, ...content) {
+  const box = $("#dialog");
+  box.setAttribute("aria-labelledby", "dialog-title");
+  box.replaceChildren(h("h2", { id: "dialog-title" }, title), ...content);
+  box.showModal();
+  return box;
 }
 
 function log_in_as(user) {
-  const dialog = $("#dialog");
   const reason = h("textarea", { name: "reason", required: true });
-  dialog.replaceChildren(h("form", { method: "dialog", onsubmit: async (e) => {
-    e.preventDefault();
-    const started = await attempt(() => api("POST", "/api/impersonation", { user_id: user.id, reason: reason.value }));
-    if (!started) { dialog.close(); return; }
-    dialog.close();
-    state.me = started.body;
-    go("#/leads");
-  } },
-  h("h2", {}, `Log in as ${user.name}`),
-  h("p", { class: "muted" }, "Changes you make apply to their account and are recorded with your name."),
-  h("label", {}, "Reason", reason),
-  h("div", { class: "actions" }, h("button", { type: "submit" }, "Log in"),
-    h("button", { type: "button", class: "quiet", onclick: () => dialog.close() }, "Cancel"))));
-  dialog.showModal();
+  const box = dialog(`Log in as ${user.name}`,
+    h("form", { method: "dialog", onsubmit: async (e) => {
+      e.preventDefault();
+      const started = await attempt(() => api("POST", "/api/impersonation", { user_id: user.id, reason: reason.value }), null, e.target);
+      if (!started) return;
+      box.close();
+      state.me = started.body;
+      await load_zone();
+      go("#/leads");
+    } },
+    h("p", { class: "muted" }, "Changes you make apply to their account and are recorded with your name."),
+    h("label", {}, "Reason", reason),
+    h("div", { class: "actions" }, h("button", { type: "submit" }, "Log in"),
+      h("button", { type: "button", class: "quiet", onclick: () => box.close() }, "Cancel"))));
   reason.focus();
 }
 
-async function return_to_admin() {
-  const back = await attempt(() => api("DELETE", "/api/impersonation"));
-  if (!back) return;
-  state.me = back.body;
-  go("#/users", "Back to your own account.", true);
+function change_role(user) {
+  const choice = h("select", { name: "role" }, ROLES.map((r) => h("option", { value: r, selected: r === user.role }, r)));
+  const box = dialog(`Change the role of ${user.name}`,
+    h("form", { method: "dialog", onsubmit: async (e) => {
+      e.preventDefault();
+      if (choice.value === user.role) { box.close(); return; }
+      const saved = await attempt(() => api("PATCH", `/api/users/${user.id}`, { role: choice.value },
+        { "If-Match": `"${user.version}"` }), null, e.target);
+      if (!saved) { box.close(); return; }
+      box.close();
+      go("#/users", `${user.name} is now ${choice.value}.`, true);
+    } },
+    h("p", { class: "muted" }, "Taking away the right to log in as users ends any session they have open as someone else."),
+    h("label", {}, "Role", choice),
+    h("div", { class: "actions" }, h("button", { type: "submit" }, "Change role"),
+      h("button", { type: "button", class: "quiet", onclick: () => box.close() }, "Cancel"))));
+  choice.focus();
 }
+
+async function set_active(user, active) {
+  if (!active && !confirm(`Deactivate ${user.name}? They are signed out at once and cannot sign in until reactivated.`)) return;
+  const saved = await attempt(() => api("PATCH", `/api/users/${user.id}`, { active }, { "If-Match": `"${user.version}"` }));
+  if (saved) go("#/users", `${user.name} was ${active ? "reactivated" : "deactivated"}.`, true);
+}
+
+async function site_rules() {
+  const mine = ticket;
+  const { body: rules, etag } = await api("GET", "/api/site/settings");
+  const owner = role() === "owner";
+  const inputs = SITE_RULES.map(([key, label, kind]) => {
+    const input = kind === "bool"
+      ? h("input", { type: "checkbox", name: key, checked: rules[key] === true, disabled: !owner })
+      : h("input", { type: "number", name: key, min: "1", max: "1440", value: rules[key], disabled: !owner, required: true });
+    return [key, kind, input, h("label", { class: kind === "bool" ? "check" : "" }, kind === "bool" ? [input, label] : [label, input])];
+  });
+  const form = h("form", { class: "card grid rules", onsubmit: async (e) => {
+    e.preventDefault();
+    const change = {};
+    for (const [key, kind, input] of inputs) {
+      const value = kind === "bool" ? input.checked : Number(input.value);
+      if (value !== rules[key]) change[key] = value;
+    }
+    if (!Object.keys(change).length) { say("Nothing to save.", true); return; }
+    if (await attempt(() => api("PATCH", "/api/site/settings", change, etag ? { "If-Match": etag } : {}), "Site rules saved.", form)) route();
+  } }, inputs.map((i) => i[3]), owner ? h("div", { class: "actions" }, h("button", { type: "submit" }, "Save rules")) : null);
+  page(mine, "Site rules",
+    h("p", { class: "muted" }, owner
+      ? "How \"Log in as user\" works on this site. Switching it off ends every session open now."
+      : "How \"Log in as user\" works on this site. Only the owner can change these."),
+    form);
+}
+
+// --- settings, templates, account ---------------------------------------------
 
 async function settings() {
   const mine = ticket;
   const [{ body: current, etag }, { body: templates }] = await Promise.all([
     api("GET", "/api/settings"), api("GET", "/api/templates")]);
   const values = current.settings || {};
-  // Auditors change nothing but their password: they see their settings, read-only.
-  const readonly = role() === "auditor";
   const inputs = SETTINGS.map(([key, label, kind, choices]) => {
     const value = values[key];
     const options = kind === "choice" ? choices() : [];
@@ -448,10 +810,9 @@ async function settings() {
         ...options.map(([v, text]) => h("option", { value: v, selected: v === value }, text)))
         : kind === "textarea" ? h("textarea", { name: key }, value || "")
           : h("input", { name: key, type: kind === "number" ? "number" : "text", value: value ?? "" });
-    if (readonly) input.disabled = true;
     return [key, kind, h("label", {}, label, input), input];
   });
-  const form = h("form", { class: "card grid", onsubmit: async (e) => {
+  const form = h("form", { class: "card grid", "aria-label": "Settings", onsubmit: async (e) => {
     e.preventDefault();
     const change = {};
     for (const [key, kind, , input] of inputs) {
@@ -462,13 +823,16 @@ async function settings() {
       if ((values[key] ?? null) !== value) change[key] = value;
     }
     if (!Object.keys(change).length) { say("Nothing to save.", true); return; }
-    if (await attempt(() => api("PATCH", "/api/settings", change, etag ? { "If-Match": etag } : {}), "Settings saved.")) route();
+    if (await attempt(() => api("PATCH", "/api/settings", change, etag ? { "If-Match": etag } : {}), "Settings saved.", form)) {
+      await load_zone();
+      route();
+    }
   } }, inputs.map((i) => i[2]), h("div", { class: "actions" }, h("button", { type: "submit" }, "Save settings")));
-  const list = (templates.items || templates).map((t) => h("tr", {},
+  const list = (templates.items || templates).map((t) => h("tr", { "data-template": t.name },
     h("td", {}, t.kind), h("td", {}, t.name), h("td", {}, t.subject || ""), h("td", {}, t.body),
     h("td", {}, h("div", { class: "actions" },
-      h("button", { type: "button", class: "quiet", onclick: () => edit_template(t) }, "Edit"),
-      h("button", { type: "button", class: "danger", onclick: async () => {
+      h("button", { type: "button", class: "quiet", "aria-label": `Edit ${t.name}`, onclick: () => edit_template(t) }, "Edit"),
+      h("button", { type: "button", class: "danger", "aria-label": `Delete ${t.name}`, onclick: async () => {
         if (confirm(`Delete the template ${t.name}?`) && await attempt(() => api("DELETE", `/api/templates/${t.id}`,
           undefined, { "If-Match": `"${t.version}"` }), "Template deleted.")) route();
       } }, "Delete")))));
@@ -476,55 +840,132 @@ async function settings() {
   const name = h("input", { name: "name", required: true });
   const subject = h("input", { name: "subject" });
   const text = h("textarea", { name: "body", required: true });
-  const create = h("form", { class: "card grid", onsubmit: async (e) => {
+  const create = h("form", { class: "card grid", "aria-label": "New template", onsubmit: async (e) => {
     e.preventDefault();
     const made = { kind: kind.value, name: name.value, body: text.value };
     if (subject.value) made.subject = subject.value;
-    if (await attempt(() => api("POST", "/api/templates", made), "Template added.")) route();
+    if (await attempt(() => api("POST", "/api/templates", made), "Template added.", create)) route();
   } }, h("label", {}, "Kind", kind), h("label", {}, "Name", name), h("label", {}, "Subject", subject),
   h("label", {}, "Body", text), h("div", { class: "actions" }, h("button", { type: "submit" }, "Add template")));
-  if (readonly) {
-    const shown = (templates.items || templates).map((t) => h("tr", {},
-      h("td", {}, t.kind), h("td", {}, t.name), h("td", {}, t.subject || ""), h("td", {}, t.body)));
-    page(mine, "Settings", h("p", { class: "muted" }, "Auditors read their settings; only the password can be changed."),
-      h("div", { class: "card grid" }, inputs.map((i) => i[2])), h("h2", {}, "Templates"),
-      table(["Kind", "Name", "Subject", "Body"], shown, "No templates."));
-    return;
-  }
   page(mine, "Settings", form, h("h2", {}, "Templates"),
-    table(["Kind", "Name", "Subject", "Body", ""], list, "No templates yet."), h("h2", {}, "New template"), create);
+    table("Templates", ["Kind", "Name", "Subject", "Body", "Actions"], list, "No templates yet."), h("h2", {}, "New template"), create);
 }
 
 /** A template's name, subject and body, changed in a dialog (with its version). */
 function edit_template(template) {
-  const dialog = $("#dialog");
   const name = h("input", { name: "name", value: template.name, required: true });
   const subject = h("input", { name: "subject", value: template.subject || "" });
   const body = h("textarea", { name: "body", required: true }, template.body);
-  dialog.replaceChildren(h("form", { method: "dialog", onsubmit: async (e) => {
+  const box = dialog(`Edit ${template.kind} template`, h("form", { method: "dialog", onsubmit: async (e) => {
     e.preventDefault();
     const change = {};
     if (name.value !== template.name) change.name = name.value;
     if (subject.value !== (template.subject || "")) change.subject = subject.value;
     if (body.value !== template.body) change.body = body.value;
-    dialog.close();
-    if (!Object.keys(change).length) return;
+    if (!Object.keys(change).length) { box.close(); return; }
     const saved = await attempt(() => api("PATCH", `/api/templates/${template.id}`, change,
-      { "If-Match": `"${template.version}"` }), "Template saved.");
-    if (saved) route();
+      { "If-Match": `"${template.version}"` }), "Template saved.", e.target);
+    if (saved) { box.close(); route(); }
   } },
-  h("h2", {}, `Edit ${template.kind} template`),
   h("label", {}, "Name", name),
   template.kind === "email" ? h("label", {}, "Subject", subject) : null,
   h("label", {}, "Body", body),
   h("div", { class: "actions" }, h("button", { type: "submit" }, "Save"),
-    h("button", { type: "button", class: "quiet", onclick: () => dialog.close() }, "Cancel"))));
-  dialog.showModal();
+    h("button", { type: "button", class: "quiet", onclick: () => box.close() }, "Cancel"))));
   name.focus();
 }
 
-function sessions_table(items) {
-  return table(["Started", "Admin", "Logged in as", "Reason", "Ended", "How", "Changes"], items.map((s) =>
+async function account() {
+  const mine = ticket;
+  const me = state.me.user;
+  const current = h("input", { type: "password", name: "current_password", autocomplete: "current-password", required: true });
+  const next = h("input", { type: "password", name: "new_password", autocomplete: "new-password", required: true });
+  const form = h("form", { class: "card grid", "aria-label": "Change password", onsubmit: async (e) => {
+    e.preventDefault();
+    if (await attempt(() => api("POST", "/api/me/password", { current_password: current.value, new_password: next.value }),
+      "Password changed.", form)) { current.value = ""; next.value = ""; }
+  } }, h("label", {}, "Current password", current), h("label", {}, "New password", next),
+  h("div", { class: "actions" }, h("button", { type: "submit" }, "Change password")));
+  page(mine, "Account",
+    h("dl", { class: "card facts" }, h("dt", {}, "Name"), h("dd", {}, me.name), h("dt", {}, "Email"), h("dd", {}, me.email),
+      h("dt", {}, "Role"), h("dd", {}, me.role), h("dt", {}, "Times shown in"), h("dd", {}, zone().replaceAll("_", " "))),
+    h("h2", {}, "Password"), form);
+}
+
+async function notifications() {
+  const mine = ticket;
+  const items = await load_notifications();
+  const rows = items.map((n) => h("tr", { class: n.read_at ? "" : "unread" },
+    h("td", {}, n.read_at ? "" : h("span", { class: "badge" }, "New")), h("td", {}, n.text), h("td", {}, when(n.created_at))));
+  const mark = state.unread.length
+    ? h("div", { class: "actions" }, h("button", { type: "button", disabled: impersonating(), onclick: async () => {
+      const up_to_position = Math.max(...items.map((n) => n.position));
+      if (await attempt(() => api("POST", "/api/me/notifications/read", { up_to_position }), "Marked as read.")) route();
+    } }, "Mark all as read"),
+    impersonating() ? h("span", { class: "muted" }, "Only the account holder can mark these read.") : null)
+    : null;
+  page(mine, "Notifications", mark, table("Notifications", ["", "What", "When"], rows, "No notifications."));
+}
+
+// --- the audit -------------------------------------------------------------------
+
+const DID = {
+  SiteCreated: "Created the site", SiteSettingsChanged: "Changed the rules of the site",
+  UserCreated: "Added the user", UserRoleChanged: "Changed the role of", UserEmailChanged: "Changed the email of",
+  UserDeactivated: "Deactivated", UserReactivated: "Reactivated", UserPasswordChanged: "Changed the password of",
+  LeadCreated: "Created the lead", LeadFieldsUpdated: "Edited the lead", LeadStageChanged: "Moved the lead",
+  LeadReassigned: "Reassigned the lead", LeadTagAdded: "Tagged the lead", LeadTagRemoved: "Untagged the lead",
+  LeadNoteAdded: "Added a note to", LeadTaskCreated: "Added a task to", LeadTaskCompleted: "Completed a task on",
+  LeadCommunicationLogged: "Logged a contact with", LeadArchived: "Archived the lead",
+  UserSettingsChanged: "Changed the settings of", TemplateCreated: "Created the template",
+  TemplateUpdated: "Edited the template", TemplateDeleted: "Deleted the template",
+};
+const FIELD_NAMES = {
+  assigned_agent_id: "agent", archived: "archived", tag: "tag", note: "note", task: "task",
+  communication: "contact", active: "active", ...Object.fromEntries([...SETTINGS, ...SITE_RULES].map(([k, l]) => [k, l.toLowerCase()])),
+};
+const field_name = (field) => FIELD_NAMES[field] || pretty(field);
+
+/** A value of a change in words. */
+function value_text(field, value) {
+  if (value === null || value === undefined || value === "") return "—";
+  if (field === "stage") return pretty(value);
+  if (field === "assigned_agent_id" || field === "admin_id") return person(value);
+  if (field === "note" && typeof value === "object") return value.body;
+  if (field === "task" && typeof value === "object") {
+    return value.title ? `${value.title}, due ${when(value.due_at)}` : value.completed ? "done" : "open";
+  }
+  if (field === "communication" && typeof value === "object") return `${value.direction} ${value.channel}: ${value.summary}`;
+  if (field === "lead_manager.default_sort") return (SORTS.find(([v]) => v === value) || [value, value])[1];
+  if (typeof value === "boolean") return value ? "yes" : "no";
+  if (Array.isArray(value)) return value.length ? value.join(", ") : "none";
+  if (typeof value === "object") return JSON.stringify(value);
+  return String(value);
+}
+
+/** What a change is about, by name, linked to that thing's history. */
+function entity(c) {
+  const label = c.entity_label || `${c.entity_type} (no name)`;
+  const history = new URLSearchParams({ entity_type: c.entity_type, entity_id: c.entity_id, label });
+  return h("a", { href: `#/audit?${history}#changes`, title: `Every change of ${label}` }, label);
+}
+
+function change_rows(changes, with_who) {
+  return changes.map((c) => h("tr", { "data-position": c.position },
+    h("td", {}, when(c.at)),
+    with_who ? h("td", {}, c.actor_name || person(c.actor_id),
+      c.impersonation_id ? [" as ", h("a", { href: `#/audit/${c.impersonation_id}`, title: "The session" }, c.subject_name || person(c.subject_id))] : null)
+      : null,
+    h("td", {}, `${DID[c.event_type] || pretty(c.event_type)} `, entity(c)),
+    h("td", {}, field_name(c.field)),
+    h("td", { class: "change" },
+      h("span", { class: "before" }, value_text(c.field, c.before)),
+      h("span", { class: "arrow" }, " → "),
+      h("span", { class: "after" }, value_text(c.field, c.after)))));
+}
+
+function sessions_table(items, caption) {
+  return table(caption, ["Started", "Admin", "Logged in as", "Reason", "Ended", "How", "Changes"], items.map((s) =>
     h("tr", { "data-session": s.id },
       h("td", {}, h("a", { href: `#/audit/${s.id}` }, when(s.started_at))),
       h("td", {}, s.admin.name), h("td", {}, s.subject.name), h("td", {}, s.reason || ""),
@@ -532,126 +973,215 @@ function sessions_table(items) {
       h("td", { class: "num" }, s.change_count))), "No sessions.");
 }
 
-/** The audit export (with the changes' filters), saved as a file. */
-async function download(format, filter) {
+/** Counts the records of a CSV text (quoted fields may hold line breaks). */
+function csv_records(text) {
+  let records = 0; let quoted = false;
+  for (let i = 0; i < text.length; i += 1) {
+    if (text[i] === "\"") quoted = !quoted;
+    else if (text[i] === "\n" && !quoted) records += 1;
+  }
+  return Math.max(0, records - 1);
+}
+
+/** The audit export of `filter`, saved as a file named after `what`; says what was exported. */
+async function download(format, filter, what, slug) {
   const query = new URLSearchParams(filter);
   query.delete("limit");
   query.delete("cursor");
+  query.delete("order");
   query.set("format", format);
-  const response = await fetch(`/api/audit/export?${query}`, { headers: { Authorization: `Bearer ${state.token}` } });
-  if (!response.ok) { say(`The export failed (${response.status}).`); return; }
-  const url = URL.createObjectURL(await response.blob());
-  const link = h("a", { href: url, download: `audit.${format === "csv" ? "csv" : "ndjson"}` });
-  document.body.append(link);
-  link.click();
-  link.remove();
-  setTimeout(() => URL.revokeObjectURL(url), 10000);
+  busy(true);
+  try {
+    const response = await fetch(`/api/audit/export?${query}`, { headers: { Authorization: `Bearer ${state.token}` } });
+    if (!response.ok) { say(`The export failed (${response.status}).`); return; }
+    const text = await response.text();
+    const rows = format === "csv" ? csv_records(text) : text.split("\n").filter(Boolean).length;
+    const name = `audit-${slug}-${new Date().toISOString().slice(0, 10)}.${format === "csv" ? "csv" : "ndjson"}`;
+    const url = URL.createObjectURL(new Blob([text], { type: format === "csv" ? "text/csv" : "application/x-ndjson" }));
+    const link = h("a", { href: url, download: name });
+    document.body.append(link);
+    link.click();
+    link.remove();
+    setTimeout(() => URL.revokeObjectURL(url), 10000);
+    say(`Exported ${plural(rows, "change")} (${what}) as ${name}, oldest first, with names and reasons.`, true);
+  } finally {
+    busy(false);
+  }
+}
+
+/** The chain check as a panel: intact or broken, when, the head, and what to do. */
+function chain_panel(v) {
+  const checked = `Checked ${when(v.checked_at)}: ${plural(v.events_checked, "event")}.`;
+  const head = v.head_position
+    ? h("p", {}, "Head: position ", h("strong", {}, v.head_position), ", hash ",
+      h("code", { class: "hash", title: v.head_hash }, v.head_hash)) : null;
+  const again = h("button", { type: "button", class: "quiet", onclick: () => route() }, "Check again");
+  if (v.ok) {
+    return h("section", { class: "chain ok", "aria-labelledby": "chain-h" },
+      h("h2", { id: "chain-h" }, "✓ The log is intact"), h("p", {}, checked), head,
+      h("p", { class: "muted" }, "Note the head down: a later check that ends on another hash for this position means the log was rewritten."),
+      again);
+  }
+  return h("section", { class: "chain bad", role: "alert", "aria-labelledby": "chain-h" },
+    h("h2", { id: "chain-h" }, `✗ The log is broken at position ${v.first_bad_position}`),
+    h("p", {}, sentence(v.problem || "an event does not match the chain")), h("p", {}, checked), head,
+    h("p", {}, h("a", { href: `#/event/${v.first_bad_position}` }, `See the event at position ${v.first_bad_position}`)),
+    h("p", {}, "What to do: keep a copy of the database as it is now, tell whoever runs the server, and have them run "
+      + "crm verify there. Changes recorded before this position are intact; treat this one and every later one as unproven."),
+    again);
 }
 
 async function audit(params) {
   const mine = ticket;
   const query = new URLSearchParams(params);
   const filter = new URLSearchParams();
-  for (const key of ["actor_id", "subject_id", "entity_type", "impersonated", "cursor"]) {
+  for (const key of ["actor_id", "subject_id", "entity_type", "entity_id", "impersonated", "cursor"]) {
     if (query.get(key)) filter.set(key, query.get(key));
   }
-  filter.set("limit", "100");
-  const [{ body: sessions }, { body: verified }, { body: people }, { body: changes }] = await Promise.all([
-    api("GET", "/api/audit/impersonations?limit=200"), api("GET", "/api/audit/verify"),
-    api("GET", "/api/users?limit=500"), api("GET", `/api/audit/changes?${filter}`)]);
-  const names = new Map(people.items.map((u) => [u.id, u.name]));
-  const who = (id) => names.get(id) || id;
+  if (query.get("from_day")) filter.set("from", zoned(`${query.get("from_day")}T00:00`));
+  if (query.get("to_day")) filter.set("to", zoned(`${next_day(query.get("to_day"))}T00:00`));
+  filter.set("limit", "50");
+  const [{ body: sessions }, { body: verified }, , { body: changes }] = await Promise.all([
+    api("GET", "/api/audit/impersonations?limit=20"), api("GET", "/api/audit/verify"),
+    load_people(), api("GET", `/api/audit/changes?${filter}`)]);
+  const users = [...state.people.values()].sort((a, b) => a.name.localeCompare(b.name)).map((u) => [u.id, u.name]);
   const choose = (key, label, options) => h("label", {}, label, h("select", { name: key },
     h("option", { value: "" }, "any"),
     options.map(([value, text]) => h("option", { value, selected: query.get(key) === value }, text))));
-  const users = people.items.map((u) => [u.id, u.name]);
-  const form = h("form", { class: "toolbar", onsubmit: (e) => {
+  const day = (key, label) => h("label", {}, label, h("input", { type: "date", name: key, value: query.get(key) || "" }));
+  const form = h("form", { class: "toolbar", role: "search", "aria-label": "Filter the changes", onsubmit: (e) => {
     e.preventDefault();
     const next = new URLSearchParams();
     for (const [key, value] of new FormData(form)) if (value) next.set(key, value);
-    go(`#/audit?${next}`);
+    // Narrowed to one lead or template: stays so while "What" still says its kind.
+    if (query.get("entity_id") && next.get("entity_type") === query.get("entity_type")) {
+      next.set("entity_id", query.get("entity_id"));
+      next.set("label", query.get("label") || "");
+    }
+    go(`#/audit?${next}#changes`);
   } },
   choose("actor_id", "Who acted", users), choose("subject_id", "On whose account", users),
-  choose("entity_type", "What", ["lead", "settings", "template", "user", "site"].map((t) => [t, t])),
-  choose("impersonated", "Logged in as someone", [["true", "yes"], ["false", "no"]]),
+  choose("entity_type", "What", [["lead", "leads"], ["template", "templates"], ["settings", "settings"], ["user", "users"], ["site", "the site"]]),
+  choose("impersonated", "While logged in as someone", [["true", "yes"], ["false", "no"]]),
+  day("from_day", `From (${zone().replaceAll("_", " ")})`), day("to_day", "To"),
   h("button", { type: "submit" }, "Show changes"));
-  const rows = changes.items.map((c) => h("tr", {},
-    h("td", {}, when(c.at)), h("td", {}, who(c.actor_id)),
-    h("td", {}, c.impersonation_id ? h("a", { href: `#/audit/${c.impersonation_id}` }, `as ${who(c.subject_id)}`) : who(c.subject_id)),
-    h("td", {}, c.entity_type), h("td", {}, c.field),
-    h("td", {}, h("span", { class: "before" }, shown(c.before)), h("span", { class: "arrow" }, " → "),
-      h("span", { class: "after" }, shown(c.after)))));
-  const more = changes.next_cursor ? h("p", {}, h("a", {
-    href: `#/audit?${new URLSearchParams({ ...Object.fromEntries(query), cursor: changes.next_cursor })}`,
-  }, "Next page →")) : null;
+  const only = query.get("entity_id")
+    ? h("p", { class: "chips" }, h("span", { class: "chip", "aria-pressed": "true" }, `Only ${query.get("label") || "one"}`),
+      h("a", { href: `#/audit?${(() => { const n = new URLSearchParams(query); n.delete("entity_id"); n.delete("label"); n.delete("cursor"); n.delete("trail"); return n; })()}#changes` }, "Show all"))
+    : null;
+  const described = [
+    query.get("actor_id") && `by ${person(query.get("actor_id"))}`,
+    query.get("subject_id") && `on ${person(query.get("subject_id"))}'s account`,
+    query.get("label") && `of ${query.get("label")}`,
+    query.get("entity_type") && !query.get("label") && `of ${query.get("entity_type")}s`,
+    query.get("impersonated") === "true" && "made while logged in as someone",
+    query.get("impersonated") === "false" && "made as themselves",
+    query.get("from_day") && `from ${query.get("from_day")}`, query.get("to_day") && `to ${query.get("to_day")}`,
+  ].filter(Boolean).join(", ") || "every change";
+  const exported = new URLSearchParams(filter);
   page(mine, "Audit",
-    h("p", {}, verified.ok ? `The log is intact: ${verified.events_checked} events checked.`
-      : `The log is broken at position ${verified.first_bad_position}.`),
+    chain_panel(verified),
+    h("h2", {}, "Impersonation sessions"), h("p", { class: "muted" }, "The latest 20, newest first. Open one for its changes and its export."),
+    sessions_table(sessions.items, "Impersonation sessions"),
+    h("h2", { id: "changes", tabindex: "-1" }, "Changes, field by field"), form, only,
     h("div", { class: "actions" },
-      h("button", { type: "button", class: "quiet", onclick: () => download("csv", filter) }, "Export CSV"),
-      h("button", { type: "button", class: "quiet", onclick: () => download("ndjson", filter) }, "Export NDJSON")),
-    h("h2", {}, "Impersonation sessions"), sessions_table(sessions.items),
-    h("h2", { id: "changes" }, "Changes, field by field"), form,
+      h("button", { type: "button", class: "quiet", onclick: () => download("csv", exported, described, "changes") }, "Export these changes (CSV)"),
+      h("button", { type: "button", class: "quiet", onclick: () => download("ndjson", exported, described, "changes") }, "Export these changes (NDJSON)")),
     h("div", { id: "changes-table" },
-      table(["At", "Who acted", "On whose account", "What", "Field", "Before → after"], rows, "No changes match.")),
-    more);
+      table("Changes, newest first", ["When", "Who", "What", "Field", "Before → after"], change_rows(changes.items, true), "No changes match.")),
+    pager("#/audit", query, changes.next_cursor, changes.items.length));
+  if (location.hash.endsWith("#changes") || query.get("cursor")) {
+    const heading = document.getElementById("changes");
+    if (heading) { heading.scrollIntoView(); heading.focus({ preventScroll: true }); }
+  }
 }
 
 async function session(id) {
   const mine = ticket;
-  const { body: s } = await api("GET", `/api/audit/impersonations/${id}`);
-  const rows = s.changes.map((c) => h("tr", {},
-    h("td", {}, when(c.at)), h("td", {}, pretty(c.event_type)), h("td", {}, `${c.entity_type}`),
-    h("td", {}, c.field),
-    h("td", { class: "change" }, h("span", { class: "before" }, shown(c.before)), h("span", { class: "arrow" }, " → "),
-      h("span", { class: "after" }, shown(c.after)))));
+  const [{ body: s }] = await Promise.all([api("GET", `/api/audit/impersonations/${id}`), load_people()]);
+  const newest = [...s.changes].reverse();
+  const filter = new URLSearchParams({ impersonation_id: id });
+  const what = `the session of ${s.admin.name} as ${s.subject.name}`;
+  const minutes = s.ended_at ? Math.max(1, Math.round((new Date(s.ended_at) - new Date(s.started_at)) / 60000)) : null;
   page(mine, `${s.admin.name} as ${s.subject.name}`,
     h("p", {}, h("a", { href: reads_audit() ? "#/audit" : "#/me/impersonations" }, "← Sessions")),
-    h("p", {}, `Reason: ${s.reason || "—"} · started ${when(s.started_at)} · `,
-      s.ended_at ? `ended ${when(s.ended_at)} (${pretty(s.end_reason)})` : "ongoing"),
-    table(["At", "What", "On", "Field", "Before → after"], rows, "Nothing was changed in this session."));
+    h("dl", { class: "card facts" },
+      h("dt", {}, "Reason"), h("dd", {}, s.reason || "—"),
+      h("dt", {}, "Started"), h("dd", {}, when(s.started_at)),
+      h("dt", {}, "Ended"), h("dd", {}, s.ended_at ? `${when(s.ended_at)} (${pretty(s.end_reason)}, ${plural(minutes, "minute")})` : "ongoing"),
+      h("dt", {}, "Changes"), h("dd", {}, s.change_count)),
+    reads_audit() ? h("div", { class: "actions" },
+      h("button", { type: "button", class: "quiet", onclick: () => download("csv", filter, what, "session") }, "Export this session (CSV)"),
+      h("button", { type: "button", class: "quiet", onclick: () => download("ndjson", filter, what, "session") }, "Export this session (NDJSON)"))
+      : null,
+    table("Changes in this session, newest first", ["When", "What", "Field", "Before → after"], change_rows(newest, false),
+      "Nothing was changed in this session."));
+}
+
+/** One event of the log, as recorded (where the chain check points). */
+async function event_at(position) {
+  const mine = ticket;
+  const { body } = await api("GET", `/api/events?after=${Math.max(0, Number(position) - 1)}&limit=1`);
+  const e = body.items && body.items[0];
+  page(mine, `Event at position ${position}`,
+    h("p", {}, h("a", { href: "#/audit" }, "← Audit")),
+    e ? h("pre", { class: "card event" }, JSON.stringify(e, null, 2)) : h("p", { class: "empty card" }, "No event is readable at this position."));
 }
 
 async function my_impersonations() {
   const mine = ticket;
   const { body } = await api("GET", "/api/me/impersonations?limit=200");
-  page(mine, "Who logged in as me", sessions_table(body.items));
+  page(mine, "Who logged in as me", sessions_table(body.items, "Sessions in which someone logged in as me"));
 }
 
 // --- routing -------------------------------------------------------------------
 
 async function route(forced) {
   const hash = forced || location.hash || "#/";
-  const [path, search] = hash.slice(1).split("?");
+  const [path, search] = hash.slice(1).split("#")[0].split("?");
   const parts = path.split("/").filter(Boolean);
   ticket += 1;
   const mine = ticket;
   if (!state.token) { signin(); return; }
+  if (!forced) busy(true);
   try {
     if (!state.me) await load_me();
     chrome();
+    const q = new URLSearchParams(search || "");
     if (parts[0] === "leads" && parts[1]) await lead(parts[1]);
-    else if (parts[0] === "leads") await leads(new URLSearchParams(search || ""));
+    else if (parts[0] === "leads") await leads(q);
     else if (parts[0] === "users") await users();
+    else if (parts[0] === "site") await site_rules();
     else if (parts[0] === "settings") await settings();
+    else if (parts[0] === "account") await account();
+    else if (parts[0] === "notifications") await notifications();
     else if (parts[0] === "audit" && parts[1]) await session(parts[1]);
-    else if (parts[0] === "audit") await audit(new URLSearchParams(search || ""));
+    else if (parts[0] === "audit") await audit(q);
+    else if (parts[0] === "event") await event_at(parts[1]);
     else if (parts[0] === "me") await my_impersonations();
-    else go(role() === "auditor" ? "#/audit" : "#/leads");
+    else go(landing());
   } catch (problem) {
+    if (mine === ticket) busy(false);
     if (problem.handled || problem.status === 401 || mine !== ticket) return;
-    if (problem.status === 403) say(`Not allowed: ${problem.message}.`);
+    if (problem.status === 403) say(`Not allowed: ${sentence(problem.message)}`);
     else if (problem.status === 404) say("Not found: it does not exist, or it is not yours to see.");
-    else say(problem.message);
+    else say(sentence(problem.message));
     main.replaceChildren();
   }
 }
 
-$("#return-to-admin").addEventListener("click", return_to_admin);
+$("#return-to-admin").addEventListener("click", async () => {
+  const back = await attempt(() => api("DELETE", "/api/impersonation"));
+  if (!back) return;
+  state.me = back.body;
+  await load_zone();
+  go("#/users", "Back to your own account.", true);
+});
 $("#sign-out").addEventListener("click", async () => {
   await attempt(() => api("POST", "/api/logout"));
   forget();
   go("#/signin", "Signed out.", true);
 });
+$("#bell").addEventListener("click", () => go("#/notifications"));
 window.addEventListener("hashchange", arrive);
 route();

@@ -637,6 +637,12 @@ fn endpoints() -> Vec<Endpoint> {
         endpoint(M::GET, "/api/me/notifications", None, anyone),
         endpoint(
             M::POST,
+            "/api/me/notifications/read",
+            Some(json!({})),
+            the_real_human,
+        ),
+        endpoint(
+            M::POST,
             "/api/me/password",
             Some(json!({"current_password": PASSWORD, "new_password": PASSWORD})),
             the_real_human,

@@ -161,6 +161,18 @@ async fn an_admin_an_owner_and_an_agent_work_in_the_console(db: &TestDatabase) {
     );
     assert_eq!(top.as_f64(), Some(0.0), "the banner stays on top");
     step("06-stage-changed-note-added");
+    // On a phone too, with Return to Admin in reach.
+    browser.resize(390, 844);
+    let top = browser.execute(
+        "window.scrollTo(0, document.body.scrollHeight); \
+         const b = document.querySelector('#return-to-admin').getBoundingClientRect(); \
+         return [document.querySelector('#banner').getBoundingClientRect().top, b.bottom <= window.innerHeight];",
+        Value::Array(vec![]),
+    );
+    assert_eq!(top[0].as_f64(), Some(0.0), "the banner stays on top at 390 px");
+    assert_eq!(top[1], true, "Return to Admin is on screen");
+    step("06b-narrow-banner-pinned");
+    browser.resize(1280, 800);
 
     // A stale edit: someone else changes the phone meanwhile; saving says so, shows
     // what changed, and Reload brings the latest.

@@ -120,7 +120,10 @@ async fn sites_users_and_exports_from_the_command_line(db: &TestDatabase) {
         csv.contains("UserCreated,user") && csv.contains(",email,,ann@acme.example,"),
         "{csv}"
     );
-    assert!(csv.contains("SiteCreated,site") && csv.contains(",System,"), "{csv}");
+    assert!(
+        csv.contains("SiteCreated,site") && csv.contains(",System,"),
+        "{csv}"
+    );
     let (code, ndjson, _) = crm(
         db,
         &["audit", "export", "--site", &site, "--format", "ndjson"],

@@ -102,10 +102,13 @@ async fn an_admin_an_owner_and_an_agent_work_in_the_console(db: &TestDatabase) {
     browser.wait_for_text("main h1", "Users");
     let owner_row = browser.text_of("tr[data-user='owner@demo.example']");
     assert!(
-        owner_row.contains("Only agents can be logged in as.") && !owner_row.contains("Log in as user"),
+        owner_row.contains("Only agents can be logged in as.")
+            && !owner_row.contains("Log in as user"),
         "{owner_row}"
     );
-    assert!(browser.text_of("tr[data-user='admin@demo.example']").contains("(you)"));
+    assert!(browser
+        .text_of("tr[data-user='admin@demo.example']")
+        .contains("(you)"));
     assert_eq!(
         browser.property(
             "tr[data-user='agent1@demo.example'] button[aria-label='Log in as user Agnes Agent']",
@@ -114,13 +117,19 @@ async fn an_admin_an_owner_and_an_agent_work_in_the_console(db: &TestDatabase) {
         "Log in as user"
     );
     step("03-users");
-    browser.click("tr[data-user='agent1@demo.example'] button[aria-label='Log in as user Agnes Agent']");
-    browser.type_into("dialog textarea[name=reason]", "Agent asked for help with a lead");
+    browser.click(
+        "tr[data-user='agent1@demo.example'] button[aria-label='Log in as user Agnes Agent']",
+    );
+    browser.type_into(
+        "dialog textarea[name=reason]",
+        "Agent asked for help with a lead",
+    );
     step("04-log-in-as-reason");
     browser.click("dialog button[type=submit]");
     let banner = browser.wait_for_text("#banner", "You are logged in as Agnes Agent");
     assert!(
-        banner.contains("Reason: Agent asked for help with a lead") && banner.contains("minutes left"),
+        banner.contains("Reason: Agent asked for help with a lead")
+            && banner.contains("minutes left"),
         "{banner}"
     );
     browser.wait_for_text("main h1", "Lead Manager");
@@ -149,7 +158,10 @@ async fn an_admin_an_owner_and_an_agent_work_in_the_console(db: &TestDatabase) {
     browser.click("main form.grid button[type=submit]");
     browser.wait_for_text("#message", "Saved.");
     assert_eq!(browser.property("select[name=stage]", "value"), after);
-    assert!(!browser.text_of("main").contains("version"), "no version numbers");
+    assert!(
+        !browser.text_of("main").contains("version"),
+        "no version numbers"
+    );
     browser.type_into("textarea[name=body]", "Asked about financing");
     browser.click("section[aria-labelledby=notes-h] button[type=submit]");
     let notes = browser.wait_for_text("section[aria-labelledby=notes-h]", "Asked about financing");
@@ -169,7 +181,11 @@ async fn an_admin_an_owner_and_an_agent_work_in_the_console(db: &TestDatabase) {
          return [document.querySelector('#banner').getBoundingClientRect().top, b.bottom <= window.innerHeight];",
         Value::Array(vec![]),
     );
-    assert_eq!(top[0].as_f64(), Some(0.0), "the banner stays on top at 390 px");
+    assert_eq!(
+        top[0].as_f64(),
+        Some(0.0),
+        "the banner stays on top at 390 px"
+    );
     assert_eq!(top[1], true, "Return to Admin is on screen");
     step("06b-narrow-banner-pinned");
     browser.resize(1280, 800);
@@ -187,13 +203,17 @@ async fn an_admin_an_owner_and_an_agent_work_in_the_console(db: &TestDatabase) {
     browser.clear("main form.grid input[name=source]");
     browser.type_into("main form.grid input[name=source]", "billboard");
     browser.click("main form.grid button[type=submit]");
-    let conflict = browser.wait_for_text(".conflict", "Someone changed this lead since you opened it");
+    let conflict =
+        browser.wait_for_text(".conflict", "Someone changed this lead since you opened it");
     assert!(conflict.contains("+1 555 0199"), "what changed: {conflict}");
     step("07-stale-edit");
     browser.click(".conflict button");
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     while browser.property("main form.grid input[name=phone]", "value") != "+1 555 0199" {
-        assert!(std::time::Instant::now() < deadline, "Reload shows the latest phone");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "Reload shows the latest phone"
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
 
@@ -205,9 +225,18 @@ async fn an_admin_an_owner_and_an_agent_work_in_the_console(db: &TestDatabase) {
     // Settings: a template added, then edited in its dialog; a field's error next to it.
     browser.click("nav a[href='#/settings']");
     browser.wait_for_text("main h1", "Settings");
-    browser.type_into("form[aria-label='New template'] input[name=name]", "Follow-up");
-    browser.type_into("form[aria-label='New template'] input[name=subject]", "Checking in");
-    browser.type_into("form[aria-label='New template'] textarea[name=body]", "Any questions?");
+    browser.type_into(
+        "form[aria-label='New template'] input[name=name]",
+        "Follow-up",
+    );
+    browser.type_into(
+        "form[aria-label='New template'] input[name=subject]",
+        "Checking in",
+    );
+    browser.type_into(
+        "form[aria-label='New template'] textarea[name=body]",
+        "Any questions?",
+    );
     browser.click("form[aria-label='New template'] button[type=submit]");
     browser.wait_for_text("#message", "Template added.");
     browser.click("button[aria-label='Edit Follow-up']");
@@ -215,11 +244,17 @@ async fn an_admin_an_owner_and_an_agent_work_in_the_console(db: &TestDatabase) {
     browser.click("dialog button[type=submit]");
     browser.wait_for_text("#message", "Template saved.");
     browser.wait_for_text("main table", "Any questions? Call me any time.");
-    browser.type_into("form[aria-label=Settings] input[name='communication.sender_email']", "not an email");
+    browser.type_into(
+        "form[aria-label=Settings] input[name='communication.sender_email']",
+        "not an email",
+    );
     browser.click("form[aria-label=Settings] button[type=submit]");
     browser.find("form[aria-label=Settings] .field-error");
     let error = browser.text_of("form[aria-label=Settings] .field-error");
-    assert!(!error.is_empty() && !error.contains("communication.sender_email"), "{error}");
+    assert!(
+        !error.is_empty() && !error.contains("communication.sender_email"),
+        "{error}"
+    );
     step("08-settings-error-next-to-field");
     browser.clear("form[aria-label=Settings] input[name='communication.sender_email']");
     // An email signature, then none: an empty one saves too.
@@ -227,7 +262,10 @@ async fn an_admin_an_owner_and_an_agent_work_in_the_console(db: &TestDatabase) {
     browser.click("form[aria-label=Settings] button[type=submit]");
     browser.wait_for_text("#message", "Settings saved.");
     let admin_token = login(&addr, "admin@demo.example");
-    let signature = || call(&addr, "GET", "/api/settings", &admin_token, None).1["settings"]["email_signature"].clone();
+    let signature = || {
+        call(&addr, "GET", "/api/settings", &admin_token, None).1["settings"]["email_signature"]
+            .clone()
+    };
     assert_eq!(signature(), "Best, Adam");
     browser.clear("textarea[name=email_signature]");
     browser.click("form[aria-label=Settings] button[type=submit]");
@@ -240,7 +278,10 @@ async fn an_admin_an_owner_and_an_agent_work_in_the_console(db: &TestDatabase) {
     // The audit: the chain panel, the session, its changes in words.
     browser.click("nav a[href='#/audit']");
     let chain = browser.wait_for_text(".chain", "The log is intact");
-    assert!(chain.contains("Head: position") && chain.contains("Checked"), "{chain}");
+    assert!(
+        chain.contains("Head: position") && chain.contains("Checked"),
+        "{chain}"
+    );
     let newest = browser.text_of("main table tbody tr");
     assert!(
         newest.contains("Agent asked for help with a lead") && newest.contains("returned"),
@@ -249,14 +290,13 @@ async fn an_admin_an_owner_and_an_agent_work_in_the_console(db: &TestDatabase) {
     step("09-audit");
     browser.click("main table tbody tr a");
     let changes = browser.wait_for_text("main table", "Moved the lead");
-    let expected = format!(
-        "{} → {}",
-        before.replace('_', " "),
-        after.replace('_', " ")
-    );
+    let expected = format!("{} → {}", before.replace('_', " "), after.replace('_', " "));
     assert!(changes.contains(&expected), "{expected:?} in {changes}");
     assert!(changes.contains("Added a note to"), "{changes}");
-    assert!(!changes.contains("LeadStageChanged") && !changes.contains("\"id\""), "{changes}");
+    assert!(
+        !changes.contains("LeadStageChanged") && !changes.contains("\"id\""),
+        "{changes}"
+    );
     step("10-audit-session");
 
     // Changes made while logged in as someone: names, not ids; no setup rows.
@@ -266,8 +306,14 @@ async fn an_admin_an_owner_and_an_agent_work_in_the_console(db: &TestDatabase) {
     browser.click("main form.toolbar button[type=submit]");
     let filtered = browser.wait_for_text("#changes-table", &expected);
     assert!(filtered.contains("Adam Admin as Agnes Agent"), "{filtered}");
-    assert!(!filtered.contains("00000000") && !filtered.contains("Added the user"), "{filtered}");
-    assert!(!browser.text_of("main").contains("null"), "nothing shows as \"null\"");
+    assert!(
+        !filtered.contains("00000000") && !filtered.contains("Added the user"),
+        "{filtered}"
+    );
+    assert!(
+        !browser.text_of("main").contains("null"),
+        "nothing shows as \"null\""
+    );
     step("11-audit-changes-impersonated");
 
     // The narrow window: the session's page and the users list fit.
@@ -303,7 +349,10 @@ async fn an_admin_an_owner_and_an_agent_work_in_the_console(db: &TestDatabase) {
     browser.execute("window.confirm = () => true;", Value::Array(vec![]));
     browser.click("button[aria-label='Deactivate Nina Newman']");
     let row = browser.wait_for_text("tr[data-user='nina@demo.example']", "deactivated");
-    assert!(row.contains("auditor") && row.contains("Reactivate"), "{row}");
+    assert!(
+        row.contains("auditor") && row.contains("Reactivate"),
+        "{row}"
+    );
     step("14-user-management");
 
     // The site's rules: read-only for an admin.
@@ -333,7 +382,10 @@ async fn an_admin_an_owner_and_an_agent_work_in_the_console(db: &TestDatabase) {
     assert_eq!(status, 200);
     browser.click("nav a[href='#/settings']");
     let told = browser.wait_for_text("#message", "You are no longer logged in as");
-    assert!(told.contains("revoked") && told.contains("Nothing was changed"), "{told}");
+    assert!(
+        told.contains("revoked") && told.contains("Nothing was changed"),
+        "{told}"
+    );
     browser.wait_for_text("main h1", "Users");
     assert!(browser.text_of("#banner").is_empty(), "the banner is gone");
     step("16-impersonation-revoked");
@@ -346,7 +398,9 @@ async fn an_admin_an_owner_and_an_agent_work_in_the_console(db: &TestDatabase) {
         "PATCH",
         "/api/site/settings",
         &owner,
-        Some(r#"{"impersonation_enabled": true, "impersonation_max_minutes": 1, "notify_subject_on_impersonation": true}"#),
+        Some(
+            r#"{"impersonation_enabled": true, "impersonation_max_minutes": 1, "notify_subject_on_impersonation": true}"#,
+        ),
     );
     assert_eq!(status, 200);
     browser.click("nav a[href='#/users']");
@@ -367,7 +421,10 @@ async fn an_admin_an_owner_and_an_agent_work_in_the_console(db: &TestDatabase) {
     // The admin's session ends (signed out elsewhere): the next page asks to sign
     // in, and signing in again lands where they were going.
     let token = browser
-        .execute("return sessionStorage.getItem('crm.token');", Value::Array(vec![]))
+        .execute(
+            "return sessionStorage.getItem('crm.token');",
+            Value::Array(vec![]),
+        )
         .as_str()
         .unwrap()
         .to_owned();
@@ -403,7 +460,10 @@ async fn an_admin_an_owner_and_an_agent_work_in_the_console(db: &TestDatabase) {
     browser.type_into("input[name=password]", "demo-password");
     browser.click("form.signin button[type=submit]");
     let told = browser.wait_for_text("#message", "new notification");
-    assert!(told.contains("Adam Admin logged in as you: Quick check"), "{told}");
+    assert!(
+        told.contains("Adam Admin logged in as you: Quick check"),
+        "{told}"
+    );
     assert!(browser.text_of("#bell").contains("Notifications (1)"));
     step("20-agent-told-at-sign-in");
     browser.click("#bell");
@@ -450,7 +510,13 @@ async fn an_admin_an_owner_and_an_agent_work_in_the_console(db: &TestDatabase) {
     browser.click("section[aria-labelledby=tasks-h] button[type=submit]");
     let task = browser.wait_for_text("li[data-task='Call back']", "Call back");
     assert!(task.contains("9:30") && task.contains("CST"), "{task}");
-    let (_, lead) = call(&addr, "GET", &format!("/api/leads/{lead_path}"), &agent_token, None);
+    let (_, lead) = call(
+        &addr,
+        "GET",
+        &format!("/api/leads/{lead_path}"),
+        &agent_token,
+        None,
+    );
     let due = lead["tasks"]
         .as_array()
         .unwrap()

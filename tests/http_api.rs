@@ -764,10 +764,7 @@ async fn the_audit_export_streams_csv_and_ndjson(db: &TestDatabase) {
         assert_eq!(row.get(column("entity_label")), Some(name.as_str()));
         assert_eq!(row.get(column("actor_name")), Some("admin"));
         assert_eq!(row.get(column("subject_name")), Some("agent1"));
-        assert_eq!(
-            row.get(column("impersonation_reason")),
-            Some("Export test")
-        );
+        assert_eq!(row.get(column("impersonation_reason")), Some("Export test"));
     }
     let positions: Vec<i64> = rows
         .iter()
@@ -793,12 +790,24 @@ async fn the_audit_export_streams_csv_and_ndjson(db: &TestDatabase) {
     assert_eq!(lines[0]["subject_name"], "agent1");
     assert_eq!(lines[0]["impersonation_reason"], "Export test");
     let newest = api
-        .get(&admin, "/api/audit/export?format=ndjson&impersonated=true&order=desc")
+        .get(
+            &admin,
+            "/api/audit/export?format=ndjson&impersonated=true&order=desc",
+        )
         .await;
-    let first: Value =
-        serde_json::from_str(String::from_utf8(newest.raw).unwrap().lines().next().unwrap())
-            .unwrap();
-    assert_eq!(first, lines[expected - 1], "order=desc starts with the latest");
+    let first: Value = serde_json::from_str(
+        String::from_utf8(newest.raw)
+            .unwrap()
+            .lines()
+            .next()
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        first,
+        lines[expected - 1],
+        "order=desc starts with the latest"
+    );
     api.get(&admin, "/api/audit/export?format=xml")
         .await
         .problem(422, "validation");

@@ -102,7 +102,11 @@ async fn changes_name_what_changed_and_who_newest_first(db: &TestDatabase) {
         &api.get(&admin, "/api/audit/changes?entity_type=template")
             .await,
     );
-    assert_eq!(template_changes.len(), 4 + 1 + 4, "created, renamed, deleted");
+    assert_eq!(
+        template_changes.len(),
+        4 + 1 + 4,
+        "created, renamed, deleted"
+    );
     for change in &template_changes {
         assert_eq!(change["entity_label"], "Welcome, v2", "{change}");
         assert_eq!(change["actor_name"], "admin");
@@ -124,7 +128,9 @@ async fn changes_name_what_changed_and_who_newest_first(db: &TestDatabase) {
         )
         .await,
     );
-    assert!(lead_changes.iter().all(|c| c["entity_label"] == "Dana Novak"));
+    assert!(lead_changes
+        .iter()
+        .all(|c| c["entity_label"] == "Dana Novak"));
     let latest = &lead_changes[0];
     assert_eq!(latest["field"], "note");
     assert_eq!(latest["actor_name"], "admin");
@@ -199,7 +205,9 @@ async fn one_session_pages_alone_and_in_either_order(db: &TestDatabase) {
         whole.len() as i64,
         session.body["change_count"].as_i64().unwrap()
     );
-    assert!(whole.iter().all(|c| c["impersonation_id"] == first.as_str()));
+    assert!(whole
+        .iter()
+        .all(|c| c["impersonation_id"] == first.as_str()));
     assert!(whole.iter().all(|c| c["impersonation_reason"] == "First"));
 
     // Page by page, both ways: the same changes, each once, in each order.
@@ -229,10 +237,7 @@ async fn one_session_pages_alone_and_in_either_order(db: &TestDatabase) {
     // Sessions: newest first, or oldest with order=asc.
     let listed = items(&api.get(&admin, "/api/audit/impersonations").await);
     assert_eq!(listed[0]["id"], second.as_str());
-    let oldest = items(
-        &api.get(&admin, "/api/audit/impersonations?order=asc")
-            .await,
-    );
+    let oldest = items(&api.get(&admin, "/api/audit/impersonations?order=asc").await);
     assert_eq!(oldest[0]["id"], first.as_str());
 
     // The export of one session: only its rows.
@@ -364,7 +369,10 @@ async fn only_the_agent_marks_their_notifications_read(db: &TestDatabase) {
     let unread = items(&api.get(&agent, "/api/me/notifications").await);
     assert_eq!(unread.len(), 1);
     assert_eq!(unread[0]["read_at"], Value::Null);
-    assert_eq!(unread[0]["text"], "admin logged in as you: Check the pipeline");
+    assert_eq!(
+        unread[0]["text"],
+        "admin logged in as you: Check the pipeline"
+    );
     let first = unread[0]["position"].as_i64().unwrap();
 
     // A second notice arrives after the agent looked.

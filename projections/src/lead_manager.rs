@@ -774,13 +774,13 @@ pub struct Communication {
 pub async fn notes(db: &Database, lead: LeadId) -> Result<Vec<Note>, QueryError> {
     Ok(on_pool!(db, |pool| {
         sqlx::query_as(
-        "SELECT id, body, created_at, author_id, \
+            "SELECT id, body, created_at, author_id, \
          (SELECT name FROM users_view WHERE users_view.id = lead_notes.author_id) AS author_name \
-         FROM lead_notes WHERE lead_id = $1 ORDER BY created_at, id"
-    )
-    .bind(lead.as_uuid())
-    .fetch_all(pool)
-    .await?
+         FROM lead_notes WHERE lead_id = $1 ORDER BY created_at, id",
+        )
+        .bind(lead.as_uuid())
+        .fetch_all(pool)
+        .await?
     }))
 }
 

@@ -207,7 +207,12 @@ async fn list_changes(
     Ok(Json(
         state
             .app
-            .audit_changes(&ctx, &q.filter(Order::NewestFirst)?, q.cursor.as_deref(), limit)
+            .audit_changes(
+                &ctx,
+                &q.filter(Order::NewestFirst)?,
+                q.cursor.as_deref(),
+                limit,
+            )
             .await?
             .into(),
     ))

@@ -143,6 +143,7 @@ async fn the_seed_scenario_lists_exactly_the_admins_changes_with_before_and_afte
     // The same changes, site-wide, filtered as compliance would.
     let impersonated = ChangeFilter {
         impersonated: Some(true),
+        order: crm_projections::query::Order::OldestFirst,
         ..ChangeFilter::default()
     };
     let page = audit_trail::changes(dbh, s.id, &impersonated, None, 50)

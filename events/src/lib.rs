@@ -13,6 +13,7 @@
 //!   [`DomainEvent`], their typed form.
 //! - [`upcast`]: reading events written at older schema versions.
 //! - [`hash`]: the per-site tamper-evident hash chain and its verifier.
+//! - [`digest`]: signed, chained digests of each site's log, for outsiders.
 //! - [`store`]: [`EventStore`], on SQLite or PostgreSQL: append (optimistic
 //!   concurrency, idempotency, group commit), read, subscribe, verify.
 //! - [`testing`] (feature `testing`): fresh databases for tests on both backends.
@@ -20,6 +21,7 @@
 //! Nothing here knows about HTTP, sessions or projections.
 
 pub mod catalog;
+pub mod digest;
 pub mod envelope;
 pub mod error;
 pub mod hash;

@@ -21,6 +21,7 @@
 
 mod bind;
 pub mod bulk;
+mod digests;
 mod hook;
 mod plan;
 mod postgres;

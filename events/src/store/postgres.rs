@@ -110,6 +110,8 @@ pub(crate) async fn grant_least_privilege(
          GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO {role}; \
          REVOKE ALL ON events FROM {role}; \
          GRANT SELECT, INSERT ON events TO {role}; \
+         REVOKE ALL ON audit_digests FROM {role}; \
+         GRANT SELECT, INSERT ON audit_digests TO {role}; \
          REVOKE ALL ON _sqlx_migrations FROM {role}; \
          GRANT SELECT ON _sqlx_migrations TO {role}; \
          GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA public TO {role};"

@@ -1,5 +1,6 @@
 //! The `crm` command line.
 
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
@@ -36,9 +37,27 @@ pub enum Command {
         /// Address to listen on.
         #[arg(long, default_value = "127.0.0.1:8080", env = "CRM_BIND")]
         bind: std::net::SocketAddr,
-        /// Seed the "Demo Realty" site (once) and print its sign-ins.
+        /// Seed the "Demo Realty" site (once) and print its sign-ins. Without
+        /// `--signing-key`, also sign digests with a key of its own, made once
+        /// beside the database (a SQLite file; the working directory otherwise).
         #[arg(long)]
         demo: bool,
+        /// The Ed25519 key that signs each site's digests and the export manifests
+        /// (PKCS#8 PEM, from `crm keys generate`). Without one, digests are off.
+        #[arg(long, env = "CRM_SIGNING_KEY", value_name = "FILE")]
+        signing_key: Option<PathBuf>,
+        /// Where every digest is also written, one file each: ideally storage the
+        /// database's operator cannot rewrite.
+        #[arg(long, env = "CRM_DIGEST_DIR", value_name = "DIR")]
+        digest_dir: Option<PathBuf>,
+        /// Seconds between two rounds of digests (one more at a clean shutdown).
+        #[arg(long, env = "CRM_DIGEST_INTERVAL", default_value_t = 60, value_name = "SECONDS")]
+        digest_interval: u64,
+    },
+    /// Signing keys.
+    Keys {
+        #[command(subcommand)]
+        command: KeysCommand,
     },
     /// Apply the database migrations (every command does when it may; on
     /// PostgreSQL run this as the database's owner), and with `--app-role` let that
@@ -86,6 +105,15 @@ pub enum Command {
         /// Print the report as one JSON object.
         #[arg(long)]
         json: bool,
+        /// Also check each site's log against its signed digests in this
+        /// directory (a truncated tail, a rewrite with recomputed hashes, an
+        /// inserted or removed event, a removed, altered, reordered or foreign
+        /// digest). Needs `--public-key`.
+        #[arg(long, value_name = "DIR", requires = "public_key")]
+        digests: Option<PathBuf>,
+        /// The public key the digests must be signed with (SPKI PEM).
+        #[arg(long, value_name = "FILE", requires = "digests")]
+        public_key: Option<PathBuf>,
     },
     /// Empty the projections and fold the whole event log into them again, with a
     /// progress bar. Safe to stop at any moment and run again.
@@ -133,8 +161,18 @@ pub enum UserCommand {
 }
 
 #[derive(Debug, Subcommand)]
+pub enum KeysCommand {
+    /// Make an Ed25519 key pair: `signing-key.pem` (readable by its owner only)
+    /// and `public-key.pem`, for auditors.
+    Generate {
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
+    },
+}
+
+#[derive(Debug, Subcommand)]
 pub enum AuditCommand {
-    /// Write a site's changes to standard output, as CSV or NDJSON.
+    /// Write a site's changes to standard output, as CSV or NDJSON, in log order.
     Export {
         #[arg(long)]
         site: SiteId,
@@ -144,6 +182,26 @@ pub enum AuditCommand {
         /// Only changes made while impersonating.
         #[arg(long)]
         impersonated: bool,
+        /// Only changes up to this position (default: the head): the same
+        /// arguments and position always give the same bytes.
+        #[arg(long, value_name = "POSITION")]
+        up_to: Option<i64>,
+        /// Also write the export's signed manifest here (needs `--signing-key`).
+        #[arg(long, value_name = "FILE", requires = "signing_key")]
+        manifest: Option<PathBuf>,
+        /// The key that signs the manifest.
+        #[arg(long, env = "CRM_SIGNING_KEY", value_name = "FILE")]
+        signing_key: Option<PathBuf>,
+    },
+    /// Check an exported file against its signed manifest and the public key:
+    /// exit 0 when it is the export the manifest signed, 1 (saying what differs)
+    /// otherwise.
+    VerifyExport {
+        file: PathBuf,
+        #[arg(long, value_name = "FILE")]
+        manifest: PathBuf,
+        #[arg(long, value_name = "FILE")]
+        public_key: PathBuf,
     },
 }
 
@@ -158,6 +216,8 @@ enum CliError {
     App(#[from] crate::app::AppError),
     #[error("{0}")]
     Io(#[from] std::io::Error),
+    #[error("{0}")]
+    Key(#[from] crm_events::digest::KeyError),
 }
 
 /// Writes to standard output. A reader that has gone (`crm verify | head -1`) is not
@@ -207,9 +267,51 @@ pub fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli) -> Result<ExitCode, CliError> {
+    // What needs no database.
+    match &cli.command {
+        Command::Keys {
+            command: KeysCommand::Generate { out },
+        } => {
+            let key = crm_events::digest::SigningKey::generate()?;
+            let (private, public) = key.write_pair(out)?;
+            say!(
+                "key {}: private {} (keep it secret), public {}",
+                key.id(),
+                private.display(),
+                public.display()
+            );
+            return Ok(ExitCode::SUCCESS);
+        }
+        Command::Audit {
+            command:
+                AuditCommand::VerifyExport {
+                    file,
+                    manifest,
+                    public_key,
+                },
+        } => return verify_export(file, manifest, public_key),
+        _ => {}
+    }
     let store = EventStore::open(&cli.database_url).await?;
     match cli.command {
-        Command::Serve { bind, demo } => serve(store, bind, demo).await,
+        Command::Keys { .. }
+        | Command::Audit {
+            command: AuditCommand::VerifyExport { .. },
+        } => Ok(ExitCode::SUCCESS),
+        Command::Serve {
+            bind,
+            demo,
+            signing_key,
+            digest_dir,
+            digest_interval,
+        } => {
+            let proof = Proof {
+                signing_key,
+                digest_dir,
+                interval: std::time::Duration::from_secs(digest_interval.max(1)),
+            };
+            serve(store, bind, demo, proof, &cli.database_url).await
+        }
         Command::Migrate { app_role } => {
             say!("migrations applied");
             if let Some(role) = app_role {
@@ -297,8 +399,17 @@ async fn run(cli: Cli) -> Result<ExitCode, CliError> {
                     site,
                     format,
                     impersonated,
+                    up_to,
+                    manifest,
+                    signing_key,
                 },
-        } => export(store, site, &format, impersonated).await,
+        } => {
+            let signed = match (manifest, signing_key) {
+                (Some(manifest), Some(key)) => Some((manifest, key)),
+                _ => None,
+            };
+            export(store, site, &format, impersonated, up_to, signed).await
+        }
         Command::Bench {
             events,
             json,
@@ -313,7 +424,19 @@ async fn run(cli: Cli) -> Result<ExitCode, CliError> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        Command::Verify { site, json } => Ok(verify(&store, site, json).await?),
+        Command::Verify {
+            site,
+            json,
+            digests,
+            public_key,
+        } => {
+            let chain = verify(&store, site, json).await?;
+            let proof = match (digests, public_key) {
+                (Some(dir), Some(key)) => verify_digests(&store, site, &dir, &key, json).await?,
+                _ => ExitCode::SUCCESS,
+            };
+            Ok(if chain == ExitCode::SUCCESS { proof } else { chain })
+        }
         Command::Rebuild { projections } => rebuild(store, &projections).await,
     }
 }
@@ -325,12 +448,91 @@ const ENDINGS_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
 /// How often `crm serve` verifies what was appended to the log since last time.
 const CHAIN_INTERVAL: std::time::Duration = std::time::Duration::from_secs(60);
 
+/// How `crm serve` signs digests.
+#[derive(Debug)]
+struct Proof {
+    signing_key: Option<PathBuf>,
+    digest_dir: Option<PathBuf>,
+    interval: std::time::Duration,
+}
+
+/// Where `--demo` keeps its own key and digests: beside a SQLite database file,
+/// in the working directory otherwise.
+fn beside_the_database(database_url: &str) -> (PathBuf, PathBuf) {
+    let file = database_url
+        .strip_prefix("sqlite://")
+        .or_else(|| database_url.strip_prefix("sqlite:"))
+        .map(|rest| rest.split('?').next().unwrap_or(rest))
+        .filter(|path| !path.is_empty() && !path.starts_with(":memory:"));
+    match file {
+        Some(path) => (
+            PathBuf::from(format!("{path}.keys")),
+            PathBuf::from(format!("{path}.digests")),
+        ),
+        None => (PathBuf::from("crm-keys"), PathBuf::from("crm-digests")),
+    }
+}
+
+/// The signing key and digest directory `crm serve` runs with, if any; `--demo`
+/// without a key makes (once) and uses its own.
+fn signer(
+    proof: &Proof,
+    demo: bool,
+    database_url: &str,
+) -> Result<Option<(crm_events::digest::SigningKey, Option<PathBuf>)>, CliError> {
+    use crm_events::digest::SigningKey;
+    if let Some(path) = &proof.signing_key {
+        return Ok(Some((SigningKey::read(path)?, proof.digest_dir.clone())));
+    }
+    if !demo {
+        return Ok(None);
+    }
+    let (keys, digests) = beside_the_database(database_url);
+    let path = keys.join("signing-key.pem");
+    if !path.exists() {
+        SigningKey::generate()?.write_pair(&keys)?;
+    }
+    let dir = proof.digest_dir.clone().unwrap_or(digests);
+    Ok(Some((SigningKey::read(&path)?, Some(dir))))
+}
+
 async fn serve(
     store: EventStore,
     bind: std::net::SocketAddr,
     demo: bool,
+    proof: Proof,
+    database_url: &str,
 ) -> Result<ExitCode, CliError> {
-    let app = App::start(store, Clock::system()).await?;
+    let mut app = App::start(store, Clock::system()).await?;
+    let signing = signer(&proof, demo, database_url)?;
+    let signs = signing.is_some();
+    match signing {
+        Some((key, dir)) => {
+            match &dir {
+                Some(dir) => tracing::info!(
+                    key_id = key.id(),
+                    dir = %dir.display(),
+                    every_secs = proof.interval.as_secs(),
+                    "digests on: each site's log is signed, kept in the database and written to the digest directory"
+                ),
+                None => tracing::warn!(
+                    key_id = key.id(),
+                    "digests kept in the database only: give --digest-dir to keep them outside it too"
+                ),
+            }
+            if demo && proof.signing_key.is_none() {
+                let (keys, _) = beside_the_database(database_url);
+                say!(
+                    "Digests signed with key {} (public key {}), written to {}",
+                    key.id(),
+                    keys.join("public-key.pem").display(),
+                    dir.as_deref().unwrap_or(Path::new("-")).display()
+                );
+            }
+            app = app.with_signer(key, dir);
+        }
+        None => tracing::warn!("digests are off: no --signing-key (crm keys generate makes one)"),
+    }
     if demo {
         let seeded = crate::demo::seed(&app).await?;
         say!(
@@ -350,6 +552,7 @@ async fn serve(
     // The chain is verified now (in the background) and then each minute, from
     // where the last round stopped.
     let chain = app.watch_chain(CHAIN_INTERVAL);
+    let digests = signs.then(|| app.watch_digests(proof.interval));
     let router = crate::http::router(crate::http::AppState { app: app.clone() });
     // The peer's address counts failed sign-ins per client.
     let service = router.into_make_service_with_connect_info::<std::net::SocketAddr>();
@@ -358,6 +561,12 @@ async fn serve(
         .await?;
     endings.abort();
     chain.abort();
+    if let Some(digests) = digests {
+        digests.abort();
+        // What the last requests appended gets its digest before the exit.
+        let made = app.write_digests().await?;
+        tracing::info!(digests = made.len(), "digests signed at shutdown");
+    }
     // Fold what the last requests wrote before the process exits.
     app.settle().await?;
     say!("crm stopped");
@@ -392,18 +601,53 @@ async fn export(
     site: SiteId,
     format: &str,
     impersonated: bool,
+    up_to: Option<i64>,
+    signed: Option<(PathBuf, PathBuf)>,
 ) -> Result<ExitCode, CliError> {
     use futures_util::StreamExt;
     use std::io::Write;
     let format = crate::export::Format::parse(format)
         .ok_or_else(|| CliError::Usage(format!("--format {format}: csv or ndjson")))?;
+    let key = match &signed {
+        Some((_, key)) => Some(crm_events::digest::SigningKey::read(key)?),
+        None => None,
+    };
+    let head = store.head().await?.0;
+    let up_to = up_to.unwrap_or(head);
+    if up_to < 0 || up_to > head {
+        return Err(CliError::Usage(format!(
+            "--up-to {up_to}: a position from 0 to the head ({head})"
+        )));
+    }
     // Bring the projections up to date before reading the trail.
-    App::start(store.clone(), Clock::system()).await?;
+    let app = App::start(store.clone(), Clock::system()).await?;
     let filter = crm_projections::audit_trail::ChangeFilter {
         impersonated: impersonated.then_some(true),
         order: crm_projections::query::Order::OldestFirst,
+        up_to: Some(up_to),
         ..Default::default()
     };
+    if let (Some((path, _)), Some(key)) = (&signed, &key) {
+        let (rows, sha256) =
+            crate::export::measure(store.database().clone(), site, filter.clone(), format)
+                .await
+                .map_err(crate::app::AppError::from)?;
+        let body = crate::export::ManifestBody {
+            site_id: site,
+            filter: crate::export::filter_params(&filter),
+            format: format.name().to_owned(),
+            up_to_position: up_to,
+            rows,
+            sha256,
+            signed_at: app.clock().now(),
+            key_id: key.id().to_owned(),
+        };
+        let signature = key.sign(&body.canonical());
+        let manifest = crate::export::Manifest { body, signature };
+        let mut text = serde_json::to_string_pretty(&manifest).unwrap_or_default();
+        text.push('\n');
+        std::fs::write(path, text)?;
+    }
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());
     let mut chunks = Box::pin(crate::export::chunks(
@@ -453,6 +697,95 @@ async fn rebuild(store: EventStore, names: &[String]) -> Result<ExitCode, CliErr
         reached.0 as f64 / seconds.max(f64::EPSILON)
     );
     Ok(ExitCode::SUCCESS)
+}
+
+/// `crm verify --digests DIR --public-key FILE`: every site (or the one asked
+/// for) against its digest files, and the database's digests against the files.
+async fn verify_digests(
+    store: &EventStore,
+    site: Option<SiteId>,
+    dir: &Path,
+    key: &Path,
+    json: bool,
+) -> Result<ExitCode, CliError> {
+    use crm_events::digest;
+    let key = digest::PublicKey::read(key)?;
+    let files = digest::read_dir(dir, site).map_err(CliError::Usage)?;
+    let mut sites: Vec<SiteId> = match site {
+        Some(site) => vec![site],
+        None => store
+            .chain_heads(None)
+            .await?
+            .into_iter()
+            .map(|h| h.site_id)
+            .chain(files.iter().map(|d| d.body.site_id))
+            .collect(),
+    };
+    sites.sort();
+    sites.dedup();
+    let mut all_ok = true;
+    for site in sites {
+        let of_site: Vec<_> = files
+            .iter()
+            .filter(|d| d.body.site_id == site)
+            .cloned()
+            .collect();
+        let stored = store.all_digests(site).await?;
+        let report = match digest::compare(&of_site, &stored) {
+            Some(problem) => digest::DigestReport::failed(&of_site, problem),
+            None if of_site.is_empty() => digest::DigestReport::failed(
+                &of_site,
+                format!("no digest of site {site} in {}", dir.display()),
+            ),
+            None => store.verify_digests(site, of_site, &key).await?,
+        };
+        all_ok &= report.ok;
+        if json {
+            say!(
+                "{}",
+                serde_json::json!({"site_id": site, "digests": report})
+            );
+        } else if report.ok {
+            say!(
+                "site {site}: {} digests signed by key {} hold; the log is complete up to position {} (signed {})",
+                report.digests,
+                key.id(),
+                report.latest_to_position.unwrap_or(0),
+                report
+                    .latest_signed_at
+                    .map_or_else(String::new, |t| t.to_rfc3339())
+            );
+        } else {
+            say!(
+                "TAMPERED: site {site}: {}",
+                report.problem.as_deref().unwrap_or("unknown")
+            );
+        }
+    }
+    Ok(if all_ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
+/// `crm audit verify-export FILE --manifest FILE --public-key FILE`.
+fn verify_export(file: &Path, manifest: &Path, key: &Path) -> Result<ExitCode, CliError> {
+    let key = crm_events::digest::PublicKey::read(key)?;
+    let bytes = std::fs::read(file)?;
+    let manifest: crate::export::Manifest =
+        serde_json::from_str(&std::fs::read_to_string(manifest)?)
+            .map_err(|e| CliError::Usage(format!("{}: not a manifest ({e})", manifest.display())))?;
+    match crate::export::verify_export(&bytes, &manifest, &key) {
+        Ok(summary) => {
+            say!("{summary}");
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(problem) => {
+            say!("TAMPERED: {}: {problem}", file.display());
+            Ok(ExitCode::from(1))
+        }
+    }
 }
 
 async fn verify(

@@ -363,6 +363,50 @@ pub struct DigestReport {
     pub problem: Option<String>,
 }
 
+impl DigestReport {
+    /// A report of `problem` found before the log was read.
+    #[must_use]
+    pub fn failed(digests: &[SignedDigest], problem: String) -> Self {
+        let latest = digests.last().map(|d| &d.body);
+        Self {
+            ok: false,
+            digests: digests.len(),
+            latest_to_position: latest.map(|b| b.to_position),
+            latest_signed_at: latest.map(|b| b.signed_at),
+            problem: Some(problem),
+        }
+    }
+}
+
+/// What differs between a site's digest files (`files`, the copy kept outside)
+/// and the digests its database holds (`stored`), if anything: a digest removed
+/// from or altered in the database, or a file missing before the last one.
+#[must_use]
+pub fn compare(files: &[SignedDigest], stored: &[SignedDigest]) -> Option<String> {
+    for file in files {
+        match stored.iter().find(|s| s.body.seq == file.body.seq) {
+            None => {
+                return Some(format!(
+                    "digest {} is in the digest directory but not in the database (removed)",
+                    file.body.seq
+                ))
+            }
+            Some(kept) if kept != file => {
+                return Some(format!(
+                    "digest {} differs between the digest directory and the database (altered)",
+                    file.body.seq
+                ))
+            }
+            Some(_) => {}
+        }
+    }
+    let last_file = files.last().map_or(0, |f| f.body.seq);
+    stored
+        .iter()
+        .find(|s| s.body.seq < last_file && !files.iter().any(|f| f.body.seq == s.body.seq))
+        .map(|s| format!("digest {}'s file is missing from the digest directory (removed)", s.body.seq))
+}
+
 impl DigestCheck {
     /// Checks the digests themselves at once; the log is checked as it is fed.
     #[must_use]
@@ -403,14 +447,6 @@ impl DigestCheck {
                 ));
                 return;
             }
-            if hex::encode(event.hash) != body.head_hash {
-                self.problem = Some(format!(
-                    "the event at position {} does not have the hash digest {} signed: the log \
-                     was rewritten (its hashes recomputed) at or before that position",
-                    body.to_position, body.seq
-                ));
-                return;
-            }
             if self.count != body.event_count {
                 self.problem = Some(format!(
                     "the log holds {} events of the site up to position {}, digest {} signed {}: \
@@ -424,6 +460,14 @@ impl DigestCheck {
                     } else {
                         "removed"
                     }
+                ));
+                return;
+            }
+            if hex::encode(event.hash) != body.head_hash {
+                self.problem = Some(format!(
+                    "the event at position {} does not have the hash digest {} signed: the log \
+                     was rewritten (its hashes recomputed) at or before that position",
+                    body.to_position, body.seq
                 ));
                 return;
             }
@@ -477,10 +521,16 @@ fn chain_problem(site: SiteId, digests: &[SignedDigest], key: &PublicKey) -> Opt
             });
         }
         if body.seq != expected_seq {
-            return Some(if body.seq > expected_seq {
+            let later = digests[i..].iter().any(|d| d.body.seq == expected_seq);
+            return Some(if later {
+                format!(
+                    "the digests are out of order: digest {} comes before digest {expected_seq}",
+                    body.seq
+                )
+            } else if body.seq > expected_seq {
                 format!("digest {expected_seq} is missing (removed)")
             } else {
-                format!("digest {} appears out of order or twice", body.seq)
+                format!("digest {} appears twice", body.seq)
             });
         }
         let expected_prev = previous.map(DigestBody::hash);

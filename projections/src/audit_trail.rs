@@ -85,12 +85,15 @@ async fn apply(tx: &mut Tx<'_>, events: &[&Decoded]) -> Result<(), StoreError> {
     );
     let mut started: Vec<NewSession> = Vec::new();
     let mut updated: BTreeMap<Uuid, SessionUpdate> = BTreeMap::new();
-    // Each entity's last name in the batch.
-    let mut labels: BTreeMap<Uuid, String> = BTreeMap::new();
+    let mut named = Rows::new(
+        "INSERT INTO audit_labels (labelled_id, position, label)",
+        3,
+        "",
+    );
     for decoded in events {
         let e = &decoded.recorded;
         if let Some((id, label)) = label_of(&decoded.event, e.stream.id) {
-            labels.insert(id, label);
+            named.push([id.into(), e.position.0.into(), label.into()]);
         }
         match &decoded.event {
             DomainEvent::ImpersonationStarted(s) => started.push(NewSession {
@@ -144,14 +147,6 @@ async fn apply(tx: &mut Tx<'_>, events: &[&Decoded]) -> Result<(), StoreError> {
         }
     }
     changes.write(tx).await?;
-    let mut named = Rows::new(
-        "INSERT INTO audit_labels (labelled_id, label)",
-        2,
-        " ON CONFLICT (labelled_id) DO UPDATE SET label = excluded.label",
-    );
-    for (id, label) in labels {
-        named.push([id.into(), label.into()]);
-    }
     named.write(tx).await?;
     let mut sessions = Rows::new(
         "INSERT INTO audit_sessions (id, site_id, admin_id, subject_id, reason, started_at, \
@@ -466,14 +461,34 @@ fn person(id: Uuid, name: Option<String>) -> Option<String> {
 const SESSION_COLUMNS: &str =
     "SELECT id, site_id, admin_id, subject_id, reason, started_at, expires_at, ended_at, \
      end_reason, change_count, position FROM audit_sessions ";
-const CHANGE_COLUMNS: &str =
-    "SELECT position, seq, at, event_type, entity_type, entity_id, field, before, after, \
-     actor_id, subject_id, impersonation_id, \
-     (SELECT label FROM audit_labels WHERE labelled_id = audit_changes.entity_id) AS entity_label, \
-     (SELECT label FROM audit_labels WHERE labelled_id = audit_changes.actor_id) AS actor_name, \
-     (SELECT label FROM audit_labels WHERE labelled_id = audit_changes.subject_id) AS subject_name, \
-     (SELECT reason FROM audit_sessions WHERE audit_sessions.id = audit_changes.impersonation_id) \
-     AS impersonation_reason FROM audit_changes ";
+/// The changes' columns with their names as they were at `as_of` (the latest when
+/// `None`), up to `FROM audit_changes `.
+fn change_columns(as_of: Option<i64>) -> Sql {
+    let mut sql = Sql::new(
+        "SELECT position, seq, at, event_type, entity_type, entity_id, field, before, after, \
+         actor_id, subject_id, impersonation_id",
+    );
+    let bound = as_of.unwrap_or(i64::MAX);
+    for (column, name) in [
+        ("entity_id", "entity_label"),
+        ("actor_id", "actor_name"),
+        ("subject_id", "subject_name"),
+    ] {
+        sql.push(&format!(
+            ", (SELECT label FROM audit_labels WHERE labelled_id = audit_changes.{column} \
+             AND audit_labels.position <= "
+        ))
+        .bind(Bind::I64(bound))
+        .push(&format!(
+            " ORDER BY audit_labels.position DESC LIMIT 1) AS {name}"
+        ));
+    }
+    sql.push(
+        ", (SELECT reason FROM audit_sessions WHERE audit_sessions.id = \
+         audit_changes.impersonation_id) AS impersonation_reason FROM audit_changes ",
+    );
+    sql
+}
 
 /// Which sessions to list.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -579,12 +594,11 @@ pub async fn session_changes(
     db: &Database,
     id: ImpersonationId,
 ) -> Result<Vec<Change>, QueryError> {
-    let rows: Vec<ChangeRow> = on_pool!(db, |pool| sqlx::query_as(&format!(
-        "{CHANGE_COLUMNS}WHERE impersonation_id = $1 ORDER BY position, seq"
-    ))
-    .bind(id.as_uuid())
-    .fetch_all(pool)
-    .await?);
+    let mut sql = change_columns(None);
+    sql.push("WHERE impersonation_id = ")
+        .bind(Bind::Uuid(id.as_uuid()))
+        .push(" ORDER BY position, seq");
+    let rows: Vec<ChangeRow> = sql.fetch_all(db).await?;
     Ok(rows.into_iter().map(Change::from).collect())
 }
 
@@ -603,6 +617,9 @@ pub struct ChangeFilter {
     pub from: Option<DateTime<Utc>>,
     /// Before.
     pub to: Option<DateTime<Utc>>,
+    /// Only changes at or before this position, named as they were then: the
+    /// same filter and `up_to` always give the same changes.
+    pub up_to: Option<i64>,
     pub order: Order,
 }
 
@@ -616,9 +633,12 @@ pub fn changes_query(
     cursor: Option<&str>,
     limit: u32,
 ) -> Result<Sql, QueryError> {
-    let mut sql = Sql::new(CHANGE_COLUMNS);
+    let mut sql = change_columns(filter.up_to);
     sql.push("WHERE site_id = ")
         .bind(Bind::Uuid(site.as_uuid()));
+    if let Some(up_to) = filter.up_to {
+        sql.push(" AND position <= ").bind(Bind::I64(up_to));
+    }
     if let Some(actor) = filter.actor_id {
         sql.push(" AND actor_id = ")
             .bind(Bind::Uuid(actor.as_uuid()));

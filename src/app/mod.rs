@@ -14,6 +14,7 @@ mod aggregates;
 pub mod chain;
 pub mod clock;
 pub mod context;
+pub mod digests;
 pub mod error;
 pub mod impersonation;
 pub mod leads;
@@ -58,6 +59,7 @@ pub struct App {
     caches: Arc<aggregates::Caches>,
     throttle: Arc<throttle::LoginThrottle>,
     chain: Arc<chain::ChainWatch>,
+    signer: Option<Arc<digests::Signer>>,
 }
 
 impl App {
@@ -75,6 +77,7 @@ impl App {
             caches: Arc::default(),
             throttle: Arc::default(),
             chain: Arc::default(),
+            signer: None,
         })
     }
 

@@ -159,6 +159,10 @@ pub struct ChangesQuery {
     /// export's default).
     #[param(value_type = Option<String>, pattern = "^(asc|desc)$")]
     order: Option<String>,
+    /// Only changes at or before this position, named as they were then. The
+    /// export's default is the head (answered in `X-Up-To-Position`): the same
+    /// filter and `up_to` always give the same bytes.
+    up_to: Option<i64>,
     limit: Option<u32>,
     cursor: Option<String>,
     /// For the export: `csv` (default) or `ndjson`.
@@ -176,6 +180,7 @@ impl ChangesQuery {
             impersonation_id: self.impersonation_id,
             from: self.from,
             to: self.to,
+            up_to: self.up_to,
             order: order(self.order.as_deref(), default)?,
         })
     }
@@ -230,16 +235,12 @@ async fn export_changes(
     Query(q): Query<ChangesQuery>,
 ) -> ApiResult<Response> {
     authorize(&ctx.caller, Action::ReadAudit).map_err(crate::app::AppError::from)?;
-    let format = match q.format.as_deref() {
-        None => Format::Csv,
-        Some(name) => {
-            Format::parse(name).ok_or_else(|| ApiError::invalid("format", "csv or ndjson"))?
-        }
-    };
+    let (filter, format) = export_of(&state, &q).await?;
+    let up_to = filter.up_to.unwrap_or(0);
     let chunks = crate::export::chunks(
-        state.app.settled().await?.clone(),
+        state.app.store().database().clone(),
         ctx.site(),
-        q.filter(Order::OldestFirst)?,
+        filter,
         format,
     )
     .map(|chunk| {
@@ -259,11 +260,43 @@ async fn export_changes(
     let headers = response.headers_mut();
     headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
     if let Ok(value) = HeaderValue::from_str(&format!(
-        "attachment; filename=\"audit-changes.{extension}\""
+        "attachment; filename=\"audit-changes-{up_to}.{extension}\""
     )) {
         headers.insert(header::CONTENT_DISPOSITION, value);
     }
+    headers.insert("x-up-to-position", HeaderValue::from(up_to));
     Ok(response)
+}
+
+/// An export's filter, with its `up_to` (the head unless given; never past it),
+/// once the projections have folded that far; and its format.
+pub(super) async fn export_of(
+    state: &AppState,
+    q: &ChangesQuery,
+) -> ApiResult<(ChangeFilter, Format)> {
+    let format = match q.format.as_deref() {
+        None => Format::Csv,
+        Some(name) => {
+            Format::parse(name).ok_or_else(|| ApiError::invalid("format", "csv or ndjson"))?
+        }
+    };
+    let head = state
+        .app
+        .store()
+        .head()
+        .await
+        .map_err(crate::app::AppError::from)?;
+    let up_to = q.up_to.unwrap_or(head.0);
+    if up_to < 0 || up_to > head.0 {
+        return Err(ApiError::invalid(
+            "up_to",
+            format!("a position from 0 to the head ({})", head.0),
+        ));
+    }
+    state.app.settle().await?;
+    let mut filter = q.filter(Order::OldestFirst)?;
+    filter.up_to = Some(up_to);
+    Ok((filter, format))
 }
 
 /// The export's pages for as long as the session that asked may read the audit
@@ -336,6 +369,7 @@ async fn still_allowed(
 /// The result of verifying the site's hash chain.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
 pub struct VerifyBody {
+    /// The chain intact and, when the server signs digests, the log as they attest.
     pub ok: bool,
     pub events_checked: u64,
     pub first_bad_position: Option<i64>,
@@ -346,6 +380,20 @@ pub struct VerifyBody {
     /// auditor can note down and compare later.
     pub head_position: Option<i64>,
     pub head_hash: Option<String>,
+    /// The log checked against the site's signed digests (from the digest
+    /// directory), when the server has a signing key.
+    pub digests: Option<DigestsChecked>,
+}
+
+/// The log checked against the site's signed digests.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
+pub struct DigestsChecked {
+    pub ok: bool,
+    /// How many digests were checked.
+    pub digests: usize,
+    pub latest_to_position: Option<i64>,
+    pub latest_signed_at: Option<DateTime<Utc>>,
+    pub problem: Option<String>,
 }
 
 /// Recompute the site's hash chain and name the first bad position, if any.
@@ -365,13 +413,25 @@ async fn verify_log(State(state): State<AppState>, Auth(ctx): Auth) -> ApiResult
         .await?
         .into_iter()
         .next();
+    let digests = state
+        .app
+        .check_digests(ctx.site())
+        .await?
+        .map(|d| DigestsChecked {
+            ok: d.ok,
+            digests: d.digests,
+            latest_to_position: d.latest_to_position,
+            latest_signed_at: d.latest_signed_at,
+            problem: d.problem,
+        });
     Ok(Json(VerifyBody {
-        ok: report.ok,
+        ok: report.ok && digests.as_ref().is_none_or(|d| d.ok),
         events_checked: report.events_checked,
         first_bad_position: report.first_bad_position.map(|p| p.0),
         problem: report.problem,
         checked_at: Utc::now(),
         head_position: head.map(|h| h.last_position.0),
         head_hash: head.map(|h| hex::encode(h.last_hash)),
+        digests,
     }))
 }

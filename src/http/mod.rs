@@ -17,6 +17,7 @@ pub mod events;
 pub mod extract;
 mod idempotency;
 pub mod leads;
+pub mod proof;
 pub mod session;
 pub mod settings;
 pub mod users;
@@ -96,6 +97,7 @@ fn documented() -> OpenApiRouter<AppState> {
         .merge(leads::router())
         .merge(settings::router())
         .merge(audit::router())
+        .merge(proof::router())
         .merge(events::router())
 }
 

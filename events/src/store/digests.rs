@@ -64,6 +64,35 @@ impl EventStore {
         parse(rows)
     }
 
+    /// A page of a site's digests that reach `from_position` or beyond, newest
+    /// first (or oldest first), after the digest `after_seq` in that order.
+    ///
+    /// # Errors
+    /// Database errors; a stored digest that does not parse.
+    pub async fn digests_listed(
+        &self,
+        site: SiteId,
+        from_position: i64,
+        newest_first: bool,
+        after_seq: Option<i64>,
+        limit: u32,
+    ) -> Result<Vec<SignedDigest>, StoreError> {
+        let (past, direction) = if newest_first { ("<", "DESC") } else { (">", "ASC") };
+        let after = after_seq.unwrap_or(if newest_first { i64::MAX } else { 0 });
+        let text = format!(
+            "SELECT digest FROM audit_digests WHERE site_id = $1 AND to_position >= $2 \
+             AND seq {past} $3 ORDER BY seq {direction} LIMIT $4"
+        );
+        let rows: Vec<(String,)> = on_pool!(self.database(), |pool| sqlx::query_as(&text)
+            .bind(site.as_uuid())
+            .bind(from_position)
+            .bind(after)
+            .bind(i64::from(limit))
+            .fetch_all(pool)
+            .await?);
+        parse(rows)
+    }
+
     /// A site's latest digest.
     ///
     /// # Errors

@@ -51,7 +51,12 @@ pub enum Command {
         #[arg(long, env = "CRM_DIGEST_DIR", value_name = "DIR")]
         digest_dir: Option<PathBuf>,
         /// Seconds between two rounds of digests (one more at a clean shutdown).
-        #[arg(long, env = "CRM_DIGEST_INTERVAL", default_value_t = 60, value_name = "SECONDS")]
+        #[arg(
+            long,
+            env = "CRM_DIGEST_INTERVAL",
+            default_value_t = 60,
+            value_name = "SECONDS"
+        )]
         digest_interval: u64,
     },
     /// Signing keys.
@@ -435,7 +440,11 @@ async fn run(cli: Cli) -> Result<ExitCode, CliError> {
                 (Some(dir), Some(key)) => verify_digests(&store, site, &dir, &key, json).await?,
                 _ => ExitCode::SUCCESS,
             };
-            Ok(if chain == ExitCode::SUCCESS { proof } else { chain })
+            Ok(if chain == ExitCode::SUCCESS {
+                proof
+            } else {
+                chain
+            })
         }
         Command::Rebuild { projections } => rebuild(store, &projections).await,
     }
@@ -774,8 +783,9 @@ fn verify_export(file: &Path, manifest: &Path, key: &Path) -> Result<ExitCode, C
     let key = crm_events::digest::PublicKey::read(key)?;
     let bytes = std::fs::read(file)?;
     let manifest: crate::export::Manifest =
-        serde_json::from_str(&std::fs::read_to_string(manifest)?)
-            .map_err(|e| CliError::Usage(format!("{}: not a manifest ({e})", manifest.display())))?;
+        serde_json::from_str(&std::fs::read_to_string(manifest)?).map_err(|e| {
+            CliError::Usage(format!("{}: not a manifest ({e})", manifest.display()))
+        })?;
     match crate::export::verify_export(&bytes, &manifest, &key) {
         Ok(summary) => {
             say!("{summary}");

@@ -7,10 +7,10 @@
 //! position, the number of rows and the SHA-256 of the bytes, which
 //! [`verify_export`] checks offline with the public key.
 
+use chrono::{DateTime, Utc};
 use crm_events::ids::SiteId;
 use crm_events::Database;
 use crm_projections::audit_trail::{self, Change, ChangeFilter};
-use chrono::{DateTime, Utc};
 use crm_projections::query::Order;
 use crm_projections::QueryError;
 use futures_util::Stream;
@@ -91,7 +91,10 @@ pub fn filter_params(filter: &ChangeFilter) -> serde_json::Map<String, serde_jso
     put("entity_type", filter.entity_type.as_ref().map(|v| json!(v)));
     put("entity_id", filter.entity_id.map(|v| json!(v)));
     put("impersonated", filter.impersonated.map(|v| json!(v)));
-    put("impersonation_id", filter.impersonation_id.map(|v| json!(v)));
+    put(
+        "impersonation_id",
+        filter.impersonation_id.map(|v| json!(v)),
+    );
     put("from", filter.from.map(|v| json!(v)));
     put("to", filter.to.map(|v| json!(v)));
     put(
@@ -142,7 +145,10 @@ pub fn count_rows(bytes: &[u8], format: Format) -> Result<u64, String> {
             }
             Ok(rows)
         }
-        Format::Ndjson => Ok(bytes.split(|b| *b == b'\n').filter(|l| !l.is_empty()).count() as u64),
+        Format::Ndjson => Ok(bytes
+            .split(|b| *b == b'\n')
+            .filter(|l| !l.is_empty())
+            .count() as u64),
     }
 }
 
@@ -174,10 +180,14 @@ pub fn verify_export(
             body.sha256
         ));
     }
-    let format = Format::parse(&body.format).ok_or_else(|| format!("unknown format {}", body.format))?;
+    let format =
+        Format::parse(&body.format).ok_or_else(|| format!("unknown format {}", body.format))?;
     let rows = count_rows(bytes, format)?;
     if rows != body.rows {
-        return Err(format!("the file has {rows} rows, the manifest signed {}", body.rows));
+        return Err(format!(
+            "the file has {rows} rows, the manifest signed {}",
+            body.rows
+        ));
     }
     Ok(format!(
         "ok: {} rows of site {} up to position {}, {}, signed by key {} at {}",

@@ -253,10 +253,7 @@ impl SignedDigest {
     /// Its file's name in a site's folder: sortable by `seq`.
     #[must_use]
     pub fn file_name(&self) -> String {
-        format!(
-            "{:010}-{}.json",
-            self.body.seq, self.body.to_position
-        )
+        format!("{:010}-{}.json", self.body.seq, self.body.to_position)
     }
 
     /// Its file's path under the digest directory: one folder per site.
@@ -322,7 +319,8 @@ pub fn read_dir(dir: &Path, site: Option<SiteId>) -> Result<Vec<SignedDigest>, S
             .collect();
         files.sort();
         for path in files {
-            let text = std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+            let text =
+                std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
             let digest: SignedDigest = serde_json::from_str(&text)
                 .map_err(|e| format!("{}: not a digest ({e})", path.display()))?;
             all.push(digest);
@@ -404,7 +402,12 @@ pub fn compare(files: &[SignedDigest], stored: &[SignedDigest]) -> Option<String
     stored
         .iter()
         .find(|s| s.body.seq < last_file && !files.iter().any(|f| f.body.seq == s.body.seq))
-        .map(|s| format!("digest {}'s file is missing from the digest directory (removed)", s.body.seq))
+        .map(|s| {
+            format!(
+                "digest {}'s file is missing from the digest directory (removed)",
+                s.body.seq
+            )
+        })
 }
 
 impl DigestCheck {
@@ -506,11 +509,17 @@ fn chain_problem(site: SiteId, digests: &[SignedDigest], key: &PublicKey) -> Opt
         let body = &digest.body;
         let expected_seq = i64::try_from(i).unwrap_or(i64::MAX) + 1;
         if body.site_id != site {
-            return Some(format!("digest {} belongs to another site ({})", body.seq, body.site_id));
+            return Some(format!(
+                "digest {} belongs to another site ({})",
+                body.seq, body.site_id
+            ));
         }
         if body.key_id != key.id() || !key.verifies(&body.canonical(), &digest.signature) {
             return Some(if body.key_id == key.id() {
-                format!("digest {} is not signed by this key: it was altered", body.seq)
+                format!(
+                    "digest {} is not signed by this key: it was altered",
+                    body.seq
+                )
             } else {
                 format!(
                     "digest {} is signed by another key ({}, not {})",
@@ -548,7 +557,11 @@ fn chain_problem(site: SiteId, digests: &[SignedDigest], key: &PublicKey) -> Opt
             {
                 return Some(format!(
                     "digest {} covers positions {} to {}, not on from digest {} (to {})",
-                    body.seq, body.from_position, body.to_position, previous.seq, previous.to_position
+                    body.seq,
+                    body.from_position,
+                    body.to_position,
+                    previous.seq,
+                    previous.to_position
                 ));
             }
         }

@@ -2,11 +2,11 @@
 //! (append-only, one per site and `seq`), and a site's log checked against them.
 
 use super::EventStore;
-use crate::on_pool;
 use crate::digest::{DigestCheck, DigestReport, PublicKey, SignedDigest};
 use crate::envelope::{Position, RecordedEvent};
 use crate::error::StoreError;
 use crate::ids::SiteId;
+use crate::on_pool;
 
 fn corrupt(why: String) -> StoreError {
     StoreError::Database(sqlx::Error::Protocol(why))
@@ -29,7 +29,8 @@ impl EventStore {
     pub async fn record_digest(&self, digest: &SignedDigest) -> Result<bool, StoreError> {
         let text = serde_json::to_string(digest).unwrap_or_default();
         let body = &digest.body;
-        let kept = on_pool!(self.database(), |pool| sqlx::query(
+        let kept = on_pool!(self.database(), |pool| {
+            sqlx::query(
             "INSERT INTO audit_digests (site_id, seq, to_position, digest) VALUES ($1, $2, $3, $4) \
              ON CONFLICT (site_id, seq) DO NOTHING"
         )
@@ -39,7 +40,8 @@ impl EventStore {
         .bind(&text)
         .execute(pool)
         .await?
-        .rows_affected());
+        .rows_affected()
+        });
         Ok(kept == 1)
     }
 
@@ -53,14 +55,16 @@ impl EventStore {
         after_seq: i64,
         limit: u32,
     ) -> Result<Vec<SignedDigest>, StoreError> {
-        let rows: Vec<(String,)> = on_pool!(self.database(), |pool| sqlx::query_as(
+        let rows: Vec<(String,)> = on_pool!(self.database(), |pool| {
+            sqlx::query_as(
             "SELECT digest FROM audit_digests WHERE site_id = $1 AND seq > $2 ORDER BY seq LIMIT $3"
         )
         .bind(site.as_uuid())
         .bind(after_seq)
         .bind(i64::from(limit))
         .fetch_all(pool)
-        .await?);
+        .await?
+        });
         parse(rows)
     }
 
@@ -77,7 +81,11 @@ impl EventStore {
         after_seq: Option<i64>,
         limit: u32,
     ) -> Result<Vec<SignedDigest>, StoreError> {
-        let (past, direction) = if newest_first { ("<", "DESC") } else { (">", "ASC") };
+        let (past, direction) = if newest_first {
+            ("<", "DESC")
+        } else {
+            (">", "ASC")
+        };
         let after = after_seq.unwrap_or(if newest_first { i64::MAX } else { 0 });
         let text = format!(
             "SELECT digest FROM audit_digests WHERE site_id = $1 AND to_position >= $2 \

@@ -63,7 +63,9 @@ const plural = (n, one, many) => `${n} ${n === 1 ? one : many || `${one}s`}`;
 
 // --- times, in the account's own time zone ---------------------------------
 
-const zone = () => state.tz || Intl.DateTimeFormat().resolvedOptions().timeZone || "UTC";
+// An auditor changes no setting: the zone they read in is kept in this browser.
+const zone = () => (role() === "auditor" && localStorage.getItem(`crm.zone.${me_id()}`))
+  || state.tz || Intl.DateTimeFormat().resolvedOptions().timeZone || "UTC";
 
 function formatter(options) {
   try {
@@ -73,11 +75,13 @@ function formatter(options) {
   }
 }
 
-/** A moment as the account's clock shows it, with the zone named ("Dec 5, 2026, 9:30 AM CST"). */
-function when(iso) {
+/** A moment as the account's clock shows it, with the zone named ("Dec 5, 2026, 9:30 AM CST"),
+ * to the second when asked (the audit). */
+function when(iso, seconds) {
   if (!iso) return "";
   return formatter({
-    year: "numeric", month: "short", day: "numeric", hour: "numeric", minute: "2-digit", timeZoneName: "short",
+    year: "numeric", month: "short", day: "numeric", hour: "numeric", minute: "2-digit",
+    second: seconds ? "2-digit" : undefined, timeZoneName: "short",
   }).format(new Date(iso));
 }
 
@@ -137,7 +141,11 @@ function say(text, ok) {
 async function api(method, path, body, headers) {
   const init = { method, headers: { ...(headers || {}) } };
   if (state.token) init.headers.Authorization = `Bearer ${state.token}`;
-  if (impersonating()) init.headers["Acting-As"] = state.me.user.id;
+  // After a reload the console does not know yet whom it showed: it says whom it
+  // acted as before, so an impersonation that ended meanwhile is told, never
+  // silently replaced by the admin's own account.
+  const acting = impersonating() ? state.me.user.id : (!state.me && sessionStorage.getItem("crm.acting"));
+  if (acting) init.headers["Acting-As"] = acting;
   if (body !== undefined) {
     init.headers["Content-Type"] = "application/json";
     init.body = JSON.stringify(body);
@@ -177,9 +185,10 @@ function back_to_own_account(ended) {
     const name = state.me ? state.me.user.name : "that user";
     state.leaving = (async () => {
       state.me = null;
+      sessionStorage.removeItem("crm.acting");
       try { await load_me(); } catch (_) { return; }
-      go("#/users", `You are no longer logged in as ${name}: it ended (${pretty(ended.end_reason)}) at ${when(ended.ended_at)}. `
-        + "Nothing was changed. You are back in your own account.");
+      go("#/users", `You are no longer logged in as ${name}: it ended (${pretty(ended.end_reason)}) at ${when(ended.ended_at, true)}. `
+        + "Your last step was not applied; what you changed before that stays, as the audit shows. You are back in your own account.");
     })().finally(() => { state.leaving = null; });
   }
   return state.leaving;
@@ -190,6 +199,14 @@ function forget() {
   state.me = null;
   state.people = new Map();
   sessionStorage.removeItem("crm.token");
+  sessionStorage.removeItem("crm.acting");
+}
+
+/** Who the console shows now; remembered for a reload (see `api`). */
+function set_me(me) {
+  state.me = me;
+  if (me && me.impersonation) sessionStorage.setItem("crm.acting", me.user.id);
+  else sessionStorage.removeItem("crm.acting");
 }
 
 /** Shows the page at `hash`, then `notice` (good news when `ok`). */
@@ -224,14 +241,23 @@ async function attempt(work, done, form) {
     const detail = fields.length
       ? left.map((e) => sentence(e.message)).join(" ") || "Please correct the fields marked below."
       : sentence(problem.message);
-    say(problem.status === 409 ? `${detail} Reload to see the latest version.` : detail);
+    // A stale version: someone changed it meanwhile; offer the latest.
+    if (problem.status === 409 && /stale|version|changed meanwhile/i.test(detail)) {
+      say([`${detail} Someone changed it since this page was shown. `,
+        h("button", { type: "button", class: "quiet", onclick: () => arrive() }, "Reload")]);
+    } else say(detail);
     return undefined;
   }
 }
 
+/** A message as a sentence: a capital first letter (not of an email or a name
+ * quoted from the data), a full stop. */
 const sentence = (text) => {
   const t = String(text || "").trim();
-  return t ? `${t[0].toUpperCase()}${t.slice(1)}${/[.!?]$/.test(t) ? "" : "."}` : "";
+  if (!t) return "";
+  const first = t.split(/\s/)[0];
+  const start = /^[a-z]+$/.test(first) ? `${t[0].toUpperCase()}${t.slice(1)}` : t;
+  return `${start}${/[.!?]$/.test(t) ? "" : "."}`;
 };
 
 /** Shows `message` under the field named `name` in `form`; false when there is none. */
@@ -279,7 +305,8 @@ function chrome() {
   if (!impersonating() && ["owner", "admin", "auditor"].includes(role())) links.push(["#/users", "Users"]);
   if (manages()) links.push(["#/site", "Site rules"]);
   if (reads_audit()) links.push(["#/audit", "Audit"]);
-  if (!impersonating()) links.push(["#/me/impersonations", "Who logged in as me"]);
+  // Only agents can be logged in as.
+  if (!impersonating() && role() === "agent") links.push(["#/me/impersonations", "Who logged in as me"]);
   if (!impersonating()) links.push(["#/account", "Account"]);
   const here = location.hash.split("?")[0];
   // The page shown, clicked again, is shown afresh.
@@ -313,7 +340,9 @@ function banner_detail() {
   const left = new Date(imp.expires_at).getTime() - Date.now();
   const minutes = Math.max(0, Math.ceil(left / 60000));
   const reason = imp.reason ? `Reason: ${imp.reason}. ` : "";
-  $("#banner-detail").textContent = `${reason}${minutes <= 1 ? "Less than a minute" : `${minutes} minutes`} left.`;
+  $("#banner-detail").textContent = reason;
+  $("#banner-detail").title = imp.reason || "";
+  $("#banner-left").textContent = `${minutes <= 1 ? "Less than a minute" : `${minutes} minutes`} left.`;
   if (left <= 0 && !state.leaving) {
     // Expired: the next request (with Acting-As) is told how it ended.
     api("GET", "/api/me").then(() => route()).catch(() => {});
@@ -323,15 +352,22 @@ function banner_detail() {
 // While logged in as someone, look every 15 seconds whether it still holds (it
 // may be revoked, or end by time, with no page change); the request carries
 // Acting-As, so an ending is told in words.
+let ticks = 0;
 setInterval(() => {
-  if (!impersonating() || state.leaving) return;
-  banner_detail();
-  api("GET", "/api/me").catch(() => {});
+  ticks += 1;
+  if (!state.me || state.leaving) return;
+  if (impersonating()) {
+    banner_detail();
+    api("GET", "/api/me").catch(() => {});
+  } else if (ticks % 4 === 0) {
+    // The bell, once a minute.
+    load_notifications().catch(() => {});
+  }
 }, 15000);
 
 async function load_me() {
   const { body } = await api("GET", "/api/me");
-  state.me = body;
+  set_me(body);
   await load_zone();
   chrome();
   load_notifications().catch(() => {});
@@ -392,7 +428,7 @@ function signin() {
       const { body } = await api("POST", "/api/login", { email: email.value, password: password.value });
       state.token = body.token;
       sessionStorage.setItem("crm.token", body.token);
-      state.me = body.me;
+      set_me(body.me);
       await load_zone();
       const back = sessionStorage.getItem("crm.return");
       sessionStorage.removeItem("crm.return");
@@ -446,19 +482,22 @@ function table(caption, headers, rows, empty) {
  * "Previous" and "Next" for a cursor-paged list: the cursors of the pages before
  * travel in the address (`trail`), so Previous works after a reload too.
  */
-function pager(base, query, next_cursor, shown, total) {
-  const trail = (query.get("trail") || "").split(".").filter((c, i, all) => all.length > 1 || c !== "");
-  const number = query.has("trail") ? trail.length + 1 : 1;
+function pager(base, query, next_cursor, shown, total, keys) {
+  // The cursor of each page before this one; "-" is the first page's (none).
+  const cursor_key = (keys && keys.cursor) || "cursor";
+  const trail_key = (keys && keys.trail) || "trail";
+  const trail = query.get(trail_key) ? query.get(trail_key).split(".") : [];
+  const number = trail.length + 1;
   const at = (cursor, next_trail) => {
     const next = new URLSearchParams(query);
-    if (cursor) next.set("cursor", cursor); else next.delete("cursor");
-    if (next_trail === null) next.delete("trail"); else next.set("trail", next_trail.join("."));
+    if (cursor && cursor !== "-") next.set(cursor_key, cursor); else next.delete(cursor_key);
+    if (next_trail.length) next.set(trail_key, next_trail.join(".")); else next.delete(trail_key);
     return `${base}?${next}`;
   };
   const previous = number > 1
-    ? h("a", { href: at(trail[trail.length - 1] || "", trail.length > 1 ? trail.slice(0, -1) : null), rel: "prev" }, "← Previous") : null;
+    ? h("a", { href: at(trail[trail.length - 1], trail.slice(0, -1)), rel: "prev" }, "← Previous") : null;
   const next = next_cursor
-    ? h("a", { href: at(next_cursor, [...trail.slice(0, number - 1), query.get("cursor") || ""]), rel: "next" }, "Next →") : null;
+    ? h("a", { href: at(next_cursor, [...trail, query.get(cursor_key) || "-"]), rel: "next" }, "Next →") : null;
   const size = Number(query.get("limit")) || 50;
   const first = (number - 1) * size + 1;
   const range = shown ? `${first}–${first + shown - 1}` : "0";
@@ -496,18 +535,20 @@ async function leads(params) {
     }, pretty(stage), h("span", { class: "n" }, counts[stage] || 0))));
   const search = h("input", { type: "search", name: "q", value: query.get("q") || "", placeholder: "Name, email, phone" });
   const tag = h("input", { type: "text", name: "tag", value: query.get("tag") || "", placeholder: "Tag" });
-  const sort = h("select", { name: "sort", onchange: () => set("sort", sort.value) },
+  const sort = h("select", { name: "sort" },
     SORTS.map(([value, text]) => h("option", { value, selected: (query.get("sort") || "-updated_at") === value }, text)));
   const whose = manages()
-    ? h("label", {}, "Whose", h("select", { name: "whose", onchange: (e) => set("whose", e.target.value) },
+    ? h("label", {}, "Whose", h("select", { name: "whose" },
       h("option", { value: "site", selected: whole }, "Whole site"), h("option", { value: "mine", selected: !whole }, "Mine")))
     : null;
   const filters = h("form", { class: "toolbar", role: "search", onsubmit: (e) => {
     e.preventDefault();
     const next = new URLSearchParams(query);
-    for (const [key, input] of [["q", search], ["tag", tag]]) {
+    for (const [key, input] of [["q", search], ["tag", tag], ["sort", sort]]) {
       if (input.value.trim()) next.set(key, input.value.trim()); else next.delete(key);
     }
+    const chosen = filters.querySelector("select[name=whose]");
+    if (chosen) next.set("whose", chosen.value);
     next.delete("cursor");
     next.delete("trail");
     go(`#/leads?${next}`);
@@ -654,7 +695,9 @@ async function stale(box, opened, edit, id) {
   try { current = (await api("GET", `/api/leads/${id}`)).body; } catch (problem) { if (problem.handled) return; }
   const show = (key, value) => (key === "assigned_agent_id" ? person(value)
     : key === "stage" ? pretty(value) : Array.isArray(value) ? value.join(", ") : value || "—");
-  const changed = current ? LEAD_FIELDS.filter(([key]) => JSON.stringify(opened[key]) !== JSON.stringify(current[key])) : [];
+  // What someone else changed, and what this edit wanted (so it can be made again).
+  const changed = current ? LEAD_FIELDS.filter(([key]) => key in edit
+    || JSON.stringify(opened[key]) !== JSON.stringify(current[key])) : [];
   say("");
   box.replaceChildren(
     h("h2", {}, "Someone changed this lead since you opened it"),
@@ -684,7 +727,7 @@ async function users() {
     } else {
       actions.push(h("span", { class: "muted why" }, sentence(u.cannot_impersonate_because || "")));
     }
-    if (manages() && !you) {
+    if (manageable(u)) {
       actions.push(h("button", { type: "button", class: "quiet", "aria-label": `Change role of ${u.name}`, onclick: () => change_role(u) }, "Change role"));
       actions.push(h("button", { type: "button", class: u.active ? "danger" : "quiet",
         "aria-label": `${u.active ? "Deactivate" : "Reactivate"} ${u.name}`, onclick: () => set_active(u, !u.active) },
@@ -700,8 +743,7 @@ async function users() {
     const name = h("input", { name: "name", required: true, autocomplete: "off" });
     const email = h("input", { name: "email", type: "email", required: true, autocomplete: "off" });
     const password = h("input", { name: "password", type: "password", required: true, autocomplete: "new-password" });
-    const choice = h("select", { name: "role" }, ROLES.filter((r) => role() === "owner" || ["agent", "auditor"].includes(r))
-      .map((r) => h("option", { value: r, selected: r === "agent" }, r)));
+    const choice = h("select", { name: "role" }, assignable().map((r) => h("option", { value: r, selected: r === "agent" }, r)));
     create = [h("h2", {}, "Add a user"), h("form", { class: "card grid", onsubmit: async (e) => {
       e.preventDefault();
       const made = await attempt(() => api("POST", "/api/users",
@@ -729,19 +771,24 @@ function log_in_as(user) {
       const started = await attempt(() => api("POST", "/api/impersonation", { user_id: user.id, reason: reason.value }), null, e.target);
       if (!started) return;
       box.close();
-      state.me = started.body;
+      set_me(started.body);
       await load_zone();
       go("#/leads");
     } },
-    h("p", { class: "muted" }, "Changes you make apply to their account and are recorded with your name."),
+    h("p", { class: "muted" }, "Changes you make apply to their account and show there as theirs; the audit trail records each one with your name and this reason."),
     h("label", {}, "Reason", reason),
     h("div", { class: "actions" }, h("button", { type: "submit" }, "Log in"),
       h("button", { type: "button", class: "quiet", onclick: () => box.close() }, "Cancel"))));
   reason.focus();
 }
 
+/** Whom the caller may change: nobody touches the owner or themselves; only the owner touches admins. */
+const manageable = (u) => manages() && u.id !== me_id() && u.role !== "owner" && (role() === "owner" || u.role !== "admin");
+/** The roles the caller may give: there is one owner; only the owner makes admins. */
+const assignable = () => ROLES.filter((r) => r !== "owner" && (role() === "owner" || r !== "admin"));
+
 function change_role(user) {
-  const choice = h("select", { name: "role" }, ROLES.map((r) => h("option", { value: r, selected: r === user.role }, r)));
+  const choice = h("select", { name: "role" }, assignable().map((r) => h("option", { value: r, selected: r === user.role }, r)));
   const box = dialog(`Change the role of ${user.name}`,
     h("form", { method: "dialog", onsubmit: async (e) => {
       e.preventDefault();
@@ -886,10 +933,20 @@ async function account() {
       "Password changed.", form)) { current.value = ""; next.value = ""; }
   } }, h("label", {}, "Current password", current), h("label", {}, "New password", next),
   h("div", { class: "actions" }, h("button", { type: "submit" }, "Change password")));
+  // Auditors change no setting: the zone they read times in is this browser's choice.
+  const shown_in = role() === "auditor"
+    ? h("form", { class: "card actions", "aria-label": "Time zone", onsubmit: (e) => {
+      e.preventDefault();
+      localStorage.setItem(`crm.zone.${me_id()}`, new FormData(e.target).get("zone"));
+      go("#/account", "Times are now shown in the zone you chose (in this browser).", true);
+    } }, h("label", {}, "Show times in", h("select", { name: "zone" },
+      zones().map(([v, text]) => h("option", { value: v, selected: v === zone() }, text)))),
+    h("button", { type: "submit", class: "quiet" }, "Use this zone"))
+    : null;
   page(mine, "Account",
     h("dl", { class: "card facts" }, h("dt", {}, "Name"), h("dd", {}, me.name), h("dt", {}, "Email"), h("dd", {}, me.email),
       h("dt", {}, "Role"), h("dd", {}, me.role), h("dt", {}, "Times shown in"), h("dd", {}, zone().replaceAll("_", " "))),
-    h("h2", {}, "Password"), form);
+    shown_in, h("h2", {}, "Password"), form);
 }
 
 async function notifications() {
@@ -946,13 +1003,13 @@ function value_text(field, value) {
 /** What a change is about, by name, linked to that thing's history. */
 function entity(c) {
   const label = c.entity_label || `${c.entity_type} (no name)`;
-  const history = new URLSearchParams({ entity_type: c.entity_type, entity_id: c.entity_id, label });
+  const history = new URLSearchParams({ entity_type: c.entity_type, entity_id: c.entity_id });
   return h("a", { href: `#/audit?${history}#changes`, title: `Every change of ${label}` }, label);
 }
 
 function change_rows(changes, with_who) {
   return changes.map((c) => h("tr", { "data-position": c.position },
-    h("td", {}, when(c.at)),
+    h("td", { class: "when" }, when(c.at, true)),
     with_who ? h("td", {}, c.actor_name || person(c.actor_id),
       c.impersonation_id ? [" as ", h("a", { href: `#/audit/${c.impersonation_id}`, title: "The session" }, c.subject_name || person(c.subject_id))] : null)
       : null,
@@ -996,39 +1053,73 @@ async function download(format, filter, what, slug) {
     if (!response.ok) { say(`The export failed (${response.status}).`); return; }
     const text = await response.text();
     const rows = format === "csv" ? csv_records(text) : text.split("\n").filter(Boolean).length;
-    const name = `audit-${slug}-${new Date().toISOString().slice(0, 10)}.${format === "csv" ? "csv" : "ndjson"}`;
-    const url = URL.createObjectURL(new Blob([text], { type: format === "csv" ? "text/csv" : "application/x-ndjson" }));
-    const link = h("a", { href: url, download: name });
-    document.body.append(link);
-    link.click();
-    link.remove();
-    setTimeout(() => URL.revokeObjectURL(url), 10000);
-    say(`Exported ${plural(rows, "change")} (${what}) as ${name}, oldest first, with names and reasons.`, true);
+    const up_to = response.headers.get("X-Up-To-Position");
+    const name = `audit-${slug}-to-position-${up_to}.${format === "csv" ? "csv" : "ndjson"}`;
+    save(name, text, format === "csv" ? "text/csv" : "application/x-ndjson");
+    const told = `Exported ${plural(rows, "change")} (${what}) up to position ${up_to} as ${name}, oldest first, with names and reasons. `;
+    // With a signing key, the export's signed manifest: the same filter and
+    // position always give these bytes, and the manifest proves them.
+    const manifest = async () => {
+      query.set("up_to", up_to);
+      const got = await attempt(() => api("GET", `/api/audit/export/manifest?${query}`));
+      if (got) save(`${name}.manifest.json`, `${JSON.stringify(got.body, null, 2)}\n`, "application/json");
+    };
+    say(state.signs
+      ? [told, h("button", { type: "button", class: "quiet", onclick: manifest }, "Download its signed manifest")]
+      : told, true);
   } finally {
     busy(false);
   }
 }
 
-/** The chain check as a panel: intact or broken, when, the head, and what to do. */
-function chain_panel(v) {
-  const checked = `Checked ${when(v.checked_at)}: ${plural(v.events_checked, "event")}.`;
+/** The chain check as a panel: intact or broken, when, the head, the signed
+ * digests (the latest, with its hash), and what to do. */
+function chain_panel(v, latest) {
+  const checked = `Checked ${when(v.checked_at, true)}: ${plural(v.events_checked, "event")}.`;
   const head = v.head_position
     ? h("p", {}, "Head: position ", h("strong", {}, v.head_position), ", hash ",
-      h("code", { class: "hash", title: v.head_hash }, v.head_hash)) : null;
+      h("code", { class: "hash" }, v.head_hash)) : null;
+  const d = v.digests;
+  const digests = !d
+    ? h("p", { class: "muted" }, "Signed digests are off on this server: that the log is complete rests on the chain alone.")
+    : h("div", {},
+      h("p", {}, d.ok
+        ? `Signed digests: ${plural(d.digests, "digest")} hold; the log is complete up to position ${d.latest_to_position || 0}.`
+        : `Signed digests: ${sentence(d.problem)}`),
+      latest ? h("p", { class: "digest" }, `Latest digest ${latest.seq}: position ${latest.to_position}, signed ${when(latest.signed_at, true)}, head hash `,
+        h("code", { class: "hash" }, latest.head_hash), ` (key ${latest.key_id}). `,
+      h("button", { type: "button", class: "quiet", onclick: () => public_key() }, "Download the public key")) : null);
   const again = h("button", { type: "button", class: "quiet", onclick: () => route() }, "Check again");
   if (v.ok) {
     return h("section", { class: "chain ok", "aria-labelledby": "chain-h" },
-      h("h2", { id: "chain-h" }, "✓ The log is intact"), h("p", {}, checked), head,
-      h("p", { class: "muted" }, "Note the head down: a later check that ends on another hash for this position means the log was rewritten."),
+      h("h2", { id: "chain-h" }, "✓ The log is intact"), h("p", {}, checked), head, digests,
+      h("p", { class: "muted" }, "An auditor can check this offline: crm verify --digests <directory> --public-key <file>."),
       again);
   }
+  const at = v.first_bad_position;
   return h("section", { class: "chain bad", role: "alert", "aria-labelledby": "chain-h" },
-    h("h2", { id: "chain-h" }, `✗ The log is broken at position ${v.first_bad_position}`),
-    h("p", {}, sentence(v.problem || "an event does not match the chain")), h("p", {}, checked), head,
-    h("p", {}, h("a", { href: `#/event/${v.first_bad_position}` }, `See the event at position ${v.first_bad_position}`)),
+    h("h2", { id: "chain-h" }, at ? `✗ The log is broken at position ${at}` : "✗ The log does not match its signed digests"),
+    at ? h("p", {}, sentence(v.problem || "an event does not match the chain")) : null,
+    h("p", {}, checked), head, digests,
+    at ? h("p", {}, h("a", { href: `#/event/${at}` }, `See the event at position ${at}`)) : null,
     h("p", {}, "What to do: keep a copy of the database as it is now, tell whoever runs the server, and have them run "
-      + "crm verify there. Changes recorded before this position are intact; treat this one and every later one as unproven."),
+      + "crm verify there. What the last intact digest covers is proven; treat what follows as unproven."),
     again);
+}
+
+/** Saves `text` as a file named `name`. */
+function save(name, text, type) {
+  const url = URL.createObjectURL(new Blob([text], { type }));
+  const link = h("a", { href: url, download: name });
+  document.body.append(link);
+  link.click();
+  link.remove();
+  setTimeout(() => URL.revokeObjectURL(url), 10000);
+}
+
+async function public_key() {
+  const got = await attempt(() => api("GET", "/api/audit/public-key"));
+  if (got) save(`crm-public-key-${got.body.key_id}.pem`, got.body.pem, "application/x-pem-file");
 }
 
 async function audit(params) {
@@ -1041,9 +1132,10 @@ async function audit(params) {
   if (query.get("from_day")) filter.set("from", zoned(`${query.get("from_day")}T00:00`));
   if (query.get("to_day")) filter.set("to", zoned(`${next_day(query.get("to_day"))}T00:00`));
   filter.set("limit", "50");
-  const [{ body: sessions }, { body: verified }, , { body: changes }] = await Promise.all([
-    api("GET", "/api/audit/impersonations?limit=20"), api("GET", "/api/audit/verify"),
-    load_people(), api("GET", `/api/audit/changes?${filter}`)]);
+  const [{ body: sessions }, { body: verified }, , { body: changes }, { body: digests }] = await Promise.all([
+    api("GET", "/api/audit/impersonations?limit=10"), api("GET", "/api/audit/verify"),
+    load_people(), api("GET", `/api/audit/changes?${filter}`), api("GET", "/api/audit/digests?limit=1")]);
+  state.signs = Boolean(verified.digests);
   const users = [...state.people.values()].sort((a, b) => a.name.localeCompare(b.name)).map((u) => [u.id, u.name]);
   const choose = (key, label, options) => h("label", {}, label, h("select", { name: key },
     h("option", { value: "" }, "any"),
@@ -1056,32 +1148,41 @@ async function audit(params) {
     // Narrowed to one lead or template: stays so while "What" still says its kind.
     if (query.get("entity_id") && next.get("entity_type") === query.get("entity_type")) {
       next.set("entity_id", query.get("entity_id"));
-      next.set("label", query.get("label") || "");
+    }
+    if (next.get("from_day") && next.get("to_day") && next.get("from_day") > next.get("to_day")) {
+      say("\"From\" is after \"To\": no change can match. Swap them or clear one.");
+      return;
     }
     go(`#/audit?${next}#changes`);
   } },
   choose("actor_id", "Who acted", users), choose("subject_id", "On whose account", users),
   choose("entity_type", "What", [["lead", "leads"], ["template", "templates"], ["settings", "settings"], ["user", "users"], ["site", "the site"]]),
   choose("impersonated", "While logged in as someone", [["true", "yes"], ["false", "no"]]),
-  day("from_day", `From (${zone().replaceAll("_", " ")})`), day("to_day", "To"),
+  day("from_day", `From (${zone().replaceAll("_", " ")})`), day("to_day", `To (${zone().replaceAll("_", " ")})`),
   h("button", { type: "submit" }, "Show changes"));
-  const only = query.get("entity_id")
-    ? h("p", { class: "chips" }, h("span", { class: "chip", "aria-pressed": "true" }, `Only ${query.get("label") || "one"}`),
+  // What the filter narrows to, named from the changes themselves (never from the address).
+  const one = query.get("entity_id")
+    ? ((changes.items.find((c) => c.entity_id === query.get("entity_id")) || {}).entity_label || `one ${query.get("entity_type") || "thing"}`)
+    : null;
+  const only = one
+    ? h("p", { class: "chips" }, h("span", { class: "chip", "aria-pressed": "true" }, `Only ${one}`),
       h("a", { href: `#/audit?${(() => { const n = new URLSearchParams(query); n.delete("entity_id"); n.delete("label"); n.delete("cursor"); n.delete("trail"); return n; })()}#changes` }, "Show all"))
     : null;
   const described = [
     query.get("actor_id") && `by ${person(query.get("actor_id"))}`,
     query.get("subject_id") && `on ${person(query.get("subject_id"))}'s account`,
-    query.get("label") && `of ${query.get("label")}`,
-    query.get("entity_type") && !query.get("label") && `of ${query.get("entity_type")}s`,
+    one && `of ${one}`,
+    query.get("entity_type") && !one && `of ${query.get("entity_type")}s`,
     query.get("impersonated") === "true" && "made while logged in as someone",
     query.get("impersonated") === "false" && "made as themselves",
     query.get("from_day") && `from ${query.get("from_day")}`, query.get("to_day") && `to ${query.get("to_day")}`,
   ].filter(Boolean).join(", ") || "every change";
   const exported = new URLSearchParams(filter);
   page(mine, "Audit",
-    chain_panel(verified),
-    h("h2", {}, "Impersonation sessions"), h("p", { class: "muted" }, "The latest 20, newest first. Open one for its changes and its export."),
+    chain_panel(verified, digests.items[0]),
+    h("h2", {}, "Impersonation sessions"),
+    h("p", { class: "muted" }, "The latest 10, newest first. Open one for its changes and its export. ",
+      h("a", { href: "#/sessions" }, "Every session, by admin, agent and date →")),
     sessions_table(sessions.items, "Impersonation sessions"),
     h("h2", { id: "changes", tabindex: "-1" }, "Changes, field by field"), form, only,
     h("div", { class: "actions" },
@@ -1128,6 +1229,35 @@ async function event_at(position) {
     e ? h("pre", { class: "card event" }, JSON.stringify(e, null, 2)) : h("p", { class: "empty card" }, "No event is readable at this position."));
 }
 
+/** Every impersonation session, filtered by admin, agent and dates, page by page. */
+async function all_sessions(params) {
+  const mine = ticket;
+  const query = new URLSearchParams(params);
+  const filter = new URLSearchParams({ limit: "50" });
+  for (const key of ["admin_id", "subject_id", "cursor"]) if (query.get(key)) filter.set(key, query.get(key));
+  if (query.get("from_day")) filter.set("from", zoned(`${query.get("from_day")}T00:00`));
+  if (query.get("to_day")) filter.set("to", zoned(`${next_day(query.get("to_day"))}T00:00`));
+  const [{ body }] = await Promise.all([api("GET", `/api/audit/impersonations?${filter}`), load_people()]);
+  const people = [...state.people.values()].sort((a, b) => a.name.localeCompare(b.name));
+  const choose = (key, label, options) => h("label", {}, label, h("select", { name: key },
+    h("option", { value: "" }, "any"),
+    options.map((u) => h("option", { value: u.id, selected: query.get(key) === u.id }, u.name))));
+  const day = (key, label) => h("label", {}, `${label} (${zone().replaceAll("_", " ")})`,
+    h("input", { type: "date", name: key, value: query.get(key) || "" }));
+  const form = h("form", { class: "toolbar", role: "search", "aria-label": "Filter the sessions", onsubmit: (e) => {
+    e.preventDefault();
+    const next = new URLSearchParams();
+    for (const [key, value] of new FormData(form)) if (value) next.set(key, value);
+    go(`#/sessions?${next}`);
+  } },
+  choose("admin_id", "Admin", people.filter((u) => ["owner", "admin"].includes(u.role))),
+  choose("subject_id", "Logged in as", people.filter((u) => u.role === "agent")),
+  day("from_day", "Started from"), day("to_day", "to"), h("button", { type: "submit" }, "Show sessions"));
+  page(mine, "Impersonation sessions", h("p", {}, h("a", { href: "#/audit" }, "← Audit")), form,
+    sessions_table(body.items, "Impersonation sessions, newest first"),
+    pager("#/sessions", query, body.next_cursor, body.items.length));
+}
+
 async function my_impersonations() {
   const mine = ticket;
   const { body } = await api("GET", "/api/me/impersonations?limit=200");
@@ -1135,6 +1265,20 @@ async function my_impersonations() {
 }
 
 // --- routing -------------------------------------------------------------------
+
+/** Why the page `name` is not for whoever the console shows now, if it is not. */
+function refusal(name) {
+  const real_human = ["users", "site", "audit", "event", "sessions", "me", "account"];
+  if (impersonating() && real_human.includes(name)) {
+    return `Not while logged in as ${state.me.user.name}: Return to Admin first.`;
+  }
+  const allowed = {
+    leads: role() !== "auditor", settings: role() !== "auditor",
+    users: ["owner", "admin", "auditor"].includes(role()), site: manages(),
+    audit: reads_audit(), event: reads_audit(), sessions: reads_audit(), me: role() === "agent",
+  };
+  return name in allowed && !allowed[name] ? "Not allowed: this page is not for your role." : null;
+}
 
 async function route(forced) {
   const hash = forced || location.hash || "#/";
@@ -1148,6 +1292,12 @@ async function route(forced) {
     if (!state.me) await load_me();
     chrome();
     const q = new URLSearchParams(search || "");
+    const refused = refusal(parts[0]);
+    if (refused) {
+      say(refused);
+      if (mine === ticket) { busy(false); main.replaceChildren(); document.title = "Not allowed · CRM"; }
+      return;
+    }
     if (parts[0] === "leads" && parts[1]) await lead(parts[1]);
     else if (parts[0] === "leads") await leads(q);
     else if (parts[0] === "users") await users();
@@ -1159,6 +1309,7 @@ async function route(forced) {
     else if (parts[0] === "audit") await audit(q);
     else if (parts[0] === "event") await event_at(parts[1]);
     else if (parts[0] === "me") await my_impersonations();
+    else if (parts[0] === "sessions") await all_sessions(q);
     else go(landing());
   } catch (problem) {
     if (mine === ticket) busy(false);
@@ -1166,6 +1317,7 @@ async function route(forced) {
     if (problem.status === 403) say(`Not allowed: ${sentence(problem.message)}`);
     else if (problem.status === 404) say("Not found: it does not exist, or it is not yours to see.");
     else say(sentence(problem.message));
+    document.title = `${problem.status === 404 ? "Not found" : "Not shown"} · CRM`;
     main.replaceChildren();
   }
 }
@@ -1173,7 +1325,7 @@ async function route(forced) {
 $("#return-to-admin").addEventListener("click", async () => {
   const back = await attempt(() => api("DELETE", "/api/impersonation"));
   if (!back) return;
-  state.me = back.body;
+  set_me(back.body);
   await load_zone();
   go("#/users", "Back to your own account.", true);
 });

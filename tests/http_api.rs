@@ -852,6 +852,9 @@ fn the_openapi_document_lists_every_route_of_the_contract() {
         ("get", "/api/audit/changes"),
         ("get", "/api/audit/export"),
         ("get", "/api/audit/verify"),
+        ("get", "/api/audit/export/manifest"),
+        ("get", "/api/audit/digests"),
+        ("get", "/api/audit/public-key"),
         ("get", "/api/events"),
         ("get", "/api/events/stream"),
     ];

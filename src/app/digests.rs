@@ -127,21 +127,16 @@ impl App {
         Ok(())
     }
 
-    /// Runs [`App::write_digests`] every `interval` (the first round after one
-    /// interval), until the returned task is aborted or the store closes.
+    /// Runs [`App::write_digests`] now and then every `interval`, until the
+    /// returned task is aborted or the store closes.
     #[must_use]
     pub fn watch_digests(&self, interval: Duration) -> tokio::task::JoinHandle<()> {
-        let app = self.clone();
-        tokio::spawn(async move {
-            tokio::time::sleep(interval).await;
-            let round = super::every(
-                &app,
-                interval,
-                "could not sign the sites' digests",
-                |app| async move { app.write_digests().await.map(drop) },
-            );
-            let _ = round.await;
-        })
+        super::every(
+            self,
+            interval,
+            "could not sign the sites' digests",
+            |app| async move { app.write_digests().await.map(drop) },
+        )
     }
 
     /// The site's log checked against its digests, signed by this server's key:

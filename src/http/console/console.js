@@ -1083,9 +1083,9 @@ function chain_panel(v, latest) {
   const digests = !d
     ? h("p", { class: "muted" }, "Signed digests are off on this server: that the log is complete rests on the chain alone.")
     : h("div", {},
-      h("p", {}, d.ok
-        ? `Signed digests: ${plural(d.digests, "digest")} hold; the log is complete up to position ${d.latest_to_position || 0}.`
-        : `Signed digests: ${sentence(d.problem)}`),
+      h("p", {}, !d.ok ? `Signed digests: ${sentence(d.problem)}`
+        : d.digests ? `Signed digests: ${plural(d.digests, "digest")} hold; the log is complete up to position ${d.latest_to_position}.`
+          : "Signed digests: none yet; the server signs one for the site within its digest interval."),
       latest ? h("p", { class: "digest" }, `Latest digest ${latest.seq}: position ${latest.to_position}, signed ${when(latest.signed_at, true)}, head hash `,
         h("code", { class: "hash" }, latest.head_hash), ` (key ${latest.key_id}). `,
       h("button", { type: "button", class: "quiet", onclick: () => public_key() }, "Download the public key")) : null);

@@ -465,21 +465,43 @@ struct Proof {
     interval: std::time::Duration,
 }
 
-/// Where `--demo` keeps its own key and digests: beside a SQLite database file,
-/// in the working directory otherwise.
+/// Where `--demo` keeps its own key and digests: beside a SQLite database file;
+/// for PostgreSQL, in the user's data directory (`$XDG_DATA_HOME/crm/<database>`,
+/// by default `~/.local/share/crm/<database>`).
 fn beside_the_database(database_url: &str) -> (PathBuf, PathBuf) {
     let file = database_url
         .strip_prefix("sqlite://")
         .or_else(|| database_url.strip_prefix("sqlite:"))
         .map(|rest| rest.split('?').next().unwrap_or(rest))
         .filter(|path| !path.is_empty() && !path.starts_with(":memory:"));
-    match file {
-        Some(path) => (
+    if let Some(path) = file {
+        return (
             PathBuf::from(format!("{path}.keys")),
             PathBuf::from(format!("{path}.digests")),
-        ),
-        None => (PathBuf::from("crm-keys"), PathBuf::from("crm-digests")),
+        );
     }
+    let data = std::env::var_os("XDG_DATA_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".local/share")))
+        .unwrap_or_else(std::env::temp_dir);
+    let database: String = database_url
+        .rsplit('/')
+        .next()
+        .unwrap_or("crm")
+        .split('?')
+        .next()
+        .unwrap_or("crm")
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '_' || c == '-' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    let base = data.join("crm").join(database);
+    (base.join("keys"), base.join("digests"))
 }
 
 /// The signing key and digest directory `crm serve` runs with, if any; `--demo`
@@ -514,6 +536,7 @@ async fn serve(
 ) -> Result<ExitCode, CliError> {
     let mut app = App::start(store, Clock::system()).await?;
     let signing = signer(&proof, demo, database_url)?;
+    let mut demo_keys = None;
     let signs = signing.is_some();
     match signing {
         Some((key, dir)) => {
@@ -531,12 +554,12 @@ async fn serve(
             }
             if demo && proof.signing_key.is_none() {
                 let (keys, _) = beside_the_database(database_url);
-                say!(
+                demo_keys = Some(format!(
                     "Digests signed with key {} (public key {}), written to {}",
                     key.id(),
                     keys.join("public-key.pem").display(),
                     dir.as_deref().unwrap_or(Path::new("-")).display()
-                );
+                ));
             }
             app = app.with_signer(key, dir);
         }
@@ -551,6 +574,9 @@ async fn serve(
         );
         for (email, role) in crate::demo::LOGINS {
             say!("  {email:<24} {role}");
+        }
+        if let Some(note) = &demo_keys {
+            say!("{note}");
         }
     }
     let listener = tokio::net::TcpListener::bind(bind).await?;

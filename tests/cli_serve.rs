@@ -160,6 +160,31 @@ async fn serve_demo_seeds_once_answers_and_stops_on_sigterm(db: &TestDatabase) {
     assert_eq!(status, 200);
 
     assert!(server.stop(), "a clean stop on SIGTERM");
+    // --demo signs with a key of its own; the sign-in above got its digest at the
+    // clean stop, and the log checks against the digests with the public key.
+    let note = printed
+        .iter()
+        .find(|l| l.starts_with("Digests signed with key"))
+        .unwrap_or_else(|| panic!("{printed:?}"));
+    let public = note
+        .split("(public key ")
+        .nth(1)
+        .unwrap()
+        .split(')')
+        .next()
+        .unwrap();
+    let dir = note.trim().rsplit("written to ").next().unwrap();
+    let (code, out, err) = crm(db, &["verify", "--digests", dir, "--public-key", public]);
+    assert_eq!(code, 0, "{out}{err}");
+    let head = crm(db, &["verify", "--json"]).1;
+    let head: serde_json::Value = serde_json::from_str(head.trim()).unwrap();
+    assert!(
+        out.contains(&format!(
+            "the log is complete up to position {}",
+            head["events_checked"]
+        )),
+        "the last sign-in is covered: {out}"
+    );
 
     let (mut again, addr, printed) = start_serve(db);
     assert!(

@@ -29,6 +29,7 @@ backend_tests!(
     a_cut_tail_passes_the_chain_but_not_the_digests,
     a_recomputed_rewrite_passes_the_chain_but_not_the_digests,
     an_event_moved_between_sites_is_named_inserted_and_removed,
+    reordered_events_with_recomputed_hashes_are_named,
     tampered_digests_are_named,
     two_servers_write_each_digest_once,
     an_export_at_a_position_is_the_same_bytes_later_and_its_manifest_verifies,
@@ -299,6 +300,34 @@ async fn an_event_moved_between_sites_is_named_inserted_and_removed(db: &TestDat
     assert!(chain.ok, "the chain alone is fooled: {chain:?}");
     named(&s.check(s.site.id, &s.digests()).await, "inserted");
     named(&s.check(other.id, &s.digests()).await, "removed");
+}
+
+async fn reordered_events_with_recomputed_hashes_are_named(db: &TestDatabase) {
+    let s = signed(db).await;
+    let store = s.app.store();
+    let db = store.database();
+    drop_guards(db).await;
+    // Two of the site's events trade places (what each says, at the other's
+    // position), every hash recomputed.
+    let mut events = site_events(store, s.site.id).await;
+    let (a, b) = (
+        events
+            .iter()
+            .position(|e| e.payload.contains("First 1"))
+            .unwrap(),
+        events
+            .iter()
+            .position(|e| e.payload.contains("First 3"))
+            .unwrap(),
+    );
+    let (first, second) = (events[a].clone(), events[b].clone());
+    for (at, from) in [(a, &second), (b, &first)] {
+        events[at].payload = from.payload.clone();
+    }
+    rewrite_chain(db, s.site.id, &mut events).await;
+    let chain = store.verify(None).await.unwrap();
+    assert!(chain.ok, "the chain alone is fooled: {chain:?}");
+    named(&s.check(s.site.id, &s.digests()).await, "rewritten");
 }
 
 /// A copy of the digest directory to tamper with.

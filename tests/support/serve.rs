@@ -135,6 +135,9 @@ pub fn start_serve_at(url: &str) -> (Server, String, Vec<String>) {
                 "--database-url",
                 url,
             ])
+            // --demo's own key and digests for PostgreSQL go under the data
+            // directory: a scratch one, not the user's.
+            .env("XDG_DATA_HOME", std::env::temp_dir().join("crm-test-data"))
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()

@@ -45,11 +45,13 @@ impl Format {
 }
 
 /// What a manifest states about an export, in the order it is signed.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ManifestBody {
+    #[schema(value_type = uuid::Uuid)]
     pub site_id: SiteId,
     /// The filter, as its query parameters.
+    #[schema(value_type = Object)]
     pub filter: serde_json::Map<String, serde_json::Value>,
     pub format: String,
     pub up_to_position: i64,
@@ -61,7 +63,7 @@ pub struct ManifestBody {
 }
 
 /// A manifest with its signature (Ed25519 over the compact JSON of the body).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Manifest {
     #[serde(flatten)]
     pub body: ManifestBody,

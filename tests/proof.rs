@@ -107,11 +107,7 @@ async fn signed(db: &TestDatabase) -> Signed {
 }
 
 async fn exec(db: &Database, sql: &str) {
-    match db {
-        Database::Sqlite(pool) => sqlx::raw_sql(sql).execute(pool).await.map(drop),
-        Database::Postgres(pool) => sqlx::raw_sql(sql).execute(pool).await.map(drop),
-    }
-    .unwrap();
+    crm_events::on_pool!(db, |pool| sqlx::raw_sql(sql).execute(pool).await.map(drop)).unwrap();
 }
 
 async fn drop_guards(db: &Database) {
@@ -141,26 +137,15 @@ async fn rewrite_chain(db: &Database, site: SiteId, events: &mut [RecordedEvent]
         prev = event.hash;
         let query = "UPDATE events SET site_id = $1, payload = $2, prev_hash = $3, hash = $4 \
                      WHERE position = $5";
-        match db {
-            Database::Sqlite(pool) => sqlx::query(query)
-                .bind(site.as_uuid())
-                .bind(&event.payload)
-                .bind(event.prev_hash.to_vec())
-                .bind(event.hash.to_vec())
-                .bind(event.position.0)
-                .execute(pool)
-                .await
-                .map(drop),
-            Database::Postgres(pool) => sqlx::query(query)
-                .bind(site.as_uuid())
-                .bind(&event.payload)
-                .bind(event.prev_hash.to_vec())
-                .bind(event.hash.to_vec())
-                .bind(event.position.0)
-                .execute(pool)
-                .await
-                .map(drop),
-        }
+        crm_events::on_pool!(db, |pool| sqlx::query(query)
+            .bind(site.as_uuid())
+            .bind(&event.payload)
+            .bind(event.prev_hash.to_vec())
+            .bind(event.hash.to_vec())
+            .bind(event.position.0)
+            .execute(pool)
+            .await
+            .map(drop))
         .unwrap();
     }
     let (last, count) = events
@@ -168,24 +153,14 @@ async fn rewrite_chain(db: &Database, site: SiteId, events: &mut [RecordedEvent]
         .map_or((0, 0), |e| (e.position.0, events.len() as i64));
     let query = "UPDATE site_chains SET last_position = $1, last_hash = $2, event_count = $3 \
                  WHERE site_id = $4";
-    match db {
-        Database::Sqlite(pool) => sqlx::query(query)
-            .bind(last)
-            .bind(prev.to_vec())
-            .bind(count)
-            .bind(site.as_uuid())
-            .execute(pool)
-            .await
-            .map(drop),
-        Database::Postgres(pool) => sqlx::query(query)
-            .bind(last)
-            .bind(prev.to_vec())
-            .bind(count)
-            .bind(site.as_uuid())
-            .execute(pool)
-            .await
-            .map(drop),
-    }
+    crm_events::on_pool!(db, |pool| sqlx::query(query)
+        .bind(last)
+        .bind(prev.to_vec())
+        .bind(count)
+        .bind(site.as_uuid())
+        .execute(pool)
+        .await
+        .map(drop))
     .unwrap();
 }
 
@@ -222,10 +197,10 @@ async fn the_untouched_log_and_digests_verify(db: &TestDatabase) {
         "UPDATE audit_digests SET to_position = 1",
         "DELETE FROM audit_digests",
     ] {
-        let refused = match s.app.store().database() {
-            Database::Sqlite(pool) => sqlx::raw_sql(sql).execute(pool).await.is_err(),
-            Database::Postgres(pool) => sqlx::raw_sql(sql).execute(pool).await.is_err(),
-        };
+        let refused = crm_events::on_pool!(s.app.store().database(), |pool| sqlx::raw_sql(sql)
+            .execute(pool)
+            .await
+            .is_err());
         assert!(refused, "{sql} is refused");
     }
     assert_eq!(s.app.store().all_digests(s.site.id).await.unwrap().len(), 2);

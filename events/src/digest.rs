@@ -195,11 +195,13 @@ impl PublicKey {
 }
 
 /// What a digest states, in the order it is signed.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DigestBody {
     /// The format of this statement.
     pub version: u32,
+    #[cfg_attr(feature = "openapi", schema(value_type = uuid::Uuid))]
     pub site_id: SiteId,
     /// 1 for a site's first digest, then one more each time.
     pub seq: i64,
@@ -234,6 +236,7 @@ impl DigestBody {
 }
 
 /// A digest with its signature: what is stored and written to its file.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SignedDigest {
     #[serde(flatten)]
@@ -349,6 +352,7 @@ pub struct DigestCheck {
 }
 
 /// The outcome of [`DigestCheck`].
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct DigestReport {
     pub ok: bool,

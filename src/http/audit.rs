@@ -382,18 +382,7 @@ pub struct VerifyBody {
     pub head_hash: Option<String>,
     /// The log checked against the site's signed digests (from the digest
     /// directory), when the server has a signing key.
-    pub digests: Option<DigestsChecked>,
-}
-
-/// The log checked against the site's signed digests.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
-pub struct DigestsChecked {
-    pub ok: bool,
-    /// How many digests were checked.
-    pub digests: usize,
-    pub latest_to_position: Option<i64>,
-    pub latest_signed_at: Option<DateTime<Utc>>,
-    pub problem: Option<String>,
+    pub digests: Option<crm_events::digest::DigestReport>,
 }
 
 /// Recompute the site's hash chain and name the first bad position, if any.
@@ -413,17 +402,7 @@ async fn verify_log(State(state): State<AppState>, Auth(ctx): Auth) -> ApiResult
         .await?
         .into_iter()
         .next();
-    let digests = state
-        .app
-        .check_digests(ctx.site())
-        .await?
-        .map(|d| DigestsChecked {
-            ok: d.ok,
-            digests: d.digests,
-            latest_to_position: d.latest_to_position,
-            latest_signed_at: d.latest_signed_at,
-            problem: d.problem,
-        });
+    let digests = state.app.check_digests(ctx.site()).await?;
     Ok(Json(VerifyBody {
         ok: report.ok && digests.as_ref().is_none_or(|d| d.ok),
         events_checked: report.events_checked,

@@ -4,7 +4,6 @@
 
 use axum::extract::State;
 use axum::Json;
-use chrono::{DateTime, Utc};
 use crm_events::digest::SignedDigest;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
@@ -26,44 +25,6 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(export_manifest))
 }
 
-/// A signed digest of the site's log: "the site had `event_count` events up to
-/// `to_position`, ending on `head_hash`", naming the previous digest's hash.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
-pub struct DigestItem {
-    pub version: u32,
-    #[schema(value_type = uuid::Uuid)]
-    pub site_id: crm_events::ids::SiteId,
-    pub seq: i64,
-    pub from_position: i64,
-    pub to_position: i64,
-    pub event_count: i64,
-    pub head_hash: String,
-    pub prev_digest_hash: Option<String>,
-    pub signed_at: DateTime<Utc>,
-    pub key_id: String,
-    /// Ed25519 over the compact JSON of the fields above, in this order; base64.
-    pub signature: String,
-}
-
-impl From<SignedDigest> for DigestItem {
-    fn from(d: SignedDigest) -> Self {
-        let b = d.body;
-        Self {
-            version: b.version,
-            site_id: b.site_id,
-            seq: b.seq,
-            from_position: b.from_position,
-            to_position: b.to_position,
-            event_count: b.event_count,
-            head_hash: b.head_hash,
-            prev_digest_hash: b.prev_digest_hash,
-            signed_at: b.signed_at,
-            key_id: b.key_id,
-            signature: d.signature,
-        }
-    }
-}
-
 /// `GET /api/audit/digests` query.
 #[derive(Debug, Default, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
@@ -80,12 +41,12 @@ pub struct DigestsQuery {
 
 /// The site's signed digests, newest first unless `order=asc`.
 #[utoipa::path(get, path = "/api/audit/digests", tag = "audit", security(("bearer" = [])), params(DigestsQuery),
-    responses((status = 200, body = List<DigestItem>), (status = 401, body = Problem), (status = 403, body = Problem), (status = 422, body = Problem)))]
+    responses((status = 200, body = List<SignedDigest>), (status = 401, body = Problem), (status = 403, body = Problem), (status = 422, body = Problem)))]
 async fn list_digests(
     State(state): State<AppState>,
     Auth(ctx): Auth,
     Query(q): Query<DigestsQuery>,
-) -> ApiResult<Json<List<DigestItem>>> {
+) -> ApiResult<Json<List<SignedDigest>>> {
     authorize(&ctx.caller, Action::ReadAudit).map_err(crate::app::AppError::from)?;
     let newest_first = match q.order.as_deref() {
         None | Some("desc") => true,
@@ -118,10 +79,7 @@ async fn list_digests(
     let next_cursor = more
         .then(|| items.last().map(|d| d.body.seq.to_string()))
         .flatten();
-    Ok(Json(List {
-        items: items.into_iter().map(DigestItem::from).collect(),
-        next_cursor,
-    }))
+    Ok(Json(List { items, next_cursor }))
 }
 
 /// The key that signs digests and manifests.
@@ -156,53 +114,17 @@ async fn public_key(
     }))
 }
 
-/// A signed manifest of an export.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
-pub struct ManifestItem {
-    #[schema(value_type = uuid::Uuid)]
-    pub site_id: crm_events::ids::SiteId,
-    /// The export's filter, as its query parameters.
-    #[schema(value_type = Object)]
-    pub filter: serde_json::Map<String, serde_json::Value>,
-    pub format: String,
-    pub up_to_position: i64,
-    pub rows: u64,
-    /// Of the export's bytes, hex.
-    pub sha256: String,
-    pub signed_at: DateTime<Utc>,
-    pub key_id: String,
-    /// Ed25519 over the compact JSON of the fields above, in this order; base64.
-    pub signature: String,
-}
-
-impl From<Manifest> for ManifestItem {
-    fn from(m: Manifest) -> Self {
-        let b = m.body;
-        Self {
-            site_id: b.site_id,
-            filter: b.filter,
-            format: b.format,
-            up_to_position: b.up_to_position,
-            rows: b.rows,
-            sha256: b.sha256,
-            signed_at: b.signed_at,
-            key_id: b.key_id,
-            signature: m.signature,
-        }
-    }
-}
-
 /// The signed manifest of the export with the same filter, format and `up_to`
 /// (default: the head): its rows and SHA-256, which `crm audit verify-export`
 /// checks offline. 404 when the server signs nothing.
 #[utoipa::path(get, path = "/api/audit/export/manifest", tag = "audit", security(("bearer" = [])), params(ChangesQuery),
-    responses((status = 200, body = ManifestItem), (status = 401, body = Problem), (status = 403, body = Problem),
+    responses((status = 200, body = Manifest), (status = 401, body = Problem), (status = 403, body = Problem),
         (status = 404, body = Problem), (status = 422, body = Problem)))]
 async fn export_manifest(
     State(state): State<AppState>,
     Auth(ctx): Auth,
     Query(q): Query<ChangesQuery>,
-) -> ApiResult<Json<ManifestItem>> {
+) -> ApiResult<Json<Manifest>> {
     authorize(&ctx.caller, Action::ReadAudit).map_err(crate::app::AppError::from)?;
     let key = state
         .app
@@ -231,5 +153,5 @@ async fn export_manifest(
     let Some((_, signature)) = state.app.sign(&body.canonical()) else {
         return Err(ApiError::not_found("signing key"));
     };
-    Ok(Json(Manifest { body, signature }.into()))
+    Ok(Json(Manifest { body, signature }))
 }

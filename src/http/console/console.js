@@ -296,6 +296,13 @@ function chrome() {
   if (impersonating()) {
     $("#banner-text").textContent = `You are logged in as ${me.user.name}`;
     banner_detail();
+    // At the moment it expires (the server records the end within a second),
+    // look again: the console says so with no click.
+    clearTimeout(state.expiry);
+    const left = new Date(me.impersonation.expires_at).getTime() - Date.now();
+    state.expiry = setTimeout(() => {
+      if (impersonating() && !state.leaving) api("GET", "/api/me").catch(() => {});
+    }, Math.max(0, left) + 1500);
   }
   $("#who").textContent = impersonating()
     ? `${me.actor.name} (as ${me.user.name})` : `${me.user.name} · ${me.user.role}`;

@@ -46,7 +46,6 @@ impl Format {
 
 /// What a manifest states about an export, in the order it is signed.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
 pub struct ManifestBody {
     #[schema(value_type = uuid::Uuid)]
     pub site_id: SiteId,

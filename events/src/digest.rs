@@ -197,7 +197,6 @@ impl PublicKey {
 /// What a digest states, in the order it is signed.
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct DigestBody {
     /// The format of this statement.
     pub version: u32,

@@ -66,7 +66,9 @@ impl RequestContext {
         }
     }
 
-    /// The envelope metadata of what this request appends.
+    /// The envelope metadata of what this request appends. The idempotency key is
+    /// the signed-in human's own (`<actor id>:<key>`): two users never share one,
+    /// nor see each other's results through one.
     #[must_use]
     pub fn metadata(&self) -> Metadata {
         Metadata {
@@ -75,7 +77,10 @@ impl RequestContext {
             impersonation_id: self.impersonation(),
             correlation_id: self.correlation_id,
             causation_id: None,
-            idempotency_key: self.idempotency_key.clone(),
+            idempotency_key: self
+                .idempotency_key
+                .as_ref()
+                .map(|key| format!("{}:{key}", self.actor())),
         }
     }
 

@@ -53,8 +53,10 @@ pub use side::{Changes, SideWrite};
 /// The largest payload one event may carry.
 pub const MAX_PAYLOAD_BYTES: usize = 256 * 1024;
 
-/// The longest idempotency key accepted.
-pub const MAX_IDEMPOTENCY_KEY_LEN: usize = 255;
+/// The longest idempotency key accepted: room for a client's key of up to 255
+/// characters behind the id of whoever sent it (the application scopes keys to
+/// the signed-in user).
+pub const MAX_IDEMPOTENCY_KEY_LEN: usize = 320;
 
 /// A connection idle this long is pinged (a round trip) before it is used again,
 /// whether taken from a pool or the writer's own: a restart of the server may have

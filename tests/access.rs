@@ -480,10 +480,9 @@ fn whose_data(
     if text.contains("other.example") || text.contains(other_site) {
         return Some("another site's data came back".into());
     }
-    if answer.get("user").is_some() && answer.get("actor").is_some() {
-        if answer["user"]["id"] != subject || answer["actor"]["id"] != actor {
-            return Some(format!("`me` is not {subject} acted as by {actor}"));
-        }
+    let is_me = answer.get("user").is_some() && answer.get("actor").is_some();
+    if is_me && (answer["user"]["id"] != subject || answer["actor"]["id"] != actor) {
+        return Some(format!("`me` is not {subject} acted as by {actor}"));
     }
     let leads: Vec<&Value> = match answer.get("items").and_then(Value::as_array) {
         Some(items) => items

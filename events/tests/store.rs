@@ -426,7 +426,7 @@ async fn bad_appends_are_refused_and_leave_the_log_as_it_was(db: &TestDatabase) 
     assert!(matches!(e, StoreError::CrossSite(_)), "{e:?}");
 
     let mut long_key = meta();
-    long_key.idempotency_key = Some("k".repeat(256));
+    long_key.idempotency_key = Some("k".repeat(crm_events::store::MAX_IDEMPOTENCY_KEY_LEN + 1));
     let e = refused(
         store
             .append(

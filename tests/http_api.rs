@@ -665,6 +665,7 @@ async fn a_retried_write_with_an_idempotency_key_returns_the_first_response(db: 
 async fn the_event_stream_resumes_after_last_event_id_without_gaps(db: &TestDatabase) {
     let (api, _) = demo(db).await;
     let admin = api.login("admin@demo.example").await;
+    let agent = api.login("agent1@demo.example").await;
     let head = api.app.store().head().await.unwrap().0;
     let resume_after = head - 5;
     let request = Request::get("/api/events/stream")
@@ -678,15 +679,16 @@ async fn the_event_stream_resumes_after_last_event_id_without_gaps(db: &TestData
     assert_eq!(response.status(), 200);
     assert_eq!(response.headers()["content-type"], "text/event-stream");
     let mut body = response.into_body();
-    // Five stored events, then one appended while the stream is open.
-    let agent = api.login("agent1@demo.example").await;
-    let mut ids = Vec::new();
+    // The five stored events, then one appended once they were read (however
+    // the frames group them), awaited by its own position.
+    let mut ids: Vec<i64> = Vec::new();
     let mut text = String::new();
-    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(20);
-    while ids.len() < 7 {
+    let mut live: Option<i64> = None;
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    while live.is_none_or(|p| !ids.contains(&p)) {
         let frame = tokio::time::timeout_at(deadline, body.frame())
             .await
-            .expect("events arrive")
+            .unwrap_or_else(|_| panic!("the stream stopped at {ids:?}, waiting for {live:?}"))
             .unwrap()
             .unwrap();
         if let Ok(data) = frame.into_data() {
@@ -697,12 +699,15 @@ async fn the_event_stream_resumes_after_last_event_id_without_gaps(db: &TestData
             .filter_map(|l| l.strip_prefix("id: "))
             .map(|id| id.parse::<i64>().unwrap())
             .collect();
-        if ids.len() == 5 {
-            api.post(&agent, "/api/leads", json!({"name": "Live"}))
+        if live.is_none() && ids.len() >= 5 {
+            let made = api
+                .post(&agent, "/api/leads", json!({"name": "Live"}))
                 .await;
+            live = Some(made.body["position"].as_i64().unwrap());
         }
     }
-    let expected: Vec<i64> = (resume_after + 1..=resume_after + 7).collect();
+    let expected: Vec<i64> = (resume_after + 1..=live.unwrap()).collect();
+    assert_eq!(live, Some(head + 1), "nothing else was appended meanwhile");
     assert_eq!(
         ids, expected,
         "every event once, in order, from right after Last-Event-ID"

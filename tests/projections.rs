@@ -793,15 +793,17 @@ async fn the_projections_follow_appends_made_by_another_process(db: &TestDatabas
         )
         .await
         .unwrap();
-    let dbh = app.settled().await.unwrap();
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    while lead_manager::get(dbh, lead).await.unwrap().is_none() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the projections never caught up with position {}",
-            appended.last_position
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
+    // A read settles on the log's head as the database has it: the other
+    // process's append is folded before the read, with no waiting for a
+    // notification (a regression fails at once instead of after a poll).
+    let dbh = tokio::time::timeout(std::time::Duration::from_secs(10), app.settled())
+        .await
+        .expect("a read settles promptly")
+        .unwrap();
+    assert!(
+        lead_manager::get(dbh, lead).await.unwrap().is_some(),
+        "the read after position {} shows the lead",
+        appended.last_position
+    );
     assert_eq!(app.projector().projected(), appended.last_position);
 }

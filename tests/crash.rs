@@ -66,7 +66,9 @@ fn the_log(addr: &str, owner: &str) -> std::collections::BTreeMap<i64, Value> {
 
 /// What the frontends read that a rebuild writes again: every lead of the site and
 /// every audited change.
-fn snapshot(addr: &str, owner: &str) -> (Value, usize) {
+/// What the projections show: the whole site's leads, and the whole audit trail
+/// (every change with its names, every session), compared whole.
+fn snapshot(addr: &str, owner: &str) -> (Value, Vec<Value>, Value) {
     let leads = call(
         addr,
         "GET",
@@ -75,21 +77,29 @@ fn snapshot(addr: &str, owner: &str) -> (Value, usize) {
         None,
         200,
     );
-    let mut changes = 0;
+    let sessions = call(
+        addr,
+        "GET",
+        "/api/audit/impersonations?limit=500",
+        owner,
+        None,
+        200,
+    );
+    let mut changes = Vec::new();
     let mut cursor = String::new();
     loop {
         let page = call(
             addr,
             "GET",
-            &format!("/api/audit/changes?limit=500{cursor}"),
+            &format!("/api/audit/changes?order=asc&limit=500{cursor}"),
             owner,
             None,
             200,
         );
-        changes += page["items"].as_array().unwrap().len();
+        changes.extend(page["items"].as_array().unwrap().iter().cloned());
         match page["next_cursor"].as_str() {
             Some(next) => cursor = format!("&cursor={next}"),
-            None => return (leads["items"].clone(), changes),
+            None => return (leads["items"].clone(), changes, sessions["items"].clone()),
         }
     }
 }
@@ -213,6 +223,10 @@ async fn a_killed_server_or_rebuild_loses_nothing_acknowledged(db: &TestDatabase
     }
     verify(db);
     let before = snapshot(&addr, &owner);
+    assert!(
+        before.1.len() > 1_000,
+        "the audit trail holds the notes' changes"
+    );
     assert!(server.stop());
 
     // A rebuild killed after it emptied the projections and set their indexes aside.

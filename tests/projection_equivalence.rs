@@ -71,9 +71,27 @@ struct World {
     templates: HashMap<UserId, Vec<TemplateId>>,
 }
 
+/// One command of the history as the test made it: the log's head before and after
+/// it, and who it was made by, as whom, in which "Log in as user" session (the one
+/// the test started), if any.
+#[derive(Debug, Clone, Copy)]
+struct Made {
+    before: i64,
+    after: i64,
+    actor: uuid::Uuid,
+    subject: uuid::Uuid,
+    session: Option<uuid::Uuid>,
+}
+
 /// Runs `steps` random commands over two sites, each through one of `apps` (servers
 /// on one database) picked at random; returns the sites.
 async fn random_history(apps: &[&App], seed: u64, steps: usize) -> Vec<Site> {
+    random_history_made(apps, seed, steps).await.0
+}
+
+/// [`random_history`], with what the test made each command as.
+async fn random_history_made(apps: &[&App], seed: u64, steps: usize) -> (Vec<Site>, Vec<Made>) {
+    let mut made = Vec::new();
     let app = apps[0];
     let sites = vec![
         site(app, "Demo Realty", "demo.example").await,
@@ -82,6 +100,8 @@ async fn random_history(apps: &[&App], seed: u64, steps: usize) -> Vec<Site> {
     let mut rng = Rng(seed);
     let mut world = World::default();
     let mut acting: HashMap<UserId, RequestContext> = HashMap::new();
+    // The session each admin's last "Log in as" started, as the test got it back.
+    let mut sessions_started: HashMap<UserId, (uuid::Uuid, UserId)> = HashMap::new();
     for step in 0..steps {
         let app = if apps.len() > 1 { *rng.pick(apps) } else { app };
         let s = rng.pick(&sites);
@@ -98,6 +118,10 @@ async fn random_history(apps: &[&App], seed: u64, steps: usize) -> Vec<Site> {
                     .await
                     .unwrap()
                     .0;
+                sessions_started.insert(
+                    admin.id,
+                    (ctx.impersonation().expect("a session").as_uuid(), agent.id),
+                );
                 acting.insert(admin.id, ctx);
             }
             continue;
@@ -108,16 +132,32 @@ async fn random_history(apps: &[&App], seed: u64, steps: usize) -> Vec<Site> {
                 notify_subject: Some(on),
                 ..Default::default()
             };
+            let before = app.store().head().await.unwrap().0;
             app.change_site_settings(&s.owner.ctx, edit, None)
                 .await
                 .unwrap();
+            made.push(Made {
+                before,
+                after: app.store().head().await.unwrap().0,
+                actor: s.owner.id.as_uuid(),
+                subject: s.owner.id.as_uuid(),
+                session: None,
+            });
             continue;
         }
-        let ctx = match acting.get(&admin.id) {
-            Some(ctx) if rng.chance(40) => ctx.clone(),
-            _ => agent.ctx.clone(),
+        let (ctx, started) = match acting.get(&admin.id) {
+            Some(ctx) if rng.chance(40) => (ctx.clone(), sessions_started.get(&admin.id).copied()),
+            _ => (agent.ctx.clone(), None),
+        };
+        // As the test chose: the admin in the session it started, on that agent;
+        // or the agent as themselves.
+        let (actor, made_as, session) = match started {
+            Some((session, on)) => (admin.id, on, Some(session)),
+            None => (agent.id, agent.id, None),
         };
         let subject = ctx.subject();
+        let before = app.store().head().await.unwrap().0;
+        let mut made_by: Option<(UserId, UserId, Option<uuid::Uuid>)> = None;
         let mine: Vec<LeadId> = world
             .leads
             .iter()
@@ -219,6 +259,8 @@ async fn random_history(apps: &[&App], seed: u64, steps: usize) -> Vec<Site> {
                 } else {
                     s.agent1.id
                 };
+                // Assignment: the admin as themselves.
+                made_by = Some((s.admin.id, s.admin.id, None));
                 let done = app
                     .assign_lead(&s.admin.ctx, lead, to, None)
                     .await
@@ -277,8 +319,16 @@ async fn random_history(apps: &[&App], seed: u64, steps: usize) -> Vec<Site> {
             Ok(()) | Err(AppError::NotFound(_)) => {}
             Err(other) => panic!("step {step}: {other:?}"),
         }
+        let (actor, made_as, session) = made_by.unwrap_or((actor, made_as, session));
+        made.push(Made {
+            before,
+            after: app.store().head().await.unwrap().0,
+            actor: actor.as_uuid(),
+            subject: made_as.as_uuid(),
+            session,
+        });
     }
-    sites
+    (sites, made)
 }
 
 /// Everything the projections answer, in a comparable form.
@@ -631,9 +681,64 @@ async fn read_back(app: &App, sites: &[Site]) -> Expected {
     x
 }
 
+/// Every change of the history is in the audit trail as the test made it: who
+/// acted, as whom, in which session (the one the test started, never read back
+/// from the log), and every command that appended left changes.
+async fn assert_changes_as_made(app: &App, sites: &[Site], made: &[Made]) {
+    let db = app.settled().await.unwrap();
+    let first = made.first().map_or(0, |m| m.before);
+    let mut per_step = vec![0usize; made.len()];
+    for s in sites {
+        let filter = ChangeFilter {
+            order: crm_projections::query::Order::OldestFirst,
+            ..ChangeFilter::default()
+        };
+        let changes = all_pages(|c| {
+            let filter = filter.clone();
+            async move {
+                audit_trail::changes(db, s.id, &filter, c.as_deref(), 500)
+                    .await
+                    .unwrap()
+            }
+        })
+        .await;
+        for c in changes.iter().filter(|c| c.position > first) {
+            let i = made.partition_point(|m| m.after < c.position);
+            let m = made
+                .get(i)
+                .filter(|m| m.before < c.position)
+                .unwrap_or_else(|| panic!("the change at {} comes from no command", c.position));
+            assert_eq!(
+                (c.actor_id, c.subject_id, c.impersonation_id),
+                (m.actor, m.subject, m.session),
+                "the change at position {} ({} {})",
+                c.position,
+                c.event_type,
+                c.field
+            );
+            per_step[i] += 1;
+        }
+    }
+    for (m, n) in made.iter().zip(&per_step) {
+        assert!(
+            m.after == m.before || *n > 0,
+            "{m:?} appended, yet left no change in the audit trail"
+        );
+    }
+    let impersonated = made
+        .iter()
+        .filter(|m| m.session.is_some() && m.after > m.before)
+        .count();
+    assert!(
+        impersonated > 50,
+        "{impersonated} commands made while logged in as an agent"
+    );
+}
+
 async fn incremental_rebuilt_and_independently_folded_projections_agree(db: &TestDatabase) {
     let app = app(db).await;
-    let sites = random_history(&[&app], 0x5EED_CAFE, 2_400).await;
+    let (sites, made) = random_history_made(&[&app], 0x5EED_CAFE, 2_400).await;
+    assert_changes_as_made(&app, &sites, &made).await;
     let head = app.store().head().await.unwrap();
     assert!(head.0 > 2_000, "a history of thousands of events: {head}");
 
@@ -653,6 +758,7 @@ async fn incremental_rebuilt_and_independently_folded_projections_agree(db: &Tes
         incremental == rebuilt,
         "rebuilt projections differ from the incremental ones"
     );
+    assert_changes_as_made(&app, &sites, &made).await;
 }
 
 /// Each server folds its own appends in batches, later than it acknowledges them;

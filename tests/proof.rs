@@ -32,6 +32,7 @@ backend_tests!(
     reordered_events_with_recomputed_hashes_are_named,
     tampered_digests_are_named,
     two_servers_write_each_digest_once,
+    a_digest_kept_without_its_file_gets_it_next_round,
     an_export_at_a_position_is_the_same_bytes_later_and_its_manifest_verifies,
     the_private_key_stays_out_of_answers_and_tables,
 );
@@ -56,6 +57,21 @@ struct Signed {
 impl Signed {
     fn digests(&self) -> PathBuf {
         self.dir.join("digests")
+    }
+
+    /// `crm verify --digests --public-key` on the database: its exit code and output.
+    fn crm_verify(&self, db: &TestDatabase) -> (Option<i32>, String) {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_crm"))
+            .args(["verify", "--database-url", &db.url, "--digests"])
+            .arg(self.digests())
+            .arg("--public-key")
+            .arg(&self.key_file)
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
     }
 
     /// The site's log checked against the digest files, as `crm verify` does.
@@ -387,19 +403,29 @@ async fn tampered_digests_are_named(db: &TestDatabase) {
     named(&s.check(site, &s.digests()).await, "not in the database");
 
     // And the binary says the same, exit 1, naming it.
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_crm"))
-        .args(["verify", "--database-url", &db.url, "--digests"])
-        .arg(s.digests())
-        .arg("--public-key")
-        .arg(&s.key_file)
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(out.status.code(), Some(1), "{text}");
+    let (code, text) = s.crm_verify(db);
+    assert_eq!(code, Some(1), "{text}");
     assert!(
         text.contains("TAMPERED") && text.contains("not in the database"),
         "{text}"
     );
+}
+
+/// The digest was kept in the database but its file never written (the disk was
+/// full, the process died between the two): the next round writes it, the same
+/// bytes, and signs nothing new.
+async fn a_digest_kept_without_its_file_gets_it_next_round(db: &TestDatabase) {
+    let s = signed(db).await;
+    let files = files_of(&s.digests(), s.site.id);
+    let last = files.last().unwrap().clone();
+    let bytes = std::fs::read(&last).unwrap();
+    std::fs::remove_file(&last).unwrap();
+    assert!(
+        s.app.write_digests().await.unwrap().is_empty(),
+        "nothing new"
+    );
+    assert_eq!(std::fs::read(&last).unwrap(), bytes, "the same file again");
+    assert!(s.check(s.site.id, &s.digests()).await.ok);
 }
 
 async fn two_servers_write_each_digest_once(db: &TestDatabase) {
@@ -417,15 +443,8 @@ async fn two_servers_write_each_digest_once(db: &TestDatabase) {
     assert!(s.check(s.site.id, &s.digests()).await.ok);
 
     // The binary agrees: exit 0 and a summary.
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_crm"))
-        .args(["verify", "--database-url", &db.url, "--digests"])
-        .arg(s.digests())
-        .arg("--public-key")
-        .arg(&s.key_file)
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(out.status.code(), Some(0), "{text}");
+    let (code, text) = s.crm_verify(db);
+    assert_eq!(code, Some(0), "{text}");
     assert!(text.contains("3 digests signed by key"), "{text}");
 }
 

@@ -384,15 +384,19 @@ impl DigestReport {
 /// from or altered in the database, or a file missing before the last one.
 #[must_use]
 pub fn compare(files: &[SignedDigest], stored: &[SignedDigest]) -> Option<String> {
+    // A site gathers a digest a minute: look them up by seq, not one by one.
+    let kept_by_seq: std::collections::HashMap<i64, &SignedDigest> =
+        stored.iter().map(|s| (s.body.seq, s)).collect();
+    let filed: std::collections::HashSet<i64> = files.iter().map(|f| f.body.seq).collect();
     for file in files {
-        match stored.iter().find(|s| s.body.seq == file.body.seq) {
+        match kept_by_seq.get(&file.body.seq) {
             None => {
                 return Some(format!(
                     "digest {} is in the digest directory but not in the database (removed)",
                     file.body.seq
                 ))
             }
-            Some(kept) if kept != file => {
+            Some(kept) if *kept != file => {
                 return Some(format!(
                     "digest {} differs between the digest directory and the database (altered)",
                     file.body.seq
@@ -404,7 +408,7 @@ pub fn compare(files: &[SignedDigest], stored: &[SignedDigest]) -> Option<String
     let last_file = files.last().map_or(0, |f| f.body.seq);
     stored
         .iter()
-        .find(|s| s.body.seq < last_file && !files.iter().any(|f| f.body.seq == s.body.seq))
+        .find(|s| s.body.seq < last_file && !filed.contains(&s.body.seq))
         .map(|s| {
             format!(
                 "digest {}'s file is missing from the digest directory (removed)",

@@ -113,12 +113,11 @@ impl App {
     /// Writes the files of the site's latest digests that have none yet (a failure
     /// is logged, and tried again next round).
     async fn write_files(&self, site: SiteId, dir: &Path) -> Result<(), AppError> {
-        let latest = self.store.latest_digest(site).await?;
-        let Some(last) = latest.map(|l| l.body.seq) else {
-            return Ok(());
-        };
-        let after = (last - i64::from(FILES_CHECKED)).max(0);
-        for digest in self.store.digests(site, after, FILES_CHECKED).await? {
+        let latest = self
+            .store
+            .digests_listed(site, 0, true, None, FILES_CHECKED)
+            .await?;
+        for digest in latest {
             // Kept in the database all the same; the next round tries again.
             if let Err(error) = digest.write_file(dir) {
                 tracing::error!(%error, seq = digest.body.seq, "a digest's file could not be written");

@@ -187,7 +187,7 @@ impl ChangesQuery {
 }
 
 /// The `order` asked for, or `default`.
-fn order(asked: Option<&str>, default: Order) -> Result<Order, ApiError> {
+pub(super) fn order(asked: Option<&str>, default: Order) -> Result<Order, ApiError> {
     match asked {
         None => Ok(default),
         Some(name) => Order::parse(name).ok_or_else(|| ApiError::invalid("order", "asc or desc")),

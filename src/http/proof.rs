@@ -17,6 +17,7 @@ use super::extract::{Auth, Query};
 use super::AppState;
 use crate::domain::policy::{authorize, Action};
 use crate::export::{Manifest, ManifestBody};
+use crm_projections::query::Order;
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -48,11 +49,8 @@ async fn list_digests(
     Query(q): Query<DigestsQuery>,
 ) -> ApiResult<Json<List<SignedDigest>>> {
     authorize(&ctx.caller, Action::ReadAudit).map_err(crate::app::AppError::from)?;
-    let newest_first = match q.order.as_deref() {
-        None | Some("desc") => true,
-        Some("asc") => false,
-        Some(_) => return Err(ApiError::invalid("order", "asc or desc")),
-    };
+    let newest_first =
+        super::audit::order(q.order.as_deref(), Order::NewestFirst)? == Order::NewestFirst;
     let after = match q.cursor.as_deref() {
         None => None,
         Some(cursor) => Some(

@@ -1129,25 +1129,40 @@ async function public_key() {
   if (got) save(`crm-public-key-${got.body.key_id}.pem`, got.body.pem, "application/x-pem-file");
 }
 
+/** The API's filters for a page's address: the `keys` it names, and its days (in
+ * the account's zone) as `from` and `to`; 50 a page. */
+function filters_of(query, keys) {
+  const filter = new URLSearchParams({ limit: "50" });
+  for (const key of keys) if (query.get(key)) filter.set(key, query.get(key));
+  if (query.get("from_day")) filter.set("from", zoned(`${query.get("from_day")}T00:00`));
+  if (query.get("to_day")) filter.set("to", zoned(`${next_day(query.get("to_day"))}T00:00`));
+  return filter;
+}
+
+/** A filter's select of `options` ([value, text]), "any" first. */
+function choice(query, key, label, options) {
+  return h("label", {}, label, h("select", { name: key },
+    h("option", { value: "" }, "any"),
+    options.map(([value, text]) => h("option", { value, selected: query.get(key) === value }, text))));
+}
+
+/** A filter's day, labelled with the zone it is read in. */
+function day_filter(query, key, label) {
+  return h("label", {}, `${label} (${zone().replaceAll("_", " ")})`,
+    h("input", { type: "date", name: key, value: query.get(key) || "" }));
+}
+
 async function audit(params) {
   const mine = ticket;
   const query = new URLSearchParams(params);
-  const filter = new URLSearchParams();
-  for (const key of ["actor_id", "subject_id", "entity_type", "entity_id", "impersonated", "cursor"]) {
-    if (query.get(key)) filter.set(key, query.get(key));
-  }
-  if (query.get("from_day")) filter.set("from", zoned(`${query.get("from_day")}T00:00`));
-  if (query.get("to_day")) filter.set("to", zoned(`${next_day(query.get("to_day"))}T00:00`));
-  filter.set("limit", "50");
+  const filter = filters_of(query, ["actor_id", "subject_id", "entity_type", "entity_id", "impersonated", "cursor"]);
   const [{ body: sessions }, { body: verified }, , { body: changes }, { body: digests }] = await Promise.all([
     api("GET", "/api/audit/impersonations?limit=10"), api("GET", "/api/audit/verify"),
     load_people(), api("GET", `/api/audit/changes?${filter}`), api("GET", "/api/audit/digests?limit=1")]);
   state.signs = Boolean(verified.digests);
   const users = [...state.people.values()].sort((a, b) => a.name.localeCompare(b.name)).map((u) => [u.id, u.name]);
-  const choose = (key, label, options) => h("label", {}, label, h("select", { name: key },
-    h("option", { value: "" }, "any"),
-    options.map(([value, text]) => h("option", { value, selected: query.get(key) === value }, text))));
-  const day = (key, label) => h("label", {}, label, h("input", { type: "date", name: key, value: query.get(key) || "" }));
+  const choose = (key, label, options) => choice(query, key, label, options);
+  const day = (key, label) => day_filter(query, key, label);
   const form = h("form", { class: "toolbar", role: "search", "aria-label": "Filter the changes", onsubmit: (e) => {
     e.preventDefault();
     const next = new URLSearchParams();
@@ -1165,7 +1180,7 @@ async function audit(params) {
   choose("actor_id", "Who acted", users), choose("subject_id", "On whose account", users),
   choose("entity_type", "What", [["lead", "leads"], ["template", "templates"], ["settings", "settings"], ["user", "users"], ["site", "the site"]]),
   choose("impersonated", "While logged in as someone", [["true", "yes"], ["false", "no"]]),
-  day("from_day", `From (${zone().replaceAll("_", " ")})`), day("to_day", `To (${zone().replaceAll("_", " ")})`),
+  day("from_day", "From"), day("to_day", "To"),
   h("button", { type: "submit" }, "Show changes"));
   // What the filter narrows to, named from the changes themselves (never from the address).
   const one = query.get("entity_id")
@@ -1240,17 +1255,11 @@ async function event_at(position) {
 async function all_sessions(params) {
   const mine = ticket;
   const query = new URLSearchParams(params);
-  const filter = new URLSearchParams({ limit: "50" });
-  for (const key of ["admin_id", "subject_id", "cursor"]) if (query.get(key)) filter.set(key, query.get(key));
-  if (query.get("from_day")) filter.set("from", zoned(`${query.get("from_day")}T00:00`));
-  if (query.get("to_day")) filter.set("to", zoned(`${next_day(query.get("to_day"))}T00:00`));
+  const filter = filters_of(query, ["admin_id", "subject_id", "cursor"]);
   const [{ body }] = await Promise.all([api("GET", `/api/audit/impersonations?${filter}`), load_people()]);
   const people = [...state.people.values()].sort((a, b) => a.name.localeCompare(b.name));
-  const choose = (key, label, options) => h("label", {}, label, h("select", { name: key },
-    h("option", { value: "" }, "any"),
-    options.map((u) => h("option", { value: u.id, selected: query.get(key) === u.id }, u.name))));
-  const day = (key, label) => h("label", {}, `${label} (${zone().replaceAll("_", " ")})`,
-    h("input", { type: "date", name: key, value: query.get(key) || "" }));
+  const choose = (key, label, users) => choice(query, key, label, users.map((u) => [u.id, u.name]));
+  const day = (key, label) => day_filter(query, key, label);
   const form = h("form", { class: "toolbar", role: "search", "aria-label": "Filter the sessions", onsubmit: (e) => {
     e.preventDefault();
     const next = new URLSearchParams();

@@ -735,6 +735,269 @@ async fn assert_changes_as_made(app: &App, sites: &[Site], made: &[Made]) {
     );
 }
 
+/// One audit change as a tuple: position, entity, field, before, after.
+type ChangeRow = (i64, uuid::Uuid, String, Value, Value);
+
+/// The audit trail's changes, folded from the log by the test itself: every "before"
+/// is what the test's own fold of the earlier events holds for that field (never
+/// the event's own `before`, nor the projection's), every "after" what the event
+/// made it; the fields each kind of event changes are those of the contract (as in
+/// `audit_table.rs`). Site settings start at DESIGN's defaults; a user setting
+/// never set before starts at its default, which must be the same for every user.
+async fn audit_folded_independently(store: &EventStore) -> Vec<ChangeRow> {
+    let mut rows = Vec::new();
+    let mut leads: HashMap<uuid::Uuid, Value> = HashMap::new();
+    let mut open_tasks: HashMap<uuid::Uuid, bool> = HashMap::new();
+    let mut templates: HashMap<uuid::Uuid, Value> = HashMap::new();
+    let mut settings: HashMap<uuid::Uuid, HashMap<String, Value>> = HashMap::new();
+    let mut setting_defaults: HashMap<String, Value> = HashMap::new();
+    let mut users: HashMap<uuid::Uuid, Value> = HashMap::new();
+    let site_defaults = json!({"impersonation_enabled": true, "impersonation_max_minutes": 60,
+        "impersonation_reason_required": true, "notify_subject_on_impersonation": false});
+    let mut sites: HashMap<uuid::Uuid, Value> = HashMap::new();
+    let non_null = |fields: Vec<(&str, Value)>| -> Vec<(String, Value)> {
+        fields
+            .into_iter()
+            .filter(|(_, v)| !v.is_null())
+            .map(|(f, v)| (f.to_owned(), v))
+            .collect()
+    };
+    for e in store.read_all(Position::START, 100_000).await.unwrap() {
+        let at = e.position.0;
+        let id = e.stream.id;
+        let mut push = |entity: uuid::Uuid, field: &str, before: Value, after: Value| {
+            rows.push((at, entity, field.to_owned(), before, after));
+        };
+        match DomainEvent::decode(&e).unwrap() {
+            DomainEvent::SiteCreated(s) => {
+                sites.insert(id, site_defaults.clone());
+                push(id, "name", Value::Null, json!(s.name));
+            }
+            DomainEvent::SiteSettingsChanged(c) => {
+                let site = sites.get_mut(&id).unwrap();
+                for change in c.changes {
+                    push(
+                        id,
+                        &change.field,
+                        site[&change.field].clone(),
+                        change.after.clone(),
+                    );
+                    site[&change.field] = change.after;
+                }
+            }
+            DomainEvent::UserCreated(u) => {
+                users.insert(id, json!({"role": u.role, "active": true}));
+                let fields = vec![
+                    ("name", json!(u.name)),
+                    ("email", json!(u.email)),
+                    ("role", json!(u.role)),
+                ];
+                for (f, v) in non_null(fields) {
+                    push(id, &f, Value::Null, v);
+                }
+            }
+            DomainEvent::UserRoleChanged(c) => {
+                let user = users.get_mut(&id).unwrap();
+                push(id, "role", user["role"].clone(), json!(c.to));
+                user["role"] = json!(c.to);
+            }
+            DomainEvent::UserDeactivated(_) | DomainEvent::UserReactivated(_) => {
+                let user = users.get_mut(&id).unwrap();
+                let after = json!(!user["active"].as_bool().unwrap());
+                push(id, "active", user["active"].clone(), after.clone());
+                user["active"] = after;
+            }
+            DomainEvent::LeadCreated(c) => {
+                let fields = vec![
+                    ("name", json!(c.name)),
+                    ("email", json!(c.email)),
+                    ("phone", json!(c.phone)),
+                    ("source", json!(c.source)),
+                    ("stage", json!(c.stage)),
+                    ("tags", json!(c.tags)),
+                    ("assigned_agent_id", json!(c.assigned_agent_id)),
+                ];
+                let mut lead = json!({"archived": false});
+                for (f, v) in &fields {
+                    lead[*f] = v.clone();
+                }
+                leads.insert(id, lead);
+                for (f, v) in non_null(fields) {
+                    push(id, &f, Value::Null, v);
+                }
+            }
+            DomainEvent::LeadFieldsUpdated(u) => {
+                let lead = leads.get_mut(&id).unwrap();
+                for change in u.changes {
+                    push(
+                        id,
+                        &change.field,
+                        lead[&change.field].clone(),
+                        change.after.clone(),
+                    );
+                    lead[&change.field] = change.after;
+                }
+            }
+            DomainEvent::LeadStageChanged(c) => {
+                let lead = leads.get_mut(&id).unwrap();
+                push(id, "stage", lead["stage"].clone(), json!(c.to));
+                lead["stage"] = json!(c.to);
+            }
+            DomainEvent::LeadReassigned(r) => {
+                let lead = leads.get_mut(&id).unwrap();
+                push(
+                    id,
+                    "assigned_agent_id",
+                    lead["assigned_agent_id"].clone(),
+                    json!(r.to),
+                );
+                lead["assigned_agent_id"] = json!(r.to);
+            }
+            DomainEvent::LeadTagAdded(t) => {
+                let tags = leads.get_mut(&id).unwrap()["tags"].as_array_mut().unwrap();
+                assert!(!tags.contains(&json!(t.tag)), "a tag added once");
+                tags.push(json!(t.tag));
+                push(id, "tag", Value::Null, json!(t.tag));
+            }
+            DomainEvent::LeadTagRemoved(t) => {
+                let tags = leads.get_mut(&id).unwrap()["tags"].as_array_mut().unwrap();
+                let had = tags.len();
+                tags.retain(|v| v != &json!(t.tag));
+                assert_eq!(tags.len() + 1, had, "a tag removed was there");
+                push(id, "tag", json!(t.tag), Value::Null);
+            }
+            DomainEvent::LeadNoteAdded(n) => {
+                push(
+                    id,
+                    "note",
+                    Value::Null,
+                    json!({"id": n.note_id, "body": n.body}),
+                );
+            }
+            DomainEvent::LeadTaskCreated(t) => {
+                open_tasks.insert(t.task_id.as_uuid(), true);
+                let task = json!({"id": t.task_id, "title": t.title, "due_at": t.due_at});
+                push(id, "task", Value::Null, task);
+            }
+            DomainEvent::LeadTaskCompleted(t) => {
+                let open = open_tasks.insert(t.task_id.as_uuid(), false);
+                assert_eq!(open, Some(true), "a task completed was open");
+                let task = |done: bool| json!({"id": t.task_id, "completed": done});
+                push(id, "task", task(false), task(true));
+            }
+            DomainEvent::LeadCommunicationLogged(c) => {
+                let logged = json!({"id": c.communication_id, "channel": c.channel,
+                    "direction": c.direction, "summary": c.summary});
+                push(id, "communication", Value::Null, logged);
+            }
+            DomainEvent::LeadArchived(_) => {
+                let lead = leads.get_mut(&id).unwrap();
+                push(id, "archived", lead["archived"].clone(), json!(true));
+                lead["archived"] = json!(true);
+            }
+            DomainEvent::UserSettingsChanged(c) => {
+                let values = settings.entry(id).or_default();
+                for change in c.changes {
+                    let before = match values.get(&change.field) {
+                        Some(value) => value.clone(),
+                        None => setting_defaults
+                            .entry(change.field.clone())
+                            .or_insert_with(|| change.before.clone())
+                            .clone(),
+                    };
+                    push(id, &change.field, before, change.after.clone());
+                    values.insert(change.field, change.after);
+                }
+            }
+            DomainEvent::TemplateCreated(t) => {
+                let fields = vec![
+                    ("kind", json!(t.kind)),
+                    ("name", json!(t.name)),
+                    ("subject", json!(t.subject)),
+                    ("body", json!(t.body)),
+                ];
+                let mut template = json!({});
+                for (f, v) in &fields {
+                    template[*f] = v.clone();
+                }
+                let template_id = t.template_id.as_uuid();
+                templates.insert(template_id, template);
+                for (f, v) in non_null(fields) {
+                    push(template_id, &f, Value::Null, v);
+                }
+            }
+            DomainEvent::TemplateUpdated(t) => {
+                let template_id = t.template_id.as_uuid();
+                let template = templates.get_mut(&template_id).unwrap();
+                for change in t.changes {
+                    push(
+                        template_id,
+                        &change.field,
+                        template[&change.field].clone(),
+                        change.after.clone(),
+                    );
+                    template[&change.field] = change.after;
+                }
+            }
+            DomainEvent::TemplateDeleted(t) => {
+                let template_id = t.template_id.as_uuid();
+                let template = templates.remove(&template_id).unwrap();
+                for f in ["kind", "name", "subject", "body"] {
+                    if !template[f].is_null() {
+                        push(template_id, f, template[f].clone(), Value::Null);
+                    }
+                }
+            }
+            DomainEvent::UserLoggedIn(_)
+            | DomainEvent::UserLoggedOut(_)
+            | DomainEvent::NotificationsRead(_)
+            | DomainEvent::ImpersonationStarted(_)
+            | DomainEvent::ImpersonationEnded(_) => {}
+            other => panic!("the history made an event this fold does not know: {other:?}"),
+        }
+    }
+    rows.sort_by(|a, b| (a.0, a.1, &a.2).cmp(&(b.0, b.1, &b.2)));
+    rows
+}
+
+/// The audit trail's changes of every site, as the tuples above.
+async fn audit_read_back(app: &App, sites: &[Site]) -> Vec<ChangeRow> {
+    let db = app.settled().await.unwrap();
+    let mut rows = Vec::new();
+    for s in sites {
+        let filter = ChangeFilter::default();
+        let changes = all_pages(|c| {
+            let filter = filter.clone();
+            async move {
+                audit_trail::changes(db, s.id, &filter, c.as_deref(), 500)
+                    .await
+                    .unwrap()
+            }
+        })
+        .await;
+        rows.extend(
+            changes
+                .into_iter()
+                .map(|c| (c.position, c.entity_id, c.field, c.before, c.after)),
+        );
+    }
+    rows.sort_by(|a, b| (a.0, a.1, &a.2).cmp(&(b.0, b.1, &b.2)));
+    rows
+}
+
+/// The audit trail holds exactly the changes the independent fold gives, with
+/// their before and after; the first difference is named.
+fn assert_same_changes(trail: &[ChangeRow], folded: &[ChangeRow]) {
+    for (got, want) in trail.iter().zip(folded) {
+        assert_eq!(got, want, "the audit trail's change against the fold's");
+    }
+    assert_eq!(
+        trail.len(),
+        folded.len(),
+        "as many changes as the fold gives"
+    );
+}
+
 async fn incremental_rebuilt_and_independently_folded_projections_agree(db: &TestDatabase) {
     let app = app(db).await;
     let (sites, made) = random_history_made(&[&app], 0x5EED_CAFE, 2_400).await;
@@ -749,6 +1012,9 @@ async fn incremental_rebuilt_and_independently_folded_projections_agree(db: &Tes
         "the history exercised the projections"
     );
     assert_same(&read_back(&app, &sites).await, &expected);
+    let folded = audit_folded_independently(app.store()).await;
+    assert!(folded.len() > 3_000, "{} changes", folded.len());
+    assert_same_changes(&audit_read_back(&app, &sites).await, &folded);
 
     let names = app.projector().names();
     let reached = app.projector().rebuild(&names, &|_| {}).await.unwrap();
@@ -759,6 +1025,7 @@ async fn incremental_rebuilt_and_independently_folded_projections_agree(db: &Tes
         "rebuilt projections differ from the incremental ones"
     );
     assert_changes_as_made(&app, &sites, &made).await;
+    assert_same_changes(&audit_read_back(&app, &sites).await, &folded);
 }
 
 /// Each server folds its own appends in batches, later than it acknowledges them;

@@ -22,7 +22,7 @@ use support::*;
 
 backend_tests!(
     concurrent_writers_in_several_processes_are_seen_once_and_in_order,
-    an_append_that_holds_the_log_keeps_later_ones_from_being_seen_first,
+    a_later_position_never_commits_before_an_earlier_held_one,
 );
 
 async fn concurrent_writers_in_several_processes_are_seen_once_and_in_order(db: &TestDatabase) {
@@ -111,49 +111,83 @@ async fn concurrent_writers_in_several_processes_are_seen_once_and_in_order(db: 
     assert!(observer.verify(None).await.unwrap().ok);
 }
 
-async fn an_append_that_holds_the_log_keeps_later_ones_from_being_seen_first(db: &TestDatabase) {
+/// Another process's append has taken the next position, written its event there
+/// and not committed. This store's append, made meanwhile, must not commit the
+/// position after it first: it waits for the held transaction, and nothing past the
+/// held position is visible until that commits. On PostgreSQL the test goes on only
+/// once the database reports this store's append waiting on the held lock, so the
+/// interleaving is certain (were positions taken from a sequence, the later append
+/// would commit first and a reader would see position 3 before 2). SQLite gives no
+/// outside view of a waiting writer; its write lock is held from the held
+/// transaction's first statement, before this store's append is made.
+async fn a_later_position_never_commits_before_an_earlier_held_one(db: &TestDatabase) {
     let store = EventStore::open(&db.url).await.unwrap();
     let site = SiteId::generate();
     fill(&store, site, 1).await;
-
-    // Another process's append, stopped between taking its position and committing.
-    let lock = "UPDATE event_log_head SET last_position = last_position WHERE id = 1 \
-                RETURNING last_position";
-    let held = match store.database() {
-        crm_events::Database::Sqlite(_) => {
-            let other = EventStore::open(&db.url).await.unwrap();
-            let crm_events::Database::Sqlite(pool) = other.database().clone() else {
-                unreachable!()
-            };
-            tokio::spawn(async move {
-                let mut tx = pool.begin().await.unwrap();
-                let _: i64 = sqlx::query_scalar(lock).fetch_one(&mut *tx).await.unwrap();
-                tokio::time::sleep(Duration::from_millis(400)).await;
-                tx.commit().await.unwrap();
-            })
-        }
-        crm_events::Database::Postgres(pool) => {
-            let pool = pool.clone();
-            tokio::spawn(async move {
-                let mut tx = pool.begin().await.unwrap();
-                let _: i64 = sqlx::query_scalar(lock).fetch_one(&mut *tx).await.unwrap();
-                tokio::time::sleep(Duration::from_millis(400)).await;
-                tx.commit().await.unwrap();
-            })
-        }
-    };
-    tokio::time::sleep(Duration::from_millis(50)).await;
-    let later = {
+    let postgres = store.database().backend_name() == "postgres";
+    let subscriber = {
         let store = store.clone();
-        tokio::spawn(async move { fill(&store, site, 3).await })
+        tokio::spawn(async move {
+            let mut subscription = Box::pin(store.subscribe(Position::START));
+            let mut seen = Vec::new();
+            while seen.len() < 5 {
+                let event = subscription.next().await.unwrap().unwrap();
+                seen.push(event.position.0);
+            }
+            seen
+        })
     };
-    tokio::time::sleep(Duration::from_millis(150)).await;
-    assert_eq!(
-        store.read_all(Position::START, 10).await.unwrap().len(),
-        1,
-        "nothing after the held position is visible while it is held"
+
+    let (new_id, begin) = if postgres {
+        ("gen_random_uuid()", "BEGIN")
+    } else {
+        ("randomblob(16)", "BEGIN IMMEDIATE")
+    };
+    // Takes the log head and writes a copy of event 1 at position 2, as an append
+    // of another process would, in a transaction left open.
+    let take_position = format!(
+        "{begin}; \
+         UPDATE event_log_head SET last_position = last_position WHERE id = 1; \
+         INSERT INTO events SELECT 2, {new_id}, site_id, stream_type, {new_id}, 1, \
+         event_type, schema_version, payload, actor_id, subject_id, impersonation_id, \
+         correlation_id, causation_id, idempotency_key, recorded_at, prev_hash, hash \
+         FROM events WHERE position = 1; \
+         UPDATE event_log_head SET last_position = 2 WHERE id = 1;"
     );
-    held.await.unwrap();
+    let other = EventStore::open(&db.url).await.unwrap();
+    let later = crm_events::on_pool!(other.database(), |pool| {
+        let mut held = pool.acquire().await.unwrap();
+        let holder: Option<i32> = if postgres {
+            Some(
+                sqlx::query_scalar("SELECT pg_backend_pid()")
+                    .fetch_one(&mut *held)
+                    .await
+                    .unwrap(),
+            )
+        } else {
+            None
+        };
+        sqlx::raw_sql(&take_position)
+            .execute(&mut *held)
+            .await
+            .unwrap();
+        let later = {
+            let store = store.clone();
+            tokio::spawn(async move { fill(&store, site, 3).await })
+        };
+        until_blocked_by(&store, holder).await;
+        assert_eq!(
+            store.read_all(Position::START, 10).await.unwrap().len(),
+            1,
+            "nothing past the held position is visible while it is held"
+        );
+        assert!(
+            !later.is_finished(),
+            "the later append waits for the held one"
+        );
+        sqlx::raw_sql("COMMIT").execute(&mut *held).await.unwrap();
+        later
+    });
     later.await.unwrap();
     let positions: Vec<i64> = store
         .read_all(Position::START, 10)
@@ -162,5 +196,6 @@ async fn an_append_that_holds_the_log_keeps_later_ones_from_being_seen_first(db:
         .iter()
         .map(|e| e.position.0)
         .collect();
-    assert_eq!(positions, [1, 2, 3, 4]);
+    assert_eq!(positions, [1, 2, 3, 4, 5]);
+    assert_eq!(subscriber.await.unwrap(), [1, 2, 3, 4, 5]);
 }

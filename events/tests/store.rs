@@ -72,13 +72,25 @@ async fn an_append_that_waits_for_the_log_head_holds_no_position_meanwhile(db: &
     };
     let outcome = crm_events::on_pool!(store.database(), |pool| {
         let mut conn = pool.acquire().await.unwrap();
+        let holder: Option<i32> = if postgres {
+            Some(
+                sqlx::query_scalar("SELECT pg_backend_pid()")
+                    .fetch_one(&mut *conn)
+                    .await
+                    .unwrap(),
+            )
+        } else {
+            None
+        };
         sqlx::raw_sql(&format!("{other}; {take_head};"))
             .execute(&mut *conn)
             .await
             .unwrap();
         let mine = mine();
-        // This store's one-statement append is now waiting for the head.
-        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        // This store's one-statement append is now waiting for the head (as
+        // PostgreSQL reports it; SQLite's write lock was taken before the append).
+        until_blocked_by(&store, holder).await;
+        assert!(!mine.is_finished());
         sqlx::raw_sql(&format!("{copy_last}; {move_head}; COMMIT;"))
             .execute(&mut *conn)
             .await

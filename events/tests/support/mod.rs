@@ -77,3 +77,31 @@ pub async fn exec(store: &EventStore, sql: &str) -> Result<u64, sqlx::Error> {
             .map(|r| r.rows_affected()),
     }
 }
+
+/// Returns once some session of the database is waiting for a lock that the
+/// session `holder` holds, as PostgreSQL itself reports it; panics if none does
+/// within 30 seconds. On SQLite (`holder` is `None`) there is no outside view of a
+/// waiting writer, and it returns at once.
+pub async fn until_blocked_by(store: &EventStore, holder: Option<i32>) {
+    let (crm_events::Database::Postgres(pool), Some(holder)) = (store.database(), holder) else {
+        return;
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let waiting: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM pg_stat_activity WHERE $1 = ANY(pg_blocking_pids(pid))",
+        )
+        .bind(holder)
+        .fetch_one(pool)
+        .await
+        .unwrap();
+        if waiting > 0 {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no session came to wait for the held lock"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+}

@@ -1011,7 +1011,29 @@ async fn incremental_rebuilt_and_independently_folded_projections_agree(db: &Tes
         expected.sessions.len() > 10 && expected.leads.len() > 50,
         "the history exercised the projections"
     );
-    assert_same(&read_back(&app, &sites).await, &expected);
+    let projected = read_back(&app, &sites).await;
+    assert_same(&projected, &expected);
+    // Which positions each session changed, from what the test did alone.
+    let mut as_made: BTreeMap<uuid::Uuid, Vec<i64>> = projected
+        .sessions
+        .keys()
+        .map(|id| (*id, Vec::new()))
+        .collect();
+    for m in &made {
+        if let Some(session) = m.session {
+            as_made
+                .get_mut(&session)
+                .expect("a session the test started is listed")
+                .extend(m.before + 1..=m.after);
+        }
+    }
+    for (id, session) in &projected.sessions {
+        assert_eq!(
+            session["changed_positions"],
+            json!(as_made[id]),
+            "the positions changed in session {id}"
+        );
+    }
     let folded = audit_folded_independently(app.store()).await;
     assert!(folded.len() > 3_000, "{} changes", folded.len());
     assert_same_changes(&audit_read_back(&app, &sites).await, &folded);

@@ -8,9 +8,9 @@ use crm_events::ids::SiteId;
 use crm_events::{EventStore, StoreError};
 use crm_projections::Projector;
 
-use crate::app::{App, Clock};
-use crate::domain::input::UserInput;
-use crate::domain::values::{Email, Password, PersonName, SiteName};
+use crm::app::{App, Clock};
+use crm::domain::input::UserInput;
+use crm::domain::values::{Email, Password, PersonName, SiteName};
 use indicatif::{ProgressBar, ProgressStyle};
 
 /// Event-sourced CRM core with an audited "Log in as user".
@@ -218,7 +218,7 @@ enum CliError {
     #[error("{0}")]
     Usage(String),
     #[error("{0}")]
-    App(#[from] crate::app::AppError),
+    App(#[from] crm::app::AppError),
     #[error("{0}")]
     Io(#[from] std::io::Error),
     #[error("{0}")]
@@ -588,7 +588,7 @@ async fn serve(
     // where the last round stopped.
     let chain = app.watch_chain(CHAIN_INTERVAL);
     let digests = signs.then(|| app.watch_digests(proof.interval));
-    let router = crate::http::router(crate::http::AppState { app: app.clone() });
+    let router = crm::http::router(crm::http::AppState { app: app.clone() });
     // The peer's address counts failed sign-ins per client.
     let service = router.into_make_service_with_connect_info::<std::net::SocketAddr>();
     axum::serve(listener, service)
@@ -641,7 +641,7 @@ async fn export(
 ) -> Result<ExitCode, CliError> {
     use futures_util::StreamExt;
     use std::io::Write;
-    let format = crate::export::Format::parse(format)
+    let format = crm::export::Format::parse(format)
         .ok_or_else(|| CliError::Usage(format!("--format {format}: csv or ndjson")))?;
     let key = match &signed {
         Some((_, key)) => Some(crm_events::digest::SigningKey::read(key)?),
@@ -664,12 +664,12 @@ async fn export(
     };
     if let (Some((path, _)), Some(key)) = (&signed, &key) {
         let (rows, sha256) =
-            crate::export::measure(store.database().clone(), site, filter.clone(), format)
+            crm::export::measure(store.database().clone(), site, filter.clone(), format)
                 .await
-                .map_err(crate::app::AppError::from)?;
-        let body = crate::export::ManifestBody {
+                .map_err(crm::app::AppError::from)?;
+        let body = crm::export::ManifestBody {
             site_id: site,
-            filter: crate::export::filter_params(&filter),
+            filter: crm::export::filter_params(&filter),
             format: format.name().to_owned(),
             up_to_position: up_to,
             rows,
@@ -678,14 +678,14 @@ async fn export(
             key_id: key.id().to_owned(),
         };
         let signature = key.sign(&body.canonical());
-        let manifest = crate::export::Manifest { body, signature };
+        let manifest = crm::export::Manifest { body, signature };
         let mut text = serde_json::to_string_pretty(&manifest).unwrap_or_default();
         text.push('\n');
         std::fs::write(path, text)?;
     }
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());
-    let mut chunks = Box::pin(crate::export::chunks(
+    let mut chunks = Box::pin(crm::export::chunks(
         store.database().clone(),
         site,
         filter,
@@ -693,7 +693,7 @@ async fn export(
     ));
     let gone = |error: &std::io::Error| error.kind() == std::io::ErrorKind::BrokenPipe;
     while let Some(chunk) = chunks.next().await {
-        match out.write_all(&chunk.map_err(crate::app::AppError::from)?) {
+        match out.write_all(&chunk.map_err(crm::app::AppError::from)?) {
             // The reader stopped reading: nothing more to do.
             Err(error) if gone(&error) => return Ok(ExitCode::SUCCESS),
             other => other?,
@@ -808,11 +808,9 @@ async fn verify_digests(
 fn verify_export(file: &Path, manifest: &Path, key: &Path) -> Result<ExitCode, CliError> {
     let key = crm_events::digest::PublicKey::read(key)?;
     let bytes = std::fs::read(file)?;
-    let manifest: crate::export::Manifest =
-        serde_json::from_str(&std::fs::read_to_string(manifest)?).map_err(|e| {
-            CliError::Usage(format!("{}: not a manifest ({e})", manifest.display()))
-        })?;
-    match crate::export::verify_export(&bytes, &manifest, &key) {
+    let manifest: crm::export::Manifest = serde_json::from_str(&std::fs::read_to_string(manifest)?)
+        .map_err(|e| CliError::Usage(format!("{}: not a manifest ({e})", manifest.display())))?;
+    match crm::export::verify_export(&bytes, &manifest, &key) {
         Ok(summary) => {
             say!("{summary}");
             Ok(ExitCode::SUCCESS)

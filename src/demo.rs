@@ -3,9 +3,9 @@
 use crm_events::catalog::values::{Channel, Direction, Role, Stage, TemplateKind};
 use crm_events::ids::CorrelationId;
 
-use crate::app::{App, AppError, RequestContext};
-use crate::domain::lead::NewLead;
-use crate::domain::values::{
+use crm::app::{App, AppError, RequestContext};
+use crm::domain::lead::NewLead;
+use crm::domain::values::{
     DueAt, Email, LeadSource, NoteBody, Password, PersonName, Phone, SiteName, Summary, Tags,
     TaskTitle, TemplateBody, TemplateName, TemplateSubject,
 };

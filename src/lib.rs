@@ -15,15 +15,13 @@
 //!   of each aggregate.
 //! - [`app`]: sessions and the command service (load, authorize, decide, append).
 //! - [`http`]: the HTTP API (axum), one module per resource, and its OpenAPI document.
-//! - [`bench`]: `crm bench`, the core measured against its database's best.
-//! - [`cli`]: the `crm` command line; [`demo`]: the demo site of `crm serve --demo`.
+//! - The `crm` binary (`src/main.rs`): the command line, the demo site of
+//!   `crm serve --demo` and `crm bench`, the core measured against its database's
+//!   best; none of them is part of this library.
 //!
 //! Dependencies point one way: this crate -> projections -> events.
 
 pub mod app;
-pub mod bench;
-pub mod cli;
-pub mod demo;
 pub mod domain;
 pub mod export;
 pub mod http;

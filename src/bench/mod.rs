@@ -7,28 +7,24 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use chrono::Utc;
-use crm_events::catalog::impersonation::{ImpersonationEnded, ImpersonationStarted};
-use crm_events::catalog::lead::*;
-use crm_events::catalog::values::{Channel, Direction, EndReason, Stage};
-use crm_events::ids::{
-    CommunicationId, CorrelationId, ImpersonationId, LeadId, NoteId, SiteId, TaskId, UserId,
-};
-use crm_events::{
-    on_pool, DomainEvent, EventStore, ExpectedVersion, FieldChange, Metadata, Position,
-    StreamAppend, StreamKey, StreamType,
-};
+use crm_events::catalog::values::Stage;
+use crm_events::ids::LeadId;
+use crm_events::{on_pool, EventStore, Position};
 use crm_projections::audit_trail::{self, ChangeFilter};
 use crm_projections::lead_manager::{self, LeadFilter, LeadSort, Owner};
 use crm_projections::Projector;
 use futures_util::StreamExt;
-use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::app::{App, AppError, Clock, RequestContext};
-use crate::domain::lead::LeadEdit;
-use crate::domain::values::{Email, Password, PersonName, SiteName};
+use crm::app::{App, AppError, Clock, RequestContext};
+use crm::domain::lead::LeadEdit;
+use crm::domain::values::PersonName;
+
+mod history;
+mod http;
+
+use history::{create_sites, fill, invalid, BenchSite};
+use http::http_lead_pages;
 
 /// Everything `crm bench --json` reports.
 #[derive(Debug, Clone, Serialize)]
@@ -56,16 +52,6 @@ pub struct Report {
     pub peak_rss_mb: f64,
     pub command_vs_raw: f64,
     pub rebuild_vs_scan: f64,
-}
-
-const AGENTS_PER_SITE: usize = 10;
-const PASSWORD: &str = "bench-password";
-
-/// One site of the benchmark: its agents' and admins' contexts.
-struct BenchSite {
-    id: SiteId,
-    admins: Vec<RequestContext>,
-    agents: Vec<(RequestContext, String)>,
 }
 
 /// Runs the whole benchmark on the (empty) database at `url`.
@@ -140,244 +126,6 @@ pub async fn run(url: &str, events: u64, phase: Duration) -> Result<Report, AppE
         command_vs_raw: command_per_s / raw_insert_per_s,
         rebuild_vs_scan: rebuild_per_s / raw_scan_per_s,
     })
-}
-
-fn invalid(field: &'static str) -> impl Fn(String) -> AppError {
-    move |why| AppError::invalid(field, why)
-}
-
-/// One site per 50,000 events (at least one), each with an owner, two admins, ten
-/// agents and an auditor who can sign in.
-async fn create_sites(store: &EventStore, events: u64) -> Result<Vec<BenchSite>, AppError> {
-    let app = App::start(store.clone(), Clock::system()).await?;
-    let count = (events / 50_000).max(1);
-    let mut sites = Vec::new();
-    for s in 0..count {
-        let domain = format!("site{s}.bench.example");
-        let created = app
-            .create_site(
-                SiteName::parse(&format!("Bench Realty {s}")).map_err(invalid("name"))?,
-                PersonName::parse("Owner").map_err(invalid("name"))?,
-                Email::parse(&format!("owner@{domain}")).map_err(invalid("email"))?,
-                Password::parse(PASSWORD).map_err(invalid("password"))?,
-            )
-            .await?;
-        let operator = app.operator(created.site_id);
-        let mut people = vec![
-            ("admin1", crm_events::catalog::values::Role::Admin),
-            ("admin2", crm_events::catalog::values::Role::Admin),
-        ];
-        people.extend(
-            (1..=AGENTS_PER_SITE).map(|_| ("agent", crm_events::catalog::values::Role::Agent)),
-        );
-        let mut site = BenchSite {
-            id: created.site_id,
-            admins: Vec::new(),
-            agents: Vec::new(),
-        };
-        for (i, (who, role)) in people.into_iter().enumerate() {
-            let email = format!("{who}{i}@{domain}");
-            app.create_user(
-                &operator,
-                PersonName::parse(&format!("{who} {i}")).map_err(invalid("name"))?,
-                Email::parse(&email).map_err(invalid("email"))?,
-                role,
-                Password::parse(PASSWORD).map_err(invalid("password"))?,
-            )
-            .await?;
-            let (token, ctx) = app
-                .login(&email, PASSWORD, CorrelationId::generate())
-                .await?;
-            if role == crm_events::catalog::values::Role::Admin {
-                site.admins.push(ctx);
-            } else {
-                site.agents.push((ctx, token));
-            }
-        }
-        sites.push(site);
-    }
-    Ok(sites)
-}
-
-/// Appends about `events` events: leads with edits, stage changes, tags, notes, tasks
-/// and communications, a fifth of them worked by an admin logged in as the agent.
-/// The projections are folded afterwards by the (measured) rebuild.
-async fn fill(store: &EventStore, sites: &[BenchSite], events: u64) -> Result<(), AppError> {
-    let bar = ProgressBar::new(events);
-    bar.set_style(
-        ProgressStyle::with_template("filling [{bar:40}] {pos}/{len} events, {per_sec}, eta {eta}")
-            .unwrap_or_else(|_| ProgressStyle::default_bar())
-            .progress_chars("=> "),
-    );
-    let appended = Arc::new(AtomicU64::new(store.head().await?.0 as u64));
-    let workers = 32;
-    let mut tasks = Vec::new();
-    for worker in 0..workers {
-        let store = store.clone();
-        let appended = appended.clone();
-        let bar = bar.clone();
-        let plan: Vec<(SiteId, UserId, Vec<UserId>)> = sites
-            .iter()
-            .map(|s| {
-                (
-                    s.id,
-                    s.agents[worker % s.agents.len()].0.actor(),
-                    s.admins.iter().map(|a| a.actor()).collect(),
-                )
-            })
-            .collect();
-        tasks.push(tokio::spawn(async move {
-            let mut k: u64 = worker as u64;
-            while appended.load(Ordering::Relaxed) < events {
-                let (site, agent, admins) = &plan[(k as usize) % plan.len()];
-                let admin = admins[(k as usize) % admins.len()];
-                let n = lead_history(&store, *site, *agent, admin, k).await?;
-                bar.set_position(appended.fetch_add(n, Ordering::Relaxed) + n);
-                k += workers as u64;
-            }
-            Ok::<_, AppError>(())
-        }));
-    }
-    for task in tasks {
-        task.await
-            .map_err(|e| AppError::Conflict(format!("a fill task failed: {e}")))??;
-    }
-    bar.finish_and_clear();
-    Ok(())
-}
-
-/// One lead's history; returns how many events it appended.
-async fn lead_history(
-    store: &EventStore,
-    site: SiteId,
-    agent: UserId,
-    admin: UserId,
-    k: u64,
-) -> Result<u64, AppError> {
-    let lead = LeadId::generate();
-    let stream = StreamKey::new(StreamType::Lead, lead.as_uuid());
-    let stages = Stage::ALL;
-    let mut events: Vec<DomainEvent> = vec![LeadCreated {
-        name: format!("Lead {k}"),
-        email: Some(format!("lead{k}@example.com")),
-        phone: Some(format!("+1 555 {:04}", k % 10_000)),
-        source: Some("zillow".into()),
-        stage: Stage::New,
-        tags: vec!["buyer".into()],
-        assigned_agent_id: Some(agent),
-    }
-    .into()];
-    let mut stage = Stage::New;
-    for step in 0..(4 + k % 8) {
-        events.push(match step % 6 {
-            0 => {
-                let to = stages[((k + step) % stages.len() as u64) as usize];
-                let changed = LeadStageChanged { from: stage, to };
-                stage = to;
-                if changed.from == changed.to {
-                    LeadTagAdded {
-                        tag: format!("t{step}"),
-                    }
-                    .into()
-                } else {
-                    changed.into()
-                }
-            }
-            1 => LeadNoteAdded {
-                note_id: NoteId::generate(),
-                body: "Called, left a voicemail about the listing.".into(),
-            }
-            .into(),
-            2 => LeadTaskCreated {
-                task_id: TaskId::generate(),
-                title: "Follow up".into(),
-                due_at: Utc::now() + chrono::Duration::days((k % 30) as i64),
-            }
-            .into(),
-            3 => LeadCommunicationLogged {
-                communication_id: CommunicationId::generate(),
-                channel: Channel::Call,
-                direction: Direction::Outbound,
-                summary: "Talked about financing".into(),
-            }
-            .into(),
-            4 => LeadFieldsUpdated {
-                changes: vec![FieldChange::new(
-                    "phone",
-                    format!("+1 555 {:04}", k % 10_000),
-                    format!("+1 555 {:04}", (k + step) % 10_000),
-                )],
-            }
-            .into(),
-            _ => LeadTagAdded {
-                tag: format!("tag{step}"),
-            }
-            .into(),
-        });
-    }
-    let append = |events: &[DomainEvent], stream, expected| StreamAppend {
-        site_id: site,
-        stream,
-        expected,
-        events: events.iter().map(DomainEvent::to_new_event).collect(),
-    };
-    let mut count = events.len() as u64;
-    if k % 5 == 0 {
-        // An admin logs in as the agent and does the follow-ups.
-        let session = ImpersonationId::generate();
-        let session_stream = StreamKey::new(StreamType::Impersonation, session.as_uuid());
-        let as_admin = Metadata {
-            actor_id: admin,
-            subject_id: agent,
-            impersonation_id: Some(session),
-            ..Metadata::acting_as_self(admin)
-        };
-        let start: DomainEvent = ImpersonationStarted {
-            admin_id: admin,
-            subject_id: agent,
-            reason: Some("Clean up the pipeline".into()),
-            expires_at: Utc::now() + chrono::Duration::minutes(60),
-        }
-        .into();
-        store
-            .append(
-                append(&events[..1], stream, ExpectedVersion::NoStream),
-                Metadata::acting_as_self(agent),
-            )
-            .await?;
-        store
-            .append(
-                append(&[start], session_stream, ExpectedVersion::NoStream),
-                as_admin.clone(),
-            )
-            .await?;
-        store
-            .append(
-                append(&events[1..], stream, ExpectedVersion::Exact(1)),
-                as_admin.clone(),
-            )
-            .await?;
-        let end: DomainEvent = ImpersonationEnded {
-            end_reason: EndReason::Returned,
-            ended_at: Utc::now(),
-        }
-        .into();
-        store
-            .append(
-                append(&[end], session_stream, ExpectedVersion::Exact(1)),
-                as_admin,
-            )
-            .await?;
-        count += 2;
-    } else {
-        store
-            .append(
-                append(&events, stream, ExpectedVersion::NoStream),
-                Metadata::acting_as_self(agent),
-            )
-            .await?;
-    }
-    Ok(count)
 }
 
 /// Settles the database after a bulk write, as it is in service: PostgreSQL's
@@ -522,13 +270,13 @@ fn stage_change(i: usize) -> LeadEdit {
 
 /// A new lead of `ctx`'s, with only a name.
 async fn new_lead(app: &App, ctx: &RequestContext, name: &str) -> Result<LeadId, AppError> {
-    let new = crate::domain::lead::NewLead {
+    let new = crm::domain::lead::NewLead {
         name: PersonName::parse(name).map_err(invalid("name"))?,
         email: None,
         phone: None,
         source: None,
         stage: Stage::New,
-        tags: crate::domain::values::Tags::default(),
+        tags: crm::domain::values::Tags::default(),
         assigned_agent_id: None,
     };
     Ok(app.create_lead(ctx, new).await?.0)
@@ -683,74 +431,16 @@ async fn lead_pages(app: &App, sites: &[BenchSite]) -> Result<(f64, f64), AppErr
     Ok(percentiles(samples))
 }
 
-/// `GET /api/leads` from 16 concurrent HTTP clients against a real server on
-/// loopback: p99 in ms.
-async fn http_lead_pages(app: &App, sites: &[BenchSite]) -> Result<f64, AppError> {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .map_err(io)?;
-    let addr = listener.local_addr().map_err(io)?;
-    let router = crate::http::router(crate::http::AppState { app: app.clone() });
-    let server = tokio::spawn(async move { axum::serve(listener, router).await });
-    let tokens: Vec<String> = sites
-        .iter()
-        .flat_map(|s| s.agents.iter().map(|(_, t)| t.clone()))
-        .collect();
-    let clients = (0..16).map(|c| {
-        let token = tokens[c % tokens.len()].clone();
-        tokio::spawn(async move {
-            let mut samples = Vec::new();
-            for i in 0..40 {
-                let sort = ["-updated_at", "name", "next_task_due_at"][i % 3];
-                let started = Instant::now();
-                get(addr, &format!("/api/leads?sort={sort}&limit=50"), &token).await?;
-                samples.push(started.elapsed().as_secs_f64() * 1_000.0);
-            }
-            Ok::<_, std::io::Error>(samples)
-        })
-    });
-    let mut samples = Vec::new();
-    for client in futures_util::future::join_all(clients).await {
-        samples.extend(
-            client
-                .map_err(|e| AppError::Conflict(e.to_string()))?
-                .map_err(io)?,
-        );
-    }
-    server.abort();
-    Ok(percentiles(samples).1)
-}
-
-fn io(error: std::io::Error) -> AppError {
-    AppError::Store(crm_events::StoreError::Unavailable(sqlx::Error::Io(error)))
-}
-
-/// One HTTP/1.1 GET; fails unless the answer is 200.
-async fn get(addr: std::net::SocketAddr, path: &str, token: &str) -> Result<(), std::io::Error> {
-    let mut stream = tokio::net::TcpStream::connect(addr).await?;
-    let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {token}\r\nConnection: close\r\n\r\n");
-    stream.write_all(request.as_bytes()).await?;
-    let mut answer = Vec::new();
-    stream.read_to_end(&mut answer).await?;
-    if answer.starts_with(b"HTTP/1.1 200") {
-        Ok(())
-    } else {
-        Err(std::io::Error::other(
-            String::from_utf8_lossy(&answer[..answer.len().min(200)]).into_owned(),
-        ))
-    }
-}
-
 /// Every site's whole audit trail through the CSV export, page by page, into a sink:
 /// the export's memory must stay flat however long the trail.
 async fn export_everything(app: &App, sites: &[BenchSite]) -> Result<(), AppError> {
     for site in sites {
         let db = app.store().database().clone();
-        let mut chunks = Box::pin(crate::export::chunks(
+        let mut chunks = Box::pin(crm::export::chunks(
             db,
             site.id,
             ChangeFilter::default(),
-            crate::export::Format::Csv,
+            crm::export::Format::Csv,
         ));
         while let Some(chunk) = chunks.next().await {
             std::hint::black_box(chunk?);

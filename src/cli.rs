@@ -384,7 +384,7 @@ async fn run(cli: Cli) -> Result<ExitCode, CliError> {
                         .join("; "),
                 )
             })?;
-            app.site_view(&app.operator(site)).await?;
+            app.site_row(&app.operator(site)).await?;
             let (user, _) = app
                 .create_user(&app.operator(site), name, email, role, password)
                 .await?;

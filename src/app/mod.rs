@@ -11,6 +11,7 @@
 
 pub mod accounts;
 mod aggregates;
+pub mod audit;
 pub mod chain;
 pub mod clock;
 pub mod context;
@@ -19,8 +20,10 @@ pub mod error;
 pub mod impersonation;
 pub mod leads;
 pub mod reads;
+pub mod responses;
 mod sessions;
 pub mod settings;
+pub mod streams;
 pub mod throttle;
 
 use std::sync::Arc;
@@ -48,6 +51,13 @@ pub const SESSION_LIFETIME: Duration = Duration::hours(12);
 pub struct Written {
     pub position: Position,
     pub version: u64,
+}
+
+/// What `/healthz` reports.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Health {
+    pub head: Position,
+    pub chain: ChainStatus,
 }
 
 /// The command service.
@@ -84,6 +94,33 @@ impl App {
     #[must_use]
     pub fn store(&self) -> &EventStore {
         &self.store
+    }
+
+    /// How the server is: the log's head (the database answers) and the hash
+    /// chain as last checked.
+    ///
+    /// # Errors
+    /// [`AppError::Store`] when the database does not answer.
+    pub async fn health(&self) -> Result<Health, AppError> {
+        let head = self.store.head().await?;
+        Ok(Health {
+            head,
+            chain: self.chain_status(),
+        })
+    }
+
+    /// Whether the caller may do `action` at all: asked before a request's body
+    /// is read, so that a refusal is answered before a complaint about the body.
+    /// Every command and read checks again.
+    ///
+    /// # Errors
+    /// [`AppError::Forbidden`], [`AppError::ImpersonationForbidden`].
+    pub fn may(
+        &self,
+        ctx: &RequestContext,
+        action: crate::domain::policy::Action,
+    ) -> Result<(), AppError> {
+        Ok(crate::domain::policy::authorize(&ctx.caller, action)?)
     }
 
     /// A context for the operator (the command line) acting on `site` with the

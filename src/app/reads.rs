@@ -4,8 +4,8 @@
 use std::collections::BTreeMap;
 
 use crm_events::catalog::values::Role;
-use crm_events::ids::{ImpersonationId, LeadId, SiteId, UserId};
-use crm_projections::audit_trail::{self, Change, ChangeFilter, Session, SessionFilter};
+use crm_events::ids::{CommunicationId, LeadId, NoteId, SiteId, TaskId, TemplateId, UserId};
+use crm_projections::audit_trail::{self, Session};
 use crm_projections::lead_manager::{
     self, Communication, Lead, LeadFilter, LeadSort, Note, Owner, Task,
 };
@@ -29,6 +29,15 @@ pub struct ListedUser {
     pub can_impersonate: bool,
     /// Why not, when not.
     pub cannot_impersonate_because: Option<String>,
+}
+
+/// Who is signed in: the user acted as, the human acting, and the "Log in as
+/// user" session they are in, if any.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Me {
+    pub user: UserRow,
+    pub actor: UserRow,
+    pub impersonation: Option<Session>,
 }
 
 /// What the Lead Manager lists.
@@ -60,14 +69,6 @@ pub struct LeadDetail {
     pub communications: Vec<Communication>,
 }
 
-/// A session with every change made in it.
-#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
-pub struct SessionDetail {
-    #[serde(flatten)]
-    pub session: Session,
-    pub changes: Vec<Change>,
-}
-
 fn rules_of(site: &SiteRow) -> ImpersonationRules {
     ImpersonationRules {
         enabled: site.impersonation_enabled,
@@ -87,15 +88,44 @@ fn view_of(user: &UserRow) -> UserView {
 }
 
 impl App {
-    /// The caller's site as the projections hold it.
+    /// The caller's site and its "Log in as user" rules (owners and admins).
     ///
     /// # Errors
-    /// [`AppError::NotFound`] when it is not projected (yet).
-    pub async fn site_view(&self, ctx: &RequestContext) -> Result<SiteRow, AppError> {
+    /// [`AppError::Forbidden`]; [`AppError::NotFound`] when it is not projected
+    /// (yet).
+    pub async fn site_row(&self, ctx: &RequestContext) -> Result<SiteRow, AppError> {
+        authorize(&ctx.caller, Action::ReadSiteSettings)?;
+        self.projected_site(ctx).await
+    }
+
+    /// The caller's site as the projections hold it.
+    async fn projected_site(&self, ctx: &RequestContext) -> Result<SiteRow, AppError> {
         self.settle().await?;
         users::site(self.store.database(), ctx.site())
             .await?
             .ok_or(AppError::NotFound("site"))
+    }
+
+    /// Who is signed in, as whom, in which session.
+    ///
+    /// # Errors
+    /// [`AppError::NotFound`] for a user not projected (yet).
+    pub async fn me(&self, ctx: &RequestContext) -> Result<Me, AppError> {
+        let db = self.settled().await?;
+        let user = |id| async move {
+            users::get(db, ctx.site(), id)
+                .await?
+                .ok_or(AppError::NotFound("user"))
+        };
+        let impersonation = match ctx.impersonation() {
+            None => None,
+            Some(id) => audit_trail::session(db, ctx.site(), id).await?,
+        };
+        Ok(Me {
+            user: user(ctx.subject()).await?,
+            actor: user(ctx.actor()).await?,
+            impersonation,
+        })
     }
 
     /// The site's users, by name, each with "may the caller log in as this user".
@@ -110,7 +140,7 @@ impl App {
     ) -> Result<Page<ListedUser>, AppError> {
         authorize(&ctx.caller, Action::ReadUsers)?;
         // The site's read settles the projections for the list too.
-        let rules = rules_of(&self.site_view(ctx).await?);
+        let rules = rules_of(&self.projected_site(ctx).await?);
         let page = users::list(self.store.database(), ctx.site(), cursor, limit).await?;
         Ok(Page {
             items: page
@@ -173,9 +203,25 @@ impl App {
         ctx: &RequestContext,
         id: LeadId,
     ) -> Result<LeadDetail, AppError> {
-        self.settle().await?;
-        authorize(&ctx.caller, Action::WorkOwnLeads)?;
+        let lead = self.lead_row(ctx, id).await?;
         let db = self.store.database();
+        Ok(LeadDetail {
+            notes: lead_manager::notes(db, id).await?,
+            tasks: lead_manager::tasks(db, id).await?,
+            communications: lead_manager::communications(db, id).await?,
+            lead,
+        })
+    }
+
+    /// One lead the subject may see, as the Lead Manager lists it (what a write
+    /// to it answers with).
+    ///
+    /// # Errors
+    /// [`AppError::NotFound`] for a lead that does not exist, is archived, or is not
+    /// the subject's to see.
+    pub async fn lead_row(&self, ctx: &RequestContext, id: LeadId) -> Result<Lead, AppError> {
+        let db = self.settled().await?;
+        authorize(&ctx.caller, Action::WorkOwnLeads)?;
         let lead = lead_manager::get(db, id)
             .await?
             .ok_or(AppError::NotFound("lead"))?;
@@ -187,12 +233,89 @@ impl App {
         if !visible || lead.archived {
             return Err(AppError::NotFound("lead"));
         }
-        Ok(LeadDetail {
-            notes: lead_manager::notes(db, id).await?,
-            tasks: lead_manager::tasks(db, id).await?,
-            communications: lead_manager::communications(db, id).await?,
-            lead,
-        })
+        Ok(lead)
+    }
+
+    /// One note of a lead the subject may see.
+    ///
+    /// # Errors
+    /// [`AppError::NotFound`].
+    pub async fn note(
+        &self,
+        ctx: &RequestContext,
+        lead: LeadId,
+        id: NoteId,
+    ) -> Result<Note, AppError> {
+        self.lead_row(ctx, lead).await?;
+        lead_manager::notes(self.store.database(), lead)
+            .await?
+            .into_iter()
+            .find(|n| n.id == id.as_uuid())
+            .ok_or(AppError::NotFound("note"))
+    }
+
+    /// One task of a lead the subject may see.
+    ///
+    /// # Errors
+    /// [`AppError::NotFound`].
+    pub async fn task(
+        &self,
+        ctx: &RequestContext,
+        lead: LeadId,
+        id: TaskId,
+    ) -> Result<Task, AppError> {
+        self.lead_row(ctx, lead).await?;
+        lead_manager::tasks(self.store.database(), lead)
+            .await?
+            .into_iter()
+            .find(|t| t.id == id.as_uuid())
+            .ok_or(AppError::NotFound("task"))
+    }
+
+    /// One communication logged on a lead the subject may see.
+    ///
+    /// # Errors
+    /// [`AppError::NotFound`].
+    pub async fn communication(
+        &self,
+        ctx: &RequestContext,
+        lead: LeadId,
+        id: CommunicationId,
+    ) -> Result<Communication, AppError> {
+        self.lead_row(ctx, lead).await?;
+        lead_manager::communications(self.store.database(), lead)
+            .await?
+            .into_iter()
+            .find(|c| c.id == id.as_uuid())
+            .ok_or(AppError::NotFound("communication"))
+    }
+
+    /// One of the subject's templates.
+    ///
+    /// # Errors
+    /// [`AppError::NotFound`].
+    pub async fn template(
+        &self,
+        ctx: &RequestContext,
+        id: TemplateId,
+    ) -> Result<Template, AppError> {
+        let db = self.settled().await?;
+        authorize(&ctx.caller, Action::ReadOwnSettings)?;
+        settings_view::template(db, ctx.subject(), id)
+            .await?
+            .ok_or(AppError::NotFound("template"))
+    }
+
+    /// One user of the caller's site (owners, admins, auditors).
+    ///
+    /// # Errors
+    /// [`AppError::Forbidden`] for agents; [`AppError::NotFound`].
+    pub async fn user_row(&self, ctx: &RequestContext, id: UserId) -> Result<UserRow, AppError> {
+        let db = self.settled().await?;
+        authorize(&ctx.caller, Action::ReadUsers)?;
+        users::get(db, ctx.site(), id)
+            .await?
+            .ok_or(AppError::NotFound("user"))
     }
 
     /// The subject's settings, every key (defaults where never set), and the version.
@@ -243,95 +366,5 @@ impl App {
     ) -> Result<Page<notifications::Notification>, AppError> {
         self.settle().await?;
         Ok(notifications::list(self.store.database(), ctx.subject(), cursor, limit).await?)
-    }
-
-    /// "Who logged in as me": the sessions in which someone acted as the caller.
-    ///
-    /// # Errors
-    /// [`AppError::ImpersonationForbidden`] while impersonating; a bad cursor.
-    pub async fn impersonations_of_me(
-        &self,
-        ctx: &RequestContext,
-        cursor: Option<&str>,
-        limit: u32,
-    ) -> Result<Page<Session>, AppError> {
-        self.settle().await?;
-        authorize(&ctx.caller, Action::ReadOwnImpersonations)?;
-        let filter = SessionFilter {
-            subject_id: Some(ctx.actor()),
-            ..SessionFilter::default()
-        };
-        Ok(
-            audit_trail::sessions(self.store.database(), ctx.site(), &filter, cursor, limit)
-                .await?,
-        )
-    }
-
-    /// The site's impersonation sessions (owners, admins, auditors).
-    ///
-    /// # Errors
-    /// [`AppError::Forbidden`], [`AppError::ImpersonationForbidden`]; a bad cursor.
-    pub async fn audit_sessions(
-        &self,
-        ctx: &RequestContext,
-        filter: &SessionFilter,
-        cursor: Option<&str>,
-        limit: u32,
-    ) -> Result<Page<Session>, AppError> {
-        self.settle().await?;
-        authorize(&ctx.caller, Action::ReadAudit)?;
-        Ok(audit_trail::sessions(self.store.database(), ctx.site(), filter, cursor, limit).await?)
-    }
-
-    /// One session with its changes: for owners, admins and auditors, and for the
-    /// agent it was about (transparency: what changed on my account).
-    ///
-    /// # Errors
-    /// [`AppError::NotFound`] for another site's session or one the caller may not
-    /// read.
-    pub async fn audit_session(
-        &self,
-        ctx: &RequestContext,
-        id: ImpersonationId,
-    ) -> Result<SessionDetail, AppError> {
-        self.settle().await?;
-        if ctx.caller.is_impersonating() {
-            // Refused whatever the session, before looking for it.
-            authorize(&ctx.caller, Action::ReadAudit)?;
-        }
-        let db = self.store.database();
-        let session = audit_trail::session(db, ctx.site(), id)
-            .await?
-            .ok_or(AppError::NotFound("impersonation"))?;
-        let about_me = session.subject_id == ctx.actor().as_uuid();
-        match authorize(&ctx.caller, Action::ReadAudit) {
-            Ok(()) => {}
-            Err(_) if about_me && authorize(&ctx.caller, Action::ReadOwnImpersonations).is_ok() => {
-            }
-            Err(refusal @ crate::domain::policy::Refusal::ImpersonationForbidden(_)) => {
-                return Err(refusal.into())
-            }
-            Err(_) => return Err(AppError::NotFound("impersonation")),
-        }
-        Ok(SessionDetail {
-            changes: audit_trail::session_changes(db, id).await?,
-            session,
-        })
-    }
-
-    /// The site's changes, filtered (owners, admins, auditors).
-    ///
-    /// # Errors
-    /// [`AppError::Forbidden`], [`AppError::ImpersonationForbidden`]; a bad cursor.
-    pub async fn audit_changes(
-        &self,
-        ctx: &RequestContext,
-        filter: &ChangeFilter,
-        cursor: Option<&str>,
-        limit: u32,
-    ) -> Result<Page<Change>, AppError> {
-        self.settle().await?;
-        authorize(&ctx.caller, Action::ReadAudit)?;
-        Ok(audit_trail::changes(self.store.database(), ctx.site(), filter, cursor, limit).await?)
     }
 }

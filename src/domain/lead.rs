@@ -464,4 +464,45 @@ mod tests {
         );
         assert_eq!(applied(lead, &events).assigned_agent_id, Some(to));
     }
+
+    /// A changed source is what the next edit compares with; a tag the log adds
+    /// again (an event written twice by an import, say) is held once.
+    #[test]
+    fn the_fold_keeps_the_source_as_changed_and_each_tag_once() {
+        let source = |s: &str| Some(Some(LeadSource::parse(s).unwrap()));
+        let to_referral = LeadEdit {
+            source: source("referral"),
+            ..LeadEdit::default()
+        };
+        let events = edit(&lead(), to_referral.clone()).unwrap();
+        let lead = applied(lead(), &events);
+        assert_eq!(lead.source.as_deref(), Some("referral"));
+        assert_eq!(edit(&lead, to_referral).unwrap(), []);
+
+        let again = LeadTagAdded { tag: "vip".into() }.into();
+        let lead = applied(lead, &[again]);
+        assert_eq!(lead.tags, ["buyer", "vip"]);
+    }
+
+    #[test]
+    fn a_communication_is_logged_as_given_and_never_on_an_archived_lead() {
+        let id = CommunicationId::generate();
+        let summary = || Summary::parse("Left a message").unwrap();
+        let events =
+            log_communication(&lead(), id, Channel::Call, Direction::Outbound, summary()).unwrap();
+        assert_eq!(
+            events,
+            [DomainEvent::from(LeadCommunicationLogged {
+                communication_id: id,
+                channel: Channel::Call,
+                direction: Direction::Outbound,
+                summary: "Left a message".into(),
+            })]
+        );
+        let archived = applied(lead(), &archive(&lead()).unwrap());
+        assert_eq!(
+            log_communication(&archived, id, Channel::Text, Direction::Inbound, summary()),
+            Err(LeadRejection::Archived)
+        );
+    }
 }

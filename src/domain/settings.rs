@@ -544,4 +544,138 @@ mod tests {
             Err(SettingsRejection::TemplateNotFound)
         );
     }
+
+    #[test]
+    fn an_email_signature_is_at_most_2000_characters() {
+        let signature = |n: usize| json!("é".repeat(n));
+        assert_eq!(
+            SettingKey::EmailSignature.parse_value(&signature(2_000)),
+            Ok(signature(2_000))
+        );
+        assert!(SettingKey::EmailSignature
+            .parse_value(&signature(2_001))
+            .is_err());
+    }
+
+    #[test]
+    fn every_key_is_listed_with_its_value_or_its_default() {
+        let mut settings = Settings::default();
+        let all = settings.all();
+        assert_eq!(all.len(), SettingKey::ALL.len());
+        for key in SettingKey::ALL {
+            assert_eq!(all[key.as_str()], key.default_value(), "{}", key.as_str());
+        }
+        for e in change(
+            &settings,
+            SettingsChange::parse(&object(json!({"timezone": "Europe/Paris"}))).unwrap(),
+        ) {
+            settings.apply(&e);
+        }
+        assert_eq!(settings.all()["timezone"], json!("Europe/Paris"));
+        assert_eq!(
+            settings.all()["email_signature"],
+            SettingKey::EmailSignature.default_value()
+        );
+    }
+
+    /// What the fold of an edit holds is what the next edit compares with: a
+    /// renamed template renamed to the same name again, or given the subject it
+    /// now has, changes nothing.
+    #[test]
+    fn a_template_edit_is_compared_with_the_template_as_last_edited() {
+        let mut settings = Settings::default();
+        let id = TemplateId::generate();
+        let subject = |s: &str| TemplateSubject::parse(s).unwrap();
+        for e in create_template(
+            id,
+            TemplateKind::Email,
+            TemplateName::parse("Intro").unwrap(),
+            Some(subject("Hello")),
+            TemplateBody::parse("Hi").unwrap(),
+        )
+        .unwrap()
+        {
+            settings.apply(&e);
+        }
+        let edit = || TemplateEdit {
+            name: Some(TemplateName::parse("Welcome").unwrap()),
+            subject: Some(subject("Welcome!")),
+            ..TemplateEdit::default()
+        };
+        let events = update_template(&settings, id, edit()).unwrap();
+        let DomainEvent::TemplateUpdated(e) = &events[0] else {
+            panic!()
+        };
+        assert_eq!(
+            e.changes,
+            [
+                FieldChange::new("name", "Intro", "Welcome"),
+                FieldChange::new("subject", "Hello", "Welcome!"),
+            ]
+        );
+        settings.apply(&events[0]);
+        assert_eq!(update_template(&settings, id, edit()).unwrap(), []);
+        // The same subject on an email template is no change; any subject on a
+        // text template is refused.
+        let same_subject = TemplateEdit {
+            subject: Some(subject("Welcome!")),
+            ..TemplateEdit::default()
+        };
+        assert_eq!(update_template(&settings, id, same_subject).unwrap(), []);
+        let text = TemplateId::generate();
+        for e in create_template(
+            text,
+            TemplateKind::Text,
+            TemplateName::parse("Ping").unwrap(),
+            None,
+            TemplateBody::parse("Hi").unwrap(),
+        )
+        .unwrap()
+        {
+            settings.apply(&e);
+        }
+        let with_subject = TemplateEdit {
+            subject: Some(subject("Hey")),
+            ..TemplateEdit::default()
+        };
+        assert!(matches!(
+            update_template(&settings, text, with_subject),
+            Err(SettingsRejection::Invalid(_))
+        ));
+        let body_only = TemplateEdit {
+            body: Some(TemplateBody::parse("Hello").unwrap()),
+            ..TemplateEdit::default()
+        };
+        assert_eq!(
+            update_template(&settings, text, body_only).unwrap().len(),
+            1
+        );
+    }
+
+    #[test]
+    fn a_template_write_with_a_stale_version_is_refused_with_the_current_one() {
+        let mut settings = Settings::default();
+        let id = TemplateId::generate();
+        assert_eq!(
+            expect_template_version(&settings, id, None),
+            Err(SettingsRejection::TemplateNotFound)
+        );
+        for e in create_template(
+            id,
+            TemplateKind::Text,
+            TemplateName::parse("Ping").unwrap(),
+            None,
+            TemplateBody::parse("Hi").unwrap(),
+        )
+        .unwrap()
+        {
+            settings.apply(&e);
+        }
+        assert_eq!(expect_template_version(&settings, id, None), Ok(()));
+        assert_eq!(expect_template_version(&settings, id, Some(1)), Ok(()));
+        assert_eq!(
+            expect_template_version(&settings, id, Some(2)),
+            Err(SettingsRejection::Stale { actual: 1 })
+        );
+    }
 }

@@ -175,4 +175,37 @@ mod tests {
         .validate()
         .is_err());
     }
+
+    #[test]
+    fn every_rule_folds_from_its_change_and_any_duration_in_range_is_accepted() {
+        let mut site = Site::created(&SiteCreated {
+            name: "Demo Realty".into(),
+        });
+        let edit = SiteSettingsEdit {
+            enabled: Some(false),
+            max_minutes: Some(MAX_IMPERSONATION_MINUTES),
+            reason_required: Some(false),
+            notify_subject: Some(true),
+        };
+        for event in change_settings(&site, edit.validate().unwrap()) {
+            site.apply(&event);
+        }
+        assert_eq!(
+            site.rules,
+            ImpersonationRules {
+                enabled: false,
+                max_minutes: MAX_IMPERSONATION_MINUTES,
+                reason_required: false,
+                notify_subject: true
+            }
+        );
+        assert_eq!(change_settings(&site, edit), []);
+        for minutes in [None, Some(1), Some(60)] {
+            let edit = SiteSettingsEdit {
+                max_minutes: minutes,
+                ..Default::default()
+            };
+            assert_eq!(edit.validate(), Ok(edit));
+        }
+    }
 }

@@ -262,4 +262,38 @@ mod tests {
             Err(UserRejection::OtherSite)
         );
     }
+
+    #[test]
+    fn the_owner_makes_admins_and_every_change_folds_into_the_user() {
+        let site = SiteId::generate();
+        let owner = user(Role::Owner, site);
+        let mut agent = user(Role::Agent, site);
+        for event in change_role(&owner.view(), &agent, Role::Admin).unwrap() {
+            agent.apply(&event);
+        }
+        assert_eq!(agent.role, Role::Admin);
+        for event in set_active(&owner.view(), &agent, false).unwrap() {
+            agent.apply(&event);
+        }
+        for event in set_active(&owner.view(), &agent, true).unwrap() {
+            agent.apply(&event);
+        }
+        assert!(agent.active);
+        assert_eq!(set_active(&owner.view(), &agent, true).unwrap(), []);
+
+        let same = Email::parse("X@Example.com").unwrap();
+        assert_eq!(change_email(&agent, &same), []);
+        let new = Email::parse("dana@example.com").unwrap();
+        let events = change_email(&agent, &new);
+        assert_eq!(
+            events,
+            [DomainEvent::from(UserEmailChanged {
+                from: "x@example.com".into(),
+                to: "dana@example.com".into(),
+            })]
+        );
+        agent.apply(&events[0]);
+        assert_eq!(agent.email, "dana@example.com");
+        assert_eq!(change_email(&agent, &new), []);
+    }
 }

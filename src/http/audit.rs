@@ -2,8 +2,6 @@
 //! sessions, a session's changes, all changes filtered, streamed exports, and the
 //! hash chain's verification.
 
-use std::collections::hash_map::{Entry, HashMap};
-
 use axum::body::Body as ResponseBody;
 use axum::extract::State;
 use axum::http::{header, HeaderValue};
@@ -11,22 +9,19 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use chrono::{DateTime, Utc};
 use crm_events::ids::{ImpersonationId, UserId};
-use crm_projections::audit_trail::{Change, ChangeFilter, Session, SessionFilter};
+use crm_projections::audit_trail::{Change, ChangeFilter, SessionFilter};
 use crm_projections::query::Order;
-use crm_projections::users;
-use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
 
-use super::bodies::{List, SessionBody, SessionDetailBody, User};
+use super::bodies::{List, SessionBody, SessionDetailBody};
 use super::error::{ApiError, ApiResult, Problem};
 use super::extract::{Auth, Path, Query};
 use super::AppState;
-use crate::app::RequestContext;
-use crate::domain::policy::{authorize, Action};
+use crate::app::audit::{SessionView, Verification};
 use crate::export::Format;
 
 pub fn router() -> OpenApiRouter<AppState> {
@@ -78,39 +73,15 @@ async fn list_sessions(
         .app
         .audit_sessions(&ctx, &filter, q.cursor.as_deref(), limit)
         .await?;
-    Ok(Json(with_people(&state, &ctx, page).await?))
+    Ok(Json(listed(page)))
 }
 
-/// A page of sessions, each with its admin and subject as users.
-pub(super) async fn with_people(
-    state: &AppState,
-    ctx: &RequestContext,
-    page: crm_projections::Page<Session>,
-) -> ApiResult<List<SessionBody>> {
-    // The page comes from a read that settled the projections already, and a
-    // session's people were projected before it.
-    let db = state.app.store().database();
-    let mut known: HashMap<Uuid, User> = HashMap::new();
-    let mut items = Vec::with_capacity(page.items.len());
-    for session in page.items {
-        for id in [session.admin_id, session.subject_id] {
-            if let Entry::Vacant(slot) = known.entry(id) {
-                let user = users::get(db, ctx.site(), UserId::from_uuid(id))
-                    .await?
-                    .ok_or_else(|| ApiError::not_found("user"))?;
-                slot.insert(User::from(user));
-            }
-        }
-        items.push(SessionBody {
-            admin: known[&session.admin_id].clone(),
-            subject: known[&session.subject_id].clone(),
-            session,
-        });
-    }
-    Ok(List {
-        items,
+/// A page of sessions as the API shows them.
+pub(super) fn listed(page: crm_projections::Page<SessionView>) -> List<SessionBody> {
+    List {
+        items: page.items.into_iter().map(SessionBody::from).collect(),
         next_cursor: page.next_cursor,
-    })
+    }
 }
 
 /// One session and every change made in it (before -> after).
@@ -123,13 +94,8 @@ async fn get_session(
     Path(id): Path<ImpersonationId>,
 ) -> ApiResult<Json<SessionDetailBody>> {
     let detail = state.app.audit_session(&ctx, id).await?;
-    let page = crm_projections::Page {
-        items: vec![detail.session],
-        next_cursor: None,
-    };
-    let mut listed = with_people(&state, &ctx, page).await?;
     Ok(Json(SessionDetailBody {
-        session: listed.items.remove(0),
+        session: SessionBody::from(detail.session),
         changes: detail.changes,
     }))
 }
@@ -234,22 +200,10 @@ async fn export_changes(
     Auth(ctx): Auth,
     Query(q): Query<ChangesQuery>,
 ) -> ApiResult<Response> {
-    authorize(&ctx.caller, Action::ReadAudit).map_err(crate::app::AppError::from)?;
-    let (filter, format) = export_of(&state, &q).await?;
-    let up_to = filter.up_to.unwrap_or(0);
-    let chunks = crate::export::chunks(
-        state.app.store().database().clone(),
-        ctx.site(),
-        filter,
-        format,
-    )
-    .map(|chunk| {
-        chunk.map_err(|error| {
-            tracing::error!(%error, "audit export stopped");
-            std::io::Error::other("the export could not be completed")
-        })
-    });
-    let chunks = while_allowed(state.app.clone(), ctx, chunks);
+    let (filter, format) = export_of(&q)?;
+    let export = state.app.audit_export(&ctx, filter, format).await?;
+    let up_to = export.up_to;
+    let chunks = export.bytes;
     let csv = format == Format::Csv;
     let (content_type, extension) = if csv {
         ("text/csv; charset=utf-8", "csv")
@@ -268,102 +222,15 @@ async fn export_changes(
     Ok(response)
 }
 
-/// An export's filter, with its `up_to` (the head unless given; never past it),
-/// once the projections have folded that far; and its format.
-pub(super) async fn export_of(
-    state: &AppState,
-    q: &ChangesQuery,
-) -> ApiResult<(ChangeFilter, Format)> {
+/// An export's filter (in log order unless asked otherwise) and format.
+pub(super) fn export_of(q: &ChangesQuery) -> ApiResult<(ChangeFilter, Format)> {
     let format = match q.format.as_deref() {
         None => Format::Csv,
         Some(name) => {
             Format::parse(name).ok_or_else(|| ApiError::invalid("format", "csv or ndjson"))?
         }
     };
-    let head = state
-        .app
-        .store()
-        .head()
-        .await
-        .map_err(crate::app::AppError::from)?;
-    let up_to = q.up_to.unwrap_or(head.0);
-    if up_to < 0 || up_to > head.0 {
-        return Err(ApiError::invalid(
-            "up_to",
-            format!("a position from 0 to the head ({})", head.0),
-        ));
-    }
-    state.app.settle().await?;
-    let mut filter = q.filter(Order::OldestFirst)?;
-    filter.up_to = Some(up_to);
-    Ok((filter, format))
-}
-
-/// The export's pages for as long as the session that asked may read the audit
-/// trail: re-checked before each page is read, and while a page goes out, before
-/// each piece of it once [`super::events::RECHECK`] has passed since the last
-/// check (a slow client takes its time over a large page). Once the session ended
-/// or lost the right, the transfer stops short with an error and the log says
-/// why; no later page is read.
-fn while_allowed(
-    app: crate::app::App,
-    ctx: crate::app::RequestContext,
-    chunks: impl futures_util::Stream<Item = Result<Vec<u8>, std::io::Error>> + Send + 'static,
-) -> impl futures_util::Stream<Item = Result<Vec<u8>, std::io::Error>> + Send + 'static {
-    /// The most one piece of a page holds.
-    const PIECE: usize = 64 * 1024;
-    async_stream::stream! {
-        let mut chunks = std::pin::pin!(chunks);
-        let mut checked: Option<std::time::Instant> = None;
-        'pages: loop {
-            if let Err(stop) = still_allowed(&app, &ctx, &mut checked, true).await {
-                yield Err(stop);
-                break;
-            }
-            let page = match chunks.next().await {
-                Some(Ok(page)) => page,
-                Some(Err(error)) => {
-                    yield Err(error);
-                    break;
-                }
-                None => break,
-            };
-            for piece in page.chunks(PIECE) {
-                if let Err(stop) = still_allowed(&app, &ctx, &mut checked, false).await {
-                    yield Err(stop);
-                    break 'pages;
-                }
-                yield Ok(piece.to_vec());
-            }
-        }
-    }
-}
-
-/// Whether the export may go on: checked when `now` is asked for, or once
-/// [`super::events::RECHECK`] has passed since the last check.
-async fn still_allowed(
-    app: &crate::app::App,
-    ctx: &crate::app::RequestContext,
-    checked: &mut Option<std::time::Instant>,
-    now: bool,
-) -> Result<(), std::io::Error> {
-    if !now && checked.is_some_and(|at| at.elapsed() < super::events::RECHECK) {
-        return Ok(());
-    }
-    *checked = Some(std::time::Instant::now());
-    let ended = match app.why_reading_ends(ctx, Action::ReadAudit).await {
-        Ok(None) => return Ok(()),
-        Ok(Some(reason)) => reason,
-        Err(error) => {
-            tracing::error!(%error, "audit export: the session could not be checked");
-            "unavailable"
-        }
-    };
-    tracing::warn!(
-        reason = ended,
-        "audit export stopped: the session may no longer read it"
-    );
-    Err(std::io::Error::other(format!("the export ended: {ended}")))
+    Ok((q.filter(Order::OldestFirst)?, format))
 }
 
 /// The result of verifying the site's hash chain.
@@ -389,26 +256,18 @@ pub struct VerifyBody {
 #[utoipa::path(get, path = "/api/audit/verify", tag = "audit", security(("bearer" = [])),
     responses((status = 200, body = VerifyBody), (status = 401, body = Problem), (status = 403, body = Problem)))]
 async fn verify_log(State(state): State<AppState>, Auth(ctx): Auth) -> ApiResult<Json<VerifyBody>> {
-    authorize(&ctx.caller, Action::ReadAudit).map_err(crate::app::AppError::from)?;
-    let report = state.app.store().verify(Some(ctx.site())).await?;
-    if !report.ok {
-        // The server's own watch hears of it too (/healthz, X-Chain-Intact).
-        state.app.note_chain(&report, 0).await;
-    }
-    let head = state
-        .app
-        .store()
-        .chain_heads(Some(ctx.site()))
-        .await?
-        .into_iter()
-        .next();
-    let digests = state.app.check_digests(ctx.site()).await?;
+    let Verification {
+        report,
+        checked_at,
+        head,
+        digests,
+    } = state.app.verify_site(&ctx).await?;
     Ok(Json(VerifyBody {
         ok: report.ok && digests.as_ref().is_none_or(|d| d.ok),
         events_checked: report.events_checked,
         first_bad_position: report.first_bad_position.map(|p| p.0),
         problem: report.problem,
-        checked_at: Utc::now(),
+        checked_at,
         head_position: head.map(|h| h.last_position.0),
         head_hash: head.map(|h| hex::encode(h.last_hash)),
         digests,

@@ -66,6 +66,16 @@ pub struct SessionDetailBody {
     pub changes: Vec<crm_projections::audit_trail::Change>,
 }
 
+impl From<crate::app::audit::SessionView> for SessionBody {
+    fn from(view: crate::app::audit::SessionView) -> Self {
+        Self {
+            session: view.session,
+            admin: User::from(view.admin),
+            subject: User::from(view.subject),
+        }
+    }
+}
+
 /// The impersonation a session is in.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
 pub struct ImpersonationInfo {

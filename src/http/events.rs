@@ -23,7 +23,7 @@ use super::bodies::List;
 use super::error::{ApiError, ApiResult, Problem};
 use super::extract::{Auth, Query};
 use super::AppState;
-use crate::domain::policy::{authorize, Action};
+use crate::app::streams::Followed;
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -101,14 +101,9 @@ async fn list_events(
     Auth(ctx): Auth,
     Query(q): Query<EventsQuery>,
 ) -> ApiResult<Json<List<Envelope>>> {
-    authorize(&ctx.caller, Action::ReadEvents).map_err(crate::app::AppError::from)?;
     let after = Position(q.after.unwrap_or(0).max(0));
     let limit = crm_projections::query::clamp_limit(q.limit);
-    let events = state
-        .app
-        .store()
-        .read_site(ctx.site(), after, limit)
-        .await?;
+    let events = state.app.site_events(&ctx, after, limit).await?;
     let next_cursor = (events.len() == limit as usize)
         .then(|| events.last().map(|e| e.position.0.to_string()))
         .flatten();
@@ -140,7 +135,6 @@ async fn stream_events(
     headers: HeaderMap,
     Query(q): Query<StreamQuery>,
 ) -> ApiResult<impl IntoResponse> {
-    authorize(&ctx.caller, Action::ReadEvents).map_err(crate::app::AppError::from)?;
     let resume = match headers.get("last-event-id") {
         None => None,
         Some(value) => Some(
@@ -157,91 +151,24 @@ async fn stream_events(
         ),
     };
     let after = Position(resume.or(q.after).unwrap_or(0).max(0));
-    let events = live_events(state.app, ctx, after).map(Ok::<_, Infallible>);
+    let events = state
+        .app
+        .follow_site_events(ctx, after)?
+        .map(|followed| Ok::<_, Infallible>(sse_event(followed)));
     Ok(Sse::new(events).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
 }
 
-/// How often an open stream re-checks its session when no event comes.
-pub const RECHECK: Duration = Duration::from_secs(5);
-
-/// The site's events after `after`, for as long as the session that opened the
-/// stream may read them: it is re-checked before any event appended after the
-/// last check goes out, and every [`RECHECK`]. Once the session ended (sign-out,
-/// expiry, deactivation), logged in as someone or lost the right, the stream
-/// says why (`event: end`, `data: {"reason": …}`) and ends; no event appended
-/// after that moment reaches it.
-fn live_events(
-    app: crate::app::App,
-    ctx: crate::app::RequestContext,
-    after: Position,
-) -> impl futures_util::Stream<Item = Event> + Send + 'static {
-    let site = ctx.site();
-    async_stream::stream! {
-        let mut events = std::pin::pin!(app.store().subscribe(after));
-        // Events up to here were appended before the last check found the
-        // session allowed: they may go out.
-        let mut cleared = Position::START;
-        let mut recheck = tokio::time::interval(RECHECK);
-        recheck.tick().await;
-        loop {
-            let next = tokio::select! {
-                next = events.next() => next,
-                _ = recheck.tick() => {
-                    match allowed_until(&app, &ctx).await {
-                        Ok(head) => cleared = head,
-                        Err(end) => { yield end; break; }
-                    }
-                    continue;
-                }
-            };
-            match next {
-                Some(Ok(event)) => {
-                    if event.position > cleared {
-                        match allowed_until(&app, &ctx).await {
-                            Ok(head) => cleared = head,
-                            Err(end) => { yield end; break; }
-                        }
-                    }
-                    if event.site_id == site {
-                        yield envelope_event(event);
-                    }
-                }
-                Some(Err(error)) => {
-                    tracing::error!(%error, "event stream interrupted");
-                    yield Event::default()
-                        .event("error")
-                        .data("the stream was interrupted; reconnect with Last-Event-ID");
-                    break;
-                }
-                None => break,
-            }
-        }
-    }
-}
-
-/// The log's head, read before the session is found still allowed to read
-/// events: every event up to it was appended before any revocation that comes
-/// after the check. Else the stream's last event, saying why it ends.
-async fn allowed_until(
-    app: &crate::app::App,
-    ctx: &crate::app::RequestContext,
-) -> Result<Position, Event> {
-    let ended = |reason: &str| {
-        Event::default()
+/// One frame of the stream: an event (`id:` its position, `event:` its type,
+/// `data:` its envelope), or the stream's end and why.
+fn sse_event(followed: Followed) -> Event {
+    match followed {
+        Followed::Event(event) => envelope_event(*event),
+        Followed::Ended(reason) => Event::default()
             .event("end")
-            .data(serde_json::json!({ "reason": reason }).to_string())
-    };
-    let head = app.store().head().await.map_err(|error| {
-        tracing::error!(%error, "event stream: the database did not answer");
-        ended("unavailable")
-    })?;
-    match app.why_reading_ends(ctx, Action::ReadEvents).await {
-        Ok(None) => Ok(head),
-        Ok(Some(reason)) => Err(ended(reason)),
-        Err(error) => {
-            tracing::error!(%error, "event stream: the session could not be checked");
-            Err(ended("unavailable"))
-        }
+            .data(serde_json::json!({ "reason": reason }).to_string()),
+        Followed::Interrupted => Event::default()
+            .event("error")
+            .data("the stream was interrupted; reconnect with Last-Event-ID"),
     }
 }
 

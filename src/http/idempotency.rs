@@ -14,8 +14,6 @@ use axum::extract::{Request, State};
 use axum::http::{header, HeaderValue, Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use chrono::Utc;
-use crm_events::on_pool;
 use sha2::{Digest, Sha256};
 
 use super::error::ApiError;
@@ -23,6 +21,7 @@ use axum::extract::FromRequestParts;
 
 use super::extract::{bearer, Auth, Fingerprint};
 use super::{AppState, MAX_BODY_BYTES};
+use crate::app::responses::KeptResponse;
 use crate::app::token_hash;
 
 /// Responses are small JSON documents; a larger one is not kept.
@@ -61,9 +60,8 @@ pub(super) async fn replay_or_record(
     hasher.update(&bytes);
     let fingerprint: [u8; 32] = hasher.finalize().into();
 
-    let db = state.app.store().database();
-    let found = match find(db, &token, &key).await {
-        Err(error) => return ApiError::from(crm_events::StoreError::from(error)).into_response(),
+    let found = match state.app.kept_response(&token, &key).await {
+        Err(error) => return ApiError::from(error).into_response(),
         Ok(found) => found,
     };
     // An answer from before is given only to a session that may still make the
@@ -81,7 +79,7 @@ pub(super) async fn replay_or_record(
             )
             .into_response();
         }
-        Some(first) if first.status != RESERVED => return first.into_response(),
+        Some(first) if !first.is_reserved() => return replayed(first),
         // The first attempt committed; its answer was never kept.
         Some(_) => true,
         None => false,
@@ -103,13 +101,13 @@ pub(super) async fn replay_or_record(
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
-    let kept = Kept {
+    let kept = KeptResponse {
         fingerprint,
         status: parts.status.as_u16(),
         content_type,
         body: bytes.to_vec(),
     };
-    if let Err(error) = keep(db, &token, &key, &kept).await {
+    if let Err(error) = state.app.keep_response(&token, &key, &kept).await {
         tracing::warn!(%error, "could not keep the response of an idempotent request");
     }
     if replay {
@@ -120,81 +118,18 @@ pub(super) async fn replay_or_record(
     Response::from_parts(parts, Body::from(bytes))
 }
 
-/// The status of a key reserved by the append that committed its request, whose
-/// answer is not kept (yet).
-const RESERVED: u16 = 0;
-
-/// A stored answer: fingerprint, status, content type, body.
-type KeptRow = (Vec<u8>, i64, Option<String>, Vec<u8>);
-
-struct Kept {
-    fingerprint: [u8; 32],
-    status: u16,
-    content_type: Option<String>,
-    body: Vec<u8>,
-}
-
-impl IntoResponse for Kept {
-    fn into_response(self) -> Response {
-        let status = StatusCode::from_u16(self.status).unwrap_or(StatusCode::OK);
-        let mut response = (status, self.body).into_response();
-        if let Some(value) = self
-            .content_type
-            .and_then(|c| HeaderValue::from_str(&c).ok())
-        {
-            response.headers_mut().insert(header::CONTENT_TYPE, value);
-        }
-        response
-            .headers_mut()
-            .insert("idempotent-replayed", HeaderValue::from_static("true"));
-        response
+/// A kept answer, given again.
+fn replayed(kept: KeptResponse) -> Response {
+    let status = StatusCode::from_u16(kept.status).unwrap_or(StatusCode::OK);
+    let mut response = (status, kept.body).into_response();
+    if let Some(value) = kept
+        .content_type
+        .and_then(|c| HeaderValue::from_str(&c).ok())
+    {
+        response.headers_mut().insert(header::CONTENT_TYPE, value);
     }
-}
-
-async fn find(
-    db: &crm_events::Database,
-    token: &[u8; 32],
-    key: &str,
-) -> Result<Option<Kept>, sqlx::Error> {
-    let row: Option<KeptRow> = on_pool!(db, |pool| {
-        sqlx::query_as(
-        "SELECT fingerprint, status, content_type, body FROM http_idempotency WHERE token_hash = $1 AND key = $2"
-    )
-    .bind(token.as_slice())
-    .bind(key)
-    .fetch_optional(pool)
-    .await?
-    });
-    Ok(row.map(|(fingerprint, status, content_type, body)| Kept {
-        fingerprint: fingerprint.as_slice().try_into().unwrap_or([0; 32]),
-        status: u16::try_from(status).unwrap_or(200),
-        content_type,
-        body,
-    }))
-}
-
-async fn keep(
-    db: &crm_events::Database,
-    token: &[u8; 32],
-    key: &str,
-    kept: &Kept,
-) -> Result<(), sqlx::Error> {
-    on_pool!(db, |pool| {
-        sqlx::query(
-        "INSERT INTO http_idempotency (token_hash, key, fingerprint, status, content_type, body, created_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (token_hash, key) DO UPDATE \
-         SET status = excluded.status, content_type = excluded.content_type, body = excluded.body \
-         WHERE http_idempotency.status = 0"
-    )
-    .bind(token.as_slice())
-    .bind(key)
-    .bind(kept.fingerprint.as_slice())
-    .bind(i64::from(kept.status))
-    .bind(kept.content_type.as_deref())
-    .bind(kept.body.as_slice())
-    .bind(Utc::now())
-    .execute(pool)
-    .await
-    .map(drop)
-    })
+    response
+        .headers_mut()
+        .insert("idempotent-replayed", HeaderValue::from_static("true"));
+    response
 }

@@ -6,7 +6,7 @@ use axum::http::StatusCode;
 use axum::response::Response;
 use crm_events::catalog::values::Stage;
 use crm_events::ids::{LeadId, TaskId, UserId};
-use crm_projections::lead_manager::{self, Communication, Lead, LeadSort, Note, Task};
+use crm_projections::lead_manager::{Communication, Lead, LeadSort, Note, Task};
 use serde::Deserialize;
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
@@ -95,12 +95,6 @@ async fn list_leads(
     ))
 }
 
-async fn lead_body(state: &AppState, id: LeadId) -> ApiResult<Lead> {
-    lead_manager::get(state.app.settled().await?, id)
-        .await?
-        .ok_or_else(|| ApiError::not_found("lead"))
-}
-
 fn lead_written(lead: Lead, status: StatusCode, at: Written) -> Response {
     let version = lead.version;
     written(status, lead, at.position, Some(version))
@@ -117,7 +111,7 @@ async fn create_lead(
     let new = body.parse().map_err(ApiError::validation)?;
     let (id, at) = state.app.create_lead(&ctx, new).await?;
     Ok(lead_written(
-        lead_body(&state, id).await?,
+        state.app.lead_row(&ctx, id).await?,
         StatusCode::CREATED,
         at,
     ))
@@ -152,7 +146,7 @@ async fn update_lead(
     let edit = body.parse().map_err(ApiError::validation)?;
     let at = state.app.edit_lead(&ctx, id, edit, if_match).await?;
     Ok(lead_written(
-        lead_body(&state, id).await?,
+        state.app.lead_row(&ctx, id).await?,
         StatusCode::OK,
         at,
     ))
@@ -197,7 +191,7 @@ async fn assign_lead(
         .assign_lead(&ctx, id, body.agent_id, if_match)
         .await?;
     Ok(lead_written(
-        lead_body(&state, id).await?,
+        state.app.lead_row(&ctx, id).await?,
         StatusCode::OK,
         at,
     ))
@@ -215,11 +209,7 @@ async fn add_note(
 ) -> ApiResult<Response> {
     let text = body.parse().map_err(ApiError::validation)?;
     let (note, at) = state.app.add_note(&ctx, id, text).await?;
-    let notes = lead_manager::notes(state.app.settled().await?, id).await?;
-    let note = notes
-        .into_iter()
-        .find(|n| n.id == note.as_uuid())
-        .ok_or_else(|| ApiError::not_found("note"))?;
+    let note = state.app.note(&ctx, id, note).await?;
     Ok(written(StatusCode::CREATED, note, at.position, None))
 }
 
@@ -237,16 +227,10 @@ async fn create_task(
     let (task, at) = state.app.create_task(&ctx, id, title, due).await?;
     Ok(written(
         StatusCode::CREATED,
-        task_body(&state, task).await?,
+        state.app.task(&ctx, id, task).await?,
         at.position,
         None,
     ))
-}
-
-async fn task_body(state: &AppState, id: TaskId) -> ApiResult<Task> {
-    lead_manager::task(state.app.settled().await?, id)
-        .await?
-        .ok_or_else(|| ApiError::not_found("task"))
 }
 
 /// Complete a task.
@@ -261,7 +245,7 @@ async fn complete_task(
     let at = state.app.complete_task(&ctx, id, task).await?;
     Ok(written(
         StatusCode::OK,
-        task_body(&state, task).await?,
+        state.app.task(&ctx, id, task).await?,
         at.position,
         None,
     ))
@@ -282,10 +266,6 @@ async fn log_communication(
         .app
         .log_communication(&ctx, id, channel, direction, summary)
         .await?;
-    let all = lead_manager::communications(state.app.settled().await?, id).await?;
-    let logged = all
-        .into_iter()
-        .find(|c| c.id == logged.as_uuid())
-        .ok_or_else(|| ApiError::not_found("communication"))?;
+    let logged = state.app.communication(&ctx, id, logged).await?;
     Ok(written(StatusCode::CREATED, logged, at.position, None))
 }

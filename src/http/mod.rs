@@ -136,9 +136,8 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
 /// `GET /healthz`: 200 when the database answers, `degraded` when the hash chain
 /// is broken (with the first bad position), 503 when the database does not answer.
 async fn health(State(state): State<AppState>) -> Response {
-    match state.app.store().head().await {
-        Ok(_) => {
-            let chain = state.app.chain_status();
+    match state.app.health().await {
+        Ok(crate::app::Health { chain, .. }) => {
             let status = if chain.ok { "ok" } else { "degraded" };
             Json(serde_json::json!({"status": status, "chain": chain})).into_response()
         }

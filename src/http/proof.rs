@@ -15,8 +15,7 @@ use super::bodies::List;
 use super::error::{ApiError, ApiResult, Problem};
 use super::extract::{Auth, Query};
 use super::AppState;
-use crate::domain::policy::{authorize, Action};
-use crate::export::{Manifest, ManifestBody};
+use crate::export::Manifest;
 use crm_projections::query::Order;
 
 pub fn router() -> OpenApiRouter<AppState> {
@@ -48,9 +47,7 @@ async fn list_digests(
     Auth(ctx): Auth,
     Query(q): Query<DigestsQuery>,
 ) -> ApiResult<Json<List<SignedDigest>>> {
-    authorize(&ctx.caller, Action::ReadAudit).map_err(crate::app::AppError::from)?;
-    let newest_first =
-        super::audit::order(q.order.as_deref(), Order::NewestFirst)? == Order::NewestFirst;
+    let order = super::audit::order(q.order.as_deref(), Order::NewestFirst)?;
     let after = match q.cursor.as_deref() {
         None => None,
         Some(cursor) => Some(
@@ -60,24 +57,11 @@ async fn list_digests(
         ),
     };
     let limit = crm_projections::query::clamp_limit(q.limit);
-    let mut items = state
+    let page = state
         .app
-        .store()
-        .digests_listed(
-            ctx.site(),
-            q.from_position.unwrap_or(0),
-            newest_first,
-            after,
-            limit + 1,
-        )
-        .await
-        .map_err(crate::app::AppError::from)?;
-    let more = items.len() > limit as usize;
-    items.truncate(limit as usize);
-    let next_cursor = more
-        .then(|| items.last().map(|d| d.body.seq.to_string()))
-        .flatten();
-    Ok(Json(List { items, next_cursor }))
+        .audit_digests(&ctx, q.from_position.unwrap_or(0), order, after, limit)
+        .await?;
+    Ok(Json(page.into()))
 }
 
 /// The key that signs digests and manifests.
@@ -99,11 +83,7 @@ async fn public_key(
     State(state): State<AppState>,
     Auth(ctx): Auth,
 ) -> ApiResult<Json<PublicKeyBody>> {
-    authorize(&ctx.caller, Action::ReadAudit).map_err(crate::app::AppError::from)?;
-    let key = state
-        .app
-        .public_key()
-        .ok_or_else(|| ApiError::not_found("signing key"))?;
+    let key = state.app.audit_public_key(&ctx)?;
     Ok(Json(PublicKeyBody {
         key_id: key.id().to_owned(),
         algorithm: "ed25519".into(),
@@ -123,33 +103,11 @@ async fn export_manifest(
     Auth(ctx): Auth,
     Query(q): Query<ChangesQuery>,
 ) -> ApiResult<Json<Manifest>> {
-    authorize(&ctx.caller, Action::ReadAudit).map_err(crate::app::AppError::from)?;
-    let key = state
-        .app
-        .public_key()
-        .ok_or_else(|| ApiError::not_found("signing key"))?;
-    let (filter, format) = super::audit::export_of(&state, &q).await?;
-    let up_to_position = filter.up_to.unwrap_or(0);
-    let (rows, sha256) = crate::export::measure(
-        state.app.store().database().clone(),
-        ctx.site(),
-        filter.clone(),
-        format,
-    )
-    .await
-    .map_err(crate::app::AppError::from)?;
-    let body = ManifestBody {
-        site_id: ctx.site(),
-        filter: crate::export::filter_params(&filter),
-        format: format.name().to_owned(),
-        up_to_position,
-        rows,
-        sha256,
-        signed_at: state.app.clock().now(),
-        key_id: key.id().to_owned(),
-    };
-    let Some((_, signature)) = state.app.sign(&body.canonical()) else {
-        return Err(ApiError::not_found("signing key"));
-    };
-    Ok(Json(Manifest { body, signature }))
+    let (filter, format) = super::audit::export_of(&q)?;
+    Ok(Json(
+        state
+            .app
+            .audit_export_manifest(&ctx, filter, format)
+            .await?,
+    ))
 }

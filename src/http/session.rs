@@ -5,9 +5,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::Response;
 use axum::Json;
-use crm_projections::audit_trail;
 use crm_projections::notifications::Notification;
-use crm_projections::users;
 use serde::Deserialize;
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
@@ -37,29 +35,16 @@ pub fn router() -> OpenApiRouter<AppState> {
 
 /// `me` for a request context, read from the projections.
 pub(super) async fn me_of(state: &AppState, ctx: &RequestContext) -> ApiResult<Me> {
-    let db = state.app.settled().await?;
-    let user = |id| async move {
-        users::get(db, ctx.site(), id)
-            .await
-            .map_err(ApiError::from)?
-            .map(User::from)
-            .ok_or_else(|| ApiError::not_found("user"))
-    };
-    let impersonation = match ctx.impersonation() {
-        None => None,
-        Some(id) => audit_trail::session(db, ctx.site(), id)
-            .await?
-            .map(|s| ImpersonationInfo {
-                id: s.id,
-                reason: s.reason,
-                started_at: s.started_at,
-                expires_at: s.expires_at,
-            }),
-    };
+    let me = state.app.me(ctx).await?;
     Ok(Me {
-        user: user(ctx.subject()).await?,
-        actor: user(ctx.actor()).await?,
-        impersonation,
+        user: User::from(me.user),
+        actor: User::from(me.actor),
+        impersonation: me.impersonation.map(|s| ImpersonationInfo {
+            id: s.id,
+            reason: s.reason,
+            started_at: s.started_at,
+            expires_at: s.expires_at,
+        }),
     })
 }
 
@@ -148,9 +133,7 @@ async fn list_my_impersonations(
         .app
         .impersonations_of_me(&ctx, page.cursor.as_deref(), page.limit())
         .await?;
-    Ok(Json(
-        super::audit::with_people(&state, &ctx, sessions).await?,
-    ))
+    Ok(Json(super::audit::listed(sessions)))
 }
 
 /// My notifications, newest first.
@@ -216,11 +199,9 @@ async fn change_my_password(
     Auth(ctx): Auth,
     Body(body): Body<PasswordBody>,
 ) -> ApiResult<Response> {
-    crate::domain::policy::authorize(
-        &ctx.caller,
-        crate::domain::policy::Action::ChangeOwnPassword,
-    )
-    .map_err(crate::app::AppError::from)?;
+    state
+        .app
+        .may(&ctx, crate::domain::policy::Action::ChangeOwnPassword)?;
     let new = Password::parse(&body.new_password)
         .map_err(|why| ApiError::invalid("new_password", why))?;
     let written = state

@@ -7,7 +7,7 @@ use axum::http::StatusCode;
 use axum::response::Response;
 use axum::Json;
 use crm_events::ids::TemplateId;
-use crm_projections::settings::{self as settings_view, Template};
+use crm_projections::settings::Template;
 use serde::Serialize;
 use serde_json::{Map, Value};
 use utoipa::ToSchema;
@@ -88,9 +88,7 @@ async fn template_body(
     ctx: &crate::app::RequestContext,
     id: TemplateId,
 ) -> ApiResult<Template> {
-    settings_view::template(state.app.settled().await?, ctx.subject(), id)
-        .await?
-        .ok_or_else(|| ApiError::not_found("template"))
+    Ok(state.app.template(ctx, id).await?)
 }
 
 /// Create a template (email templates need a subject; text ones have none).

@@ -5,7 +5,7 @@ use axum::http::StatusCode;
 use axum::response::Response;
 use axum::Json;
 use crm_events::ids::UserId;
-use crm_projections::users::{self, SiteRow};
+use crm_projections::users::SiteRow;
 use serde::Serialize;
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
@@ -16,7 +16,7 @@ use super::error::{ApiError, ApiResult, Problem};
 use super::extract::{Auth, Body, IfMatch, Path, Query};
 use super::{AppState, PageQuery};
 use crate::domain::input::{SiteSettingsPatch, UserInput, UserPatch};
-use crate::domain::policy::{authorize, Action};
+use crate::domain::policy::Action;
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -30,10 +30,7 @@ async fn user_body(
     ctx: &crate::app::RequestContext,
     id: UserId,
 ) -> ApiResult<User> {
-    users::get(state.app.settled().await?, ctx.site(), id)
-        .await?
-        .map(User::from)
-        .ok_or_else(|| ApiError::not_found("user"))
+    Ok(User::from(state.app.user_row(ctx, id).await?))
 }
 
 /// The site's users, by name, each with whether the caller may log in as them.
@@ -71,7 +68,7 @@ async fn create_user(
     Auth(ctx): Auth,
     Body(body): Body<UserInput>,
 ) -> ApiResult<Response> {
-    authorize(&ctx.caller, Action::ManageUsers).map_err(crate::app::AppError::from)?;
+    state.app.may(&ctx, Action::ManageUsers)?;
     let (name, email, role, password) = body.parse().map_err(ApiError::validation)?;
     let (user, written_at) = state
         .app
@@ -99,7 +96,7 @@ async fn update_user(
     IfMatch(if_match): IfMatch,
     Body(body): Body<UserPatch>,
 ) -> ApiResult<Response> {
-    authorize(&ctx.caller, Action::ManageUsers).map_err(crate::app::AppError::from)?;
+    state.app.may(&ctx, Action::ManageUsers)?;
     let (role, active) = body.parse().map_err(ApiError::validation)?;
     let (_, written_at) = state
         .app
@@ -141,8 +138,7 @@ impl From<SiteRow> for SiteSettings {
 #[utoipa::path(get, path = "/api/site/settings", tag = "users", security(("bearer" = [])),
     responses((status = 200, body = SiteSettings), (status = 401, body = Problem), (status = 403, body = Problem)))]
 async fn get_site_settings(State(state): State<AppState>, Auth(ctx): Auth) -> ApiResult<Response> {
-    authorize(&ctx.caller, Action::ReadSiteSettings).map_err(crate::app::AppError::from)?;
-    let settings = SiteSettings::from(state.app.site_view(&ctx).await?);
+    let settings = SiteSettings::from(state.app.site_row(&ctx).await?);
     let version = settings.version;
     Ok(versioned(settings, version))
 }
@@ -158,10 +154,10 @@ async fn update_site_settings(
     IfMatch(if_match): IfMatch,
     Body(body): Body<SiteSettingsPatch>,
 ) -> ApiResult<Response> {
-    authorize(&ctx.caller, Action::ChangeSiteSettings).map_err(crate::app::AppError::from)?;
+    state.app.may(&ctx, Action::ChangeSiteSettings)?;
     let edit = body.parse().map_err(ApiError::validation)?;
     let (_, written_at) = state.app.change_site_settings(&ctx, edit, if_match).await?;
-    let settings = SiteSettings::from(state.app.site_view(&ctx).await?);
+    let settings = SiteSettings::from(state.app.site_row(&ctx).await?);
     let version = settings.version;
     Ok(written(
         StatusCode::OK,

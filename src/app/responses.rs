@@ -1,0 +1,102 @@
+//! Answers kept for retries: a write sent with an `Idempotency-Key` reserves the
+//! key for its session in the append's own transaction
+//! ([`super::sessions`]), and its answer is kept once known, so that a retry
+//! gets the first answer back instead of acting twice.
+
+use chrono::Utc;
+use crm_events::on_pool;
+
+use super::{App, AppError};
+
+/// An answer kept for a session's key, or the key reserved by an append whose
+/// answer was not kept (yet).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeptResponse {
+    /// SHA-256 of the request (method, path and query, body): a retry must be
+    /// the same request.
+    pub fingerprint: [u8; 32],
+    /// The answer's status; [`KeptResponse::RESERVED`] while only reserved.
+    pub status: u16,
+    pub content_type: Option<String>,
+    pub body: Vec<u8>,
+}
+
+impl KeptResponse {
+    /// The status of a key reserved by the append that committed its request,
+    /// whose answer is not kept (yet).
+    pub const RESERVED: u16 = 0;
+
+    #[must_use]
+    pub fn is_reserved(&self) -> bool {
+        self.status == Self::RESERVED
+    }
+}
+
+/// A stored answer: fingerprint, status, content type, body.
+type KeptRow = (Vec<u8>, i64, Option<String>, Vec<u8>);
+
+impl App {
+    /// What the session (by its token's hash) kept under `key`, if anything.
+    ///
+    /// # Errors
+    /// Store failures.
+    pub async fn kept_response(
+        &self,
+        session: &[u8; 32],
+        key: &str,
+    ) -> Result<Option<KeptResponse>, AppError> {
+        let row: Option<KeptRow> = on_pool!(self.store.database(), |pool| {
+            sqlx::query_as(
+                "SELECT fingerprint, status, content_type, body FROM http_idempotency \
+                 WHERE token_hash = $1 AND key = $2",
+            )
+            .bind(session.as_slice())
+            .bind(key)
+            .fetch_optional(pool)
+            .await
+            .map_err(crm_events::StoreError::from)?
+        });
+        Ok(
+            row.map(|(fingerprint, status, content_type, body)| KeptResponse {
+                fingerprint: fingerprint.as_slice().try_into().unwrap_or([0; 32]),
+                status: u16::try_from(status).unwrap_or(200),
+                content_type,
+                body,
+            }),
+        )
+    }
+
+    /// Keeps the answer to the session's request under `key`, unless an answer
+    /// is kept there already (only a reservation is filled in).
+    ///
+    /// # Errors
+    /// Store failures.
+    pub async fn keep_response(
+        &self,
+        session: &[u8; 32],
+        key: &str,
+        kept: &KeptResponse,
+    ) -> Result<(), AppError> {
+        on_pool!(self.store.database(), |pool| {
+            sqlx::query(
+                "INSERT INTO http_idempotency \
+                 (token_hash, key, fingerprint, status, content_type, body, created_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (token_hash, key) DO UPDATE \
+                 SET status = excluded.status, content_type = excluded.content_type, \
+                 body = excluded.body WHERE http_idempotency.status = 0",
+            )
+            .bind(session.as_slice())
+            .bind(key)
+            .bind(kept.fingerprint.as_slice())
+            .bind(i64::from(kept.status))
+            .bind(kept.content_type.as_deref())
+            .bind(kept.body.as_slice())
+            .bind(Utc::now())
+            .execute(pool)
+            .await
+            .map(drop)
+            .map_err(crm_events::StoreError::from)?
+        });
+        Ok(())
+    }
+}

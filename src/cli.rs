@@ -9,8 +9,8 @@ use crm_events::{EventStore, StoreError};
 use crm_projections::Projector;
 
 use crm::app::{App, Clock};
-use crm::domain::input::UserInput;
 use crm::domain::values::{Email, Password, PersonName, SiteName};
+use crm::http::input::UserInput;
 use indicatif::{ProgressBar, ProgressStyle};
 
 /// Event-sourced CRM core with an audited "Log in as user".

@@ -3,8 +3,6 @@
 //! rejection). Nothing here does I/O.
 //!
 //! - [`values`]: names, emails, phones, tags, due dates, ... parsed once at the edge.
-//! - [`input`]: raw command input (request bodies, arguments) and its parsing into
-//!   those values, naming every bad field.
 //! - [`policy`]: who may do what, who may log in as whom, which leads one sees.
 //! - [`lead`]: the lead aggregate and the Lead Manager's decisions.
 //! - [`settings`]: a user's settings keys, communication tools and templates.
@@ -12,7 +10,6 @@
 //!   accounts and roles, "Log in as user" sessions.
 
 pub mod impersonation;
-pub mod input;
 pub mod lead;
 pub mod policy;
 pub mod settings;

@@ -15,10 +15,10 @@ use utoipa_axum::routes;
 use super::bodies::{no_content, versioned, written};
 use super::error::{ApiError, ApiResult, Problem};
 use super::extract::{Auth, Body, IfMatch, Path, Query};
+use super::input::{CommunicationInput, LeadInput, LeadPatch, NoteInput, TaskInput};
 use super::AppState;
 use crate::app::reads::{LeadDetail, LeadPage, LeadQuery};
 use crate::app::Written;
-use crate::domain::input::{CommunicationInput, LeadInput, LeadPatch, NoteInput, TaskInput};
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()

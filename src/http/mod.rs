@@ -8,6 +8,12 @@
 //! - [`settings`]: settings, communication tools, templates.
 //! - [`audit`]: sessions, changes, exports, verification.
 //! - [`events`]: the raw log and its SSE stream.
+//! - [`proof`]: signed digests, the public key, export manifests.
+//! - [`input`]: request bodies (and the CLI's arguments) as clients send them, and
+//!   their parsing into the domain's values, naming every bad field.
+//!
+//! A handler parses, calls the command service ([`crate::app::App`]) and renders;
+//! authorization, reads and the answers kept for retries are the service's.
 
 pub mod audit;
 pub mod bodies;
@@ -16,6 +22,7 @@ pub mod error;
 pub mod events;
 pub mod extract;
 mod idempotency;
+pub mod input;
 pub mod leads;
 pub mod proof;
 pub mod session;

@@ -16,9 +16,9 @@ use super::bodies::{
 };
 use super::error::{ApiError, ApiResult, Problem};
 use super::extract::{Auth, Body, ClientAddr, Correlation, Query};
+use super::input::ImpersonationInput;
 use super::{AppState, PageQuery};
 use crate::app::RequestContext;
-use crate::domain::input::ImpersonationInput;
 use crate::domain::values::Password;
 
 pub fn router() -> OpenApiRouter<AppState> {

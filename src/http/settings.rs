@@ -17,8 +17,8 @@ use utoipa_axum::routes;
 use super::bodies::{no_content, versioned, written};
 use super::error::{ApiError, ApiResult, Problem};
 use super::extract::{Auth, Body, IfMatch, Path};
+use super::input::{TemplateInput, TemplatePatch};
 use super::AppState;
-use crate::domain::input::{TemplateInput, TemplatePatch};
 use crate::domain::settings::SettingsChange;
 
 pub fn router() -> OpenApiRouter<AppState> {

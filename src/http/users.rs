@@ -14,8 +14,8 @@ use utoipa_axum::routes;
 use super::bodies::{versioned, written, List, ListedUser, User};
 use super::error::{ApiError, ApiResult, Problem};
 use super::extract::{Auth, Body, IfMatch, Path, Query};
+use super::input::{SiteSettingsPatch, UserInput, UserPatch};
 use super::{AppState, PageQuery};
-use crate::domain::input::{SiteSettingsPatch, UserInput, UserPatch};
 use crate::domain::policy::Action;
 
 pub fn router() -> OpenApiRouter<AppState> {

@@ -8,10 +8,10 @@ use crm_events::ids::UserId;
 use serde::{Deserialize, Deserializer};
 use utoipa::ToSchema;
 
-use super::lead::{LeadEdit, NewLead};
-use super::settings::TemplateEdit;
-use super::site::SiteSettingsEdit;
-use super::values::{
+use crate::domain::lead::{LeadEdit, NewLead};
+use crate::domain::settings::TemplateEdit;
+use crate::domain::site::SiteSettingsEdit;
+use crate::domain::values::{
     DueAt, Email, FieldError, LeadSource, NoteBody, Password, PersonName, Phone, Reason, Summary,
     Tags, TaskTitle, TemplateBody, TemplateName, TemplateSubject,
 };

@@ -318,6 +318,7 @@ async fn run(cli: Cli) -> Result<ExitCode, CliError> {
             serve(store, bind, demo, proof, &cli.database_url).await
         }
         Command::Migrate { app_role } => {
+            crm::app::migrate(&store).await?;
             say!("migrations applied");
             if let Some(role) = app_role {
                 let mut disposable = vec!["projection_checkpoints", "projection_deferred_indexes"];

@@ -10,7 +10,10 @@
 //!   versions and upcasting, the append-only, hash-chained event store on SQLite and
 //!   PostgreSQL.
 //! - `projections/` (crate `crm-projections`): the read side folded from the log.
-//! - `migrations/`: the schema of each backend, embedded and applied at start-up.
+//! - `migrations/`: the application's tables (credentials, sessions, kept answers)
+//!   for each backend; the log's and the projections' are their crates' own
+//!   (`events/migrations`, `projections/migrations`). All are embedded and applied
+//!   at start-up ([`app::migrate`]).
 //! - [`domain`]: validated values, the authorization policy and the pure decisions
 //!   of each aggregate.
 //! - [`app`]: sessions and the command service (load, authorize, decide, append).

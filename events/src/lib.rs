@@ -16,6 +16,7 @@
 //! - [`digest`]: signed, chained digests of each site's log, for outsiders.
 //! - [`store`]: [`EventStore`], on SQLite or PostgreSQL: append (optimistic
 //!   concurrency, idempotency, group commit), read, subscribe, verify.
+//! - [`schema`]: each crate's migrations ([`schema::LOG`]: the log's tables).
 //! - [`testing`] (feature `testing`): fresh databases for tests on both backends.
 //!
 //! Nothing here knows about HTTP, sessions or projections.
@@ -26,6 +27,7 @@ pub mod envelope;
 pub mod error;
 pub mod hash;
 pub mod ids;
+pub mod schema;
 pub mod store;
 pub mod upcast;
 

@@ -14,6 +14,7 @@
 //! - One module per projection, with its fold and its queries: [`users`],
 //!   [`lead_manager`], [`settings`], [`notifications`], [`audit_trail`].
 //! - [`query`]: pages, cursors and the query builder the list queries share.
+//! - [`SCHEMA`]: this crate's tables, applied when a [`Projector`] opens.
 
 pub mod audit_trail;
 mod indexes;
@@ -31,6 +32,23 @@ use std::sync::Arc;
 pub use projection::{Decoded, Projection};
 pub use query::{Page, QueryError};
 pub use runner::{Checkpoint, Projector};
+
+/// The projections' tables (checkpoints, indexes set aside by a rebuild, and
+/// every read model), migrated by this crate.
+pub static SCHEMA: crm_events::schema::Schema = crm_events::schema::Schema {
+    owner: "projections",
+    sqlite: &SQLITE,
+    postgres: &POSTGRES,
+};
+
+static SQLITE: sqlx::migrate::Migrator = sqlx::migrate::Migrator {
+    ignore_missing: true,
+    ..sqlx::migrate!("migrations/sqlite")
+};
+static POSTGRES: sqlx::migrate::Migrator = sqlx::migrate::Migrator {
+    ignore_missing: true,
+    ..sqlx::migrate!("migrations/postgres")
+};
 
 /// Every projection, in folding order.
 #[must_use]

@@ -120,6 +120,7 @@ impl Projector {
         store: EventStore,
         projections: Vec<Arc<dyn Projection>>,
     ) -> Result<Arc<Self>, StoreError> {
+        crate::SCHEMA.apply(store.database()).await?;
         let projector = Arc::new(Self {
             store,
             projections,

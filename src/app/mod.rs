@@ -53,6 +53,50 @@ pub struct Written {
     pub version: u64,
 }
 
+/// The application's tables: credentials, sessions and the answers kept for
+/// retries (the log's and the projections' are their crates').
+pub static SCHEMA: crm_events::schema::Schema = crm_events::schema::Schema {
+    owner: "application",
+    sqlite: &SQLITE_MIGRATIONS,
+    postgres: &POSTGRES_MIGRATIONS,
+};
+
+static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate::Migrator {
+    ignore_missing: true,
+    ..sqlx::migrate!("migrations/sqlite")
+};
+static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate::Migrator {
+    ignore_missing: true,
+    ..sqlx::migrate!("migrations/postgres")
+};
+
+/// Applies every crate's migrations that the store's database lacks (the log's,
+/// the projections', the application's), and refuses a database that has
+/// migrations none of them knows: a newer release made it.
+///
+/// # Errors
+/// [`AppError::Store`] with [`StoreError::Migration`].
+pub async fn migrate(store: &EventStore) -> Result<(), AppError> {
+    use crm_events::schema::{unknown_versions, LOG};
+    let schemas = [&LOG, &crm_projections::SCHEMA, &SCHEMA];
+    for schema in schemas {
+        schema.apply(store.database()).await?;
+    }
+    let unknown = unknown_versions(store.database(), &schemas).await?;
+    if unknown.is_empty() {
+        return Ok(());
+    }
+    Err(AppError::Store(StoreError::Migration(
+        sqlx::migrate::MigrateError::Source(
+            format!(
+                "the database has migrations this release does not know \
+                 (versions {unknown:?}): a newer release made it"
+            )
+            .into(),
+        ),
+    )))
+}
+
 /// What `/healthz` reports.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Health {
@@ -73,12 +117,14 @@ pub struct App {
 }
 
 impl App {
-    /// Starts the projections on `store` (catching them up with the log) and returns
-    /// the service.
+    /// Applies the migrations the database lacks ([`migrate`]), starts the
+    /// projections on `store` (catching them up with the log) and returns the
+    /// service.
     ///
     /// # Errors
-    /// Store failures while catching up.
+    /// A database of a newer release; store failures while catching up.
     pub async fn start(store: EventStore, clock: Clock) -> Result<Self, AppError> {
+        migrate(&store).await?;
         let projector = Projector::start(store.clone(), crm_projections::all()).await?;
         Ok(Self {
             store,

@@ -8,7 +8,6 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use sqlx::migrate::Migrator;
 use sqlx::postgres::{PgConnectOptions, PgConnection, PgListener, PgPool, PgPoolOptions};
 use sqlx::{Executor, Row};
 use tokio::sync::watch;
@@ -22,8 +21,6 @@ use super::writer::{committed_alone, plan_alone};
 use super::PING_IDLE_AFTER;
 use crate::envelope::Position;
 use crate::error::StoreError;
-
-static MIGRATOR: Migrator = sqlx::migrate!("../migrations/postgres");
 
 /// The channel appends are announced on; the payload is the new last position.
 pub(crate) const CHANNEL: &str = "crm_events";
@@ -52,38 +49,10 @@ pub(crate) async fn open(url: &str) -> Result<(PgPool, PgConnectOptions), StoreE
         })
         .connect_with(options.clone())
         .await?;
-    // A server connected as a role of least privilege may not create anything:
-    // it runs on a database its owner migrated (`crm migrate`), and only an
-    // unmigrated one makes it try (and say what to do if it may not).
-    if !migrated(&pool).await {
-        MIGRATOR.run(&pool).await.map_err(|error| {
-            StoreError::Migration(sqlx::migrate::MigrateError::Source(
-                format!(
-                    "{error}; apply the migrations as the database's owner first \
-                     (crm migrate --database-url <owner's URL>)"
-                )
-                .into(),
-            ))
-        })?;
-    }
+    crate::schema::LOG
+        .apply(&super::Database::Postgres(pool.clone()))
+        .await?;
     Ok((pool, options))
-}
-
-/// Whether every embedded migration is applied, unchanged.
-async fn migrated(pool: &PgPool) -> bool {
-    let applied: Result<Vec<(i64, Vec<u8>)>, _> =
-        sqlx::query_as("SELECT version, checksum FROM _sqlx_migrations WHERE success")
-            .fetch_all(pool)
-            .await;
-    let Ok(applied) = applied else { return false };
-    MIGRATOR
-        .iter()
-        .filter(|m| !m.migration_type.is_down_migration())
-        .all(|m| {
-            applied
-                .iter()
-                .any(|(version, checksum)| *version == m.version && *checksum == *m.checksum)
-        })
 }
 
 /// Lets `role` serve the database with least privilege: it may only read and

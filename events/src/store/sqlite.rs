@@ -6,7 +6,6 @@
 use std::str::FromStr;
 use std::time::Duration;
 
-use sqlx::migrate::Migrator;
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
     SqliteSynchronous,
@@ -20,8 +19,6 @@ use super::side;
 use super::writer::{committed_alone, plan_alone};
 use crate::envelope::Position;
 use crate::error::StoreError;
-
-static MIGRATOR: Migrator = sqlx::migrate!("../migrations/sqlite");
 
 /// Prepared statements kept per connection: each table written in bulk has up to
 /// seven shapes (see [`super::bulk`]).
@@ -63,7 +60,9 @@ pub(crate) async fn open(
         .test_before_acquire(false)
         .connect_with(options.clone())
         .await?;
-    MIGRATOR.run(&pool).await?;
+    crate::schema::LOG
+        .apply(&super::Database::Sqlite(pool.clone()))
+        .await?;
     let writer = (!in_memory).then(|| options.pragma("cache_size", WRITER_CACHE_KIB));
     Ok((pool, writer))
 }

@@ -1,0 +1,172 @@
+//! A database made before each crate owned its migrations opens unchanged. The
+//! fixtures (`tests/fixtures/schema-0010/`) were made by that release: its demo
+//! site, a sign-in, a lead created with an `Idempotency-Key`, and an admin logged
+//! in as agent1 changing a lead's stage and phone, as a SQLite file and as a
+//! PostgreSQL dump. Opened by this release, on both backends: no
+//! migration runs again or anew, the chain verifies, the projections and the
+//! sign-in work as they did, and the kept answer is still found; a database with
+//! a migration this release does not know is refused with words.
+
+mod support;
+
+use crm::app::{App, Clock};
+use crm_events::backend_tests;
+use crm_events::ids::CorrelationId;
+use crm_events::testing::TestDatabase;
+use crm_events::EventStore;
+use support::*;
+
+backend_tests!(
+    a_database_of_the_last_release_opens_unchanged_and_works,
+    a_database_of_a_newer_release_is_refused,
+);
+
+const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/schema-0010");
+
+/// Puts the fixture's database where `db` is.
+async fn restore(db: &TestDatabase) {
+    match db.backend() {
+        "sqlite" => {
+            let path = db.url.trim_start_matches("sqlite://");
+            std::fs::copy(format!("{FIXTURES}/crm.sqlite"), path).unwrap();
+        }
+        _ => {
+            let dump = std::fs::read_to_string(format!("{FIXTURES}/crm.sql")).unwrap();
+            let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(&db.url)
+                .await
+                .unwrap();
+            sqlx::raw_sql(&dump).execute(&mut conn).await.unwrap();
+        }
+    }
+}
+
+/// Every applied migration: version, checksum, when it was applied.
+async fn migrations(store: &EventStore) -> Vec<(i64, Vec<u8>, String)> {
+    let sql = "SELECT version, checksum, CAST(installed_on AS TEXT) FROM _sqlx_migrations \
+               ORDER BY version";
+    crm_events::on_pool!(store.database(), |pool| sqlx::query_as(sql)
+        .fetch_all(pool)
+        .await
+        .unwrap())
+}
+
+async fn a_database_of_the_last_release_opens_unchanged_and_works(db: &TestDatabase) {
+    restore(db).await;
+    let before = {
+        let store = EventStore::open(&db.url).await.unwrap();
+        migrations(&store).await
+    };
+    assert_eq!(
+        before.iter().map(|m| m.0).collect::<Vec<_>>(),
+        (1..=10).collect::<Vec<_>>()
+    );
+
+    let app = App::start(EventStore::open(&db.url).await.unwrap(), Clock::system())
+        .await
+        .unwrap();
+    assert_eq!(
+        migrations(app.store()).await,
+        before,
+        "no migration ran again or anew"
+    );
+    let report = app.store().verify(None).await.unwrap();
+    assert!(report.ok, "{report:?}");
+    assert_eq!(report.events_checked, 657);
+
+    // The demo's people sign in with their passwords, and see what they saw.
+    let admin = login(&app, "admin@demo.example").await;
+    let agent = login(&app, "agent1@demo.example").await;
+    let users = app.users_list(&admin.ctx, None, 50).await.unwrap();
+    assert_eq!(users.items.len(), 9);
+    let sessions = app
+        .audit_sessions(&admin.ctx, &Default::default(), None, 50)
+        .await
+        .unwrap();
+    assert_eq!(sessions.items.len(), 1);
+    let session = &sessions.items[0];
+    assert_eq!(session.admin.email, "admin@demo.example");
+    assert_eq!(session.subject.email, "agent1@demo.example");
+    let id = crm_events::ids::ImpersonationId::from_uuid(session.session.id);
+    let detail = app.audit_session(&admin.ctx, id).await.unwrap();
+    let mut fields: Vec<&str> = detail.changes.iter().map(|c| c.field.as_str()).collect();
+    fields.sort_unstable();
+    assert_eq!(fields, ["phone", "stage"]);
+    for change in &detail.changes {
+        assert_eq!(change.actor_id, session.session.admin_id);
+        assert_eq!(change.subject_id, session.session.subject_id);
+        assert_eq!(change.actor_name.as_deref(), Some("Adam Admin"));
+        assert_eq!(
+            change.impersonation_reason.as_deref(),
+            Some("Fixing a template for the fixture")
+        );
+    }
+    let mine = app
+        .leads(&agent.ctx, Default::default(), None, 50)
+        .await
+        .unwrap();
+    assert!(!mine.items.is_empty(), "agent1's leads are there");
+    let site = app
+        .leads(
+            &admin.ctx,
+            crm::app::reads::LeadQuery {
+                q: Some("Fixture Lead".into()),
+                whole_site: true,
+                ..Default::default()
+            },
+            None,
+            50,
+        )
+        .await
+        .unwrap();
+    assert_eq!(site.items.len(), 1, "the lead made by the last release");
+
+    // The answer kept for the admin's session of the last release is found.
+    let kept: Vec<(Vec<u8>, String)> = crm_events::on_pool!(app.store().database(), |pool| {
+        sqlx::query_as("SELECT token_hash, key FROM http_idempotency")
+            .fetch_all(pool)
+            .await
+            .unwrap()
+    });
+    assert_eq!(kept.len(), 1);
+    let session: [u8; 32] = kept[0].0.as_slice().try_into().unwrap();
+    let answer = app
+        .kept_response(&session, &kept[0].1)
+        .await
+        .unwrap()
+        .expect("the kept answer");
+    assert_eq!(answer.status, 201);
+
+    // And it goes on: a new write lands after the old log and verifies.
+    let lead = lead_of(&app, &agent.ctx, "After the transition").await;
+    assert!(app.lead_detail(&agent.ctx, lead).await.is_ok());
+    let report = app.store().verify(None).await.unwrap();
+    assert!(report.ok && report.events_checked > 657, "{report:?}");
+    let again = App::start(EventStore::open(&db.url).await.unwrap(), Clock::system())
+        .await
+        .unwrap();
+    assert_eq!(migrations(again.store()).await, before);
+    assert!(again
+        .login("owner@demo.example", PASSWORD, CorrelationId::generate())
+        .await
+        .is_ok());
+}
+
+async fn a_database_of_a_newer_release_is_refused(db: &TestDatabase) {
+    restore(db).await;
+    let store = EventStore::open(&db.url).await.unwrap();
+    crm_events::on_pool!(store.database(), |pool| sqlx::query(
+        "INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time) \
+         VALUES (9999, 'from a newer release', TRUE, $1, 0)"
+    )
+    .bind(vec![0u8; 48])
+    .execute(pool)
+    .await
+    .map(drop)
+    .unwrap());
+    let refused = App::start(store, Clock::system()).await.unwrap_err();
+    let said = refused.to_string();
+    assert!(
+        said.contains("9999") && said.contains("newer release"),
+        "{said}"
+    );
+}

@@ -35,6 +35,7 @@ backend_tests!(
     a_digest_kept_without_its_file_gets_it_next_round,
     an_export_at_a_position_is_the_same_bytes_later_and_its_manifest_verifies,
     the_private_key_stays_out_of_answers_and_tables,
+    the_digests_list_pages_in_either_order_from_a_position,
 );
 
 /// A fresh directory for this test's keys and digests.
@@ -661,4 +662,72 @@ async fn the_private_key_stays_out_of_answers_and_tables(db: &TestDatabase) {
             }
         }
     }
+}
+
+/// Four digests, listed a page of one at a time newest first (the default) and
+/// in pages of three oldest first: each exactly once, in order, the last page
+/// with no cursor; `from_position` keeps those reaching it.
+async fn the_digests_list_pages_in_either_order_from_a_position(db: &TestDatabase) {
+    let s = signed(db).await;
+    for round in 0..2 {
+        lead_of(&s.app, &s.site.agent1.ctx, &format!("Third {round}")).await;
+        assert_eq!(s.app.write_digests().await.unwrap().len(), 1);
+    }
+    let api = Api::new(s.app.clone());
+    let auditor = api.login("auditor@proof.example").await;
+    let pages = |query: String| {
+        let api = api.clone();
+        let auditor = auditor.clone();
+        async move {
+            let mut seen: Vec<Vec<(i64, i64)>> = Vec::new();
+            let mut cursor: Option<String> = None;
+            loop {
+                let path = match &cursor {
+                    None => format!("/api/audit/digests?{query}"),
+                    Some(c) => format!("/api/audit/digests?{query}&cursor={c}"),
+                };
+                let page = api.get(&auditor, &path).await;
+                assert_eq!(page.status, 200, "{}", page.body);
+                seen.push(
+                    page.body["items"]
+                        .as_array()
+                        .unwrap()
+                        .iter()
+                        .map(|d| {
+                            (
+                                d["seq"].as_i64().unwrap(),
+                                d["to_position"].as_i64().unwrap(),
+                            )
+                        })
+                        .collect(),
+                );
+                match page.body["next_cursor"].as_str() {
+                    Some(next) => cursor = Some(next.to_owned()),
+                    None => return seen,
+                }
+            }
+        }
+    };
+    let newest_first = pages("limit=1".into()).await;
+    let seqs: Vec<Vec<i64>> = newest_first
+        .iter()
+        .map(|p| p.iter().map(|d| d.0).collect())
+        .collect();
+    assert_eq!(seqs, [vec![4], vec![3], vec![2], vec![1]]);
+    let oldest_first = pages("limit=3&order=asc".into()).await;
+    let seqs: Vec<Vec<i64>> = oldest_first
+        .iter()
+        .map(|p| p.iter().map(|d| d.0).collect())
+        .collect();
+    assert_eq!(seqs, [vec![1, 2, 3], vec![4]]);
+    let third_reaches = oldest_first[0][2].1;
+    let second_reaches = oldest_first[0][1].1;
+    assert!(second_reaches < third_reaches);
+    let from: Vec<i64> = pages(format!("order=asc&from_position={}", second_reaches + 1))
+        .await
+        .concat()
+        .iter()
+        .map(|d| d.0)
+        .collect();
+    assert_eq!(from, [3, 4]);
 }

@@ -14,6 +14,7 @@
 //! - [`upcast`]: reading events written at older schema versions.
 //! - [`hash`]: the per-site tamper-evident hash chain and its verifier.
 //! - [`digest`]: signed, chained digests of each site's log, for outsiders.
+//! - [`database`]: the database behind a store, SQLite or PostgreSQL.
 //! - [`store`]: [`EventStore`], on SQLite or PostgreSQL: append (optimistic
 //!   concurrency, idempotency, group commit), read, subscribe, verify.
 //! - [`schema`]: each crate's migrations ([`schema::LOG`]: the log's tables).
@@ -22,6 +23,7 @@
 //! Nothing here knows about HTTP, sessions or projections.
 
 pub mod catalog;
+pub mod database;
 pub mod digest;
 pub mod envelope;
 pub mod error;

@@ -8,8 +8,8 @@
 use sqlx::migrate::Migrator;
 use sqlx::postgres::PgPool;
 
+use crate::database::Database;
 use crate::error::StoreError;
-use crate::store::Database;
 
 /// One crate's migrations, for each backend.
 #[derive(Debug)]

@@ -36,15 +36,16 @@ use std::time::Duration;
 
 use futures_core::Stream;
 use sha2::{Digest, Sha256};
-use sqlx::{PgPool, SqlitePool};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 
 use crate::catalog;
+pub use crate::database::Database;
 use crate::envelope::{AppendOutcome, Metadata, Position, RecordedEvent, StreamAppend, StreamKey};
 use crate::error::StoreError;
 use crate::hash::{ChainHead, ChainVerifier, VerifyReport};
 use crate::ids::SiteId;
+use crate::on_pool;
 pub use hook::{AppendHook, Tx};
 use plan::AppendRequest;
 use rows::{ChainRow, EventRow};
@@ -65,49 +66,6 @@ pub(crate) const PING_IDLE_AFTER: Duration = Duration::from_secs(1);
 
 /// How many events one read returns at most.
 pub const MAX_PAGE: u32 = 10_000;
-
-/// The database behind a store: SQLite (embedded default) or PostgreSQL.
-///
-/// Exposed so that the projections can keep their tables in the same database, and
-/// so that tests can reach the raw tables.
-#[derive(Debug, Clone)]
-pub enum Database {
-    Sqlite(SqlitePool),
-    Postgres(PgPool),
-}
-
-impl Database {
-    /// `"sqlite"` or `"postgres"`.
-    #[must_use]
-    pub fn backend_name(&self) -> &'static str {
-        match self {
-            Database::Sqlite(_) => "sqlite",
-            Database::Postgres(_) => "postgres",
-        }
-    }
-
-    /// Whether the pool has been closed: then the store's writer appends nothing
-    /// more either.
-    #[must_use]
-    pub fn is_closed(&self) -> bool {
-        match self {
-            Database::Sqlite(pool) => pool.is_closed(),
-            Database::Postgres(pool) => pool.is_closed(),
-        }
-    }
-}
-
-/// Runs the same code against whichever pool a [`Database`] holds: the code is
-/// compiled once per backend, so it can use `sqlx` generically.
-#[macro_export]
-macro_rules! on_pool {
-    ($db:expr, |$pool:ident| $body:expr) => {
-        match $db {
-            $crate::store::Database::Sqlite($pool) => $body,
-            $crate::store::Database::Postgres($pool) => $body,
-        }
-    };
-}
 
 /// Tunables; the defaults suit production.
 #[derive(Debug, Clone)]
@@ -189,6 +147,7 @@ impl EventStore {
         } else {
             return Err(StoreError::UnsupportedUrl(url.to_owned()));
         };
+        crate::schema::LOG.apply(&db).await?;
         let last: i64 = on_pool!(&db, |pool| sqlx::query_scalar(sql::HEAD)
             .fetch_one(pool)
             .await?);

@@ -49,9 +49,6 @@ pub(crate) async fn open(url: &str) -> Result<(PgPool, PgConnectOptions), StoreE
         })
         .connect_with(options.clone())
         .await?;
-    crate::schema::LOG
-        .apply(&super::Database::Postgres(pool.clone()))
-        .await?;
     Ok((pool, options))
 }
 

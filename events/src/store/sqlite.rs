@@ -24,7 +24,8 @@ use crate::error::StoreError;
 /// seven shapes (see [`super::bulk`]).
 pub(crate) const STATEMENT_CACHE: usize = 400;
 
-/// Opens (creating if needed) the database file and applies the migrations. Returns
+/// Opens (creating if needed) the database file (the store then applies the
+/// log's migrations). Returns
 /// the pool everyone reads through and the options of the writer's own connection
 /// (`None` for an in-memory database, which exists only in the pool's one
 /// connection: the writer shares it).
@@ -59,9 +60,6 @@ pub(crate) async fn open(
         // the connection's thread) each time one is taken.
         .test_before_acquire(false)
         .connect_with(options.clone())
-        .await?;
-    crate::schema::LOG
-        .apply(&super::Database::Sqlite(pool.clone()))
         .await?;
     let writer = (!in_memory).then(|| options.pragma("cache_size", WRITER_CACHE_KIB));
     Ok((pool, writer))

@@ -513,11 +513,21 @@ async fn an_export_at_a_position_is_the_same_bytes_later_and_its_manifest_verifi
             .unwrap_err()
             .contains("signature"));
     }
-    // Past the head: refused.
+    // Past the head, or before the start: refused. Up to 0: the header alone.
     let head = support::head(&s.app).await.0;
-    api.get(&admin, &format!("/api/audit/export?up_to={}", head + 10))
-        .await
-        .problem(422, "validation");
+    for past in [head + 10, -1] {
+        api.get(&admin, &format!("/api/audit/export?up_to={past}"))
+            .await
+            .problem(422, "validation");
+    }
+    let nothing = api.get(&admin, "/api/audit/export?up_to=0").await;
+    assert_eq!(nothing.status, 200);
+    assert_eq!(nothing.header("x-up-to-position"), Some("0"));
+    assert_eq!(
+        String::from_utf8_lossy(&nothing.raw).lines().count(),
+        1,
+        "the header row alone"
+    );
 
     // The command line: the same export and manifest, checked offline.
     let dir = scratch();

@@ -360,7 +360,7 @@ pub fn changes_of(
 /// One impersonation session.
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow)]
-pub struct Session {
+pub struct ImpersonationSession {
     pub id: Uuid,
     #[serde(skip)]
     pub site_id: Uuid,
@@ -561,8 +561,8 @@ pub async fn sessions(
     filter: &SessionFilter,
     cursor: Option<&str>,
     limit: u32,
-) -> Result<Page<Session>, QueryError> {
-    let rows: Vec<Session> = sessions_query(site, filter, cursor, limit)?
+) -> Result<Page<ImpersonationSession>, QueryError> {
+    let rows: Vec<ImpersonationSession> = sessions_query(site, filter, cursor, limit)?
         .fetch_all(db)
         .await?;
     Ok(paginate(rows, limit, |s| json!([s.position])))
@@ -576,7 +576,7 @@ pub async fn session(
     db: &Database,
     site: SiteId,
     id: ImpersonationId,
-) -> Result<Option<Session>, QueryError> {
+) -> Result<Option<ImpersonationSession>, QueryError> {
     Ok(on_pool!(db, |pool| sqlx::query_as(&format!(
         "{SESSION_COLUMNS}WHERE id = $1 AND site_id = $2"
     ))

@@ -32,11 +32,16 @@ fn lock_checkpoints(db: &Database) -> &'static str {
     crate::sql::lock_checkpoints_statement(matches!(db, Database::Postgres(_)))
 }
 
-/// Records and drops the secondary indexes of `tables`, but those named in `kept`.
+/// Records and drops the secondary indexes of `tables`, but those the fold itself
+/// reads (`folding`).
 ///
 /// # Errors
 /// Store failures.
-pub(crate) async fn defer(db: &Database, tables: &[&str], kept: &[&str]) -> Result<(), StoreError> {
+pub(crate) async fn defer(
+    db: &Database,
+    tables: &[&str],
+    folding: &[&str],
+) -> Result<(), StoreError> {
     let list = match db {
         Database::Sqlite(_) => SQLITE_INDEXES,
         Database::Postgres(_) => POSTGRES_INDEXES,
@@ -50,7 +55,7 @@ pub(crate) async fn defer(db: &Database, tables: &[&str], kept: &[&str]) -> Resu
                 .fetch_all(&mut *tx)
                 .await?;
             for (name, definition) in indexes {
-                if kept.contains(&name.as_str()) {
+                if folding.contains(&name.as_str()) {
                     continue;
                 }
                 sqlx::query(

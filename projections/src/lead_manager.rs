@@ -26,7 +26,7 @@ use crate::sql::execute;
 /// See the module documentation.
 #[derive(Debug, Default)]
 pub struct LeadManager {
-    kept: KeptRows,
+    cache: CachedRows,
 }
 
 /// Copies of the lead rows the store's writer last wrote through this fold, so that
@@ -34,39 +34,39 @@ pub struct LeadManager {
 /// filled by, [undisturbed](Tx::undisturbed) transactions; any other transaction
 /// that folds (a catch-up, an append after another process wrote) forgets them all.
 #[derive(Debug, Default)]
-struct KeptRows(Mutex<HashMap<Uuid, LeadRow>>);
+struct CachedRows(Mutex<HashMap<Uuid, LeadRow>>);
 
-/// At most this many rows are kept (a few MB); past it, the copies start again.
-const KEPT_ROWS_AT_MOST: usize = 10_000;
+/// At most this many rows are cached (a few MB); past it, the copies start again.
+const CACHED_ROWS_AT_MOST: usize = 10_000;
 
-impl KeptRows {
-    /// The kept copies of the rows of `ids` (those there are).
+impl CachedRows {
+    /// The cached copies of the rows of `ids` (those there are).
     fn take(&self, tx: &Tx<'_>, ids: &BTreeSet<Uuid>) -> BTreeMap<Uuid, LeadRow> {
-        let Ok(mut kept) = self.0.lock() else {
+        let Ok(mut cached) = self.0.lock() else {
             return BTreeMap::new();
         };
         if !tx.undisturbed() {
-            kept.clear();
+            cached.clear();
             return BTreeMap::new();
         }
         ids.iter()
-            .filter_map(|id| kept.get(id).map(|row| (*id, row.clone())))
+            .filter_map(|id| cached.get(id).map(|row| (*id, row.clone())))
             .collect()
     }
 
     /// Keeps the rows as `tx` leaves them.
     fn keep(&self, tx: &Tx<'_>, leads: &BTreeMap<Uuid, Touched>) {
-        let Ok(mut kept) = self.0.lock() else {
+        let Ok(mut cached) = self.0.lock() else {
             return;
         };
         if !tx.undisturbed() {
             return;
         }
-        if kept.len() + leads.len() > KEPT_ROWS_AT_MOST {
-            kept.clear();
+        if cached.len() + leads.len() > CACHED_ROWS_AT_MOST {
+            cached.clear();
         }
         for (id, touched) in leads {
-            kept.insert(*id, touched.row.clone());
+            cached.insert(*id, touched.row.clone());
         }
     }
 }
@@ -111,7 +111,7 @@ impl Projection for LeadManager {
         tx: &'a mut Tx<'_>,
         events: &'a [&'a Decoded],
     ) -> BoxFuture<'a, Result<(), StoreError>> {
-        Box::pin(apply(tx, events, &self.kept))
+        Box::pin(apply(tx, events, &self.cache))
     }
 }
 
@@ -150,7 +150,7 @@ fn tags_of(row: &LeadRow) -> Vec<String> {
 /// it touches are read once (with the open tasks of those that got task events),
 /// folded event by event, and written back; notes, tasks and communications are
 /// inserted in bulk; tags are added and removed by difference.
-async fn apply(tx: &mut Tx<'_>, events: &[&Decoded], kept: &KeptRows) -> Result<(), StoreError> {
+async fn apply(tx: &mut Tx<'_>, events: &[&Decoded], cache: &CachedRows) -> Result<(), StoreError> {
     let created: BTreeSet<Uuid> = events
         .iter()
         .filter(|d| matches!(d.event, DomainEvent::LeadCreated(_)))
@@ -173,7 +173,7 @@ async fn apply(tx: &mut Tx<'_>, events: &[&Decoded], kept: &KeptRows) -> Result<
         .filter(|id| existing.contains(id))
         .collect();
 
-    let copies = kept.take(tx, &existing);
+    let copies = cache.take(tx, &existing);
     let keys: Vec<Bind> = existing
         .iter()
         .filter(|id| !copies.contains_key(id))
@@ -337,7 +337,7 @@ async fn apply(tx: &mut Tx<'_>, events: &[&Decoded], kept: &KeptRows) -> Result<
 
     write_leads(tx, &leads).await?;
     write_tags(tx, &leads).await?;
-    kept.keep(tx, &leads);
+    cache.keep(tx, &leads);
     notes.write(tx).await?;
     communications.write(tx).await?;
     let mut task_rows = Rows::new(

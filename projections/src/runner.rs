@@ -67,7 +67,7 @@ pub struct Projector {
     catching_up: tokio::sync::Mutex<()>,
     /// The checkpoints as the last inline fold left them, good for the next one if
     /// it is [undisturbed](Tx::undisturbed): it need not read them back.
-    kept: Mutex<Option<HashMap<String, Position>>>,
+    cached_checkpoints: Mutex<Option<HashMap<String, Position>>>,
     /// This process's appends that are committed and not folded yet.
     owed: Mutex<Owed>,
     /// Whether the writer has a batch in flight that the hook has been told of
@@ -127,7 +127,7 @@ impl Projector {
             projected: watch::channel(Position::START).0,
             pending: Mutex::new(None),
             catching_up: tokio::sync::Mutex::new(()),
-            kept: Mutex::new(None),
+            cached_checkpoints: Mutex::new(None),
             owed: Mutex::default(),
             noting: watch::channel(false).0,
         });
@@ -409,10 +409,10 @@ impl Projector {
                 .filter(|p| names.contains(&p.name()))
         };
         let tables: Vec<&str> = chosen().flat_map(|p| p.tables().iter().copied()).collect();
-        let kept: Vec<&str> = chosen()
+        let folding: Vec<&str> = chosen()
             .flat_map(|p| p.folding_indexes().iter().copied())
             .collect();
-        crate::indexes::defer(self.store.database(), &tables, &kept).await?;
+        crate::indexes::defer(self.store.database(), &tables, &folding).await?;
         let reached = self
             .catch_up_holding(&one_at_a_time, None, progress)
             .await?;
@@ -771,10 +771,14 @@ impl Projector {
             Position(first.recorded.position.0 - 1),
             last.recorded.position,
         );
-        let kept = self.kept.lock().ok().and_then(|mut kept| kept.take());
-        let mut checkpoints = match kept {
+        let cached = self
+            .cached_checkpoints
+            .lock()
+            .ok()
+            .and_then(|mut cached| cached.take());
+        let mut checkpoints = match cached {
             // The writer holds the write lock: nothing to lock.
-            Some(kept) if tx.undisturbed() => kept,
+            Some(cached) if tx.undisturbed() => cached,
             _ => self.lock_checkpoints(tx).await?,
         };
         let mut folded = Vec::new();
@@ -796,8 +800,8 @@ impl Projector {
         for name in &folded {
             checkpoints.insert((*name).to_owned(), last);
         }
-        if let Ok(mut kept) = self.kept.lock() {
-            *kept = Some(checkpoints);
+        if let Ok(mut cached) = self.cached_checkpoints.lock() {
+            *cached = Some(checkpoints);
         }
         if reached == self.projections.len() {
             self.publish_after_commit(last);

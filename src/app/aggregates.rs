@@ -235,7 +235,7 @@ impl<T: Fold> Cache<T> {
     }
 
     /// The aggregate as last kept, without asking the store whether it moved on.
-    pub(crate) fn kept(&self, stream: &StreamKey) -> Option<Loaded<T>> {
+    pub(crate) fn cached(&self, stream: &StreamKey) -> Option<Loaded<T>> {
         self.entries
             .lock()
             .ok()
@@ -247,7 +247,7 @@ impl<T: Fold> Cache<T> {
         if let Ok(mut entries) = self.entries.lock() {
             if entries
                 .get(&stream)
-                .is_some_and(|kept| kept.version > loaded.version)
+                .is_some_and(|cached| cached.version > loaded.version)
             {
                 return;
             }

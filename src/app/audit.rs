@@ -10,7 +10,9 @@ use crm_events::digest::{DigestReport, PublicKey, SignedDigest};
 use crm_events::hash::ChainHead;
 use crm_events::ids::{ImpersonationId, UserId};
 use crm_events::VerifyReport;
-use crm_projections::audit_trail::{self, Change, ChangeFilter, Session, SessionFilter};
+use crm_projections::audit_trail::{
+    self, Change, ChangeFilter, ImpersonationSession, SessionFilter,
+};
 use crm_projections::query::Order;
 use crm_projections::users::{self, UserRow};
 use crm_projections::Page;
@@ -24,7 +26,7 @@ use crate::export::{self, Format, Manifest, ManifestBody};
 /// A session with the admin who logged in and the user acted as.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SessionView {
-    pub session: Session,
+    pub session: ImpersonationSession,
     pub admin: UserRow,
     pub subject: UserRow,
 }
@@ -307,7 +309,7 @@ impl App {
     async fn with_people(
         &self,
         ctx: &RequestContext,
-        page: Page<Session>,
+        page: Page<ImpersonationSession>,
     ) -> Result<Page<SessionView>, AppError> {
         let db = self.store.database();
         let mut known: HashMap<uuid::Uuid, UserRow> = HashMap::new();

@@ -219,13 +219,16 @@ impl App {
     where
         F: Fn(&Lead) -> Result<Vec<DomainEvent>, lead::LeadRejection>,
     {
-        if let Some(kept) = self.caches.leads.kept(&lead_stream(id)) {
+        if let Some(cached) = self.caches.leads.cached(&lead_stream(id)) {
             authorize(&ctx.caller, Action::WorkOwnLeads)?;
             // A change that changes nothing appends nothing, and so nothing would
             // confirm the copy: only a change is decided on it.
-            let changes = decide(&kept.state).is_ok_and(|events| !events.is_empty());
-            if changes && visible(ctx, &kept).is_ok() {
-                match self.decide_on_lead(ctx, id, kept, if_match, &decide).await {
+            let changes = decide(&cached.state).is_ok_and(|events| !events.is_empty());
+            if changes && visible(ctx, &cached).is_ok() {
+                match self
+                    .decide_on_lead(ctx, id, cached, if_match, &decide)
+                    .await
+                {
                     Err(AppError::Store(error)) => return Err(AppError::Store(error)),
                     Ok(written) => return Ok(written),
                     Err(_refused_on_a_copy_that_may_be_stale) => {}

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use crm_events::catalog::values::Role;
 use crm_events::ids::{CommunicationId, LeadId, NoteId, SiteId, TaskId, TemplateId, UserId};
-use crm_projections::audit_trail::{self, Session};
+use crm_projections::audit_trail::{self, ImpersonationSession};
 use crm_projections::lead_manager::{
     self, Communication, Lead, LeadFilter, LeadSort, Note, Owner, Task,
 };
@@ -37,7 +37,7 @@ pub struct ListedUser {
 pub struct Me {
     pub user: UserRow,
     pub actor: UserRow,
-    pub impersonation: Option<Session>,
+    pub impersonation: Option<ImpersonationSession>,
 }
 
 /// What the Lead Manager lists.

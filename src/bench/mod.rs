@@ -71,7 +71,7 @@ pub async fn run(url: &str, events: u64, phase: Duration) -> Result<Report, AppE
     fill(&store, &sites, events).await?;
     let fill_s = started.elapsed().as_secs_f64();
     let total = store.head().await?.0;
-    settle(&store).await?;
+    ready_for_reads(&store).await?;
 
     tracing::info!(
         events = total,
@@ -86,7 +86,7 @@ pub async fn run(url: &str, events: u64, phase: Duration) -> Result<Report, AppE
     projector.rebuild(&names, &|_| {}).await?;
     let rebuild_per_s = total as f64 / rebuild_started.elapsed().as_secs_f64();
     drop(projector);
-    settle(&store).await?;
+    ready_for_reads(&store).await?;
 
     let app = App::start(store.clone(), Clock::system()).await?;
     starting("raw inserts, one writer");
@@ -133,7 +133,7 @@ pub async fn run(url: &str, events: u64, phase: Duration) -> Result<Report, AppE
 /// and it may be switched off); SQLite's write-ahead log is checkpointed into the
 /// database file, so reads do not wade through it. (SQLite plans without
 /// statistics unless asked to gather them, so none are gathered.)
-async fn settle(store: &EventStore) -> Result<(), AppError> {
+async fn ready_for_reads(store: &EventStore) -> Result<(), AppError> {
     let sql = match store.database() {
         crm_events::Database::Postgres(_) => "ANALYZE",
         crm_events::Database::Sqlite(_) => "PRAGMA wal_checkpoint(TRUNCATE)",

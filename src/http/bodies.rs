@@ -51,7 +51,7 @@ pub struct ListedUser {
 #[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
 pub struct SessionBody {
     #[serde(flatten)]
-    pub session: crm_projections::audit_trail::Session,
+    pub session: crm_projections::audit_trail::ImpersonationSession,
     /// Who logged in as the subject.
     pub admin: User,
     /// Whose account was acted as.

@@ -317,7 +317,7 @@ impl Tx<'_> {
                     &script.sql,
                     arguments::<sqlx::Sqlite>(&script.binds)?,
                 )
-                .persistent(script.statements <= self.kept_script_statements)
+                .persistent(script.statements <= self.cached_script_statements)
                 .fetch_all(&mut **conn)
                 .await?
             }
@@ -356,7 +356,7 @@ impl Tx<'_> {
         let script = std::mem::take(&mut self.pending);
         if let Conn::Sqlite(conn) = &mut self.conn {
             sqlx::query_with(&script.sql, arguments::<sqlx::Sqlite>(&script.binds)?)
-                .persistent(script.statements <= self.kept_script_statements)
+                .persistent(script.statements <= self.cached_script_statements)
                 .execute(&mut **conn)
                 .await?;
         }

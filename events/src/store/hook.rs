@@ -29,7 +29,7 @@ pub struct Tx<'c> {
     pub(crate) pending: Script,
     pub(crate) undisturbed: bool,
     /// Scripts of at most this many statements are kept prepared.
-    pub(crate) kept_script_statements: usize,
+    pub(crate) cached_script_statements: usize,
 }
 
 #[derive(Debug)]
@@ -55,7 +55,7 @@ impl Tx<'_> {
     }
 
     /// Whether nothing but the store's writer has changed the database since the
-    /// writer's last successful commit: then what an [`AppendHook`] kept from the
+    /// writer's last successful commit: then what an [`AppendHook`] cached from the
     /// transactions it ran before is still what the database holds. Set on SQLite
     /// appends whose connection saw no other connection's commit in between
     /// (`PRAGMA data_version`); after a failed batch the writer's connection is
@@ -75,7 +75,7 @@ impl<'c> From<&'c mut SqliteConnection> for Tx<'c> {
             conn: Conn::Sqlite(conn),
             pending: Script::default(),
             undisturbed: false,
-            kept_script_statements: KEPT_SCRIPT_STATEMENTS,
+            cached_script_statements: CACHED_SCRIPT_STATEMENTS,
         }
     }
 }
@@ -86,7 +86,7 @@ impl<'c> From<&'c mut PgConnection> for Tx<'c> {
             conn: Conn::Postgres(conn),
             pending: Script::default(),
             undisturbed: false,
-            kept_script_statements: KEPT_SCRIPT_STATEMENTS,
+            cached_script_statements: CACHED_SCRIPT_STATEMENTS,
         }
     }
 }
@@ -96,7 +96,7 @@ impl<'c> From<&'c mut PgConnection> for Tx<'c> {
 /// scripts rarely repeat, and keeping those of up to 16 statements held about
 /// 40 MB of prepared statements through a rebuild of 1,000,000 events, for no
 /// gain in speed. Single statements repeat, and are kept.
-pub(crate) const KEPT_SCRIPT_STATEMENTS: usize = 1;
+pub(crate) const CACHED_SCRIPT_STATEMENTS: usize = 1;
 
 /// Called by the store's writer for every batch it commits.
 pub trait AppendHook: Send + Sync + fmt::Debug {

@@ -47,7 +47,7 @@ pub(crate) struct IdempotencyRecord {
 
 /// What the batch needs to know, loaded inside the writer's transaction.
 #[derive(Debug, Default)]
-pub(crate) struct Loaded {
+pub(crate) struct LogState {
     pub head: Position,
     pub streams: HashMap<StreamKey, StreamState>,
     pub idempotency: HashMap<(SiteId, String), IdempotencyRecord>,
@@ -99,7 +99,7 @@ const KNOWN_STREAMS: usize = 50_000;
 impl Known {
     /// Puts into `loaded` what is known at `head`, and returns what must still be
     /// read.
-    pub fn fill(&mut self, head: Position, needs: &Needs, loaded: &mut Loaded) -> Needs {
+    pub fn fill(&mut self, head: Position, needs: &Needs, loaded: &mut LogState) -> Needs {
         if self.head != Some(head) {
             *self = Self::default();
         }
@@ -130,14 +130,14 @@ impl Known {
     /// commit: the batch can be planned before the log is locked, on the
     /// assumption that the head is still where that commit left it. (Writing at
     /// the next position then proves it: any other append took that position.)
-    pub fn loaded(&self, needs: &Needs) -> Option<Loaded> {
+    pub fn loaded(&self, needs: &Needs) -> Option<LogState> {
         let head = self.head?;
         if !needs.idempotency.is_empty() {
             return None;
         }
-        let mut loaded = Loaded {
+        let mut loaded = LogState {
             head,
-            ..Loaded::default()
+            ..LogState::default()
         };
         for key in &needs.streams {
             loaded.streams.insert(*key, *self.streams.get(key)?);
@@ -177,7 +177,7 @@ pub(crate) struct Writes {
 /// what to write for the accepted ones.
 pub(crate) fn plan(
     batch: &[AppendRequest],
-    mut state: Loaded,
+    mut state: LogState,
     now: DateTime<Utc>,
 ) -> (Vec<Result<AppendOutcome, StoreError>>, Writes) {
     // Microseconds: what both databases store, so the hash can be checked on read.
@@ -216,7 +216,7 @@ pub(crate) fn plan(
 
 fn plan_one(
     request: &AppendRequest,
-    state: &mut Loaded,
+    state: &mut LogState,
     writes: &mut Writes,
     now: DateTime<Utc>,
     touched_streams: &mut Vec<StreamKey>,
@@ -381,7 +381,7 @@ mod tests {
         refused.side = vec![row("refused")];
         let mut third = request(site, lead, ExpectedVersion::Exact(1), 1);
         third.side = vec![row("third")];
-        let (results, writes) = plan(&[first, refused, third], Loaded::default(), Utc::now());
+        let (results, writes) = plan(&[first, refused, third], LogState::default(), Utc::now());
         assert!(results[0].is_ok() && results[1].is_err() && results[2].is_ok());
         let written: Vec<_> = writes.side.iter().map(|w| w.what).collect();
         assert_eq!(written, ["first", "third"]);
@@ -396,7 +396,7 @@ mod tests {
             request(site, lead, ExpectedVersion::NoStream, 1),
             request(site, lead, ExpectedVersion::Exact(2), 1),
         ];
-        let (results, writes) = plan(&batch, Loaded::default(), Utc::now());
+        let (results, writes) = plan(&batch, LogState::default(), Utc::now());
         assert!(results[0].is_ok());
         assert!(matches!(
             results[1],
@@ -429,7 +429,7 @@ mod tests {
         let retry = first.clone();
         let mut reuse = request(site, lead, ExpectedVersion::Any, 2);
         reuse.meta.idempotency_key = Some("k".into());
-        let (results, writes) = plan(&[first, retry, reuse], Loaded::default(), Utc::now());
+        let (results, writes) = plan(&[first, retry, reuse], LogState::default(), Utc::now());
         let first = results[0].as_ref().unwrap();
         let retry = results[1].as_ref().unwrap();
         assert!(!first.replayed && retry.replayed);
@@ -449,7 +449,7 @@ mod tests {
         let other = StreamKey::new(StreamType::Lead, Uuid::now_v7());
         let (_, writes) = plan(
             &[request(site, lead, ExpectedVersion::NoStream, 1)],
-            Loaded::default(),
+            LogState::default(),
             Utc::now(),
         );
         let mut known = Known::default();
@@ -460,7 +460,7 @@ mod tests {
             sites: vec![site],
         };
 
-        let mut loaded = Loaded::default();
+        let mut loaded = LogState::default();
         let missing = known.fill(writes.head, &needs, &mut loaded);
         assert_eq!(missing.streams, [other]);
         assert!(missing.sites.is_empty());
@@ -469,12 +469,12 @@ mod tests {
         assert_eq!(loaded.chains[&site], writes.chains[0]);
 
         // Another process appended: nothing is trusted any more.
-        let mut loaded = Loaded::default();
+        let mut loaded = LogState::default();
         let missing = known.fill(Position(writes.head.0 + 1), &needs, &mut loaded);
         assert_eq!(missing.streams, [lead, other]);
         assert_eq!(missing.sites, [site]);
         assert!(loaded.streams.is_empty() && loaded.chains.is_empty());
-        let missing = known.fill(writes.head, &needs, &mut Loaded::default());
+        let missing = known.fill(writes.head, &needs, &mut LogState::default());
         assert_eq!(missing.streams.len(), 2, "forgotten for good");
     }
 }

@@ -14,7 +14,7 @@ use tokio::sync::watch;
 use uuid::Uuid;
 
 use super::hook::{AppendHook, Tx};
-use super::plan::{Known, Loaded, Needs, Writes};
+use super::plan::{Known, LogState, Needs, Writes};
 use super::rows::{self, outcome_json, version_i64};
 use super::side;
 use super::writer::{committed_alone, plan_alone};
@@ -110,7 +110,7 @@ pub(crate) async fn commit_batch(
     conn: &mut PgConnection,
     needs: &Needs,
     known: &mut Known,
-    mut plan: impl FnMut(Loaded) -> Writes,
+    mut plan: impl FnMut(LogState) -> Writes,
     hook: Option<&dyn AppendHook>,
 ) -> Result<Position, StoreError> {
     if let Some(writes) = plan_alone(known, needs, &mut plan, hook) {

@@ -6,7 +6,7 @@ use uuid::Uuid;
 
 use super::bulk::{fetch_in, Bind};
 use super::hook::Tx;
-use super::plan::{Known, Loaded, Needs, StreamState};
+use super::plan::{Known, LogState, Needs, StreamState};
 
 use crate::envelope::{AppendOutcome, Position, RecordedEvent, StreamKey, StreamType};
 use crate::error::StoreError;
@@ -147,10 +147,10 @@ pub(crate) async fn load(
     head: Position,
     needs: &Needs,
     known: &mut Known,
-) -> Result<Loaded, StoreError> {
-    let mut loaded = Loaded {
+) -> Result<LogState, StoreError> {
+    let mut loaded = LogState {
         head,
-        ..Loaded::default()
+        ..LogState::default()
     };
     let needs = known.fill(head, needs, &mut loaded);
 

@@ -13,7 +13,7 @@ use sqlx::sqlite::{
 
 use super::bulk::Rows;
 use super::hook::{AppendHook, Tx};
-use super::plan::{IdempotencyRecord, Known, Loaded, Needs, Writes};
+use super::plan::{IdempotencyRecord, Known, LogState, Needs, Writes};
 use super::rows::{self, outcome_json, version_i64};
 use super::side;
 use super::writer::{committed_alone, plan_alone};
@@ -74,7 +74,7 @@ const WRITER_CACHE_KIB: &str = "-32768";
 /// preparing them again for every batch took a third of its time. (The writer's
 /// scripts come in few shapes; a catch-up's, on the readers' connections, rarely
 /// repeat, and are kept only when short.)
-const WRITER_KEPT_SCRIPT_STATEMENTS: usize = 40;
+const WRITER_CACHED_SCRIPT_STATEMENTS: usize = 40;
 
 /// Starts the transaction, takes the log's write lock and reads the last position
 /// and the connection's `data_version` (which moves when another connection
@@ -109,13 +109,13 @@ pub(crate) async fn commit_batch(
     seen: &mut Option<i64>,
     needs: &Needs,
     known: &mut Known,
-    mut plan: impl FnMut(Loaded) -> Writes,
+    mut plan: impl FnMut(LogState) -> Writes,
     hook: Option<&dyn AppendHook>,
 ) -> Result<Position, StoreError> {
     if let Some(writes) = plan_alone(known, needs, &mut plan, hook) {
         let written = async {
             let mut tx = Tx::from(&mut *conn);
-            tx.kept_script_statements = WRITER_KEPT_SCRIPT_STATEMENTS;
+            tx.cached_script_statements = WRITER_CACHED_SCRIPT_STATEMENTS;
             tx.pending.push_plain("BEGIN IMMEDIATE", &[]);
             write_batch(&mut tx, &writes).await?;
             tx.pending.push_plain("COMMIT", &[]);
@@ -141,7 +141,7 @@ pub(crate) async fn commit_batch(
             .ok_or(StoreError::Database(sqlx::Error::RowNotFound))?;
         let mut tx = Tx::from(&mut *conn);
         tx.undisturbed = undisturbed_since == Some(version);
-        tx.kept_script_statements = WRITER_KEPT_SCRIPT_STATEMENTS;
+        tx.cached_script_statements = WRITER_CACHED_SCRIPT_STATEMENTS;
         let loaded = rows::load(&mut tx, Position(head), needs, known).await?;
         let writes = plan(loaded);
         if writes.events.is_empty() {

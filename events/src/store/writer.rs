@@ -22,7 +22,7 @@ use sqlx::{ConnectOptions, PgConnection, Sqlite, SqliteConnection, SqlitePool};
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
-use super::plan::{self, AppendRequest, Known, Loaded, Needs, Writes};
+use super::plan::{self, AppendRequest, Known, LogState, Needs, Writes};
 use super::{
     advance, postgres, sqlite, stream_version, AppendHook, Database, HookSlot, Reply,
     PING_IDLE_AFTER,
@@ -256,7 +256,7 @@ async fn commit(
 pub(crate) fn plan_alone(
     known: &Known,
     needs: &Needs,
-    plan: &mut impl FnMut(Loaded) -> Writes,
+    plan: &mut impl FnMut(LogState) -> Writes,
     hook: Option<&dyn AppendHook>,
 ) -> Option<Writes> {
     let writes = plan(known.loaded(needs)?);

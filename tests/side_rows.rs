@@ -517,7 +517,40 @@ async fn a_write_dropped_at_any_await_point_and_retried_with_its_key_lands_once(
             break;
         }
     }
+    // Which await points fall after the commit depends on the scheduler (under
+    // load, a whole path may run without pausing). So, whatever the loop saw:
+    // attempts dropped the moment their note is in the log, their answer lost,
+    // then retried.
+    for attempt in 0..50 {
+        let key = format!("lost-{attempt}");
+        let request = tower::ServiceExt::oneshot(api.router.clone(), note(&key));
+        if dropped_once_landed(&api.app, &key, request).await.is_some() {
+            continue;
+        }
+        let retry = api.send(note(&key)).await;
+        assert_eq!(retry.status, 201, "{key}: {}", retry.body);
+        assert_eq!(retry.header("idempotent-replayed"), Some("true"), "{key}");
+        assert_eq!(count_notes(&api.app, &key).await, 1, "{key}: once");
+        dropped_after_commit += 1;
+        break;
+    }
     assert!(dropped_after_commit > 0, "some drops fell after the commit");
+}
+
+/// Polls `request` until its note is in the log, then drops it (its answer is
+/// lost after the commit); its output if it finished first.
+async fn dropped_once_landed<F: Future>(app: &App, key: &str, request: F) -> Option<F::Output> {
+    let mut request = std::pin::pin!(request);
+    loop {
+        let polled = std::future::poll_fn(|cx| Poll::Ready(request.as_mut().poll(cx))).await;
+        if let Poll::Ready(output) = polled {
+            return Some(output);
+        }
+        if count_notes(app, key).await == 1 {
+            return None;
+        }
+        tokio::task::yield_now().await;
+    }
 }
 
 /// Rows of `http_idempotency` for `key`.

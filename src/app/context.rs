@@ -19,7 +19,7 @@ pub struct RequestContext {
     pub idempotency_key: Option<String>,
     /// With an idempotency key over HTTP: the SHA-256 of the request (method,
     /// path, body). What the request appends then reserves its key for the
-    /// session, in the same transaction (see [`super::sessions::key_reserved`]).
+    /// session, in the same transaction (see `app::sessions::key_reserved`).
     pub http_request: Option<[u8; 32]>,
 }
 

@@ -5,7 +5,12 @@
 //! - [`App`]: the service; its commands live in [`accounts`] (sites, users,
 //!   passwords, sign-in), [`impersonation`] ("Log in as user" and "Return to
 //!   Admin"), [`leads`] and [`settings`]; what frontends read, through the same
-//!   policy, in [`reads`].
+//!   policy, in [`reads`] (leads, users, settings, `me`) and [`audit`] (sessions,
+//!   changes, exports and manifests, verification, digests); reads that outlive
+//!   their request (the event stream, the export) re-check their session in
+//!   [`streams`]; answers kept for `Idempotency-Key` retries in [`responses`].
+//! - [`migrate`] and [`SCHEMA`]: the application's tables, applied with the log's
+//!   and the projections'.
 //! - [`context`]: the request context every command runs in.
 //! - [`error`]: [`AppError`], every way a command can be refused.
 
@@ -170,7 +175,7 @@ impl App {
     }
 
     /// A context for the operator (the command line) acting on `site` with the
-    /// owner's permissions; what it appends has [`UserId::SYSTEM`] as actor.
+    /// owner's permissions; what it appends has [`crm_events::ids::UserId::SYSTEM`] as actor.
     #[must_use]
     pub fn operator(&self, site: crm_events::ids::SiteId) -> RequestContext {
         let operator = crate::domain::policy::UserView {

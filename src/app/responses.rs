@@ -1,6 +1,6 @@
 //! Answers kept for retries: a write sent with an `Idempotency-Key` reserves the
 //! key for its session in the append's own transaction
-//! ([`super::sessions`]), and its answer is kept once known, so that a retry
+//! (`app::sessions`), and its answer is kept once known, so that a retry
 //! gets the first answer back instead of acting twice.
 
 use chrono::Utc;

@@ -685,24 +685,14 @@ async fn read_back(app: &App, sites: &[Site]) -> Expected {
 /// acted, as whom, in which session (the one the test started, never read back
 /// from the log), and every command that appended left changes.
 async fn assert_changes_as_made(app: &App, sites: &[Site], made: &[Made]) {
-    let db = app.settled().await.unwrap();
     let first = made.first().map_or(0, |m| m.before);
     let mut per_step = vec![0usize; made.len()];
     for s in sites {
-        let filter = ChangeFilter {
-            order: crm_projections::query::Order::OldestFirst,
-            ..ChangeFilter::default()
-        };
-        let changes = all_pages(|c| {
-            let filter = filter.clone();
-            async move {
-                audit_trail::changes(db, s.id, &filter, c.as_deref(), 500)
-                    .await
-                    .unwrap()
-            }
-        })
-        .await;
-        for c in changes.iter().filter(|c| c.position > first) {
+        for c in all_changes(app, s)
+            .await
+            .iter()
+            .filter(|c| c.position > first)
+        {
             let i = made.partition_point(|m| m.after < c.position);
             let m = made
                 .get(i)
@@ -733,6 +723,24 @@ async fn assert_changes_as_made(app: &App, sites: &[Site], made: &[Made]) {
         impersonated > 50,
         "{impersonated} commands made while logged in as an agent"
     );
+}
+
+/// Every audit change of a site, in log order, page by page.
+async fn all_changes(app: &App, s: &Site) -> Vec<audit_trail::Change> {
+    let db = app.settled().await.unwrap();
+    let filter = ChangeFilter {
+        order: crm_projections::query::Order::OldestFirst,
+        ..ChangeFilter::default()
+    };
+    all_pages(|c| {
+        let filter = filter.clone();
+        async move {
+            audit_trail::changes(db, s.id, &filter, c.as_deref(), 500)
+                .await
+                .unwrap()
+        }
+    })
+    .await
 }
 
 /// One audit change as a tuple: position, entity, field, before, after.
@@ -962,21 +970,11 @@ async fn audit_folded_independently(store: &EventStore) -> Vec<ChangeRow> {
 
 /// The audit trail's changes of every site, as the tuples above.
 async fn audit_read_back(app: &App, sites: &[Site]) -> Vec<ChangeRow> {
-    let db = app.settled().await.unwrap();
     let mut rows = Vec::new();
     for s in sites {
-        let filter = ChangeFilter::default();
-        let changes = all_pages(|c| {
-            let filter = filter.clone();
-            async move {
-                audit_trail::changes(db, s.id, &filter, c.as_deref(), 500)
-                    .await
-                    .unwrap()
-            }
-        })
-        .await;
         rows.extend(
-            changes
+            all_changes(app, s)
+                .await
                 .into_iter()
                 .map(|c| (c.position, c.entity_id, c.field, c.before, c.after)),
         );

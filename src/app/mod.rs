@@ -83,11 +83,12 @@ static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate::Migrator {
 /// [`AppError::Store`] with [`StoreError::Migration`].
 pub async fn migrate(store: &EventStore) -> Result<(), AppError> {
     use crm_events::schema::{unknown_versions, LOG};
-    let schemas = [&LOG, &crm_projections::SCHEMA, &SCHEMA];
-    for schema in schemas {
+    // Opening the store applied the log's.
+    for schema in [&crm_projections::SCHEMA, &SCHEMA] {
         schema.apply(store.database()).await?;
     }
-    let unknown = unknown_versions(store.database(), &schemas).await?;
+    let unknown =
+        unknown_versions(store.database(), &[&LOG, &crm_projections::SCHEMA, &SCHEMA]).await?;
     if unknown.is_empty() {
         return Ok(());
     }

@@ -246,12 +246,9 @@ impl App {
         lead: LeadId,
         id: NoteId,
     ) -> Result<Note, AppError> {
-        self.lead_row(ctx, lead).await?;
-        lead_manager::notes(self.store.database(), lead)
-            .await?
-            .into_iter()
-            .find(|n| n.id == id.as_uuid())
-            .ok_or(AppError::NotFound("note"))
+        let rows = lead_manager::notes(self.store.database(), lead);
+        self.one_of_lead(ctx, lead, rows, |r| r.id == id.as_uuid(), "note")
+            .await
     }
 
     /// One task of a lead the subject may see.
@@ -264,12 +261,9 @@ impl App {
         lead: LeadId,
         id: TaskId,
     ) -> Result<Task, AppError> {
-        self.lead_row(ctx, lead).await?;
-        lead_manager::tasks(self.store.database(), lead)
-            .await?
-            .into_iter()
-            .find(|t| t.id == id.as_uuid())
-            .ok_or(AppError::NotFound("task"))
+        let rows = lead_manager::tasks(self.store.database(), lead);
+        self.one_of_lead(ctx, lead, rows, |r| r.id == id.as_uuid(), "task")
+            .await
     }
 
     /// One communication logged on a lead the subject may see.
@@ -282,12 +276,26 @@ impl App {
         lead: LeadId,
         id: CommunicationId,
     ) -> Result<Communication, AppError> {
+        let rows = lead_manager::communications(self.store.database(), lead);
+        self.one_of_lead(ctx, lead, rows, |r| r.id == id.as_uuid(), "communication")
+            .await
+    }
+
+    /// The row of a lead the subject may see that `is` picks among `rows` (read
+    /// only once the lead is found visible: a future does nothing until awaited).
+    async fn one_of_lead<T>(
+        &self,
+        ctx: &RequestContext,
+        lead: LeadId,
+        rows: impl std::future::Future<Output = Result<Vec<T>, crm_projections::QueryError>>,
+        is: impl Fn(&T) -> bool,
+        what: &'static str,
+    ) -> Result<T, AppError> {
         self.lead_row(ctx, lead).await?;
-        lead_manager::communications(self.store.database(), lead)
-            .await?
+        rows.await?
             .into_iter()
-            .find(|c| c.id == id.as_uuid())
-            .ok_or(AppError::NotFound("communication"))
+            .find(is)
+            .ok_or(AppError::NotFound(what))
     }
 
     /// One of the subject's templates.

@@ -19,6 +19,7 @@ use support::*;
 backend_tests!(
     a_database_of_the_last_release_opens_unchanged_and_works,
     a_database_of_a_newer_release_is_refused,
+    two_servers_starting_at_once_migrate_an_empty_database_once,
 );
 
 const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/schema-0010");
@@ -168,5 +169,24 @@ async fn a_database_of_a_newer_release_is_refused(db: &TestDatabase) {
     assert!(
         said.contains("9999") && said.contains("newer release"),
         "{said}"
+    );
+}
+
+/// Two servers started at the same moment on an empty database: each applies
+/// what is missing of the three crates' migrations, neither fails, and each
+/// migration is applied once.
+async fn two_servers_starting_at_once_migrate_an_empty_database_once(db: &TestDatabase) {
+    let start = || async {
+        let store = EventStore::open(&db.url).await.map_err(|e| e.to_string())?;
+        App::start(store, Clock::system())
+            .await
+            .map_err(|e| e.to_string())
+    };
+    let (one, other) = tokio::join!(start(), start());
+    let (one, _other) = (one.unwrap(), other.unwrap());
+    let applied = migrations(one.store()).await;
+    assert_eq!(
+        applied.iter().map(|m| m.0).collect::<Vec<_>>(),
+        (1..=10).collect::<Vec<_>>()
     );
 }

@@ -52,7 +52,22 @@ impl Schema {
             ))
         };
         match db {
-            Database::Sqlite(pool) => self.sqlite.run(pool).await.map_err(|e| failed(e, "")),
+            Database::Sqlite(pool) => loop {
+                // SQLite has no lock for migrators: a second process migrating
+                // the same file at the same moment makes this run fail on what
+                // it committed first (a migration is one transaction, and this
+                // one waited for it). Run again, skipping what it applied, as
+                // long as someone made progress; a failure with none is this
+                // migration's own.
+                let before = applied_count(pool).await;
+                match self.sqlite.run(pool).await {
+                    Ok(()) => return Ok(()),
+                    Err(error) if applied_count(pool).await > before => {
+                        tracing::debug!(%error, "{} migrations: another process migrated meanwhile", self.owner);
+                    }
+                    Err(error) => return Err(failed(error, "")),
+                }
+            },
             Database::Postgres(pool) => {
                 if applied(pool, self.postgres).await {
                     return Ok(());
@@ -94,6 +109,15 @@ pub async fn unknown_versions(db: &Database, schemas: &[&Schema]) -> Result<Vec<
                 .any(|s| s.versions().any(|known| known == *v))
         })
         .collect())
+}
+
+/// How many migrations (of any crate) are applied to a SQLite database; 0 before
+/// the first.
+async fn applied_count(pool: &sqlx::SqlitePool) -> i64 {
+    sqlx::query_scalar("SELECT count(*) FROM _sqlx_migrations WHERE success")
+        .fetch_one(pool)
+        .await
+        .unwrap_or(0)
 }
 
 /// Whether every migration of `migrator` is applied, unchanged.

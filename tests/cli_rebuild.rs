@@ -15,7 +15,7 @@ async fn rebuild_refills_every_projection_and_refuses_unknown_names(db: &TestDat
     let app = app(db).await;
     let s = site(&app, "Demo Realty", "demo.example").await;
     let lead = lead_of(&app, &s.agent1.ctx, "Dana").await;
-    let before = lead_manager::get(app.settled().await.unwrap(), lead)
+    let before = lead_manager::get(app.settled(&app.projector().names()).await.unwrap(), lead)
         .await
         .unwrap();
     let head = head(&app).await;
@@ -39,7 +39,7 @@ async fn rebuild_refills_every_projection_and_refuses_unknown_names(db: &TestDat
         "{stdout}"
     );
     assert_eq!(
-        lead_manager::get(app.settled().await.unwrap(), lead)
+        lead_manager::get(app.settled(&app.projector().names()).await.unwrap(), lead)
             .await
             .unwrap(),
         before

@@ -162,12 +162,43 @@ async fn every_endpoint_answers_as_the_contract_says(db: &TestDatabase) {
         ),
         (200, Some("agent"), Value::Null)
     );
+    let health = api
+        .call(Method::GET, "/healthz", None, None, &[])
+        .await
+        .body;
     assert_eq!(
-        api.call(Method::GET, "/healthz", None, None, &[])
-            .await
-            .body,
-        json!({"status": "ok", "chain": {"ok": true, "checked_to": 0, "first_bad_position": null}}),
+        (&health["status"], &health["chain"]),
+        (
+            &json!("ok"),
+            &json!({"ok": true, "checked_to": 0, "first_bad_position": null})
+        ),
         "the chain not verified yet: nothing found wrong so far"
+    );
+    // The read before settled the projections: each is at the head.
+    let head = api.app.store().head().await.unwrap().0;
+    let projections: Vec<(&str, i64, i64, bool)> = health["projections"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            (
+                p["name"].as_str().unwrap(),
+                p["position"].as_i64().unwrap(),
+                p["behind"].as_i64().unwrap(),
+                p["stopped"].is_null(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        projections,
+        [
+            "users",
+            "lead_manager",
+            "settings",
+            "notifications",
+            "audit_trail"
+        ]
+        .map(|name| (name, head, 0, true))
     );
 
     // Users and site settings.

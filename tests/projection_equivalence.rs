@@ -333,7 +333,7 @@ async fn random_history_made(apps: &[&App], seed: u64, steps: usize) -> (Vec<Sit
 
 /// Everything the projections answer, in a comparable form.
 async fn snapshot(app: &App, sites: &[Site]) -> Value {
-    let db = app.settled().await.unwrap();
+    let db = app.settled(&app.projector().names()).await.unwrap();
     let mut out = serde_json::Map::new();
     let all_leads: Vec<LeadId> = lead_ids(app.store()).await;
     for s in sites {
@@ -614,7 +614,7 @@ async fn fold_independently(store: &EventStore) -> Expected {
 
 /// Reads the same facts from the projections.
 async fn read_back(app: &App, sites: &[Site]) -> Expected {
-    let db = app.settled().await.unwrap();
+    let db = app.settled(&app.projector().names()).await.unwrap();
     let mut x = Expected::default();
     for lead in lead_ids(app.store()).await {
         let l = lead_manager::get(db, lead).await.unwrap().unwrap();
@@ -727,7 +727,7 @@ async fn assert_changes_as_made(app: &App, sites: &[Site], made: &[Made]) {
 
 /// Every audit change of a site, in log order, page by page.
 async fn all_changes(app: &App, s: &Site) -> Vec<audit_trail::Change> {
-    let db = app.settled().await.unwrap();
+    let db = app.settled(&app.projector().names()).await.unwrap();
     let filter = ChangeFilter {
         order: crm_projections::query::Order::OldestFirst,
         ..ChangeFilter::default()
@@ -1135,13 +1135,18 @@ async fn a_stopped_rebuild_run_again_and_a_version_change_give_the_same_projecti
     );
 
     // A projection whose version changed is rebuilt when the next process starts.
-    crm_events::on_pool!(app.settled().await.unwrap(), |pool| sqlx::query(
+    crm_events::on_pool!(
+        app.settled(&app.projector().names()).await.unwrap(),
+        |pool| {
+            sqlx::query(
         "UPDATE projection_checkpoints SET version = 0, position = 3 WHERE name = 'lead_manager'"
     )
     .execute(pool)
     .await
     .map(drop)
-    .unwrap());
+    .unwrap()
+        }
+    );
     let store = EventStore::open(&db.url).await.unwrap();
     let restarted = Projector::start(store.clone(), crm_projections::all())
         .await
@@ -1163,7 +1168,7 @@ async fn a_stopped_rebuild_run_again_and_a_version_change_give_the_same_projecti
 
 /// How many indexes the database has.
 async fn index_count(app: &App) -> i64 {
-    let sql = match app.settled().await.unwrap() {
+    let sql = match app.settled(&app.projector().names()).await.unwrap() {
         crm_events::Database::Sqlite(_) => {
             "SELECT COUNT(*) FROM sqlite_master WHERE type = 'index'"
         }
@@ -1171,18 +1176,19 @@ async fn index_count(app: &App) -> i64 {
             "SELECT COUNT(*) FROM pg_indexes WHERE schemaname = current_schema()"
         }
     };
-    crm_events::on_pool!(app.settled().await.unwrap(), |pool| sqlx::query_scalar(sql)
-        .fetch_one(pool)
-        .await
-        .unwrap())
+    crm_events::on_pool!(
+        app.settled(&app.projector().names()).await.unwrap(),
+        |pool| sqlx::query_scalar(sql).fetch_one(pool).await.unwrap()
+    )
 }
 
 /// How many indexes a rebuild has set aside.
 async fn deferred_indexes(app: &App) -> i64 {
-    crm_events::on_pool!(app.settled().await.unwrap(), |pool| sqlx::query_scalar(
-        "SELECT COUNT(*) FROM projection_deferred_indexes"
+    crm_events::on_pool!(
+        app.settled(&app.projector().names()).await.unwrap(),
+        |pool| sqlx::query_scalar("SELECT COUNT(*) FROM projection_deferred_indexes")
+            .fetch_one(pool)
+            .await
+            .unwrap()
     )
-    .fetch_one(pool)
-    .await
-    .unwrap())
 }

@@ -80,7 +80,7 @@ async fn the_seed_scenario_lists_exactly_the_admins_changes_with_before_and_afte
     app.change_settings(&acting, timezone, None).await.unwrap();
     app.return_to_admin(&acting).await.unwrap();
 
-    let dbh = app.settled().await.unwrap();
+    let dbh = app.settled(&app.projector().names()).await.unwrap();
     let listed = audit_trail::session(dbh, s.id, session)
         .await
         .unwrap()
@@ -301,7 +301,7 @@ async fn the_lead_manager_filters_sorts_counts_and_pages(db: &TestDatabase) {
     .unwrap();
     app.archive_lead(agent, ids[2], None).await.unwrap();
 
-    let dbh = app.settled().await.unwrap();
+    let dbh = app.settled(&app.projector().names()).await.unwrap();
     let mine = LeadFilter::of(Owner::AssignedTo(s.agent1.id));
     let names = |page: &crm_projections::Page<lead_manager::Lead>| {
         page.items
@@ -437,11 +437,16 @@ async fn agents_are_told_when_the_site_says_so(db: &TestDatabase) {
         .0;
     app.return_to_admin(&acting).await.unwrap();
     assert!(
-        notifications::list(app.settled().await.unwrap(), s.agent1.id, None, 50)
-            .await
-            .unwrap()
-            .items
-            .is_empty(),
+        notifications::list(
+            app.settled(&app.projector().names()).await.unwrap(),
+            s.agent1.id,
+            None,
+            50
+        )
+        .await
+        .unwrap()
+        .items
+        .is_empty(),
         "off by default"
     );
 
@@ -458,27 +463,35 @@ async fn agents_are_told_when_the_site_says_so(db: &TestDatabase) {
     app.start_impersonation(&s.admin.ctx, s.agent1.id, reason("Update the signature"))
         .await
         .unwrap();
-    let told = notifications::list(app.settled().await.unwrap(), s.agent1.id, None, 50)
-        .await
-        .unwrap()
-        .items;
+    let told = notifications::list(
+        app.settled(&app.projector().names()).await.unwrap(),
+        s.agent1.id,
+        None,
+        50,
+    )
+    .await
+    .unwrap()
+    .items;
     assert_eq!(told.len(), 1);
     assert_eq!(told[0].text, "admin logged in as you: Update the signature");
     assert_eq!(told[0].kind, "impersonation_started");
-    assert!(
-        notifications::list(app.settled().await.unwrap(), s.admin.id, None, 50)
-            .await
-            .unwrap()
-            .items
-            .is_empty()
-    );
+    assert!(notifications::list(
+        app.settled(&app.projector().names()).await.unwrap(),
+        s.admin.id,
+        None,
+        50
+    )
+    .await
+    .unwrap()
+    .items
+    .is_empty());
 }
 
 async fn the_main_queries_are_served_by_indexes(db: &TestDatabase) {
     let app = app(db).await;
     let s = site(&app, "Demo Realty", "demo.example").await;
     lead_of(&app, &s.agent1.ctx, "Dana").await;
-    let dbh = app.settled().await.unwrap();
+    let dbh = app.settled(&app.projector().names()).await.unwrap();
     let mine = LeadFilter::of(Owner::AssignedTo(s.agent1.id));
     let mut queries = Vec::new();
     for sort in [
@@ -796,10 +809,13 @@ async fn the_projections_follow_appends_made_by_another_process(db: &TestDatabas
     // A read settles on the log's head as the database has it: the other
     // process's append is folded before the read, with no waiting for a
     // notification (a regression fails at once instead of after a poll).
-    let dbh = tokio::time::timeout(std::time::Duration::from_secs(10), app.settled())
-        .await
-        .expect("a read settles promptly")
-        .unwrap();
+    let dbh = tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        app.settled(&app.projector().names()),
+    )
+    .await
+    .expect("a read settles promptly")
+    .unwrap();
     assert!(
         lead_manager::get(dbh, lead).await.unwrap().is_some(),
         "the read after position {} shows the lead",

@@ -91,6 +91,15 @@ pub enum StoreError {
     /// The store's writer has stopped (the store is shutting down).
     #[error("the event store is closed")]
     Closed,
+
+    /// A projection stopped folding (its fold panicked, or the database refused
+    /// its statements): what it holds is not what the log says.
+    #[error("projection {name} stopped at position {position}: {reason}")]
+    ProjectionStopped {
+        name: String,
+        position: Position,
+        reason: String,
+    },
 }
 
 impl StoreError {

@@ -44,4 +44,4 @@ pub use envelope::{
 pub use error::StoreError;
 pub use hash::{ChainVerifier, VerifyReport};
 pub use store::bulk::{Bind, NullOf, Rows, Updates};
-pub use store::{AppendHook, Changes, Database, EventStore, SideWrite, StoreOptions, Tx};
+pub use store::{Changes, Database, EventStore, SideWrite, StoreOptions, Tx};

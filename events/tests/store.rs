@@ -25,8 +25,7 @@ backend_tests!(
     subscribe_catches_up_then_follows_live_appends,
     a_subscriber_sees_appends_made_by_another_store_on_the_same_database,
     a_closed_database_gives_unavailable_and_loses_nothing,
-    the_hook_is_told_when_nothing_but_its_writer_changed_the_database,
-    a_deferring_hook_hears_of_each_batch_whether_committed_alone_in_a_transaction_or_failed,
+    committed_batches_are_announced_once_whether_written_alone_or_the_long_way,
     an_append_that_waits_for_the_log_head_holds_no_position_meanwhile,
 );
 
@@ -695,121 +694,27 @@ async fn an_unreachable_database_is_unavailable() {
     assert!(matches!(e, StoreError::UnsupportedUrl(_)), "{e:?}");
 }
 
-/// Records whether each batch's transaction was undisturbed.
-#[derive(Debug, Default)]
-struct Recorder(std::sync::Mutex<Vec<bool>>);
-
-impl crm_events::AppendHook for Recorder {
-    fn appended<'a>(
-        &'a self,
-        tx: &'a mut crm_events::Tx<'_>,
-        _events: &'a [crm_events::RecordedEvent],
-    ) -> futures_util::future::BoxFuture<'a, Result<(), StoreError>> {
-        self.0.lock().unwrap().push(tx.undisturbed());
-        Box::pin(async { Ok(()) })
+/// The positions of every batch announced so far.
+fn announced(
+    commits: &mut tokio::sync::mpsc::Receiver<Vec<crm_events::RecordedEvent>>,
+) -> Vec<Vec<i64>> {
+    let mut batches = Vec::new();
+    while let Ok(batch) = commits.try_recv() {
+        batches.push(batch.iter().map(|e| e.position.0).collect());
     }
-
-    fn committed(&self, _last: Position) {}
+    batches
 }
 
-/// What a hook kept from its writer's last transaction may be trusted only while
-/// nothing else wrote: another store's append, or any other connection's write
-/// (a catch-up, a rebuild), disturbs the next batch. On PostgreSQL no batch is
-/// undisturbed (there is no cheap way to tell).
-async fn the_hook_is_told_when_nothing_but_its_writer_changed_the_database(db: &TestDatabase) {
-    let store = EventStore::open(&db.url).await.unwrap();
-    let other = EventStore::open(&db.url).await.unwrap();
-    let recorder = std::sync::Arc::new(Recorder::default());
-    let hook: std::sync::Arc<dyn crm_events::AppendHook> = recorder.clone();
-    store.install_hook(&hook);
-    let site = SiteId::generate();
-    fill(&store, site, 1).await;
-    fill(&store, site, 1).await;
-    fill(&other, site, 1).await;
-    fill(&store, site, 1).await;
-    fill(&store, site, 1).await;
-    exec(&store, "CREATE TABLE scratch (x INTEGER)")
-        .await
-        .unwrap();
-    fill(&store, site, 1).await;
-    exec(&store, "INSERT INTO scratch (x) VALUES (1)")
-        .await
-        .unwrap();
-    fill(&store, site, 1).await;
-    fill(&store, site, 1).await;
-    let told = recorder.0.lock().unwrap().clone();
-    let expected = if db.url.starts_with("sqlite:") {
-        vec![false, true, false, true, false, false, true]
-    } else {
-        vec![false; 7]
-    };
-    assert_eq!(told, expected);
-}
-
-/// A hook that leaves every batch for later, and can be told to fail the next
-/// batch it folds; it records what it hears of.
-#[derive(Debug, Default)]
-struct Deferring {
-    heard: std::sync::Mutex<Vec<String>>,
-    fail_next: std::sync::atomic::AtomicBool,
-}
-
-impl Deferring {
-    fn hear(&self, what: String) {
-        self.heard.lock().unwrap().push(what);
-    }
-    fn take(&self) -> Vec<String> {
-        std::mem::take(&mut *self.heard.lock().unwrap())
-    }
-}
-
-impl crm_events::AppendHook for Deferring {
-    fn appended<'a>(
-        &'a self,
-        _tx: &'a mut crm_events::Tx<'_>,
-        events: &'a [crm_events::RecordedEvent],
-    ) -> futures_util::future::BoxFuture<'a, Result<(), StoreError>> {
-        self.hear(format!("appended {}", events.len()));
-        let fail = self
-            .fail_next
-            .swap(false, std::sync::atomic::Ordering::SeqCst);
-        Box::pin(async move {
-            if fail {
-                return Err(StoreError::Closed);
-            }
-            Ok(())
-        })
-    }
-
-    fn committed(&self, last: Position) {
-        self.hear(format!("committed {}", last.0));
-    }
-
-    fn defers(&self, _events: usize) -> bool {
-        !self.fail_next.load(std::sync::atomic::Ordering::SeqCst)
-    }
-
-    fn noted(&self, events: &[crm_events::RecordedEvent]) {
-        self.hear(format!("noted {}", events.len()));
-    }
-
-    fn failed(&self) {
-        self.hear("failed".into());
-    }
-}
-
-/// An append whose fold the hook leaves for later commits on its own (one
-/// statement or script) once the writer knows what it needs; another store's
-/// append in between sends it the long way, in a transaction; a batch that fails
-/// is reported as failed, and leaves nothing in the log.
-async fn a_deferring_hook_hears_of_each_batch_whether_committed_alone_in_a_transaction_or_failed(
+/// Each batch this store commits is announced once, with its events, before the
+/// append is answered: whether it was written on its own (the writer knew what it
+/// needed) or the long way (a new stream; another store's append took the next
+/// position). Another store's appends and refused appends are not announced.
+async fn committed_batches_are_announced_once_whether_written_alone_or_the_long_way(
     db: &TestDatabase,
 ) {
     let store = EventStore::open(&db.url).await.unwrap();
     let other = EventStore::open(&db.url).await.unwrap();
-    let hook = std::sync::Arc::new(Deferring::default());
-    let installed: std::sync::Arc<dyn crm_events::AppendHook> = hook.clone();
-    store.install_hook(&installed);
+    let mut commits = store.follow_commits();
     let site = SiteId::generate();
     let tag = |store: &EventStore, stream, version: u64, name: &str| {
         let (store, name) = (store.clone(), name.to_owned());
@@ -828,33 +733,36 @@ async fn a_deferring_hook_hears_of_each_batch_whether_committed_alone_in_a_trans
         }
     };
 
-    // A new stream: the writer must read what it needs, in a transaction.
+    // A new stream: the writer reads what it needs, in a transaction.
     let stream = fill(&store, site, 1).await;
-    assert_eq!(hook.take(), ["appended 1", "committed 1"]);
-    // Then it knows the stream and the site's chain: the batch commits alone.
+    assert_eq!(announced(&mut commits), [vec![1]]);
+    // Then it knows the stream and the site's chain: the batch is written alone.
     tag(&store, stream, 1, "a").await.unwrap();
-    assert_eq!(hook.take(), ["noted 1", "committed 2"]);
+    assert_eq!(announced(&mut commits), [vec![2]]);
 
-    // Another store appends: the next batch's position is taken, so it goes the
-    // long way, and lands after the other store's event.
+    // Another store appends: not this store's to announce. This store's next
+    // batch finds its position taken, goes the long way and lands after it.
     fill(&other, site, 1).await;
     let outcome = tag(&store, stream, 2, "b").await.unwrap();
     assert_eq!(outcome.last_position, Position(4));
-    assert_eq!(hook.take(), ["appended 1", "committed 4"]);
+    assert_eq!(announced(&mut commits), [vec![4]]);
 
-    // A batch that fails: the hook hears so, and nothing is appended.
-    hook.fail_next
-        .store(true, std::sync::atomic::Ordering::SeqCst);
-    assert!(tag(&store, stream, 3, "c").await.is_err());
-    assert_eq!(hook.take(), ["appended 1", "failed"]);
-    assert_eq!(store.head().await.unwrap(), Position(4));
+    // A refused append commits nothing and announces nothing.
+    let refused = tag(&store, stream, 2, "stale").await.unwrap_err();
+    assert!(
+        matches!(refused, StoreError::Conflict { .. }),
+        "{refused:?}"
+    );
+    assert!(announced(&mut commits).is_empty());
 
-    // And the store goes on: alone again once it knows what it needs.
+    // What was announced is what the log holds.
     tag(&store, stream, 3, "c").await.unwrap();
-    tag(&store, stream, 4, "d").await.unwrap();
-    let heard = hook.take();
-    assert_eq!(heard.last().map(String::as_str), Some("committed 6"));
-    assert!(heard.contains(&"noted 1".to_owned()), "{heard:?}");
+    let mut heard = Vec::new();
+    while let Ok(batch) = commits.try_recv() {
+        heard.extend(batch);
+    }
+    let log = store.read_all(Position(4), 10).await.unwrap();
+    assert_eq!(heard, log);
     let versions: Vec<u64> = store
         .read_stream(stream, 0)
         .await
@@ -862,6 +770,6 @@ async fn a_deferring_hook_hears_of_each_batch_whether_committed_alone_in_a_trans
         .iter()
         .map(|e| e.stream_version)
         .collect();
-    assert_eq!(versions, [1, 2, 3, 4, 5]);
+    assert_eq!(versions, [1, 2, 3, 4]);
     assert!(store.verify(None).await.unwrap().ok);
 }

@@ -22,9 +22,13 @@ use crate::sql::execute;
 #[derive(Debug, Clone, Copy, Default)]
 pub struct AuditTrail;
 
+/// The projection's name, in the checkpoint table and wherever a read names what
+/// it reads.
+pub const NAME: &str = "audit_trail";
+
 impl Projection for AuditTrail {
     fn name(&self) -> &'static str {
-        "audit_trail"
+        NAME
     }
 
     fn version(&self) -> i64 {

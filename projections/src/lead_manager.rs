@@ -29,10 +29,11 @@ pub struct LeadManager {
     cache: CachedRows,
 }
 
-/// Copies of the lead rows the store's writer last wrote through this fold, so that
-/// an append's fold need not read back what it wrote itself. Only used in, and only
-/// filled by, [undisturbed](Tx::undisturbed) transactions; any other transaction
-/// that folds (a catch-up, an append after another process wrote) forgets them all.
+/// Copies of the lead rows this fold last wrote, so that the next fold of the
+/// projector's runs need not read back what the last one wrote. Only used in, and
+/// only filled by, [undisturbed](Tx::undisturbed) transactions; any other
+/// transaction that folds (after another process folded, after a failed fold)
+/// forgets them all.
 #[derive(Debug, Default)]
 struct CachedRows(Mutex<HashMap<Uuid, LeadRow>>);
 
@@ -78,9 +79,13 @@ fn no_task_due() -> DateTime<Utc> {
         .unwrap_or(DateTime::<Utc>::MAX_UTC)
 }
 
+/// The projection's name, in the checkpoint table and wherever a read names what
+/// it reads.
+pub const NAME: &str = "lead_manager";
+
 impl Projection for LeadManager {
     fn name(&self) -> &'static str {
-        "lead_manager"
+        NAME
     }
 
     fn version(&self) -> i64 {

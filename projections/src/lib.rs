@@ -8,15 +8,18 @@
 //!
 //! - [`projection`]: the [`Projection`] abstraction (name, version, the events it
 //!   reads, its tables, `apply` inside a transaction).
-//! - [`runner`]: the [`Projector`]: folds this process's appends in runs inside
-//!   an append's transaction (checkpoints included), settles before every read,
-//!   catches up, rebuilds (with [`indexes`] set aside).
+//! - [`runner`]: the [`Projector`]: folds in transactions that move the
+//!   checkpoints with the rows, settles before every read, catches up, rebuilds
+//!   (with [`indexes`] set aside), stops a projection that cannot fold;
+//!   `follower`: its task, which folds this process's appends in runs as it
+//!   hears of them.
 //! - One module per projection, with its fold and its queries: [`users`],
 //!   [`lead_manager`], [`settings`], [`notifications`], [`audit_trail`].
 //! - [`query`]: pages, cursors and the query builder the list queries share.
 //! - [`SCHEMA`]: this crate's tables, applied when a [`Projector`] opens.
 
 pub mod audit_trail;
+mod follower;
 mod indexes;
 pub mod lead_manager;
 pub mod notifications;
@@ -31,7 +34,7 @@ use std::sync::Arc;
 
 pub use projection::{Decoded, Projection};
 pub use query::{Page, QueryError};
-pub use runner::{Checkpoint, Projector};
+pub use runner::{Checkpoint, ProjectionStatus, Projector, Stopped};
 
 /// The projections' tables (checkpoints, indexes set aside by a rebuild, and
 /// every read model), migrated by this crate.

@@ -20,9 +20,13 @@ pub struct Notifications;
 /// The kind of an impersonation notice.
 pub const LOGGED_IN_AS_YOU: &str = "impersonation_started";
 
+/// The projection's name, in the checkpoint table and wherever a read names what
+/// it reads.
+pub const NAME: &str = "notifications";
+
 impl Projection for Notifications {
     fn name(&self) -> &'static str {
-        "notifications"
+        NAME
     }
 
     fn version(&self) -> i64 {

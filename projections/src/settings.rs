@@ -17,9 +17,13 @@ use crate::sql::{execute, fetch_optional};
 #[derive(Debug, Clone, Copy, Default)]
 pub struct SettingsProjection;
 
+/// The projection's name, in the checkpoint table and wherever a read names what
+/// it reads.
+pub const NAME: &str = "settings";
+
 impl Projection for SettingsProjection {
     fn name(&self) -> &'static str {
-        "settings"
+        NAME
     }
 
     fn version(&self) -> i64 {

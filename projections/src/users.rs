@@ -16,9 +16,13 @@ use crate::sql::execute;
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Users;
 
+/// The projection's name, in the checkpoint table and wherever a read names what
+/// it reads.
+pub const NAME: &str = "users";
+
 impl Projection for Users {
     fn name(&self) -> &'static str {
-        "users"
+        NAME
     }
 
     fn version(&self) -> i64 {

@@ -530,7 +530,8 @@ impl App {
         up_to: Option<i64>,
     ) -> Result<Option<Written>, AppError> {
         authorize(&ctx.caller, Action::MarkOwnNotificationsRead)?;
-        self.settle().await?;
+        self.settle_for(&[crm_projections::notifications::NAME])
+            .await?;
         let db = self.store.database();
         let Some(latest) =
             crm_projections::notifications::latest_unread(db, ctx.actor(), up_to).await?

@@ -69,7 +69,8 @@ impl App {
         cursor: Option<&str>,
         limit: u32,
     ) -> Result<Page<SessionView>, AppError> {
-        self.settle().await?;
+        self.settle_for(&[crm_projections::audit_trail::NAME])
+            .await?;
         authorize(&ctx.caller, Action::ReadAudit)?;
         let page =
             audit_trail::sessions(self.store.database(), ctx.site(), filter, cursor, limit).await?;
@@ -86,7 +87,8 @@ impl App {
         cursor: Option<&str>,
         limit: u32,
     ) -> Result<Page<SessionView>, AppError> {
-        self.settle().await?;
+        self.settle_for(&[crm_projections::audit_trail::NAME])
+            .await?;
         authorize(&ctx.caller, Action::ReadOwnImpersonations)?;
         let filter = SessionFilter {
             subject_id: Some(ctx.actor()),
@@ -108,7 +110,8 @@ impl App {
         ctx: &RequestContext,
         id: ImpersonationId,
     ) -> Result<SessionDetail, AppError> {
-        self.settle().await?;
+        self.settle_for(&[crm_projections::audit_trail::NAME])
+            .await?;
         if ctx.caller.is_impersonating() {
             // Refused whatever the session, before looking for it.
             authorize(&ctx.caller, Action::ReadAudit)?;
@@ -145,7 +148,8 @@ impl App {
         cursor: Option<&str>,
         limit: u32,
     ) -> Result<Page<Change>, AppError> {
-        self.settle().await?;
+        self.settle_for(&[crm_projections::audit_trail::NAME])
+            .await?;
         authorize(&ctx.caller, Action::ReadAudit)?;
         Ok(audit_trail::changes(self.store.database(), ctx.site(), filter, cursor, limit).await?)
     }
@@ -300,7 +304,8 @@ impl App {
                 format!("a position from 0 to the head ({head})"),
             ));
         }
-        self.settle().await?;
+        self.settle_for(&[crm_projections::audit_trail::NAME])
+            .await?;
         filter.up_to = Some(up_to);
         Ok(up_to)
     }

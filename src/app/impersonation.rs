@@ -196,7 +196,8 @@ impl App {
             .await?
             .state;
         if ended.subject_id != claimed {
-            self.settle().await?;
+            self.settle_for(&[crm_projections::audit_trail::NAME])
+                .await?;
             let filter = SessionFilter {
                 admin_id: Some(ctx.actor()),
                 subject_id: Some(claimed),

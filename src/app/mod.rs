@@ -108,6 +108,17 @@ pub async fn migrate(store: &EventStore) -> Result<(), AppError> {
 pub struct Health {
     pub head: Position,
     pub chain: ChainStatus,
+    /// Each projection's checkpoint, how far behind the head, whether it stopped.
+    pub projections: Vec<crm_projections::ProjectionStatus>,
+}
+
+impl Health {
+    /// Whether everything is as it should be: the chain intact, every projection
+    /// folding.
+    #[must_use]
+    pub fn ok(&self) -> bool {
+        self.chain.ok && self.projections.iter().all(|p| p.stopped.is_none())
+    }
 }
 
 /// The command service.
@@ -130,8 +141,22 @@ impl App {
     /// # Errors
     /// A database of a newer release; store failures while catching up.
     pub async fn start(store: EventStore, clock: Clock) -> Result<Self, AppError> {
+        Self::start_with(store, clock, crm_projections::all()).await
+    }
+
+    /// [`App::start`] with another set of projections: the core's own
+    /// ([`crm_projections::all`]) and any of the embedder's, folded alike (a
+    /// projection of its own that stops leaves the others folding).
+    ///
+    /// # Errors
+    /// As [`App::start`].
+    pub async fn start_with(
+        store: EventStore,
+        clock: Clock,
+        projections: Vec<Arc<dyn crm_projections::Projection>>,
+    ) -> Result<Self, AppError> {
         migrate(&store).await?;
-        let projector = Projector::start(store.clone(), crm_projections::all()).await?;
+        let projector = Projector::start(store.clone(), projections).await?;
         Ok(Self {
             store,
             projector,
@@ -148,8 +173,8 @@ impl App {
         &self.store
     }
 
-    /// How the server is: the log's head (the database answers) and the hash
-    /// chain as last checked.
+    /// How the server is: the log's head (the database answers), the hash chain
+    /// as last checked, and the projections.
     ///
     /// # Errors
     /// [`AppError::Store`] when the database does not answer.
@@ -158,6 +183,7 @@ impl App {
         Ok(Health {
             head,
             chain: self.chain_status(),
+            projections: self.projector.status().await?,
         })
     }
 
@@ -203,13 +229,22 @@ impl App {
         Ok(self.projector.settle().await?)
     }
 
+    /// [`App::settle`] for a read of the projections named `read` (their
+    /// `NAME`s): another projection's stopping does not hold it up.
+    ///
+    /// # Errors
+    /// Store failures while the projections catch up; one of `read` stopped.
+    pub async fn settle_for(&self, read: &[&str]) -> Result<(), AppError> {
+        Ok(self.projector.settle_for(read).await?)
+    }
+
     /// The database to read the projections from, once they reflect every write
     /// this process made (see [`App::settle`]).
     ///
     /// # Errors
     /// Store failures while the projections catch up.
-    pub async fn settled(&self) -> Result<&crm_events::Database, AppError> {
-        self.settle().await?;
+    pub async fn settled(&self, read: &[&str]) -> Result<&crm_events::Database, AppError> {
+        self.settle_for(read).await?;
         Ok(self.store.database())
     }
 

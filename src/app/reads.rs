@@ -100,7 +100,7 @@ impl App {
 
     /// The caller's site as the projections hold it.
     async fn projected_site(&self, ctx: &RequestContext) -> Result<SiteRow, AppError> {
-        self.settle().await?;
+        self.settle_for(&[crm_projections::users::NAME]).await?;
         users::site(self.store.database(), ctx.site())
             .await?
             .ok_or(AppError::NotFound("site"))
@@ -111,7 +111,7 @@ impl App {
     /// # Errors
     /// [`AppError::NotFound`] for a user not projected (yet).
     pub async fn me(&self, ctx: &RequestContext) -> Result<Me, AppError> {
-        let db = self.settled().await?;
+        let db = self.settled(&[crm_projections::users::NAME]).await?;
         let user = |id| async move {
             users::get(db, ctx.site(), id)
                 .await?
@@ -170,7 +170,8 @@ impl App {
         cursor: Option<&str>,
         limit: u32,
     ) -> Result<LeadPage, AppError> {
-        self.settle().await?;
+        self.settle_for(&[crm_projections::lead_manager::NAME])
+            .await?;
         authorize(&ctx.caller, Action::WorkOwnLeads)?;
         let owner = if query.whole_site {
             authorize(&ctx.caller, Action::WorkAllLeads)?;
@@ -220,7 +221,7 @@ impl App {
     /// [`AppError::NotFound`] for a lead that does not exist, is archived, or is not
     /// the subject's to see.
     pub async fn lead_row(&self, ctx: &RequestContext, id: LeadId) -> Result<Lead, AppError> {
-        let db = self.settled().await?;
+        let db = self.settled(&[crm_projections::lead_manager::NAME]).await?;
         authorize(&ctx.caller, Action::WorkOwnLeads)?;
         let lead = lead_manager::get(db, id)
             .await?
@@ -307,7 +308,7 @@ impl App {
         ctx: &RequestContext,
         id: TemplateId,
     ) -> Result<Template, AppError> {
-        let db = self.settled().await?;
+        let db = self.settled(&[crm_projections::settings::NAME]).await?;
         authorize(&ctx.caller, Action::ReadOwnSettings)?;
         settings_view::template(db, ctx.subject(), id)
             .await?
@@ -319,7 +320,7 @@ impl App {
     /// # Errors
     /// [`AppError::Forbidden`] for agents; [`AppError::NotFound`].
     pub async fn user_row(&self, ctx: &RequestContext, id: UserId) -> Result<UserRow, AppError> {
-        let db = self.settled().await?;
+        let db = self.settled(&[crm_projections::users::NAME]).await?;
         authorize(&ctx.caller, Action::ReadUsers)?;
         users::get(db, ctx.site(), id)
             .await?
@@ -334,7 +335,7 @@ impl App {
         &self,
         ctx: &RequestContext,
     ) -> Result<(BTreeMap<&'static str, Value>, i64), AppError> {
-        self.settle().await?;
+        self.settle_for(&[crm_projections::settings::NAME]).await?;
         authorize(&ctx.caller, Action::ReadOwnSettings)?;
         let (stored, version) = settings_view::get(self.store.database(), ctx.subject()).await?;
         let values = SettingKey::ALL
@@ -357,7 +358,7 @@ impl App {
     /// # Errors
     /// Store failures.
     pub async fn templates_view(&self, ctx: &RequestContext) -> Result<Vec<Template>, AppError> {
-        self.settle().await?;
+        self.settle_for(&[crm_projections::settings::NAME]).await?;
         authorize(&ctx.caller, Action::ReadOwnSettings)?;
         Ok(settings_view::templates(self.store.database(), ctx.subject()).await?)
     }
@@ -372,7 +373,8 @@ impl App {
         cursor: Option<&str>,
         limit: u32,
     ) -> Result<Page<notifications::Notification>, AppError> {
-        self.settle().await?;
+        self.settle_for(&[crm_projections::notifications::NAME])
+            .await?;
         Ok(notifications::list(self.store.database(), ctx.subject(), cursor, limit).await?)
     }
 }

@@ -222,6 +222,17 @@ impl From<StoreError> for ApiError {
     fn from(error: StoreError) -> Self {
         match &error {
             StoreError::Unavailable(_) => Self::unavailable(&error),
+            StoreError::ProjectionStopped { .. } => {
+                tracing::error!(%error, "a read waits on a stopped projection");
+                Self::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "projection_stopped",
+                    "Read model stopped",
+                    format!(
+                        "{error}; writes are still taken, and /healthz shows how far behind it is"
+                    ),
+                )
+            }
             // A row beside the log found in another state than the command was
             // decided on (each command says what that means where it can): the
             // client's to reload and retry, never a server error.

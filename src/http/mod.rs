@@ -141,12 +141,19 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
 }
 
 /// `GET /healthz`: 200 when the database answers, `degraded` when the hash chain
-/// is broken (with the first bad position), 503 when the database does not answer.
+/// is broken (with the first bad position) or a projection stopped; each
+/// projection's position, how far behind the log's head it is, and why it
+/// stopped. 503 when the database does not answer.
 async fn health(State(state): State<AppState>) -> Response {
     match state.app.health().await {
-        Ok(crate::app::Health { chain, .. }) => {
-            let status = if chain.ok { "ok" } else { "degraded" };
-            Json(serde_json::json!({"status": status, "chain": chain})).into_response()
+        Ok(health) => {
+            let status = if health.ok() { "ok" } else { "degraded" };
+            Json(serde_json::json!({
+                "status": status,
+                "chain": health.chain,
+                "projections": health.projections,
+            }))
+            .into_response()
         }
         Err(error) => {
             tracing::error!(%error, "health check failed");

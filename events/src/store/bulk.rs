@@ -7,7 +7,7 @@
 //! of `n` rows takes at most `n / 64 + 6` statements.
 
 pub use super::bind::{arguments, Backend, Bind, NullOf};
-use super::hook::{Conn, Script, Tx};
+use super::tx::{Conn, Script, Tx};
 use crate::error::StoreError;
 
 /// The chunk sizes, largest first.
@@ -408,7 +408,7 @@ impl Tx<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::hook::Script;
+    use crate::store::tx::Script;
 
     #[test]
     fn chunks_cover_every_row_once_with_few_shapes() {

@@ -4,7 +4,8 @@
 //! # Group commit
 //!
 //! Every append of this process goes through one writer task, on a database
-//! connection of its own (see `writer.rs`). Callers send their validated request
+//! connection of its own (`writer.rs` decides, a backend does each step on its
+//! database: `backend.rs`, `sqlite.rs`, `postgres.rs`). Callers send their validated request
 //! and wait; the writer takes everything that is waiting (up to a limit, and
 //! waiting a moment for the late members of a group of concurrent callers), decides
 //! each request against the state inside one transaction, writes the accepted ones
@@ -19,16 +20,17 @@
 //! in position order, and positions are dense. A reader that has seen position `p` has
 //! seen every position before it; nobody ever skips an event.
 
+mod backend;
 mod bind;
 pub mod bulk;
 mod digests;
-mod hook;
 mod plan;
 mod postgres;
 mod rows;
 mod side;
 mod sql;
 mod sqlite;
+mod tx;
 mod writer;
 
 use std::sync::Arc;
@@ -46,10 +48,10 @@ use crate::error::StoreError;
 use crate::hash::{ChainHead, ChainVerifier, VerifyReport};
 use crate::ids::SiteId;
 use crate::on_pool;
-pub use hook::{AppendHook, Tx};
 use plan::AppendRequest;
 use rows::{ChainRow, EventRow};
 pub use side::{Changes, SideWrite};
+pub use tx::Tx;
 
 /// The largest payload one event may carry.
 pub const MAX_PAYLOAD_BYTES: usize = 256 * 1024;
@@ -94,14 +96,19 @@ pub struct EventStore {
     inner: Arc<Inner>,
 }
 
-/// The hook the writer calls for every batch, once installed. Held weakly: the
-/// hook's owner decides how long it lives (and the hook may hold the store).
-type HookSlot = Arc<std::sync::RwLock<Option<std::sync::Weak<dyn AppendHook>>>>;
+/// Where the writer announces each batch it commits (see
+/// [`EventStore::follow_commits`]).
+type Commits = Arc<std::sync::Mutex<Option<mpsc::Sender<Vec<RecordedEvent>>>>>;
+
+/// How many committed batches wait, at most, for their follower to hear of them.
+const COMMITS_WAITING: usize = 1024;
 
 #[derive(Debug)]
 struct Inner {
     db: Database,
-    hook: HookSlot,
+    commits: Commits,
+    /// On SQLite, this process's turns at writing (see [`EventStore::write_turn`]).
+    turns: Option<Arc<tokio::sync::Mutex<()>>>,
     writer: mpsc::Sender<(AppendRequest, Reply)>,
     /// The last position known to be committed (by any process, as far as we heard).
     head: watch::Sender<Position>,
@@ -133,17 +140,14 @@ impl EventStore {
     /// # Errors
     /// As [`EventStore::open`].
     pub async fn open_with(url: &str, options: StoreOptions) -> Result<Self, StoreError> {
-        let (db, connection) = if url.starts_with("sqlite:") {
-            let (pool, own) = sqlite::open(url).await?;
-            let connection = match own {
-                Some(options) => writer::Connection::Sqlite(writer::Own::new(options)),
-                None => writer::Connection::SqlitePool(pool.clone()),
-            };
-            (Database::Sqlite(pool), connection)
-        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-            let (pool, options) = postgres::open(url).await?;
-            let connection = writer::Connection::Postgres(writer::Own::new(options));
-            (Database::Postgres(pool), connection)
+        let sqlite = url.starts_with("sqlite:");
+        let postgres = url.starts_with("postgres://") || url.starts_with("postgresql://");
+        let (db, backend) = if sqlite {
+            let (pool, backend) = sqlite::open(url).await?;
+            (Database::Sqlite(pool), Ok(backend))
+        } else if postgres {
+            let (pool, backend) = postgres::open(url).await?;
+            (Database::Postgres(pool), Err(backend))
         } else {
             return Err(StoreError::UnsupportedUrl(url.to_owned()));
         };
@@ -153,15 +157,19 @@ impl EventStore {
             .await?);
         let (head, _) = watch::channel(Position(last));
         let (writer, requests) = mpsc::channel(options.max_batch * 4);
-        let hook = HookSlot::default();
-        let mut tasks = vec![tokio::spawn(writer::run(
-            db.clone(),
-            connection,
-            hook.clone(),
-            requests,
-            head.clone(),
-            options.max_batch,
-        ))];
+        let commits = Commits::default();
+        let turns = sqlite.then(Arc::default);
+        let run = writer::Writer {
+            db: db.clone(),
+            head: head.clone(),
+            commits: commits.clone(),
+            turns: turns.clone(),
+            max_batch: options.max_batch,
+        };
+        let mut tasks = vec![match backend {
+            Ok(sqlite) => tokio::spawn(writer::run(run, sqlite, requests)),
+            Err(postgres) => tokio::spawn(writer::run(run, postgres, requests)),
+        }];
         if let Database::Postgres(pool) = &db {
             tasks.push(tokio::spawn(postgres::follow_notifications(
                 pool.clone(),
@@ -171,7 +179,8 @@ impl EventStore {
         Ok(Self {
             inner: Arc::new(Inner {
                 db,
-                hook,
+                commits,
+                turns,
                 writer,
                 head,
                 options,
@@ -211,11 +220,29 @@ impl EventStore {
         &self.inner.db
     }
 
-    /// Installs the hook every later batch runs inside its transaction (the
-    /// projections), for as long as its owner keeps it; it replaces any earlier one.
-    pub fn install_hook(&self, hook: &Arc<dyn AppendHook>) {
-        if let Ok(mut slot) = self.inner.hook.write() {
-            *slot = Some(Arc::downgrade(hook));
+    /// From now on, each batch this store's writer commits is sent on the
+    /// returned channel, in commit order, before the head moves (so whoever hears
+    /// of a new head from [`EventStore::watch_head`] finds the batch waiting). A
+    /// later call replaces the follower. The writer never waits for it: a
+    /// follower that falls [`COMMITS_WAITING`] batches behind misses the next
+    /// ones, which it can read from the log, as it does another process's.
+    pub fn follow_commits(&self) -> mpsc::Receiver<Vec<RecordedEvent>> {
+        let (follower, batches) = mpsc::channel(COMMITS_WAITING);
+        if let Ok(mut slot) = self.inner.commits.lock() {
+            *slot = Some(follower);
+        }
+        batches
+    }
+
+    /// On SQLite, where one connection writes at a time, this process's writers
+    /// (the store's and the projections') take turns here: a turn is handed on
+    /// at once, where SQLite's busy timeout has a waiting writer sleep
+    /// milliseconds between tries. Hold the turn for the whole transaction.
+    /// `None` on PostgreSQL, whose writers lock only the rows they write.
+    pub async fn write_turn(&self) -> Option<tokio::sync::OwnedMutexGuard<()>> {
+        match &self.inner.turns {
+            Some(turns) => Some(Arc::clone(turns).lock_owned().await),
+            None => None,
         }
     }
 

@@ -13,11 +13,11 @@ use sqlx::{Executor, Row};
 use tokio::sync::watch;
 use uuid::Uuid;
 
-use super::hook::{AppendHook, Tx};
+use super::backend::{Backend, Own, STATEMENT_CACHE};
 use super::plan::{Known, LogState, Needs, Writes};
 use super::rows::{self, outcome_json, version_i64};
 use super::side;
-use super::writer::{committed_alone, plan_alone};
+use super::tx::Tx;
 use super::PING_IDLE_AFTER;
 use crate::envelope::Position;
 use crate::error::StoreError;
@@ -25,14 +25,13 @@ use crate::error::StoreError;
 /// The channel appends are announced on; the payload is the new last position.
 pub(crate) const CHANNEL: &str = "crm_events";
 
-/// Connects and applies the migrations (under sqlx's advisory lock, so several
-/// servers starting at once are safe). Returns the pool everyone reads through and
-/// the options of the writer's own connection.
-pub(crate) async fn open(url: &str) -> Result<(PgPool, PgConnectOptions), StoreError> {
+/// Connects (the store then applies the log's migrations). Returns the pool
+/// everyone reads through and the writer's backend.
+pub(crate) async fn open(url: &str) -> Result<(PgPool, PgBackend), StoreError> {
     let options = PgConnectOptions::from_str(url)?
         .options([("synchronous_commit", "on")])
         .application_name("crm")
-        .statement_cache_capacity(super::sqlite::STATEMENT_CACHE);
+        .statement_cache_capacity(STATEMENT_CACHE);
     let pool = PgPoolOptions::new()
         .max_connections(16)
         .acquire_timeout(Duration::from_secs(5))
@@ -49,7 +48,12 @@ pub(crate) async fn open(url: &str) -> Result<(PgPool, PgConnectOptions), StoreE
         })
         .connect_with(options.clone())
         .await?;
-    Ok((pool, options))
+    Ok((
+        pool,
+        PgBackend {
+            own: Own::new(options),
+        },
+    ))
 }
 
 /// Lets `role` serve the database with least privilege: it may only read and
@@ -91,62 +95,69 @@ pub(crate) async fn grant_least_privilege(
 
 /// Starts the transaction, takes the log's write lock (the head's row lock) and
 /// reads the last position, in one round trip: the simple query protocol takes both
-/// statements at once. Every appending transaction starts with it, so appends commit
-/// one after another in position order: a reader never sees position `n + 1`
-/// before `n`.
+/// statements at once.
 const BEGIN_AND_LOCK_HEAD: &str = "BEGIN; \
      UPDATE event_log_head SET last_position = last_position WHERE id = 1 RETURNING last_position";
 
-/// Runs one batch in one transaction: lock, load, plan, write, notify, commit. On
-/// failure the transaction is left to the writer, which closes the connection.
-///
-/// When the writer knows all the batch needs from its own last commit and the
-/// hook leaves the batch for a later fold, the batch is one statement, committed
-/// on its own (one round trip instead of three). It writes only if the log head
-/// is still where the writer last left it: if any other append came in between,
-/// the statement changes nothing, and the batch runs again the long way, on what
-/// it then reads.
-pub(crate) async fn commit_batch(
-    conn: &mut PgConnection,
-    needs: &Needs,
-    known: &mut Known,
-    mut plan: impl FnMut(LogState) -> Writes,
-    hook: Option<&dyn AppendHook>,
-) -> Result<Position, StoreError> {
-    if let Some(writes) = plan_alone(known, needs, &mut plan, hook) {
-        let written = write_batch(conn, &writes).await;
-        if let Some(head) = committed_alone(written, &writes, known, hook)? {
-            return Ok(head);
+/// The writer's PostgreSQL connection. A batch costs a fixed number of round
+/// trips whatever its size; on failure the connection is closed, which rolls back
+/// what it left open.
+#[derive(Debug)]
+pub(crate) struct PgBackend {
+    own: Own<PgConnection>,
+}
+
+impl Backend for PgBackend {
+    async fn lock_and_load(
+        &mut self,
+        needs: &Needs,
+        known: &mut Known,
+    ) -> Result<LogState, StoreError> {
+        let conn = self.own.get().await?;
+        // Without arguments, sqlx sends the text as a simple query.
+        let rows = conn.fetch_all(BEGIN_AND_LOCK_HEAD).await?;
+        let head: i64 = rows
+            .first()
+            .ok_or(StoreError::Database(sqlx::Error::RowNotFound))?
+            .try_get(0)?;
+        rows::load(&mut Tx::from(conn), Position(head), needs, known).await
+    }
+
+    async fn write_and_commit(&mut self, writes: &Writes) -> Result<(), StoreError> {
+        let conn = self.own.get().await?;
+        if !write_batch(conn, writes).await? {
+            // The head's row is locked by this transaction: nobody else moved it.
+            return Err(StoreError::Database(sqlx::Error::Protocol(
+                "the log head moved while this transaction held its lock".into(),
+            )));
+        }
+        side::write_all(&mut Tx::from(&mut *conn), &writes.side).await?;
+        conn.execute("COMMIT").await?;
+        Ok(())
+    }
+
+    async fn release(&mut self) -> Result<(), StoreError> {
+        self.own.get().await?.execute("ROLLBACK").await?;
+        Ok(())
+    }
+
+    /// One statement, committed on its own (one round trip instead of three); see
+    /// [`write_batch`] for why it writes only where it was planned and cannot
+    /// deadlock with another server's append.
+    async fn write_alone(&mut self, writes: &Writes) -> Result<bool, StoreError> {
+        match write_batch(self.own.get().await?, writes).await {
+            Err(error) if error.is_unique_violation() => Ok(false),
+            written => written,
         }
     }
 
-    // Without arguments, sqlx sends the text as a simple query.
-    let rows = conn.fetch_all(BEGIN_AND_LOCK_HEAD).await?;
-    let head: i64 = rows
-        .first()
-        .ok_or(StoreError::Database(sqlx::Error::RowNotFound))?
-        .try_get(0)?;
-    let loaded = rows::load(&mut Tx::from(&mut *conn), Position(head), needs, known).await?;
+    async fn abandon(&mut self) {
+        self.own.close();
+    }
 
-    let writes = plan(loaded);
-    if writes.events.is_empty() {
-        conn.execute("ROLLBACK").await?;
-        return Ok(writes.head);
+    fn close(&mut self) {
+        self.own.close();
     }
-    if !write_batch(conn, &writes).await? {
-        // The head's row is locked by this transaction: nobody else moved it.
-        return Err(StoreError::Database(sqlx::Error::Protocol(
-            "the log head moved while this transaction held its lock".into(),
-        )));
-    }
-    side::write_all(&mut Tx::from(&mut *conn), &writes.side).await?;
-    if let Some(hook) = hook {
-        hook.appended(&mut Tx::from(&mut *conn), &writes.events)
-            .await?;
-    }
-    conn.execute("COMMIT").await?;
-    known.learn(&writes);
-    Ok(writes.head)
 }
 
 /// Writes a whole batch in one statement (one round trip): the events, the streams'

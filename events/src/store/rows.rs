@@ -5,8 +5,8 @@ use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 use super::bulk::{fetch_in, Bind};
-use super::hook::Tx;
 use super::plan::{Known, LogState, Needs, StreamState};
+use super::tx::Tx;
 
 use crate::envelope::{AppendOutcome, Position, RecordedEvent, StreamKey, StreamType};
 use crate::error::StoreError;

@@ -11,7 +11,7 @@
 //! It knows no table of theirs.
 
 use super::bind::Bind;
-use super::hook::Tx;
+use super::tx::Tx;
 use crate::error::StoreError;
 
 /// One statement beside the log, run after the append's events are written and

@@ -6,32 +6,26 @@
 use std::str::FromStr;
 use std::time::Duration;
 
+use sqlx::pool::PoolConnection;
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
     SqliteSynchronous,
 };
+use sqlx::Sqlite;
 
+use super::backend::{Backend, Own, STATEMENT_CACHE};
 use super::bulk::Rows;
-use super::hook::{AppendHook, Tx};
 use super::plan::{IdempotencyRecord, Known, LogState, Needs, Writes};
 use super::rows::{self, outcome_json, version_i64};
 use super::side;
-use super::writer::{committed_alone, plan_alone};
+use super::tx::Tx;
 use crate::envelope::Position;
 use crate::error::StoreError;
 
-/// Prepared statements kept per connection: each table written in bulk has up to
-/// seven shapes (see [`super::bulk`]).
-pub(crate) const STATEMENT_CACHE: usize = 400;
-
 /// Opens (creating if needed) the database file (the store then applies the
-/// log's migrations). Returns
-/// the pool everyone reads through and the options of the writer's own connection
-/// (`None` for an in-memory database, which exists only in the pool's one
-/// connection: the writer shares it).
-pub(crate) async fn open(
-    url: &str,
-) -> Result<(SqlitePool, Option<SqliteConnectOptions>), StoreError> {
+/// log's migrations). Returns the pool everyone reads through and the writer's
+/// backend.
+pub(crate) async fn open(url: &str) -> Result<(SqlitePool, SqliteBackend), StoreError> {
     let options = SqliteConnectOptions::from_str(url)?
         .create_if_missing(true)
         // Pages of 2 KiB for a new database (an existing one keeps its own): an
@@ -61,8 +55,12 @@ pub(crate) async fn open(
         .test_before_acquire(false)
         .connect_with(options.clone())
         .await?;
-    let writer = (!in_memory).then(|| options.pragma("cache_size", WRITER_CACHE_KIB));
-    Ok((pool, writer))
+    let backend = SqliteBackend {
+        own: (!in_memory).then(|| Own::new(options.pragma("cache_size", WRITER_CACHE_KIB))),
+        pool: pool.clone(),
+        borrowed: None,
+    };
+    Ok((pool, backend))
 }
 
 /// The writer connection's page cache, in KiB (SQLite's negative `cache_size`):
@@ -76,97 +74,131 @@ const WRITER_CACHE_KIB: &str = "-32768";
 /// repeat, and are kept only when short.)
 const WRITER_CACHED_SCRIPT_STATEMENTS: usize = 40;
 
-/// Starts the transaction, takes the log's write lock and reads the last position
-/// and the connection's `data_version` (which moves when another connection
-/// commits), in one hand-off. Every appending transaction starts with it, so appends commit
-/// one after another in position order: a reader never sees position `n + 1`
-/// before `n`. `IMMEDIATE` takes SQLite's write lock at once (waiting on the busy
-/// timeout) rather than failing on a later upgrade.
+/// Starts the transaction, takes the log's write lock and reads the last position,
+/// in one hand-off. `IMMEDIATE` takes SQLite's write lock at once (waiting on the
+/// busy timeout) rather than failing on a later upgrade.
 const BEGIN_AND_LOCK_HEAD: &str = "BEGIN IMMEDIATE; \
      UPDATE event_log_head SET last_position = last_position WHERE id = 1 \
-     RETURNING last_position, (SELECT data_version FROM pragma_data_version)";
+     RETURNING last_position";
 
-/// Runs one batch in one transaction: lock, load, plan, write, commit. Loads and
-/// writes go a table at a time ([`bulk`]), so a batch costs a few statements
-/// whatever its size, and the writes run with the commit as one script.
-///
-/// When the writer knows all the batch needs from its own last commit and the
-/// hook leaves the batch for a later fold, begin, writes and commit are one
-/// script (one hand-off instead of two). It writes at the position after the
-/// head the writer last left: if another process appended in between, that
-/// position is taken, the script fails on the key and is rolled back, and the
-/// batch runs again the long way, on what it then reads.
-///
-/// The transaction is begun and committed by statements of its own (sqlx's
-/// `begin` and `commit` would each be a hand-off to the connection's thread); on
-/// failure it is rolled back before the error is returned.
-///
-/// `seen` is the `data_version` this connection saw in its last successful batch
-/// (`None` when there is none, or when the connection is shared with others): the
-/// batch is [undisturbed](Tx::undisturbed) when it sees the same.
-pub(crate) async fn commit_batch(
-    conn: &mut SqliteConnection,
-    seen: &mut Option<i64>,
-    needs: &Needs,
-    known: &mut Known,
-    mut plan: impl FnMut(LogState) -> Writes,
-    hook: Option<&dyn AppendHook>,
-) -> Result<Position, StoreError> {
-    if let Some(writes) = plan_alone(known, needs, &mut plan, hook) {
+/// The writer's SQLite connection. Loads and writes go a table at a time
+/// ([`super::bulk`]), so a batch costs a few statements whatever its size, and
+/// the writes run with the commit as one script. The transaction is begun and
+/// committed by statements of its own (sqlx's `begin` and `commit` would each be
+/// a hand-off to the connection's thread).
+#[derive(Debug)]
+pub(crate) struct SqliteBackend {
+    /// The writer's own connection; `None` for an in-memory database, which
+    /// exists only in its pool's one connection: the writer borrows it for each
+    /// batch.
+    own: Option<Own<SqliteConnection>>,
+    pool: SqlitePool,
+    borrowed: Option<PoolConnection<Sqlite>>,
+}
+
+impl SqliteBackend {
+    async fn connection(&mut self) -> Result<&mut SqliteConnection, StoreError> {
+        if let Some(own) = self.own.as_mut() {
+            return own.get().await;
+        }
+        if self.borrowed.is_none() {
+            self.borrowed = Some(self.pool.acquire().await?);
+        }
+        self.borrowed.as_deref_mut().ok_or(StoreError::Closed)
+    }
+
+    /// A transaction's writes on the writer's connection, kept prepared.
+    async fn writing(&mut self) -> Result<Tx<'_>, StoreError> {
+        let mut tx = Tx::from(self.connection().await?);
+        tx.cached_script_statements = WRITER_CACHED_SCRIPT_STATEMENTS;
+        Ok(tx)
+    }
+
+    /// Gives a borrowed connection back to the pool.
+    fn done(&mut self) {
+        self.borrowed = None;
+    }
+}
+
+impl Backend for SqliteBackend {
+    async fn lock_and_load(
+        &mut self,
+        needs: &Needs,
+        known: &mut Known,
+    ) -> Result<LogState, StoreError> {
+        let mut tx = self.writing().await?;
+        let head: Vec<(i64,)> = tx.fetch_all(BEGIN_AND_LOCK_HEAD, &[]).await?;
+        let (head,) = head
+            .first()
+            .copied()
+            .ok_or(StoreError::Database(sqlx::Error::RowNotFound))?;
+        rows::load(&mut tx, Position(head), needs, known).await
+    }
+
+    async fn write_and_commit(&mut self, writes: &Writes) -> Result<(), StoreError> {
+        let mut tx = self.writing().await?;
+        write_batch(&mut tx, writes).await?;
+        side::write_all(&mut tx, &writes.side).await?;
+        tx.pending.push_plain("COMMIT", &[]);
+        tx.flush().await?;
+        self.done();
+        Ok(())
+    }
+
+    async fn release(&mut self) -> Result<(), StoreError> {
+        sqlx::query("ROLLBACK")
+            .execute(self.connection().await?)
+            .await?;
+        self.done();
+        Ok(())
+    }
+
+    /// Begin, writes and commit are one script (one hand-off instead of two). It
+    /// writes at the position after the head the writer last left: if another
+    /// process appended in between, that position is taken, the script fails on
+    /// the events' key and is rolled back.
+    async fn write_alone(&mut self, writes: &Writes) -> Result<bool, StoreError> {
         let written = async {
-            let mut tx = Tx::from(&mut *conn);
-            tx.cached_script_statements = WRITER_CACHED_SCRIPT_STATEMENTS;
+            let mut tx = self.writing().await?;
             tx.pending.push_plain("BEGIN IMMEDIATE", &[]);
-            write_batch(&mut tx, &writes).await?;
+            write_batch(&mut tx, writes).await?;
             tx.pending.push_plain("COMMIT", &[]);
             tx.flush().await
         }
         .await;
-        if written.is_err() {
-            let _ = sqlx::query("ROLLBACK").execute(&mut *conn).await;
-        }
-        // Own commits leave `data_version` (and so `seen`) as it was.
-        if let Some(head) = committed_alone(written.map(|()| true), &writes, known, hook)? {
-            return Ok(head);
+        match written {
+            Ok(()) => {
+                self.done();
+                Ok(true)
+            }
+            Err(error) if error.is_unique_violation() => {
+                sqlx::query("ROLLBACK")
+                    .execute(self.connection().await?)
+                    .await?;
+                self.done();
+                Ok(false)
+            }
+            Err(other) => Err(other),
         }
     }
-    let result = async {
-        let undisturbed_since = seen.take();
-        let head: Vec<(i64, i64)> = sqlx::query_as(BEGIN_AND_LOCK_HEAD)
-            .fetch_all(&mut *conn)
-            .await?;
-        let (head, version) = head
-            .first()
-            .copied()
-            .ok_or(StoreError::Database(sqlx::Error::RowNotFound))?;
-        let mut tx = Tx::from(&mut *conn);
-        tx.undisturbed = undisturbed_since == Some(version);
-        tx.cached_script_statements = WRITER_CACHED_SCRIPT_STATEMENTS;
-        let loaded = rows::load(&mut tx, Position(head), needs, known).await?;
-        let writes = plan(loaded);
-        if writes.events.is_empty() {
-            drop(tx);
-            sqlx::query("ROLLBACK").execute(&mut *conn).await?;
-            *seen = Some(version);
-            return Ok(writes.head);
+
+    async fn abandon(&mut self) {
+        if let Ok(conn) = self.connection().await {
+            // Fails harmlessly when the transaction never began or already ended.
+            let _ = sqlx::query("ROLLBACK").execute(conn).await;
         }
-        write_batch(&mut tx, &writes).await?;
-        side::write_all(&mut tx, &writes.side).await?;
-        if let Some(hook) = hook {
-            hook.appended(&mut tx, &writes.events).await?;
+        if let Some(own) = self.own.as_mut() {
+            own.close();
         }
-        tx.pending.push_plain("COMMIT", &[]);
-        tx.flush().await?;
-        *seen = Some(version);
-        known.learn(&writes);
-        Ok(writes.head)
+        self.done();
     }
-    .await;
-    if result.is_err() {
-        // Fails harmlessly when the transaction never began or already ended.
-        let _ = sqlx::query("ROLLBACK").execute(&mut *conn).await;
+
+    fn close(&mut self) {
+        if let Some(own) = self.own.as_mut() {
+            own.close();
+        }
+        self.done();
     }
-    result
 }
 
 /// Writes a batch: the events, the streams' versions, the idempotency records, the

@@ -1,109 +1,36 @@
-//! The group-commit writer (see the store's module documentation) and the
-//! connection it appends through.
-//!
-//! The writer has a database connection of its own, outside the readers' pool:
-//! - a pooled connection is pinged when it is taken and again when it is given back,
-//!   which costs a hand-off to SQLite's worker thread (or a round trip to
-//!   PostgreSQL) each time;
-//! - SQLite drops a connection's whole page cache when it starts a transaction after
-//!   another connection wrote. Appends that wandered over the pool's connections
-//!   found their cache cold each time and read back every page of every index they
-//!   touched (about 70 page reads per command). A connection that only ever sees its
-//!   own writes keeps its cache.
-//!
-//! After a failed batch the connection is closed, which rolls back whatever it left
-//! open, and the next batch opens a new one.
+//! The group-commit writer (see the store's module documentation): it decides how
+//! each batch is committed, and a [`Backend`] does the steps on its database.
 
 use std::time::Duration;
 
 use chrono::Utc;
-use sqlx::pool::PoolConnection;
-use sqlx::{ConnectOptions, PgConnection, Sqlite, SqliteConnection, SqlitePool};
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
-use super::plan::{self, AppendRequest, Known, LogState, Needs, Writes};
-use super::{
-    advance, postgres, sqlite, stream_version, AppendHook, Database, HookSlot, Reply,
-    PING_IDLE_AFTER,
-};
+use super::backend::Backend;
+use super::plan::{self, AppendRequest, Known, Needs, Writes};
+use super::{advance, stream_version, Commits, Database, Reply};
 use crate::envelope::{AppendOutcome, Position};
 use crate::error::StoreError;
 
-/// The connection the writer appends through.
-#[derive(Debug)]
-pub(crate) enum Connection {
-    /// Taken from the pool for each batch: an in-memory SQLite database exists only
-    /// in its pool's one connection.
-    SqlitePool(SqlitePool),
-    Sqlite(Own<SqliteConnection>),
-    Postgres(Own<PgConnection>),
-}
-
-/// A connection opened on first use and again after a failure.
-#[derive(Debug)]
-pub(crate) struct Own<C: sqlx::Connection> {
-    options: <C as sqlx::Connection>::Options,
-    live: Option<C>,
-    /// What the live connection last saw of other connections' commits (SQLite's
-    /// `data_version`), after its last successful batch.
-    seen: Option<i64>,
-    /// When the live connection last finished a batch.
-    used: Instant,
-}
-
-impl<C: sqlx::Connection> Own<C> {
-    pub(crate) fn new(options: <C as sqlx::Connection>::Options) -> Self {
-        Self {
-            options,
-            live: None,
-            seen: None,
-            used: Instant::now(),
-        }
-    }
-
-    /// The live connection (opened if need be) and what it last saw.
-    async fn get(&mut self) -> Result<(&mut C, &mut Option<i64>), StoreError> {
-        if self.used.elapsed() >= PING_IDLE_AFTER {
-            if let Some(live) = self.live.as_mut() {
-                if live.ping().await.is_err() {
-                    self.live = None;
-                }
-            }
-        }
-        if self.live.is_none() {
-            self.seen = None;
-            self.live = Some(self.options.connect().await?);
-        }
-        let live = self.live.as_mut().ok_or(StoreError::Closed)?;
-        Ok((live, &mut self.seen))
-    }
-
-    /// Keeps the connection after a success; closes it after a failure.
-    fn keep_if<T>(&mut self, result: &Result<T, StoreError>) {
-        self.used = Instant::now();
-        if result.is_err() {
-            self.close();
-        }
-    }
-
-    /// Closes the connection (rolling back whatever it left open).
-    fn close(&mut self) {
-        self.live = None;
-        self.seen = None;
-    }
+/// What the writer works with besides its backend.
+pub(crate) struct Writer {
+    pub db: Database,
+    pub head: watch::Sender<Position>,
+    pub commits: Commits,
+    /// Taken for each batch on SQLite (see [`super::EventStore::write_turn`]).
+    pub turns: Option<std::sync::Arc<tokio::sync::Mutex<()>>>,
+    pub max_batch: usize,
 }
 
 /// The writer task: takes everything that is waiting (up to `max_batch`), commits
 /// it as one batch and answers each caller.
-pub(crate) async fn run(
-    db: Database,
-    mut connection: Connection,
-    hook: HookSlot,
+pub(crate) async fn run<B: Backend>(
+    writer: Writer,
+    mut backend: B,
     mut requests: mpsc::Receiver<(AppendRequest, Reply)>,
-    head: watch::Sender<Position>,
-    max_batch: usize,
 ) {
+    let max_batch = writer.max_batch;
     let mut waiting = Vec::with_capacity(max_batch);
     let mut known = Known::default();
     let mut group = 1;
@@ -111,33 +38,20 @@ pub(crate) async fn run(
         gather(&mut requests, &mut waiting, group.min(max_batch)).await;
         group = waiting.len();
         let (batch, replies): (Vec<_>, Vec<_>) = waiting.drain(..).unzip();
-        let hook = hook
-            .read()
-            .ok()
-            .and_then(|slot| slot.as_ref().and_then(std::sync::Weak::upgrade));
-        let hook = hook.as_deref();
-        let results = match commit(&db, &mut connection, hook, &batch, &head, &mut known).await {
+        let results = match writer.commit(&mut backend, &batch, &mut known).await {
             Ok(results) => results,
             Err(error) if batch.len() == 1 => vec![Err(error)],
             Err(error) => {
                 tracing::warn!(%error, size = batch.len(), "group commit failed; retrying its appends one by one");
                 let mut results = Vec::with_capacity(batch.len());
                 for request in &batch {
-                    results.push(
-                        match commit(
-                            &db,
-                            &mut connection,
-                            hook,
-                            std::slice::from_ref(request),
-                            &head,
-                            &mut known,
-                        )
-                        .await
-                        {
-                            Ok(mut one) => one.pop().unwrap_or(Err(StoreError::Closed)),
-                            Err(error) => Err(error),
-                        },
-                    );
+                    let one = writer
+                        .commit(&mut backend, std::slice::from_ref(request), &mut known)
+                        .await;
+                    results.push(match one {
+                        Ok(mut one) => one.pop().unwrap_or(Err(StoreError::Closed)),
+                        Err(error) => Err(error),
+                    });
                 }
                 results
             }
@@ -172,128 +86,101 @@ async fn gather(
     }
 }
 
-/// Commits one batch; on success, one result per request.
-async fn commit(
-    db: &Database,
-    connection: &mut Connection,
-    hook: Option<&dyn AppendHook>,
-    batch: &[AppendRequest],
-    head: &watch::Sender<Position>,
-    known: &mut Known,
-) -> Result<Vec<Result<AppendOutcome, StoreError>>, StoreError> {
-    if db.is_closed() {
-        // The writer's connection is its own, but the store it serves is closed.
-        match connection {
-            Connection::SqlitePool(_) => {}
-            Connection::Sqlite(own) => own.close(),
-            Connection::Postgres(own) => own.close(),
+type Decided = Vec<Result<AppendOutcome, StoreError>>;
+
+impl Writer {
+    /// Commits one batch; on success, one result per request. The committed
+    /// events are announced to whoever follows the commits, then the head moves.
+    async fn commit<B: Backend>(
+        &self,
+        backend: &mut B,
+        batch: &[AppendRequest],
+        known: &mut Known,
+    ) -> Result<Decided, StoreError> {
+        if self.db.is_closed() {
+            // The writer's connection is its own, but the store it serves is closed.
+            backend.close();
+            return Err(sqlx::Error::PoolClosed.into());
         }
-        return Err(sqlx::Error::PoolClosed.into());
-    }
-    let needs = Needs::of(batch);
-    let mut results = Vec::new();
-    let plan = |loaded| {
-        let (decided, writes) = plan::plan(batch, loaded, Utc::now());
-        results = decided;
-        writes
-    };
-    let last = match connection {
-        Connection::SqlitePool(pool) => {
-            let mut conn: PoolConnection<Sqlite> = pool.acquire().await?;
-            // Shared with everyone: never undisturbed.
-            sqlite::commit_batch(&mut conn, &mut None, &needs, known, plan, hook).await
-        }
-        Connection::Sqlite(own) => {
-            let last = match own.get().await {
-                Ok((conn, seen)) => {
-                    sqlite::commit_batch(conn, seen, &needs, known, plan, hook).await
-                }
-                Err(error) => Err(error),
-            };
-            own.keep_if(&last);
-            last
-        }
-        Connection::Postgres(own) => {
-            let last = match own.get().await {
-                Ok((conn, _)) => postgres::commit_batch(conn, &needs, known, plan, hook).await,
-                Err(error) => Err(error),
-            };
-            own.keep_if(&last);
-            last
-        }
-    };
-    if last.is_err() {
-        if let Some(hook) = hook {
-            hook.failed();
-        }
-    }
-    match last {
-        Ok(last) => {
-            if let Some(hook) = hook {
-                hook.committed(last);
+        let _turn = match &self.turns {
+            Some(turns) => Some(turns.lock().await),
+            None => None,
+        };
+        let decided = match decide_and_write(backend, batch, known).await {
+            Ok(decided) => decided,
+            Err(error) => {
+                backend.abandon().await;
+                return Err(self.explained(error, batch).await);
             }
-            advance(head, last);
-            Ok(results)
+        };
+        let (results, writes) = decided;
+        if let Some(last) = writes.events.last().map(|e| e.position) {
+            self.announce(writes.events);
+            advance(&self.head, last);
         }
-        Err(error) if error.is_unique_violation() => {
-            // Only possible if something wrote to the log around this store's
-            // bookkeeping; report it as the conflict it is.
-            let append = &batch[0].appends[0];
-            Err(StoreError::Conflict {
+        Ok(results)
+    }
+
+    /// Tells the follower of the commits (the projections) of a committed batch.
+    /// It must not hold the writer up: when it has fallen that far behind, it
+    /// hears of the batch no more than of another process's, and reads it from
+    /// the log.
+    fn announce(&self, events: Vec<crate::envelope::RecordedEvent>) {
+        let follower = self.commits.lock().ok().and_then(|slot| slot.clone());
+        if let Some(follower) = follower {
+            let _ = follower.try_send(events);
+        }
+    }
+
+    /// A refusal on a unique key is only possible if something wrote to the log
+    /// around this store's bookkeeping; it is reported as the conflict it is.
+    async fn explained(&self, error: StoreError, batch: &[AppendRequest]) -> StoreError {
+        if !error.is_unique_violation() {
+            return error;
+        }
+        let append = &batch[0].appends[0];
+        match stream_version(&self.db, append.stream).await {
+            Ok(actual) => StoreError::Conflict {
                 stream: append.stream,
                 expected: append.expected,
-                actual: stream_version(db, append.stream).await?,
-            })
+                actual,
+            },
+            Err(other) => other,
         }
-        Err(other) => Err(other),
     }
 }
 
-/// The batch planned on what the writer knows from its own last commit, when it may
-/// commit on its own, without a transaction around it: the writer knows all it
-/// needs, the batch appends something, and the hook leaves its fold for later.
-/// (Otherwise the batch is planned again once the log is locked.)
-pub(crate) fn plan_alone(
-    known: &Known,
-    needs: &Needs,
-    plan: &mut impl FnMut(LogState) -> Writes,
-    hook: Option<&dyn AppendHook>,
-) -> Option<Writes> {
-    let writes = plan(known.loaded(needs)?);
-    // Rows beside the log need the transaction around them.
-    let alone = !writes.events.is_empty()
-        && writes.side.is_empty()
-        && hook.is_none_or(|h| h.defers(writes.events.len()));
-    alone.then_some(writes)
-}
-
-/// What became of a batch written on its own (see [`plan_alone`]): its head once
-/// committed; `None` when another process's append came first (the write found
-/// the head moved, or the position taken, and changed nothing; what the writer
-/// knew is forgotten, and the batch goes the long way); any other failure as it
-/// is.
-pub(crate) fn committed_alone(
-    written: Result<bool, StoreError>,
-    writes: &Writes,
+/// Decides the batch and writes what it accepts; the results and the writes.
+///
+/// When the writer knows all the batch needs from its own last commit, and the
+/// batch appends events and no rows beside the log (which need the
+/// transaction around them), it is planned on that and written on its own, in
+/// one statement or script: the write proves the head had not moved, or changes
+/// nothing, and then what the writer knew is forgotten and the batch is
+/// planned again, the long way, on what is read under the log's lock.
+async fn decide_and_write<B: Backend>(
+    backend: &mut B,
+    batch: &[AppendRequest],
     known: &mut Known,
-    hook: Option<&dyn AppendHook>,
-) -> Result<Option<Position>, StoreError> {
-    match written {
-        Ok(true) => {
-            known.learn(writes);
-            if let Some(hook) = hook {
-                hook.noted(&writes.events);
+) -> Result<(Decided, Writes), StoreError> {
+    let needs = Needs::of(batch);
+    if let Some(state) = known.loaded(&needs) {
+        let (results, writes) = plan::plan(batch, state, Utc::now());
+        if !writes.events.is_empty() && writes.side.is_empty() {
+            if backend.write_alone(&writes).await? {
+                known.learn(&writes);
+                return Ok((results, writes));
             }
-            Ok(Some(writes.head))
-        }
-        Ok(false) => {
             *known = Known::default();
-            Ok(None)
         }
-        Err(error) if error.is_unique_violation() => {
-            *known = Known::default();
-            Ok(None)
-        }
-        Err(other) => Err(other),
     }
+    let state = backend.lock_and_load(&needs, known).await?;
+    let (results, writes) = plan::plan(batch, state, Utc::now());
+    if writes.events.is_empty() {
+        backend.release().await?;
+    } else {
+        backend.write_and_commit(&writes).await?;
+        known.learn(&writes);
+    }
+    Ok((results, writes))
 }

@@ -1,19 +1,9 @@
-//! Work that commits together with an append: the projections fold batches inside
-//! an append's own transaction, so a projection's rows and checkpoint commit with
-//! the events (one fsync, exactly-once effect). The hook may also leave a batch for
-//! a later append to fold ([`AppendHook::defers`]); then the store commits that
-//! batch on its own, in one statement.
-//!
-//! The event store only knows this interface; the projections implement it.
+//! A transaction of either backend, as the store's writer and the projections
+//! write through it.
 
-use std::fmt;
-
-use futures_util::future::BoxFuture;
 use sqlx::{PgConnection, SqliteConnection};
 
 use super::bind::Bind;
-use crate::envelope::{Position, RecordedEvent};
-use crate::error::StoreError;
 
 /// A connection inside an open transaction, of either backend, and the statements
 /// waiting to run on it.
@@ -54,18 +44,22 @@ impl Tx<'_> {
         matches!(self.conn, Conn::Postgres(_))
     }
 
-    /// Whether nothing but the store's writer has changed the database since the
-    /// writer's last successful commit: then what an [`AppendHook`] cached from the
-    /// transactions it ran before is still what the database holds. Set on SQLite
-    /// appends whose connection saw no other connection's commit in between
-    /// (`PRAGMA data_version`); after a failed batch the writer's connection is
-    /// replaced, and the next batch is disturbed. Always false elsewhere.
+    /// Whether whoever began the transaction vouches that the rows it writes are
+    /// as its own last committed transaction left them (nobody else wrote them
+    /// since, and that transaction did not fail): then copies kept from that
+    /// transaction need not be read back. False unless set.
     ///
     /// Whoever keeps such copies must drop them all on a disturbed transaction, as
-    /// the copies written in a batch that failed may be wrong.
+    /// the copies written in a transaction that failed may be wrong.
     #[must_use]
     pub fn undisturbed(&self) -> bool {
         self.undisturbed
+    }
+
+    /// Vouches (or not) for the rows this transaction writes (see
+    /// [`Tx::undisturbed`]).
+    pub fn set_undisturbed(&mut self, undisturbed: bool) {
+        self.undisturbed = undisturbed;
     }
 }
 
@@ -97,42 +91,6 @@ impl<'c> From<&'c mut PgConnection> for Tx<'c> {
 /// 40 MB of prepared statements through a rebuild of 1,000,000 events, for no
 /// gain in speed. Single statements repeat, and are kept.
 pub(crate) const CACHED_SCRIPT_STATEMENTS: usize = 1;
-
-/// Called by the store's writer for every batch it commits.
-pub trait AppendHook: Send + Sync + fmt::Debug {
-    /// Runs inside the append transaction, after the batch's events are written and
-    /// before the commit. An error rolls the whole batch back.
-    fn appended<'a>(
-        &'a self,
-        tx: &'a mut Tx<'_>,
-        events: &'a [RecordedEvent],
-    ) -> BoxFuture<'a, Result<(), StoreError>>;
-
-    /// Called once the transaction has committed, with the batch's last position.
-    fn committed(&self, last: Position);
-
-    /// Whether [`AppendHook::appended`] would only take note of a batch of
-    /// `events` events, to fold them later, and write nothing. Then the store may
-    /// commit the batch on its own, as a single statement or script, and tells
-    /// the hook with [`AppendHook::noted`] instead.
-    fn defers(&self, events: usize) -> bool {
-        let _ = events;
-        false
-    }
-
-    /// Called when a batch did not commit (its transaction, if any, rolled back):
-    /// whatever [`AppendHook::appended`] or [`AppendHook::defers`] prepared for it
-    /// is void.
-    fn failed(&self) {}
-
-    /// Takes note of a batch the store committed on its own (see
-    /// [`AppendHook::defers`]); [`AppendHook::committed`] follows. The batch has
-    /// committed whatever happens here: a hook that cannot take note of it must
-    /// leave it to be read back from the log.
-    fn noted(&self, events: &[RecordedEvent]) {
-        let _ = events;
-    }
-}
 
 /// SQLite statements waiting to run as one script, with `?` placeholders and their
 /// binds in order.

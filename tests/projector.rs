@@ -1,0 +1,235 @@
+//! A projection that cannot fold is isolated: it stops where it was and says why,
+//! the other projections go on folding, appends go on, `/healthz` says which one
+//! stopped and how far behind the log it is, and reads answer that they cannot
+//! be served rather than serve what is not the log. The next start tries it
+//! again.
+
+mod support;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use crm::app::{App, AppError, Clock};
+use crm_events::testing::TestDatabase;
+use crm_events::{backend_tests, DomainEvent, EventStore, StoreError, Tx};
+use crm_projections::{Decoded, Projection};
+use futures_util::future::BoxFuture;
+use serde_json::{json, Value};
+use support::http::Api;
+use support::*;
+
+backend_tests!(
+    a_panicking_projection_stops_alone_and_the_next_start_folds_it_again,
+    a_projection_whose_statements_are_refused_stops_and_health_says_so,
+);
+
+/// A projection of the embedder's that panics on a lead named "Boom" while
+/// `fragile` holds.
+#[derive(Debug)]
+struct Fragile {
+    fragile: AtomicBool,
+}
+
+impl Projection for Fragile {
+    fn name(&self) -> &'static str {
+        "fragile"
+    }
+
+    fn version(&self) -> i64 {
+        1
+    }
+
+    fn tables(&self) -> &'static [&'static str] {
+        &[]
+    }
+
+    fn reads(&self, event: &DomainEvent) -> bool {
+        matches!(event, DomainEvent::LeadCreated(_))
+    }
+
+    fn apply<'a>(
+        &'a self,
+        _tx: &'a mut Tx<'_>,
+        events: &'a [&'a Decoded],
+    ) -> BoxFuture<'a, Result<(), StoreError>> {
+        let boom = events
+            .iter()
+            .any(|d| matches!(&d.event, DomainEvent::LeadCreated(lead) if lead.name == "Boom"));
+        assert!(
+            !(boom && self.fragile.load(Ordering::SeqCst)),
+            "a lead named Boom"
+        );
+        Box::pin(async { Ok(()) })
+    }
+}
+
+async fn started(store: EventStore, fragile: bool) -> App {
+    let mut projections = crm_projections::all();
+    projections.push(Arc::new(Fragile {
+        fragile: AtomicBool::new(fragile),
+    }));
+    App::start_with(store, Clock::system(), projections)
+        .await
+        .unwrap()
+}
+
+/// The status of one projection in a `/healthz` answer.
+fn status_of<'a>(health: &'a Value, name: &str) -> &'a Value {
+    health["projections"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == name)
+        .unwrap_or_else(|| panic!("no {name} in {health}"))
+}
+
+async fn a_panicking_projection_stops_alone_and_the_next_start_folds_it_again(db: &TestDatabase) {
+    let store = EventStore::open(&db.url).await.unwrap();
+    let app = started(store.clone(), true).await;
+    let s = site(&app, "Demo Realty", "demo.example").await;
+    let agent = &s.agent1.ctx;
+    lead_of(&app, agent, "Ada Lovelace").await;
+    let before_boom = head(&app).await;
+    app.settle().await.unwrap();
+
+    // The fold of "Boom" panics: the append stands, and so do the next ones.
+    let boom = lead_of(&app, agent, "Boom").await;
+    let after = lead_of(&app, agent, "Cy Young").await;
+    let stopped = app.settle().await.unwrap_err();
+    let AppError::Store(StoreError::ProjectionStopped {
+        name,
+        position,
+        reason,
+    }) = &stopped
+    else {
+        panic!("{stopped:?}");
+    };
+    assert_eq!((name.as_str(), *position), ("fragile", before_boom));
+    assert!(reason.contains("a lead named Boom"), "{reason}");
+
+    // The other projections folded everything, "Boom" and what came after.
+    let end = head(&app).await;
+    let health = app.health().await.unwrap();
+    assert!(!health.ok());
+    for status in &health.projections {
+        if status.name == "fragile" {
+            assert_eq!(status.position, before_boom);
+            assert_eq!(status.behind, end.0 - before_boom.0);
+            assert!(status.stopped.is_some());
+        } else {
+            assert_eq!((status.position, status.behind), (end, 0), "{status:?}");
+            assert_eq!(status.stopped, None);
+        }
+    }
+    let ids: Vec<_> = app
+        .store()
+        .read_all(before_boom, 100)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.stream.id)
+        .collect();
+    assert!(ids.contains(&boom.as_uuid()) && ids.contains(&after.as_uuid()));
+
+    // Over HTTP: health is degraded and says which; the reads of the other
+    // projections and the writes go on.
+    let api = Api::new(app.clone());
+    let token = api.login("agent1@demo.example").await;
+    let health = api
+        .call(axum::http::Method::GET, "/healthz", None, None, &[])
+        .await;
+    assert_eq!(health.status, 200);
+    assert_eq!(health.body["status"], "degraded");
+    let fragile = status_of(&health.body, "fragile");
+    assert_eq!(fragile["position"], before_boom.0);
+    assert!(fragile["behind"].as_i64().unwrap() >= 2);
+    assert!(fragile["stopped"].as_str().unwrap().contains("panicked"));
+    assert_eq!(status_of(&health.body, "lead_manager")["behind"], 0);
+    let created = api
+        .post(&token, "/api/leads", json!({"name": "Dee Written"}))
+        .await;
+    assert_eq!(created.status, 201, "{}", created.body);
+    let leads = api.get(&token, "/api/leads").await;
+    let names: Vec<&str> = leads.body["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|lead| lead["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["Dee Written", "Cy Young", "Boom", "Ada Lovelace"]);
+
+    // A restart (with the fold fixed) folds it from where it stopped.
+    drop(api);
+    drop(app);
+    let restarted = started(store, false).await;
+    restarted.settle().await.unwrap();
+    let health = restarted.health().await.unwrap();
+    assert!(health.ok(), "{health:?}");
+    let end = head(&restarted).await;
+    assert!(health.projections.iter().all(|p| p.position == end));
+}
+
+async fn a_projection_whose_statements_are_refused_stops_and_health_says_so(db: &TestDatabase) {
+    let (api, _) = support::http::demo(db).await;
+    let agent = api.login("agent1@demo.example").await;
+    let lead = api
+        .post(&agent, "/api/leads", json!({"name": "Dana Whitfield"}))
+        .await;
+    assert_eq!(lead.status, 201, "{}", lead.body);
+    let path = format!("/api/leads/{}", lead.id());
+    // An operator's mistake: a table of the Lead Manager is gone.
+    exec(&api.app, "DROP TABLE lead_notes").await;
+    let written = head(&api.app).await;
+    // The note is recorded; its answer, read from the Lead Manager, cannot be.
+    api.post(
+        &agent,
+        &format!("{path}/notes"),
+        json!({"body": "Call after 5"}),
+    )
+    .await
+    .problem(503, "projection_stopped");
+    let appended = api.app.store().read_all(written, 10).await.unwrap();
+    assert_eq!(
+        appended
+            .iter()
+            .map(|e| e.event_type.as_str())
+            .collect::<Vec<_>>(),
+        ["LeadNoteAdded"]
+    );
+    let read = api.get(&agent, &path).await;
+    read.problem(503, "projection_stopped");
+    assert!(
+        read.body["detail"]
+            .as_str()
+            .unwrap()
+            .contains("lead_manager"),
+        "{}",
+        read.body
+    );
+
+    let health = api
+        .call(axum::http::Method::GET, "/healthz", None, None, &[])
+        .await;
+    assert_eq!(health.body["status"], "degraded");
+    let lead_manager = status_of(&health.body, "lead_manager");
+    assert!(
+        lead_manager["stopped"]
+            .as_str()
+            .unwrap()
+            .contains("lead_notes"),
+        "{lead_manager}"
+    );
+    assert!(lead_manager["behind"].as_i64().unwrap() >= 1);
+    assert_eq!(status_of(&health.body, "audit_trail")["behind"], 0);
+    // The audit trail folded the note, and its reads go on.
+    let auditor = api.login("auditor@demo.example").await;
+    let changes = api.get(&auditor, "/api/audit/changes?limit=1").await;
+    assert_eq!(changes.status, 200);
+    assert_eq!(changes.body["items"][0]["event_type"], "LeadNoteAdded");
+}
+
+async fn exec(app: &App, sql: &str) {
+    crm_events::on_pool!(app.store().database(), |pool| {
+        sqlx::query(sql).execute(pool).await.unwrap();
+    });
+}

@@ -36,6 +36,7 @@ async fn a_small_bench_run_reports_every_figure(db: &TestDatabase) {
         "two_servers_command_per_s",
         "raw_scan_per_s",
         "rebuild_per_s",
+        "write_limit_per_s",
         "audit_query_p50_ms",
         "audit_query_p99_ms",
         "lead_page_p50_ms",
@@ -44,6 +45,7 @@ async fn a_small_bench_run_reports_every_figure(db: &TestDatabase) {
         "peak_rss_mb",
         "command_vs_raw",
         "rebuild_vs_scan",
+        "rebuild_vs_write_limit",
     ] {
         assert!(
             report[field].as_f64().is_some_and(|v| v > 0.0),

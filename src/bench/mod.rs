@@ -44,6 +44,11 @@ pub struct Report {
     pub two_servers_deadlocks: i64,
     pub raw_scan_per_s: f64,
     pub rebuild_per_s: f64,
+    /// The database writing the rows the rebuild wrote, by itself: every
+    /// projection table copied into a new one by `INSERT ... SELECT`, its
+    /// secondary indexes built afterwards (as the rebuild builds its own), in
+    /// one transaction; in events of the log per second.
+    pub write_limit_per_s: f64,
     pub audit_query_p50_ms: f64,
     pub audit_query_p99_ms: f64,
     pub lead_page_p50_ms: f64,
@@ -52,6 +57,7 @@ pub struct Report {
     pub peak_rss_mb: f64,
     pub command_vs_raw: f64,
     pub rebuild_vs_scan: f64,
+    pub rebuild_vs_write_limit: f64,
 }
 
 /// Runs the whole benchmark on the (empty) database at `url`.
@@ -87,6 +93,8 @@ pub async fn run(url: &str, events: u64, phase: Duration) -> Result<Report, AppE
     let rebuild_per_s = total as f64 / rebuild_started.elapsed().as_secs_f64();
     drop(projector);
     ready_for_reads(&store).await?;
+    starting("the projections' rows written by the database itself");
+    let write_limit_per_s = total as f64 / write_limit(&store).await?;
 
     let app = App::start(store.clone(), Clock::system()).await?;
     starting("raw inserts, one writer");
@@ -117,6 +125,7 @@ pub async fn run(url: &str, events: u64, phase: Duration) -> Result<Report, AppE
         two_servers_deadlocks,
         raw_scan_per_s,
         rebuild_per_s,
+        write_limit_per_s,
         audit_query_p50_ms,
         audit_query_p99_ms,
         lead_page_p50_ms,
@@ -125,7 +134,101 @@ pub async fn run(url: &str, events: u64, phase: Duration) -> Result<Report, AppE
         peak_rss_mb: peak_rss_mb(),
         command_vs_raw: command_per_s / raw_insert_per_s,
         rebuild_vs_scan: rebuild_per_s / raw_scan_per_s,
+        rebuild_vs_write_limit: rebuild_per_s / write_limit_per_s,
     })
+}
+
+/// Seconds the database takes to write every projection row it holds by itself,
+/// at best: each table copied into a fresh one without its secondary indexes,
+/// which are built afterwards, all in one transaction, then dropped.
+async fn write_limit(store: &EventStore) -> Result<f64, AppError> {
+    let tables: Vec<&str> = crm_projections::all()
+        .iter()
+        .flat_map(|p| p.tables().iter().copied())
+        .collect();
+    let postgres = store.database().backend_name() == "postgres";
+    let mut copy = String::new();
+    let mut drop_copies = String::new();
+    for table in &tables {
+        let (create, indexes) = definitions(store, table, postgres).await?;
+        copy.push_str(&format!(
+            "{create}; INSERT INTO bench_copy_{table} SELECT * FROM {table}; {};\n",
+            indexes.join("; ")
+        ));
+        drop_copies.push_str(&format!("DROP TABLE bench_copy_{table};\n"));
+    }
+    let script = format!("BEGIN; {copy} COMMIT;");
+    let started = Instant::now();
+    on_pool!(store.database(), |pool| sqlx::raw_sql(&script)
+        .execute(pool)
+        .await
+        .map(drop))?;
+    let seconds = started.elapsed().as_secs_f64();
+    on_pool!(store.database(), |pool| sqlx::raw_sql(&drop_copies)
+        .execute(pool)
+        .await
+        .map(drop))?;
+    Ok(seconds)
+}
+
+/// The statements that create a copy of `table` (`bench_copy_<table>`) with its
+/// columns and primary key, and its secondary indexes.
+async fn definitions(
+    store: &EventStore,
+    table: &str,
+    postgres: bool,
+) -> Result<(String, Vec<String>), AppError> {
+    let copy = format!("bench_copy_{table}");
+    let rename = |sql: &str| {
+        // `CREATE [UNIQUE] INDEX name ON [schema.]table ...`: a name and a table of
+        // the copy's own.
+        let (head, tail) = sql.split_once(" ON ").unwrap_or((sql, ""));
+        let tail = tail
+            .trim_start_matches("public.")
+            .trim_start_matches(table)
+            .to_owned();
+        format!("{head}_bench_copy ON {copy}{tail}")
+    };
+    if postgres {
+        let indexes: Vec<(String,)> = on_pool!(store.database(), |pool| sqlx::query_as(
+            "SELECT i.indexdef FROM pg_indexes i \
+             WHERE i.schemaname = current_schema() AND i.tablename = $1 \
+             AND i.indexname NOT IN (SELECT conname FROM pg_constraint WHERE contype = 'p')"
+        )
+        .bind(table)
+        .fetch_all(pool)
+        .await?);
+        // The primary key as the original has it, before the rows go in.
+        let key: Option<(String,)> = on_pool!(store.database(), |pool| sqlx::query_as(
+            "SELECT pg_get_constraintdef(c.oid) FROM pg_constraint c \
+             WHERE c.conrelid = $1::regclass AND c.contype = 'p'"
+        )
+        .bind(table)
+        .fetch_optional(pool)
+        .await?);
+        let mut create = format!("CREATE TABLE {copy} (LIKE {table} INCLUDING DEFAULTS)");
+        if let Some((key,)) = key {
+            create.push_str(&format!("; ALTER TABLE {copy} ADD {key}"));
+        }
+        Ok((create, indexes.iter().map(|(sql,)| rename(sql)).collect()))
+    } else {
+        let rows: Vec<(String, String)> = on_pool!(store.database(), |pool| sqlx::query_as(
+            "SELECT type, sql FROM sqlite_master WHERE tbl_name = $1 AND sql IS NOT NULL"
+        )
+        .bind(table)
+        .fetch_all(pool)
+        .await?);
+        let mut create = String::new();
+        let mut indexes = Vec::new();
+        for (kind, sql) in rows {
+            if kind == "table" {
+                create = sql.replacen(table, &copy, 1);
+            } else if kind == "index" {
+                indexes.push(rename(&sql));
+            }
+        }
+        Ok((create, indexes))
+    }
 }
 
 /// Settles the database after a bulk write, as it is in service: PostgreSQL's

@@ -21,7 +21,7 @@ use crm_events::{Position, RecordedEvent, StoreError};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 
-use crate::runner::{decode_all, Core, Folding};
+use crate::fold::{decode_all, Core, Folding, Run};
 
 /// A reader's request: everything up to `to` folded.
 #[derive(Debug)]
@@ -119,7 +119,7 @@ pub(crate) async fn run(
             }
         };
         if folding.run.events.len() > HEARD_KEPT {
-            folding.run = crate::runner::Run::default();
+            folding.run = Run::default();
         }
         for ask in waiting.drain(..) {
             let answer = match &folded {
@@ -141,7 +141,7 @@ fn hear(core: &Core, folding: &mut Folding, batch: Vec<RecordedEvent>) {
         // event it cannot decode.
         Err(error) => {
             tracing::warn!(%error, "a committed batch could not be decoded");
-            folding.run = crate::runner::Run::default();
+            folding.run = Run::default();
         }
     }
 }

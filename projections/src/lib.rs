@@ -19,6 +19,7 @@
 //! - [`SCHEMA`]: this crate's tables, applied when a [`Projector`] opens.
 
 pub mod audit_trail;
+mod fold;
 mod follower;
 mod indexes;
 pub mod lead_manager;

@@ -30,18 +30,21 @@ pub(crate) struct Ask {
     pub answer: oneshot::Sender<Result<(), StoreError>>,
 }
 
-/// At most this many events heard of wait to be folded. With 16 writers at
-/// 1,000,000 events, 1,024 rather than 256 took a batch of fifteen appends from
-/// 1.5 to 1.2 ms (the appends wait for the folds' turns on SQLite); a reader
-/// that finds that many waiting has them folded first (a few tens of
-/// milliseconds), which happens only while appends never pause.
+/// At most this many events heard of wait to be folded: enough that under a
+/// steady stream of appends one fold (and, on SQLite, one turn taken from the
+/// writer) serves hundreds of them, few enough that a reader who finds them all
+/// waiting has them folded within tens of milliseconds (which happens only while
+/// appends never pause).
 const HEARD_AT_MOST: usize = 1024;
 
-/// How long appends must pause before what waits is folded: long enough that a
-/// steady stream of appends (one every few hundred microseconds) is folded in
-/// runs, short enough that the projections are current a moment after the last
-/// append.
-const QUIET: Duration = Duration::from_millis(2);
+/// How long appends must pause before what waits is folded. Under load the
+/// writer commits every few milliseconds (16 writers on SQLite: a batch every
+/// 2 to 3 ms), and a fold between two of them would take the writer's turn for
+/// a handful of events: the pause must be longer than that gap, so that a steady
+/// stream is folded in runs of [`HEARD_AT_MOST`]. Nobody waits for it: a read
+/// has what it needs folded at once, so the pause only decides how soon
+/// `/healthz` shows the projections at the head once appends stop.
+const QUIET: Duration = Duration::from_millis(20);
 
 /// How often, when nothing happens, the task asks the database for the log's
 /// head: another SQLite process's appends are heard of no other way.

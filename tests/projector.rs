@@ -21,6 +21,7 @@ use support::*;
 backend_tests!(
     a_panicking_projection_stops_alone_and_the_next_start_folds_it_again,
     a_projection_whose_statements_are_refused_stops_and_health_says_so,
+    a_rebuild_by_another_process_never_hides_an_acknowledged_write,
 );
 
 /// A projection of the embedder's that panics on a lead named "Boom" while
@@ -226,6 +227,99 @@ async fn a_projection_whose_statements_are_refused_stops_and_health_says_so(db: 
     let changes = api.get(&auditor, "/api/audit/changes?limit=1").await;
     assert_eq!(changes.status, 200);
     assert_eq!(changes.body["items"][0]["event_type"], "LeadNoteAdded");
+}
+
+/// `crm rebuild` in another process empties the projections and folds them again
+/// while this server serves: a read made meanwhile waits for what it reads to be
+/// folded again (this server helps), and never answers from an emptied table.
+async fn a_rebuild_by_another_process_never_hides_an_acknowledged_write(db: &TestDatabase) {
+    let app = app(db).await;
+    let s = site(&app, "Demo Realty", "demo.example").await;
+    let agent = s.agent1.ctx.clone();
+    // More than one of the rebuild's batches (1,000 events each).
+    let mut last = None;
+    for i in 0..1_100 {
+        last = Some(lead_of(&app, &agent, &format!("Lead {i}")).await);
+    }
+    let last = last.unwrap();
+    app.lead_row(&agent, last).await.unwrap();
+
+    let other = EventStore::open(&db.url).await.unwrap();
+    let rebuilder = crm_projections::Projector::open(other, crm_projections::all())
+        .await
+        .unwrap();
+    let names = rebuilder.names();
+    // The reads start once the rebuild has emptied the projections and folded
+    // its first batch: the last lead is then gone from the tables.
+    let (progress, mut first_batch) = tokio::sync::mpsc::unbounded_channel();
+    let reader = tokio::spawn({
+        let app = app.clone();
+        async move {
+            first_batch.recv().await;
+            let mut answers = Vec::new();
+            for _ in 0..20 {
+                answers.push(app.lead_row(&agent, last).await.map(|lead| lead.name));
+            }
+            answers
+        }
+    });
+    rebuilder
+        .rebuild(&names, &move |position| {
+            let _ = progress.send(position);
+        })
+        .await
+        .unwrap();
+    for answer in reader.await.unwrap() {
+        assert_eq!(answer.unwrap(), "Lead 1099");
+    }
+}
+
+/// On PostgreSQL a fold waits for a lock at most 10 s: a projection's table
+/// locked by someone else makes the reads that need a fold answer that the
+/// service is unavailable, rather than wait for good, and the appends go on.
+/// (SQLite's equivalent is its busy timeout, 30 s, and is not run here.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_locked_projection_table_makes_reads_unavailable_not_stuck() {
+    let Some(db) = TestDatabase::postgres().await else {
+        return;
+    };
+    let app = app(&db).await;
+    let s = site(&app, "Demo Realty", "demo.example").await;
+    let agent = s.agent1.ctx.clone();
+    lead_of(&app, &agent, "First").await;
+    app.settle().await.unwrap();
+    let mut locker = {
+        use sqlx::Connection;
+        sqlx::PgConnection::connect(&db.url).await.unwrap()
+    };
+    sqlx::raw_sql("BEGIN; LOCK TABLE leads_view IN ACCESS EXCLUSIVE MODE")
+        .execute(&mut locker)
+        .await
+        .unwrap();
+    lead_of(&app, &agent, "Second").await;
+    let read = tokio::time::timeout(
+        std::time::Duration::from_secs(120),
+        app.users_list(&s.admin.ctx, None, 50),
+    )
+    .await
+    .expect("the read answers");
+    assert!(
+        matches!(read, Err(AppError::Store(StoreError::Unavailable(_)))),
+        "{read:?}"
+    );
+    sqlx::raw_sql("ROLLBACK")
+        .execute(&mut locker)
+        .await
+        .unwrap();
+    app.settle().await.unwrap();
+    assert_eq!(
+        app.lead_row(&agent, lead_of(&app, &agent, "Third").await)
+            .await
+            .unwrap()
+            .name,
+        "Third"
+    );
+    db.remove().await;
 }
 
 async fn exec(app: &App, sql: &str) {

@@ -25,6 +25,9 @@ use tokio::sync::watch;
 use crate::projection::{Decoded, Projection};
 use crate::sql::{execute, lock_checkpoints_statement};
 
+/// How long a fold on PostgreSQL waits for a lock before it gives up.
+const FOLD_LOCK_TIMEOUT: &str = "SET LOCAL lock_timeout = '10s'";
+
 /// How many events one catch-up transaction reads from the log.
 const CATCH_UP_BATCH: u32 = 1_000;
 
@@ -308,10 +311,7 @@ impl Core {
         progress: &(dyn Fn(Position) + Sync),
     ) -> Result<Position, StoreError> {
         loop {
-            if until.is_some_and(|until| self.projected() >= until) {
-                return Ok(self.projected());
-            }
-            match self.fold_once(folding).await {
+            match self.fold_once(folding, until).await {
                 Ok(Some(last)) => {
                     progress(last);
                     // A long catch-up lets the other tasks on its thread run between
@@ -345,7 +345,7 @@ impl Core {
             .map(|c| c.position)
             .min()
             .unwrap_or_else(|| self.projected());
-        self.publish(lowest);
+        self.set_projected(lowest);
         Ok(())
     }
 
@@ -353,8 +353,13 @@ impl Core {
     /// the lowest running one (from `folding`'s run when it holds them, else
     /// from the log, reading the next batch meanwhile) into every running
     /// projection, move their checkpoints, commit and publish. Returns the
-    /// position reached; `None` when there was nothing to fold.
-    async fn fold_once(&self, folding: &mut Folding) -> Result<Option<Position>, Failure> {
+    /// position reached; `None` when there was nothing to fold (up to `until`,
+    /// when given).
+    async fn fold_once(
+        &self,
+        folding: &mut Folding,
+        until: Option<Position>,
+    ) -> Result<Option<Position>, Failure> {
         let running = self.running();
         if running.is_empty() {
             return Ok(None);
@@ -363,7 +368,15 @@ impl Core {
         let folded = on_pool!(self.store.database(), |pool| {
             let mut tx = pool.begin().await?;
             let mut within = Tx::from(&mut *tx);
-            let folded = self.fold_within(&mut within, &running, folding).await;
+            if within.is_postgres() {
+                // A projection's table locked by someone else must not hold every
+                // read up for good: the fold gives up, the reads waiting on it
+                // answer that the service is unavailable, and it is tried again.
+                within.execute(FOLD_LOCK_TIMEOUT, &[]).await?;
+            }
+            let folded = self
+                .fold_within(&mut within, &running, folding, until)
+                .await;
             let folded = match folded {
                 Ok(folded) => within.flush().await.map(|()| folded).map_err(Failure::from),
                 Err(failure) => Err(failure),
@@ -385,7 +398,7 @@ impl Core {
                 folding.left = Some(checkpoints);
                 folding.run.forget_through(last);
                 tracing::debug!(position = last.0, "folded");
-                self.publish(last);
+                self.set_projected(last);
                 Ok(Some(last))
             }
             Ok(None) => Ok(None),
@@ -403,6 +416,7 @@ impl Core {
         tx: &mut Tx<'_>,
         running: &[&Arc<dyn Projection>],
         folding: &mut Folding,
+        until: Option<Position>,
     ) -> Result<Option<(Position, HashMap<String, Position>)>, Failure> {
         let mut checkpoints = lock_checkpoints(tx).await?;
         tx.set_undisturbed(folding.left.as_ref() == Some(&checkpoints));
@@ -412,6 +426,10 @@ impl Core {
             .map(|p| at(p.name()))
             .min()
             .unwrap_or(Position::START);
+        if until.is_some_and(|until| from >= until) {
+            self.set_projected(from);
+            return Ok(None);
+        }
         let from_log = folding.run.after(from).is_none();
         let read = if from_log {
             folding.run = Run::default();
@@ -425,7 +443,7 @@ impl Core {
             folding.run.after(from).unwrap_or_default()
         };
         let Some(last) = events.last().map(|d| d.recorded.position) else {
-            self.publish(from);
+            self.set_projected(from);
             return Ok(None);
         };
         // Read the next batch while this one folds, when there is likely more.
@@ -458,14 +476,40 @@ impl Core {
         Ok(Some((last, checkpoints)))
     }
 
-    pub(crate) fn publish(&self, position: Position) {
+    /// Records what the checkpoints were found to be, under their lock: back
+    /// too, when another process emptied a projection (`crm rebuild`).
+    fn set_projected(&self, position: Position) {
         self.projected.send_if_modified(|known| {
-            let moved = position > *known;
-            if moved {
-                *known = position;
-            }
+            let moved = position != *known;
+            *known = position;
             moved
         });
+    }
+
+    /// The log's head and the lowest checkpoint of the running projections (the
+    /// head when none runs), as the database has them now, in one query.
+    pub(crate) async fn head_and_lowest(&self) -> Result<(Position, Position), StoreError> {
+        // The log's head row is the store's; reading it here with the
+        // checkpoints saves a round trip on every read.
+        let rows: Vec<(String, i64)> = on_pool!(self.store.database(), |pool| sqlx::query_as(
+            "SELECT name, position FROM projection_checkpoints \
+             UNION ALL SELECT '', last_position FROM event_log_head WHERE id = 1"
+        )
+        .fetch_all(pool)
+        .await?);
+        let head = Position(
+            rows.iter()
+                .find(|(name, _)| name.is_empty())
+                .map_or(0, |(_, position)| *position),
+        );
+        let running: Vec<&str> = self.running().iter().map(|p| p.name()).collect();
+        let lowest = rows
+            .iter()
+            .filter(|(name, _)| running.contains(&name.as_str()))
+            .map(|(_, position)| Position(*position))
+            .min()
+            .unwrap_or(head);
+        Ok((head, lowest))
     }
 }
 

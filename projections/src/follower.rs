@@ -151,10 +151,9 @@ fn hear(core: &Core, folding: &mut Folding, batch: Vec<RecordedEvent>) {
 
 /// The failure of a fold, for each reader that waited on it.
 fn again(error: &StoreError) -> StoreError {
-    let text = sqlx::Error::Protocol(error.to_string());
+    // The read cannot be brought up to date now: the service is unavailable.
     match error {
-        StoreError::Unavailable(_) => StoreError::Unavailable(text),
         StoreError::Closed => StoreError::Closed,
-        _ => StoreError::Database(text),
+        _ => StoreError::Unavailable(sqlx::Error::Protocol(error.to_string())),
     }
 }

@@ -103,7 +103,8 @@ impl Projector {
     /// Store failures while folding; [`StoreError::ProjectionStopped`] when a
     /// projection stopped before it.
     pub async fn wait_for(&self, position: Position) -> Result<(), StoreError> {
-        if self.projected() < position {
+        let (_, lowest) = self.core.head_and_lowest().await?;
+        if lowest < position {
             self.fold_to(position).await?;
         }
         self.core.check_running(None, position)
@@ -118,8 +119,7 @@ impl Projector {
     /// # Errors
     /// As [`Projector::wait_for`].
     pub async fn settle(&self) -> Result<(), StoreError> {
-        let head = self.core.store.head().await?;
-        self.wait_for(head).await
+        self.settle_reading(None).await
     }
 
     /// [`Projector::settle`] for a read of the projections named `read`: only
@@ -129,11 +129,18 @@ impl Projector {
     /// Store failures while folding; [`StoreError::ProjectionStopped`] when one
     /// of `read` stopped.
     pub async fn settle_for(&self, read: &[&str]) -> Result<(), StoreError> {
-        let head = self.core.store.head().await?;
-        if self.projected() < head {
+        self.settle_reading(Some(read)).await
+    }
+
+    /// Compares the head with the checkpoints as stored, not as this process
+    /// last saw them: another process may have emptied a projection (`crm
+    /// rebuild`) since.
+    async fn settle_reading(&self, read: Option<&[&str]>) -> Result<(), StoreError> {
+        let (head, lowest) = self.core.head_and_lowest().await?;
+        if lowest < head {
             self.fold_to(head).await?;
         }
-        self.core.check_running(Some(read), head)
+        self.core.check_running(read, head)
     }
 
     /// Has the task fold up to `position` (or, for a projector that was only

@@ -773,3 +773,62 @@ async fn committed_batches_are_announced_once_whether_written_alone_or_the_long_
     assert_eq!(versions, [1, 2, 3, 4]);
     assert!(store.verify(None).await.unwrap().ok);
 }
+
+/// On PostgreSQL a store announces its appends (`NOTIFY`) only while another
+/// process listens: a store alone sends none; once a second store listens, it
+/// hears of the first one's appends with no polling at all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn appends_are_announced_only_while_another_process_listens() {
+    let Some(db) = TestDatabase::postgres().await else {
+        return;
+    };
+    let store = EventStore::open(&db.url).await.unwrap();
+    let site = SiteId::generate();
+    let stream = fill(&store, site, 1).await;
+    // A bare listener, not a store's: the store does not count it.
+    let mut bare = sqlx::postgres::PgListener::connect(&db.url).await.unwrap();
+    bare.listen("crm_events").await.unwrap();
+    // The store has looked for listeners by now (it looks every second).
+    tokio::time::sleep(std::time::Duration::from_millis(1_500)).await;
+    store
+        .append(
+            append(site, stream, ExpectedVersion::Any, vec![tagged("alone")]),
+            meta(),
+        )
+        .await
+        .unwrap();
+    let heard = tokio::time::timeout(std::time::Duration::from_millis(500), bare.recv()).await;
+    assert!(heard.is_err(), "announced with nobody listening: {heard:?}");
+
+    // A second store, which never polls: it hears of appends only if told.
+    let listening = EventStore::open_with(
+        &db.url,
+        crm_events::StoreOptions {
+            poll_interval: std::time::Duration::from_secs(3_600),
+            ..crm_events::StoreOptions::default()
+        },
+    )
+    .await
+    .unwrap();
+    let mut news = Box::pin(listening.subscribe(store.head().await.unwrap()));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let heard = loop {
+        let outcome = store
+            .append(
+                append(site, stream, ExpectedVersion::Any, vec![tagged("told")]),
+                meta(),
+            )
+            .await
+            .unwrap();
+        match tokio::time::timeout(std::time::Duration::from_millis(200), news.next()).await {
+            Ok(Some(event)) => break (event.unwrap().position, outcome.last_position),
+            _ => assert!(
+                std::time::Instant::now() < deadline,
+                "the listening store was never told"
+            ),
+        }
+    };
+    assert!(heard.0 <= heard.1);
+    drop(bare);
+    db.remove().await;
+}

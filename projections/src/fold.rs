@@ -261,7 +261,7 @@ impl Core {
             .collect();
         let _turn = self.store.write_turn().await;
         on_pool!(self.store.database(), |pool| {
-            let mut tx = pool.begin().await?;
+            let mut tx = pool.begin_with(self.begin()).await?;
             let mut locking = Tx::from(&mut *tx);
             lock_checkpoints(&mut locking).await?;
             locking.flush().await?;
@@ -365,8 +365,10 @@ impl Core {
             return Ok(None);
         }
         let _turn = self.store.write_turn().await;
-        let folded = on_pool!(self.store.database(), |pool| {
-            let mut tx = pool.begin().await?;
+        // Every failure, the commit's included, ends below: what this fold cached
+        // must not outlive a transaction that did not commit.
+        let folded: Result<_, Failure> = on_pool!(self.store.database(), |pool| async {
+            let mut tx = pool.begin_with(self.begin()).await?;
             let mut within = Tx::from(&mut *tx);
             if within.is_postgres() {
                 // A projection's table locked by someone else must not hold every
@@ -392,7 +394,8 @@ impl Core {
                 }
                 Err(failure) => Err(failure),
             }
-        });
+        }
+        .await);
         match folded {
             Ok(Some((last, checkpoints))) => {
                 folding.left = Some(checkpoints);
@@ -474,6 +477,17 @@ impl Core {
             checkpoints.insert(projection.name().to_owned(), last);
         }
         Ok(Some((last, checkpoints)))
+    }
+
+    /// How a transaction that folds begins: on SQLite, with the write lock
+    /// (`IMMEDIATE`), so that it waits for another process's write rather than
+    /// fail when it finds its snapshot outdated on its first write.
+    fn begin(&self) -> &'static str {
+        if self.store.database().backend_name() == "sqlite" {
+            "BEGIN IMMEDIATE"
+        } else {
+            "BEGIN"
+        }
     }
 
     /// Records what the checkpoints were found to be, under their lock: back

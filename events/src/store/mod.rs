@@ -166,15 +166,24 @@ impl EventStore {
             turns: turns.clone(),
             max_batch: options.max_batch,
         };
-        let mut tasks = vec![match backend {
-            Ok(sqlite) => tokio::spawn(writer::run(run, sqlite, requests)),
-            Err(postgres) => tokio::spawn(writer::run(run, postgres, requests)),
-        }];
-        if let Database::Postgres(pool) = &db {
-            tasks.push(tokio::spawn(postgres::follow_notifications(
-                pool.clone(),
-                head.clone(),
-            )));
+        let mut tasks = Vec::new();
+        match backend {
+            Ok(sqlite) => tasks.push(tokio::spawn(writer::run(run, sqlite, requests))),
+            Err(postgres) => {
+                let listeners = postgres.listeners();
+                tasks.push(tokio::spawn(writer::run(run, postgres, requests)));
+                if let Database::Postgres(pool) = &db {
+                    tasks.push(tokio::spawn(postgres::follow_notifications(
+                        pool.clone(),
+                        head.clone(),
+                        listeners.clone(),
+                    )));
+                    tasks.push(tokio::spawn(postgres::watch_listeners(
+                        pool.clone(),
+                        listeners,
+                    )));
+                }
+            }
         }
         Ok(Self {
             inner: Arc::new(Inner {

@@ -10,6 +10,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use crm::app::{App, AppError, Clock};
+use crm::domain::lead::LeadEdit;
+use crm_events::catalog::values::Stage;
 use crm_events::testing::TestDatabase;
 use crm_events::{backend_tests, DomainEvent, EventStore, StoreError, Tx};
 use crm_projections::{Decoded, Projection};
@@ -22,6 +24,7 @@ backend_tests!(
     a_panicking_projection_stops_alone_and_the_next_start_folds_it_again,
     a_projection_whose_statements_are_refused_stops_and_health_says_so,
     a_rebuild_by_another_process_never_hides_an_acknowledged_write,
+    once_appends_pause_the_projections_reach_the_head_with_no_read,
 );
 
 /// A projection of the embedder's that panics on a lead named "Boom" while
@@ -320,6 +323,43 @@ async fn a_locked_projection_table_makes_reads_unavailable_not_stuck() {
         "Third"
     );
     db.remove().await;
+}
+
+/// Appends are acknowledged before they are folded; once they pause, the
+/// projector folds what waits by itself: no read asks it, and `/healthz` (which
+/// reads the checkpoints, not the projections) sees every projection reach the
+/// head.
+async fn once_appends_pause_the_projections_reach_the_head_with_no_read(db: &TestDatabase) {
+    let app = app(db).await;
+    let s = site(&app, "Demo Realty", "demo.example").await;
+    let lead = lead_of(&app, &s.agent1.ctx, "Dana Whitfield").await;
+    let mut written = None;
+    for stage in [Stage::Contacted, Stage::Nurture, Stage::Closed] {
+        let edit = LeadEdit {
+            stage: Some(stage),
+            ..LeadEdit::default()
+        };
+        written = Some(
+            app.edit_lead(&s.agent1.ctx, lead, edit, None)
+                .await
+                .unwrap(),
+        );
+    }
+    let head = written.unwrap().position;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let health = app.health().await.unwrap();
+        assert_eq!(health.head, head, "nothing else was appended");
+        if health.projections.iter().all(|p| p.position == head) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the projections never reached the head: {:?}",
+            health.projections
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
 }
 
 async fn exec(app: &App, sql: &str) {

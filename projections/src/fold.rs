@@ -25,9 +25,6 @@ use tokio::sync::watch;
 use crate::projection::{Decoded, Projection};
 use crate::sql::{execute, lock_checkpoints_statement};
 
-/// How long a fold on PostgreSQL waits for a lock before it gives up.
-const FOLD_LOCK_TIMEOUT: &str = "SET LOCAL lock_timeout = '10s'";
-
 /// How many events one catch-up transaction reads from the log.
 const CATCH_UP_BATCH: u32 = 1_000;
 
@@ -370,12 +367,6 @@ impl Core {
         let folded: Result<_, Failure> = on_pool!(self.store.database(), |pool| async {
             let mut tx = pool.begin_with(self.begin()).await?;
             let mut within = Tx::from(&mut *tx);
-            if within.is_postgres() {
-                // A projection's table locked by someone else must not hold every
-                // read up for good: the fold gives up, the reads waiting on it
-                // answer that the service is unavailable, and it is tried again.
-                within.execute(FOLD_LOCK_TIMEOUT, &[]).await?;
-            }
             let folded = self
                 .fold_within(&mut within, &running, folding, until)
                 .await;
@@ -479,14 +470,18 @@ impl Core {
         Ok(Some((last, checkpoints)))
     }
 
-    /// How a transaction that folds begins: on SQLite, with the write lock
-    /// (`IMMEDIATE`), so that it waits for another process's write rather than
-    /// fail when it finds its snapshot outdated on its first write.
+    /// How a transaction that folds begins (one statement, or one round trip).
+    /// On SQLite, with the write lock (`IMMEDIATE`), so that it waits for
+    /// another process's write rather than fail when it finds its snapshot
+    /// outdated on its first write. On PostgreSQL, waiting at most 10 s for a
+    /// lock: a projection's table locked by someone else must not hold every
+    /// read up for good; the fold gives up, the reads waiting on it answer that
+    /// the service is unavailable, and it is tried again.
     fn begin(&self) -> &'static str {
         if self.store.database().backend_name() == "sqlite" {
             "BEGIN IMMEDIATE"
         } else {
-            "BEGIN"
+            "BEGIN; SET LOCAL lock_timeout = '10s'"
         }
     }
 
@@ -500,9 +495,11 @@ impl Core {
         });
     }
 
-    /// The log's head and the lowest checkpoint of the running projections (the
-    /// head when none runs), as the database has them now, in one query.
-    pub(crate) async fn head_and_lowest(&self) -> Result<(Position, Position), StoreError> {
+    /// The log's head and each projection's checkpoint, as the database has
+    /// them now, in one query.
+    pub(crate) async fn head_and_checkpoints(
+        &self,
+    ) -> Result<(Position, HashMap<String, Position>), StoreError> {
         // The log's head row is the store's; reading it here with the
         // checkpoints saves a round trip on every read.
         let rows: Vec<(String, i64)> = on_pool!(self.store.database(), |pool| sqlx::query_as(
@@ -511,16 +508,22 @@ impl Core {
         )
         .fetch_all(pool)
         .await?);
-        let head = Position(
-            rows.iter()
-                .find(|(name, _)| name.is_empty())
-                .map_or(0, |(_, position)| *position),
-        );
-        let running: Vec<&str> = self.running().iter().map(|p| p.name()).collect();
-        let lowest = rows
+        let mut checkpoints: HashMap<String, Position> = rows
+            .into_iter()
+            .map(|(name, position)| (name, Position(position)))
+            .collect();
+        let head = checkpoints.remove("").unwrap_or(Position::START);
+        Ok((head, checkpoints))
+    }
+
+    /// The log's head and the lowest checkpoint of the running projections (the
+    /// head when none runs).
+    pub(crate) async fn head_and_lowest(&self) -> Result<(Position, Position), StoreError> {
+        let (head, checkpoints) = self.head_and_checkpoints().await?;
+        let lowest = self
+            .running()
             .iter()
-            .filter(|(name, _)| running.contains(&name.as_str()))
-            .map(|(_, position)| Position(*position))
+            .filter_map(|p| checkpoints.get(p.name()).copied())
             .min()
             .unwrap_or(head);
         Ok((head, lowest))

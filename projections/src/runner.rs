@@ -10,7 +10,7 @@
 //! asks the task to fold everything committed before it, by any process, so a
 //! read made after a write was acknowledged reflects it, on any server.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use crm_events::{EventStore, Position, StoreError};
@@ -178,13 +178,7 @@ impl Projector {
     /// # Errors
     /// Store failures.
     pub async fn status(&self) -> Result<Vec<ProjectionStatus>, StoreError> {
-        let head = self.core.store.head().await?;
-        let checkpoints: HashMap<String, Position> = self
-            .checkpoints()
-            .await?
-            .into_iter()
-            .map(|c| (c.name, c.position))
-            .collect();
+        let (head, checkpoints) = self.core.head_and_checkpoints().await?;
         let stopped = self.core.stopped();
         Ok(self
             .names()

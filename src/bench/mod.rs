@@ -159,15 +159,9 @@ async fn write_limit(store: &EventStore) -> Result<f64, AppError> {
     }
     let script = format!("BEGIN; {copy} COMMIT;");
     let started = Instant::now();
-    on_pool!(store.database(), |pool| sqlx::raw_sql(&script)
-        .execute(pool)
-        .await
-        .map(drop))?;
+    run_sql(store, &script).await?;
     let seconds = started.elapsed().as_secs_f64();
-    on_pool!(store.database(), |pool| sqlx::raw_sql(&drop_copies)
-        .execute(pool)
-        .await
-        .map(drop))?;
+    run_sql(store, &drop_copies).await?;
     Ok(seconds)
 }
 
@@ -241,7 +235,12 @@ async fn ready_for_reads(store: &EventStore) -> Result<(), AppError> {
         crm_events::Database::Postgres(_) => "ANALYZE",
         crm_events::Database::Sqlite(_) => "PRAGMA wal_checkpoint(TRUNCATE)",
     };
-    on_pool!(store.database(), |pool| sqlx::query(sql)
+    run_sql(store, sql).await
+}
+
+/// Runs statements of the benchmark's own (no arguments; several at once).
+async fn run_sql(store: &EventStore, sql: &str) -> Result<(), AppError> {
+    on_pool!(store.database(), |pool| sqlx::raw_sql(sql)
         .execute(pool)
         .await
         .map(drop))?;
@@ -289,12 +288,11 @@ async fn raw_inserts(store: &EventStore, phase: Duration) -> Result<f64, AppErro
         .unwrap_or_default();
     let bytes = format!("{payload}{}", "x".repeat(300));
     let db = store.database();
-    on_pool!(db, |pool| sqlx::query(
-        "CREATE TABLE IF NOT EXISTS bench_raw (id BIGINT PRIMARY KEY, body TEXT NOT NULL)"
+    run_sql(
+        store,
+        "CREATE TABLE IF NOT EXISTS bench_raw (id BIGINT PRIMARY KEY, body TEXT NOT NULL)",
     )
-    .execute(pool)
-    .await
-    .map(drop))?;
+    .await?;
     let deadline = Instant::now() + phase;
     let started = Instant::now();
     let mut n: i64 = 0;
@@ -310,10 +308,7 @@ async fn raw_inserts(store: &EventStore, phase: Duration) -> Result<f64, AppErro
         .map(drop))?;
     }
     let per_s = n as f64 / started.elapsed().as_secs_f64();
-    on_pool!(db, |pool| sqlx::query("DROP TABLE bench_raw")
-        .execute(pool)
-        .await
-        .map(drop))?;
+    run_sql(store, "DROP TABLE bench_raw").await?;
     Ok(per_s)
 }
 

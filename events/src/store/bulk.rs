@@ -107,6 +107,13 @@ impl Rows {
     /// # Errors
     /// Store failures.
     pub async fn write(&self, tx: &mut Tx<'_>) -> Result<(), StoreError> {
+        if let Conn::Postgres(conn) = &mut tx.conn {
+            if self.len() > 1
+                && write_unnest(conn, self.head, self.tail, self.width, &self.values).await?
+            {
+                return Ok(());
+            }
+        }
         write_chunks(tx, self.width, &self.values, |numbered, size| {
             format!(
                 "{} VALUES {} {}",
@@ -117,6 +124,119 @@ impl Rows {
         })
         .await
     }
+}
+
+/// One column of rows written by [`write_unnest`]: its values as one array.
+enum Column {
+    Uuid(Vec<Option<uuid::Uuid>>),
+    Text(Vec<Option<String>>),
+    Time(Vec<Option<chrono::DateTime<chrono::Utc>>>),
+    I64(Vec<Option<i64>>),
+    I32(Vec<Option<i32>>),
+    Bool(Vec<Option<bool>>),
+    Bytes(Vec<Option<Vec<u8>>>),
+}
+
+impl Column {
+    /// The column of `values` (every `width`-th from `at`): typed by its first
+    /// value that is not `NULL`; `None` when two values differ in type.
+    fn of(values: &[Bind], width: usize, at: usize) -> Option<Self> {
+        let cells = || values.iter().skip(at).step_by(width);
+        let typed = cells()
+            .find(|bind| !matches!(bind, Bind::Null(_)))
+            .or_else(|| cells().next())?;
+        let rows = values.len() / width;
+        let mut column = match typed {
+            Bind::Uuid(_) | Bind::Null(NullOf::Uuid) => Self::Uuid(Vec::with_capacity(rows)),
+            Bind::Text(_) | Bind::Null(NullOf::Text) => Self::Text(Vec::with_capacity(rows)),
+            Bind::Time(_) | Bind::Null(NullOf::Time) => Self::Time(Vec::with_capacity(rows)),
+            Bind::I64(_) | Bind::Null(NullOf::I64) => Self::I64(Vec::with_capacity(rows)),
+            Bind::I32(_) => Self::I32(Vec::with_capacity(rows)),
+            Bind::Bool(_) => Self::Bool(Vec::with_capacity(rows)),
+            Bind::Bytes(_) => Self::Bytes(Vec::with_capacity(rows)),
+        };
+        for cell in cells() {
+            match (&mut column, cell) {
+                (Self::Uuid(c), Bind::Uuid(v)) => c.push(Some(*v)),
+                (Self::Uuid(c), Bind::Null(_)) => c.push(None),
+                (Self::Text(c), Bind::Text(v)) => c.push(Some(v.clone())),
+                (Self::Text(c), Bind::Null(_)) => c.push(None),
+                (Self::Time(c), Bind::Time(v)) => c.push(Some(*v)),
+                (Self::Time(c), Bind::Null(_)) => c.push(None),
+                (Self::I64(c), Bind::I64(v)) => c.push(Some(*v)),
+                (Self::I64(c), Bind::Null(_)) => c.push(None),
+                (Self::I32(c), Bind::I32(v)) => c.push(Some(*v)),
+                (Self::I32(c), Bind::Null(_)) => c.push(None),
+                (Self::Bool(c), Bind::Bool(v)) => c.push(Some(*v)),
+                (Self::Bool(c), Bind::Null(_)) => c.push(None),
+                (Self::Bytes(c), Bind::Bytes(v)) => c.push(Some(v.clone())),
+                (Self::Bytes(c), Bind::Null(_)) => c.push(None),
+                _ => return None,
+            }
+        }
+        Some(column)
+    }
+
+    /// PostgreSQL's name of the array's type.
+    fn array_type(&self) -> &'static str {
+        match self {
+            Self::Uuid(_) => "uuid[]",
+            Self::Text(_) => "text[]",
+            Self::Time(_) => "timestamptz[]",
+            Self::I64(_) => "int8[]",
+            Self::I32(_) => "int4[]",
+            Self::Bool(_) => "bool[]",
+            Self::Bytes(_) => "bytea[]",
+        }
+    }
+
+    fn bind(self, args: &mut sqlx::postgres::PgArguments) -> Result<(), sqlx::error::BoxDynError> {
+        use sqlx::Arguments;
+        match self {
+            Self::Uuid(c) => args.add(c),
+            Self::Text(c) => args.add(c),
+            Self::Time(c) => args.add(c),
+            Self::I64(c) => args.add(c),
+            Self::I32(c) => args.add(c),
+            Self::Bool(c) => args.add(c),
+            Self::Bytes(c) => args.add(c),
+        }
+    }
+}
+
+/// Writes every row of `values` with one PostgreSQL statement, each column bound
+/// as one array: `INSERT … SELECT * FROM UNNEST($1::uuid[], $2::text[], …)`. One
+/// statement shape per table whatever the count, and much less to parse, plan and
+/// bind than multi-row `VALUES` lists. `false` (nothing written) when a column's
+/// values differ in type: the caller writes them another way.
+async fn write_unnest(
+    conn: &mut sqlx::PgConnection,
+    head: &str,
+    tail: &str,
+    width: usize,
+    values: &[Bind],
+) -> Result<bool, StoreError> {
+    let mut columns = Vec::with_capacity(width);
+    for at in 0..width {
+        match Column::of(values, width, at) {
+            Some(column) => columns.push(column),
+            None => return Ok(false),
+        }
+    }
+    let arrays: Vec<String> = columns
+        .iter()
+        .enumerate()
+        .map(|(n, column)| format!("${}::{}", n + 1, column.array_type()))
+        .collect();
+    let sql = format!("{head} SELECT * FROM UNNEST({}) {tail}", arrays.join(", "));
+    let mut args = sqlx::postgres::PgArguments::default();
+    for column in columns {
+        column
+            .bind(&mut args)
+            .map_err(|e| StoreError::Database(sqlx::Error::Encode(e)))?;
+    }
+    sqlx::query_with(&sql, args).execute(conn).await?;
+    Ok(true)
 }
 
 /// Runs `sql(numbered, rows)` for each chunk of `values` (rows of `width`).

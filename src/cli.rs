@@ -4,8 +4,9 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use crm_events::ids::SiteId;
-use crm_events::{EventStore, StoreError};
+use crm_events::ids::{LeadId, SiteId};
+use crm_events::vault::MasterKey;
+use crm_events::{EventStore, StoreError, StoreOptions};
 use crm_projections::Projector;
 
 use crm::app::{App, Clock};
@@ -25,6 +26,12 @@ pub struct Cli {
         default_value = "sqlite://crm.db"
     )]
     pub database_url: String,
+
+    /// The master key that seals each lead's personal data (from `crm keys
+    /// generate`). Without one, the key `crm serve --demo` made beside the
+    /// database, if there is one.
+    #[arg(long, global = true, env = "CRM_MASTER_KEY_FILE", value_name = "FILE")]
+    pub master_key_file: Option<PathBuf>,
 
     #[command(subcommand)]
     pub command: Command,
@@ -59,7 +66,7 @@ pub enum Command {
         )]
         digest_interval: u64,
     },
-    /// Signing keys.
+    /// Keys: the master key and the digests' signing key.
     Keys {
         #[command(subcommand)]
         command: KeysCommand,
@@ -82,6 +89,11 @@ pub enum Command {
     User {
         #[command(subcommand)]
         command: UserCommand,
+    },
+    /// Leads.
+    Lead {
+        #[command(subcommand)]
+        command: LeadCommand,
     },
     /// The audit trail.
     Audit {
@@ -147,6 +159,23 @@ pub enum SiteCommand {
 }
 
 #[derive(Debug, Subcommand)]
+pub enum LeadCommand {
+    /// Erase a lead's personal data (as the operator, with a reason): its key is
+    /// destroyed, its values read as erased everywhere, and the tables that held
+    /// them are cleaned (PostgreSQL: VACUUM; SQLite: its write-ahead log emptied
+    /// into the file). Erasing it again does nothing more.
+    Erase {
+        #[arg(long)]
+        site: SiteId,
+        #[arg(long)]
+        lead: LeadId,
+        /// Why (recorded: keep personal data out of it).
+        #[arg(long)]
+        reason: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
 pub enum UserCommand {
     /// Create a user of a site (as the operator).
     Create {
@@ -167,8 +196,11 @@ pub enum UserCommand {
 
 #[derive(Debug, Subcommand)]
 pub enum KeysCommand {
-    /// Make an Ed25519 key pair: `signing-key.pem` (readable by its owner only)
-    /// and `public-key.pem`, for auditors.
+    /// Make the keys `crm serve` needs, in DIR, never over a key already there:
+    /// `master-key` (seals each lead's personal data; readable by its owner
+    /// only; lose it and that data is lost) and the Ed25519 pair that signs
+    /// digests, `signing-key.pem` (readable by its owner only) and
+    /// `public-key.pem`, for auditors.
     Generate {
         #[arg(long, value_name = "DIR")]
         out: PathBuf,
@@ -277,14 +309,34 @@ async fn run(cli: Cli) -> Result<ExitCode, CliError> {
         Command::Keys {
             command: KeysCommand::Generate { out },
         } => {
-            let key = crm_events::digest::SigningKey::generate()?;
-            let (private, public) = key.write_pair(out)?;
-            say!(
-                "key {}: private {} (keep it secret), public {}",
-                key.id(),
-                private.display(),
-                public.display()
-            );
+            let mut made = false;
+            if !out.join("master-key").exists() {
+                let path = MasterKey::generate_file(out)?;
+                let key = MasterKey::read(&path)?;
+                say!(
+                    "master key {}: {} (keep it secret, and safe: without it the leads' personal data cannot be read)",
+                    key.id(),
+                    path.display()
+                );
+                made = true;
+            }
+            if !out.join("signing-key.pem").exists() {
+                let key = crm_events::digest::SigningKey::generate()?;
+                let (private, public) = key.write_pair(out)?;
+                say!(
+                    "signing key {}: private {} (keep it secret), public {}",
+                    key.id(),
+                    private.display(),
+                    public.display()
+                );
+                made = true;
+            }
+            if !made {
+                return Err(CliError::Usage(format!(
+                    "{} already holds both keys: nothing was made",
+                    out.display()
+                )));
+            }
             return Ok(ExitCode::SUCCESS);
         }
         Command::Audit {
@@ -297,7 +349,16 @@ async fn run(cli: Cli) -> Result<ExitCode, CliError> {
         } => return verify_export(file, manifest, public_key),
         _ => {}
     }
-    let store = EventStore::open(&cli.database_url).await?;
+    let demo = matches!(cli.command, Command::Serve { demo: true, .. });
+    let master_key = master_key(cli.master_key_file.as_deref(), demo, &cli.database_url)?;
+    let store = EventStore::open_with(
+        &cli.database_url,
+        StoreOptions {
+            master_key: master_key.clone(),
+            ..StoreOptions::default()
+        },
+    )
+    .await?;
     match cli.command {
         Command::Keys { .. }
         | Command::Audit {
@@ -399,6 +460,24 @@ async fn run(cli: Cli) -> Result<ExitCode, CliError> {
             );
             Ok(ExitCode::SUCCESS)
         }
+        Command::Lead {
+            command: LeadCommand::Erase { site, lead, reason },
+        } => {
+            let reason = crm::domain::values::Reason::parse(&reason)
+                .map_err(|why| CliError::Usage(format!("--reason: {why}")))?;
+            let app = App::start(store, Clock::system()).await?;
+            let erasure = app.erase_lead(&app.operator(site), lead, reason).await?;
+            app.settle().await?;
+            let cleaned = app.scrub_erased().await?;
+            say!(
+                "lead {} erased at {} (position {}); cleaned {}",
+                erasure.id,
+                erasure.erased_at.to_rfc3339(),
+                erasure.position.0,
+                cleaned
+            );
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Audit {
             command:
                 AuditCommand::Export {
@@ -423,7 +502,7 @@ async fn run(cli: Cli) -> Result<ExitCode, CliError> {
         } => {
             drop(store);
             let phase = std::time::Duration::from_secs(seconds.max(1));
-            let report = crate::bench::run(&cli.database_url, events, phase).await?;
+            let report = crate::bench::run(&cli.database_url, events, phase, master_key).await?;
             write_out(format_args!("{}", crate::bench::describe(&report)))?;
             if json {
                 say!("{}", serde_json::to_string(&report).unwrap_or_default());
@@ -505,6 +584,28 @@ fn beside_the_database(database_url: &str) -> (PathBuf, PathBuf) {
     (base.join("keys"), base.join("digests"))
 }
 
+/// The master key: the file given; else the one `--demo` keeps beside the
+/// database (made, for `--demo`, when missing).
+fn master_key(
+    given: Option<&Path>,
+    demo: bool,
+    database_url: &str,
+) -> Result<Option<MasterKey>, CliError> {
+    if let Some(path) = given {
+        return Ok(Some(MasterKey::read(path)?));
+    }
+    let (keys, _) = beside_the_database(database_url);
+    let path = keys.join("master-key");
+    if demo && !path.exists() {
+        MasterKey::generate_file(&keys)?;
+    }
+    Ok(if path.exists() {
+        Some(MasterKey::read(&path)?)
+    } else {
+        None
+    })
+}
+
 /// The signing key and digest directory `crm serve` runs with, if any; `--demo`
 /// without a key makes (once) and uses its own.
 fn signer(
@@ -535,6 +636,14 @@ async fn serve(
     proof: Proof,
     database_url: &str,
 ) -> Result<ExitCode, CliError> {
+    if !store.seals() {
+        return Err(CliError::Usage(match store.master_key_id().await? {
+            Some(id) => format!(
+                "this database's leads' personal data is sealed with master key {id}: give its file with --master-key-file"
+            ),
+            None => "crm serve needs a master key to seal leads' personal data: give --master-key-file FILE (crm keys generate --out DIR makes one), or use --demo".to_owned(),
+        }));
+    }
     let mut app = App::start(store, Clock::system()).await?;
     let signing = signer(&proof, demo, database_url)?;
     let mut demo_keys = None;

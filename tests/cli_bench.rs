@@ -10,6 +10,7 @@ backend_tests!(a_small_bench_run_reports_every_figure);
 
 async fn a_small_bench_run_reports_every_figure(db: &TestDatabase) {
     let out = Command::new(env!("CARGO_BIN_EXE_crm"))
+        .env("CRM_MASTER_KEY_FILE", &db.master_key_file)
         .args([
             "bench",
             "--events",
@@ -59,6 +60,7 @@ async fn a_small_bench_run_reports_every_figure(db: &TestDatabase) {
     assert_eq!(report["backend"], db.backend());
 
     let again = Command::new(env!("CARGO_BIN_EXE_crm"))
+        .env("CRM_MASTER_KEY_FILE", &db.master_key_file)
         .args(["bench", "--events", "2000", "--database-url", &db.url])
         .output()
         .unwrap();

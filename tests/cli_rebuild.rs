@@ -21,6 +21,7 @@ async fn rebuild_refills_every_projection_and_refuses_unknown_names(db: &TestDat
     let head = head(&app).await;
 
     let out = Command::new(env!("CARGO_BIN_EXE_crm"))
+        .env("CRM_MASTER_KEY_FILE", &db.master_key_file)
         .args(["rebuild", "--database-url", &db.url])
         .output()
         .unwrap();
@@ -46,6 +47,7 @@ async fn rebuild_refills_every_projection_and_refuses_unknown_names(db: &TestDat
     );
 
     let one = Command::new(env!("CARGO_BIN_EXE_crm"))
+        .env("CRM_MASTER_KEY_FILE", &db.master_key_file)
         .args([
             "rebuild",
             "--projection",
@@ -58,6 +60,7 @@ async fn rebuild_refills_every_projection_and_refuses_unknown_names(db: &TestDat
     assert!(String::from_utf8_lossy(&one.stdout).contains("rebuilt audit_trail up to"));
 
     let unknown = Command::new(env!("CARGO_BIN_EXE_crm"))
+        .env("CRM_MASTER_KEY_FILE", &db.master_key_file)
         .args([
             "rebuild",
             "--projection",

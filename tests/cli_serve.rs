@@ -17,6 +17,7 @@ backend_tests!(
 
 fn crm(db: &TestDatabase, args: &[&str]) -> (i32, String, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_crm"))
+        .env("CRM_MASTER_KEY_FILE", &db.master_key_file)
         .args(args)
         .args(["--database-url", &db.url])
         .output()

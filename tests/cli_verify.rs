@@ -9,8 +9,7 @@ use crm_events::catalog::values::Stage;
 use crm_events::ids::{LeadId, SiteId, UserId};
 use crm_events::testing::TestDatabase;
 use crm_events::{
-    Database, DomainEvent, EventStore, ExpectedVersion, Metadata, StreamAppend, StreamKey,
-    StreamType,
+    Database, DomainEvent, ExpectedVersion, Metadata, StreamAppend, StreamKey, StreamType,
 };
 
 backend_tests!(verify_exits_zero_on_an_intact_log_and_one_naming_the_tampered_position);
@@ -25,7 +24,7 @@ fn crm(args: &[&str]) -> Output {
 async fn verify_exits_zero_on_an_intact_log_and_one_naming_the_tampered_position(
     db: &TestDatabase,
 ) {
-    let store = EventStore::open(&db.url).await.unwrap();
+    let store = db.store().await;
     let site = SiteId::generate();
     let created = DomainEvent::from(LeadCreated {
         name: "Ann Lee".into(),
@@ -62,6 +61,7 @@ async fn verify_exits_zero_on_an_intact_log_and_one_naming_the_tampered_position
     // A reader that stops reading (`crm verify | head -1`) is no failure, and never
     // a panic.
     let mut child = Command::new(env!("CARGO_BIN_EXE_crm"))
+        .env("CRM_MASTER_KEY_FILE", &db.master_key_file)
         .args(["verify", "--database-url", &db.url])
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())

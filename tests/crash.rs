@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crm_events::testing::TestDatabase;
-use crm_events::{backend_tests, on_pool, EventStore};
+use crm_events::{backend_tests, on_pool};
 use serde_json::{json, Value};
 use support::serve::{login, request, start_serve};
 
@@ -105,7 +105,7 @@ fn snapshot(addr: &str, owner: &str) -> (Value, Vec<Value>, Value) {
 }
 
 async fn deferred_indexes(db: &TestDatabase) -> i64 {
-    let store = EventStore::open(&db.url).await.unwrap();
+    let store = db.store().await;
     let count = on_pool!(store.database(), |pool| sqlx::query_scalar::<_, i64>(
         "SELECT COUNT(*) FROM projection_deferred_indexes"
     )
@@ -118,6 +118,7 @@ async fn deferred_indexes(db: &TestDatabase) -> i64 {
 
 fn verify(db: &TestDatabase) {
     let out = Command::new(env!("CARGO_BIN_EXE_crm"))
+        .env("CRM_MASTER_KEY_FILE", &db.master_key_file)
         .args(["verify", "--database-url", &db.url])
         .output()
         .unwrap();
@@ -233,12 +234,13 @@ async fn a_killed_server_or_rebuild_loses_nothing_acknowledged(db: &TestDatabase
     let mut killed_midway = false;
     for attempt in 1..=5 {
         let mut rebuild = Command::new(env!("CARGO_BIN_EXE_crm"))
+            .env("CRM_MASTER_KEY_FILE", &db.master_key_file)
             .args(["rebuild", "--database-url", &db.url])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
-        let store = EventStore::open(&db.url).await.unwrap();
+        let store = db.store().await;
         let ended = loop {
             if let Some(status) = rebuild.try_wait().unwrap() {
                 break Some(status);

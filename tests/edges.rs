@@ -13,7 +13,7 @@ use crm_events::catalog::impersonation::ImpersonationEnded;
 use crm_events::catalog::values::EndReason;
 use crm_events::ids::ImpersonationId;
 use crm_events::testing::TestDatabase;
-use crm_events::{DomainEvent, EventStore, Position};
+use crm_events::{DomainEvent, Position};
 use serde_json::json;
 use support::http::{demo, Api};
 use support::*;
@@ -48,12 +48,8 @@ async fn an_expired_impersonation_is_recorded_at_its_expiry_with_no_request_once
 ) {
     // Two servers on one database, with one movable clock.
     let clock = Clock::system();
-    let first = App::start(EventStore::open(&db.url).await.unwrap(), clock.clone())
-        .await
-        .unwrap();
-    let second = App::start(EventStore::open(&db.url).await.unwrap(), clock.clone())
-        .await
-        .unwrap();
+    let first = App::start(db.store().await, clock.clone()).await.unwrap();
+    let second = App::start(db.store().await, clock.clone()).await.unwrap();
     let s = site(&first, "Demo Realty", "demo.example").await;
     let watchers = [
         first.watch_endings(std::time::Duration::from_millis(200)),
@@ -172,11 +168,7 @@ async fn deactivating_or_demoting_records_revoked_at_once_and_a_restart_keeps_it
     for id in [deactivated, agent_gone, demoted] {
         assert_eq!(ends_of(&api.app, id).await.len(), 1);
     }
-    let restarted = Api::new(
-        App::start(EventStore::open(&db.url).await.unwrap(), Clock::system())
-            .await
-            .unwrap(),
-    );
+    let restarted = Api::new(App::start(db.store().await, Clock::system()).await.unwrap());
     let sessions = restarted.get(owner, "/api/audit/impersonations").await;
     let items = sessions.body["items"].as_array().unwrap();
     assert_eq!(items.len(), 3, "{}", sessions.body);
@@ -354,7 +346,7 @@ async fn the_server_watches_its_chain_and_a_break_shows_in_health_and_on_audit_r
     tamper(
         &api.app,
         &format!(
-            "UPDATE events SET payload = replace(payload, 'Altered', 'Forged') \
+            "UPDATE events SET payload = replace(payload, 'buyer', 'seller') \
              WHERE position = {altered};"
         ),
     )
@@ -380,11 +372,7 @@ async fn the_server_watches_its_chain_and_a_break_shows_in_health_and_on_audit_r
     assert_eq!((leads.status, leads.header("x-chain-intact")), (200, None));
 
     // A server started on a log altered earlier finds it in its first round.
-    let restarted = Api::new(
-        App::start(EventStore::open(&db.url).await.unwrap(), Clock::system())
-            .await
-            .unwrap(),
-    );
+    let restarted = Api::new(App::start(db.store().await, Clock::system()).await.unwrap());
     assert_eq!(
         health_of(&restarted).await["status"],
         "ok",
@@ -518,11 +506,7 @@ async fn a_change_to_events_verified_before_is_found_by_a_later_round(db: &TestD
 
     // Another server, before its first round: the verification asked for finds
     // it, and the server's status says so from then on.
-    let other = Api::new(
-        App::start(EventStore::open(&db.url).await.unwrap(), Clock::system())
-            .await
-            .unwrap(),
-    );
+    let other = Api::new(App::start(db.store().await, Clock::system()).await.unwrap());
     assert_eq!(health_of(&other).await["status"], "ok");
     let verify = other.get(&s.auditor.token, "/api/audit/verify").await;
     assert_eq!(verify.body["ok"], false, "{}", verify.body);

@@ -877,6 +877,7 @@ fn the_openapi_document_lists_every_route_of_the_contract() {
         ("post", "/api/leads/{id}/tasks/{task_id}/complete"),
         ("post", "/api/leads/{id}/communications"),
         ("delete", "/api/leads/{id}"),
+        ("post", "/api/leads/{id}/erase"),
         ("get", "/api/settings"),
         ("patch", "/api/settings"),
         ("get", "/api/templates"),

@@ -20,6 +20,9 @@ backend_tests!(crm_serve_runs_on_a_role_that_may_only_read_and_append_the_log,);
 fn crm(args: &[&str]) -> (bool, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_crm"))
         .args(args)
+        // Where `crm serve --demo` (support::serve) keeps its keys for PostgreSQL,
+        // the master key among them.
+        .env("XDG_DATA_HOME", std::env::temp_dir().join("crm-test-data"))
         .output()
         .unwrap();
     (

@@ -12,7 +12,7 @@ use crm::domain::lead::LeadEdit;
 use crm::domain::settings::{SettingsChange, TemplateEdit};
 use crm::domain::site::SiteSettingsEdit;
 use crm::domain::values::{
-    DueAt, Email, NoteBody, PersonName, Phone, Summary, Tags, TaskTitle, TemplateBody,
+    DueAt, Email, NoteBody, PersonName, Phone, Reason, Summary, Tags, TaskTitle, TemplateBody,
     TemplateName, TemplateSubject,
 };
 use crm_events::backend_tests;
@@ -249,7 +249,14 @@ async fn random_history_made(apps: &[&App], seed: u64, steps: usize) -> (Vec<Sit
             8 if !mine.is_empty() && rng.chance(30) => {
                 let lead = *rng.pick(&mine);
                 world.leads.retain(|(id, _)| *id != lead);
-                app.archive_lead(&ctx, lead, None).await.map(drop)
+                if rng.chance(40) {
+                    // The owner, as themselves, erases the lead's personal data.
+                    made_by = Some((s.owner.id, s.owner.id, None));
+                    let why = Reason::parse(&format!("forget me {step}")).unwrap();
+                    app.erase_lead(&s.owner.ctx, lead, why).await.map(drop)
+                } else {
+                    app.archive_lead(&ctx, lead, None).await.map(drop)
+                }
             }
             9 if !mine.is_empty() => {
                 // The admin, as themselves, hands the lead to the other agent.
@@ -526,6 +533,12 @@ async fn fold_independently(store: &EventStore) -> Expected {
                     .remove(&t.task_id.as_uuid());
             }
             DomainEvent::LeadArchived(_) => x.leads.get_mut(&id).unwrap()["archived"] = json!(true),
+            DomainEvent::LeadErased(_) => {
+                let lead = x.leads.get_mut(&id).unwrap();
+                for field in ["name", "email", "phone"] {
+                    lead[field] = Value::Null;
+                }
+            }
             DomainEvent::UserCreated(u) => {
                 x.users.insert(
                     id,
@@ -903,6 +916,7 @@ async fn audit_folded_independently(store: &EventStore) -> Vec<ChangeRow> {
                 push(id, "archived", lead["archived"].clone(), json!(true));
                 lead["archived"] = json!(true);
             }
+            DomainEvent::LeadErased(_) => push(id, "erased", json!(false), json!(true)),
             DomainEvent::UserSettingsChanged(c) => {
                 let values = settings.entry(id).or_default();
                 for change in c.changes {
@@ -1147,7 +1161,7 @@ async fn a_stopped_rebuild_run_again_and_a_version_change_give_the_same_projecti
     .unwrap()
         }
     );
-    let store = EventStore::open(&db.url).await.unwrap();
+    let store = db.store().await;
     let restarted = Projector::start(store.clone(), crm_projections::all())
         .await
         .unwrap();

@@ -306,7 +306,7 @@ async fn the_lead_manager_filters_sorts_counts_and_pages(db: &TestDatabase) {
     let names = |page: &crm_projections::Page<lead_manager::Lead>| {
         page.items
             .iter()
-            .map(|l| l.name.clone())
+            .map(|l| l.name.clone().unwrap_or_default())
             .collect::<Vec<_>>()
     };
 
@@ -783,7 +783,7 @@ async fn the_projections_follow_appends_made_by_another_process(db: &TestDatabas
     let app = app(db).await;
     let s = site(&app, "Demo Realty", "demo.example").await;
     // Another process, without projections of its own, appends a lead.
-    let other = crm_events::EventStore::open(&db.url).await.unwrap();
+    let other = db.store().await;
     let lead = LeadId::generate();
     let created = crm_events::DomainEvent::from(crm_events::catalog::lead::LeadCreated {
         name: "From elsewhere".into(),

@@ -63,6 +63,7 @@ impl Signed {
     /// `crm verify --digests --public-key` on the database: its exit code and output.
     fn crm_verify(&self, db: &TestDatabase) -> (Option<i32>, String) {
         let out = std::process::Command::new(env!("CARGO_BIN_EXE_crm"))
+            .env("CRM_MASTER_KEY_FILE", &db.master_key_file)
             .args(["verify", "--database-url", &db.url, "--digests"])
             .arg(self.digests())
             .arg("--public-key")
@@ -181,9 +182,11 @@ async fn rewrite_chain(db: &Database, site: SiteId, events: &mut [RecordedEvent]
     .unwrap();
 }
 
+/// A site's events as stored (personal values sealed), as someone rewriting the
+/// database finds them.
 async fn site_events(store: &EventStore, site: SiteId) -> Vec<RecordedEvent> {
     store
-        .read_site(site, Position::START, 100_000)
+        .read_site_stored(site, Position::START, 100_000)
         .await
         .unwrap()
 }
@@ -255,12 +258,18 @@ async fn a_recomputed_rewrite_passes_the_chain_but_not_the_digests(db: &TestData
     let db = store.database();
     drop_guards(db).await;
     let mut events = site_events(store, s.site.id).await;
-    // A lead's name changed in its creation, every later hash recomputed.
-    let at = events
+    // A lead's tags changed in its creation (its name is sealed), every later
+    // hash recomputed.
+    let opened = store
+        .read_site(s.site.id, Position::START, 100_000)
+        .await
+        .unwrap();
+    let at = opened
         .iter()
         .position(|e| e.payload.contains("First 2"))
         .unwrap();
-    events[at].payload = events[at].payload.replace("First 2", "Someone Else");
+    assert!(events[at].payload.contains(r#""tags":["buyer"]"#));
+    events[at].payload = events[at].payload.replace("buyer", "seller");
     rewrite_chain(db, s.site.id, &mut events).await;
     let chain = store.verify(None).await.unwrap();
     assert!(chain.ok, "the chain alone is fooled: {chain:?}");
@@ -302,12 +311,16 @@ async fn reordered_events_with_recomputed_hashes_are_named(db: &TestDatabase) {
     // Two of the site's events trade places (what each says, at the other's
     // position), every hash recomputed.
     let mut events = site_events(store, s.site.id).await;
+    let opened = store
+        .read_site(s.site.id, Position::START, 100_000)
+        .await
+        .unwrap();
     let (a, b) = (
-        events
+        opened
             .iter()
             .position(|e| e.payload.contains("First 1"))
             .unwrap(),
-        events
+        opened
             .iter()
             .position(|e| e.payload.contains("First 3"))
             .unwrap(),
@@ -535,6 +548,7 @@ async fn an_export_at_a_position_is_the_same_bytes_later_and_its_manifest_verifi
     let manifest_file = dir.join("export.manifest.json");
     let site = s.site.id.to_string();
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_crm"))
+        .env("CRM_MASTER_KEY_FILE", &db.master_key_file)
         .args([
             "audit",
             "export",
@@ -558,6 +572,7 @@ async fn an_export_at_a_position_is_the_same_bytes_later_and_its_manifest_verifi
     std::fs::write(&out_file, &out.stdout).unwrap();
     let verify = |file: &Path| {
         std::process::Command::new(env!("CARGO_BIN_EXE_crm"))
+            .env("CRM_MASTER_KEY_FILE", &db.master_key_file)
             .args(["audit", "verify-export"])
             .arg(file)
             .arg("--manifest")

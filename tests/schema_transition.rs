@@ -41,6 +41,27 @@ async fn restore(db: &TestDatabase) {
     }
 }
 
+/// The last release's migrations, and this release's.
+const RELEASED: i64 = 10;
+const CURRENT: i64 = 13;
+
+/// The fixture's migrations, read before anything of this release opens it.
+async fn released_migrations(db: &TestDatabase) -> Vec<(i64, Vec<u8>, String)> {
+    let sql = "SELECT version, checksum, CAST(installed_on AS TEXT) FROM _sqlx_migrations \
+               ORDER BY version";
+    if db.backend() == "sqlite" {
+        let mut conn = <sqlx::SqliteConnection as sqlx::Connection>::connect(&db.url)
+            .await
+            .unwrap();
+        sqlx::query_as(sql).fetch_all(&mut conn).await.unwrap()
+    } else {
+        let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(&db.url)
+            .await
+            .unwrap();
+        sqlx::query_as(sql).fetch_all(&mut conn).await.unwrap()
+    }
+}
+
 /// Every applied migration: version, checksum, when it was applied.
 async fn migrations(store: &EventStore) -> Vec<(i64, Vec<u8>, String)> {
     let sql = "SELECT version, checksum, CAST(installed_on AS TEXT) FROM _sqlx_migrations \
@@ -53,22 +74,23 @@ async fn migrations(store: &EventStore) -> Vec<(i64, Vec<u8>, String)> {
 
 async fn a_database_of_the_last_release_opens_unchanged_and_works(db: &TestDatabase) {
     restore(db).await;
-    let before = {
-        let store = EventStore::open(&db.url).await.unwrap();
-        migrations(&store).await
-    };
+    let before = released_migrations(db).await;
     assert_eq!(
         before.iter().map(|m| m.0).collect::<Vec<_>>(),
-        (1..=10).collect::<Vec<_>>()
+        (1..=RELEASED).collect::<Vec<_>>()
     );
 
-    let app = App::start(EventStore::open(&db.url).await.unwrap(), Clock::system())
-        .await
-        .unwrap();
+    let app = App::start(db.store().await, Clock::system()).await.unwrap();
+    let after = migrations(app.store()).await;
     assert_eq!(
-        migrations(app.store()).await,
-        before,
-        "no migration ran again or anew"
+        after[..before.len()],
+        before[..],
+        "no migration of the last release ran again"
+    );
+    assert_eq!(
+        after.iter().map(|m| m.0).collect::<Vec<_>>(),
+        (1..=CURRENT).collect::<Vec<_>>(),
+        "this release's migrations were applied"
     );
     let report = app.store().verify(None).await.unwrap();
     assert!(report.ok, "{report:?}");
@@ -120,6 +142,31 @@ async fn a_database_of_the_last_release_opens_unchanged_and_works(db: &TestDatab
         .await
         .unwrap();
     assert_eq!(site.items.len(), 1, "the lead made by the last release");
+    // Its values were stored before sealing: plain, and readable until it is
+    // erased; erased, they read as erased like any other lead's.
+    let old = crm_events::ids::LeadId::from_uuid(site.items[0].id);
+    let plain = app.store().read_stream(
+        crm_events::StreamKey::new(crm_events::StreamType::Lead, old.as_uuid()),
+        0,
+    );
+    assert!(plain.await.unwrap()[0].payload.contains("Fixture Lead"));
+    app.erase_lead(
+        &admin.ctx,
+        old,
+        crm::domain::values::Reason::parse("asked to be forgotten").unwrap(),
+    )
+    .await
+    .unwrap();
+    let erased = app
+        .store()
+        .read_stream(
+            crm_events::StreamKey::new(crm_events::StreamType::Lead, old.as_uuid()),
+            0,
+        )
+        .await
+        .unwrap();
+    assert!(erased.iter().all(|e| !e.payload.contains("Fixture Lead")));
+    assert!(erased[0].payload.contains(crm_events::vault::ERASED));
 
     // The answer kept for the admin's session of the last release is found.
     let kept: Vec<(Vec<u8>, String)> = crm_events::on_pool!(app.store().database(), |pool| {
@@ -142,10 +189,8 @@ async fn a_database_of_the_last_release_opens_unchanged_and_works(db: &TestDatab
     assert!(app.lead_detail(&agent.ctx, lead).await.is_ok());
     let report = app.store().verify(None).await.unwrap();
     assert!(report.ok && report.events_checked > 657, "{report:?}");
-    let again = App::start(EventStore::open(&db.url).await.unwrap(), Clock::system())
-        .await
-        .unwrap();
-    assert_eq!(migrations(again.store()).await, before);
+    let again = App::start(db.store().await, Clock::system()).await.unwrap();
+    assert_eq!(migrations(again.store()).await, after);
     assert!(again
         .login("owner@demo.example", PASSWORD, CorrelationId::generate())
         .await
@@ -154,7 +199,7 @@ async fn a_database_of_the_last_release_opens_unchanged_and_works(db: &TestDatab
 
 async fn a_database_of_a_newer_release_is_refused(db: &TestDatabase) {
     restore(db).await;
-    let store = EventStore::open(&db.url).await.unwrap();
+    let store = db.store().await;
     crm_events::on_pool!(store.database(), |pool| sqlx::query(
         "INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time) \
          VALUES (9999, 'from a newer release', TRUE, $1, 0)"
@@ -187,6 +232,6 @@ async fn two_servers_starting_at_once_migrate_an_empty_database_once(db: &TestDa
     let applied = migrations(one.store()).await;
     assert_eq!(
         applied.iter().map(|m| m.0).collect::<Vec<_>>(),
-        (1..=10).collect::<Vec<_>>()
+        (1..=CURRENT).collect::<Vec<_>>()
     );
 }

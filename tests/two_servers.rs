@@ -36,7 +36,7 @@ type Acked = (i64, String);
 async fn two_servers_with_sixteen_writers_each_lose_nothing_and_never_fail(db: &TestDatabase) {
     let (_first, a, _) = start_serve(db);
     let (_second, b, _) = start_serve(db);
-    let store = EventStore::open(&db.url).await.unwrap();
+    let store = db.store().await;
     let deadlocks_before = deadlocks(&store).await;
 
     let owner = login(&a, "owner@demo.example");

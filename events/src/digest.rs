@@ -34,7 +34,7 @@ pub enum KeyError {
     Randomness(String),
 }
 
-fn file_error(path: &Path, why: impl fmt::Display) -> KeyError {
+pub(crate) fn file_error(path: &Path, why: impl fmt::Display) -> KeyError {
     KeyError::File {
         path: path.to_owned(),
         why: why.to_string(),
@@ -123,7 +123,7 @@ impl SigningKey {
 
 /// Creates `path` with `bytes`, refusing to replace a file; `secret` files are
 /// readable by their owner only.
-fn write_new(path: &Path, bytes: &[u8], secret: bool) -> Result<(), KeyError> {
+pub(crate) fn write_new(path: &Path, bytes: &[u8], secret: bool) -> Result<(), KeyError> {
     use std::io::Write;
     let mut options = std::fs::OpenOptions::new();
     options.write(true).create_new(true);

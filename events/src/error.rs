@@ -92,6 +92,28 @@ pub enum StoreError {
     #[error("the event store is closed")]
     Closed,
 
+    /// The store holds or must write sealed personal data, and was opened
+    /// without the master key.
+    #[error("no master key: this store seals leads' personal data; give it the master key file (crm keys generate makes one)")]
+    NoMasterKey,
+
+    /// The master key given is not the one this database's lead keys are sealed
+    /// with.
+    #[error("wrong master key: this database's lead keys are sealed with master key {expected}, the file given holds {given}")]
+    WrongMasterKey { expected: String, given: String },
+
+    /// The lead was erased: nothing more can be recorded of it.
+    #[error("lead {0} was erased")]
+    LeadErased(uuid::Uuid),
+
+    /// A lead's stored key does not open with the master key (altered bytes).
+    #[error("the key of lead {0} does not open with the master key")]
+    LeadKeyUnreadable(uuid::Uuid),
+
+    /// Sealing failed (no randomness).
+    #[error("sealing failed: {0}")]
+    Sealing(String),
+
     /// A projection stopped folding (its fold panicked, or the database refused
     /// its statements): what it holds is not what the log says.
     #[error("projection {name} stopped at position {position}: {reason}")]
@@ -103,6 +125,10 @@ pub enum StoreError {
 }
 
 impl StoreError {
+    pub(crate) fn key(error: crate::digest::KeyError) -> Self {
+        Self::Sealing(error.to_string())
+    }
+
     /// Whether the error is a rejection of this request (the caller's to fix) rather
     /// than a failure of the store.
     #[must_use]
@@ -119,6 +145,7 @@ impl StoreError {
                 | Self::IdempotencyKeyReused { .. }
                 | Self::InvalidIdempotencyKey
                 | Self::SideWriteRefused { .. }
+                | Self::LeadErased(_)
         )
     }
 

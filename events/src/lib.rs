@@ -14,6 +14,7 @@
 //! - [`upcast`]: reading events written at older schema versions.
 //! - [`hash`]: the per-site tamper-evident hash chain and its verifier.
 //! - [`digest`]: signed, chained digests of each site's log, for outsiders.
+//! - [`vault`]: sealing a lead's personal values with a key of its own.
 //! - [`database`]: the database behind a store, SQLite or PostgreSQL.
 //! - [`store`]: [`EventStore`], on SQLite or PostgreSQL: append (optimistic
 //!   concurrency, idempotency, group commit), read, subscribe, verify.
@@ -32,6 +33,7 @@ pub mod ids;
 pub mod schema;
 pub mod store;
 pub mod upcast;
+pub mod vault;
 
 #[cfg(feature = "testing")]
 pub mod testing;

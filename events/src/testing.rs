@@ -16,12 +16,22 @@ use uuid::Uuid;
 /// The variable naming the PostgreSQL server tests create their databases on.
 pub const POSTGRES_URL_VAR: &str = "CRM_TEST_POSTGRES_URL";
 
-/// A database that exists for one test.
+/// A database that exists for one test, with a master key of its own (in a file,
+/// as `crm` reads it).
 #[derive(Debug)]
 pub struct TestDatabase {
     /// The URL to open it with.
     pub url: String,
+    /// The master key's file.
+    pub master_key_file: PathBuf,
     cleanup: Cleanup,
+}
+
+/// A new master key file in a directory of its own.
+fn master_key_file() -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("crm-test-keys-{}", Uuid::now_v7().simple()));
+    crate::vault::MasterKey::generate_file(&dir)
+        .unwrap_or_else(|e| panic!("cannot write a test master key: {e}"))
 }
 
 #[derive(Debug)]
@@ -37,6 +47,7 @@ impl TestDatabase {
         let path = std::env::temp_dir().join(format!("crm-test-{}.db", Uuid::now_v7().simple()));
         Self {
             url: format!("sqlite://{}", path.display()),
+            master_key_file: master_key_file(),
             cleanup: Cleanup::SqliteFile(path),
         }
     }
@@ -76,8 +87,38 @@ impl TestDatabase {
         let _ = admin.close().await;
         Some(Self {
             url: with_database(&server_url, &name),
+            master_key_file: master_key_file(),
             cleanup: Cleanup::PostgresDatabase { server_url, name },
         })
+    }
+
+    /// The master key.
+    ///
+    /// # Panics
+    /// When its file cannot be read.
+    #[must_use]
+    pub fn master_key(&self) -> crate::vault::MasterKey {
+        crate::vault::MasterKey::read(&self.master_key_file)
+            .unwrap_or_else(|e| panic!("cannot read the test master key: {e}"))
+    }
+
+    /// Options with the master key.
+    #[must_use]
+    pub fn options(&self) -> crate::StoreOptions {
+        crate::StoreOptions {
+            master_key: Some(self.master_key()),
+            ..crate::StoreOptions::default()
+        }
+    }
+
+    /// Opens the store, with the master key.
+    ///
+    /// # Panics
+    /// When it cannot be opened.
+    pub async fn store(&self) -> crate::EventStore {
+        crate::EventStore::open_with(&self.url, self.options())
+            .await
+            .unwrap_or_else(|e| panic!("cannot open the test store: {e}"))
     }
 
     /// `"sqlite"` or `"postgres"`.
@@ -92,6 +133,9 @@ impl TestDatabase {
     /// Removes the database. Called at the end of a passing test; a failing test
     /// leaves its database behind to be looked at.
     pub async fn remove(self) {
+        if let Some(dir) = self.master_key_file.parent() {
+            let _ = std::fs::remove_dir_all(dir);
+        }
         match self.cleanup {
             Cleanup::SqliteFile(path) => {
                 for suffix in ["", "-wal", "-shm"] {

@@ -16,7 +16,7 @@ use std::time::Duration;
 use crm_events::backend_tests;
 use crm_events::ids::SiteId;
 use crm_events::testing::TestDatabase;
-use crm_events::{EventStore, ExpectedVersion, Position};
+use crm_events::{ExpectedVersion, Position};
 use futures_util::StreamExt;
 use support::*;
 
@@ -31,7 +31,7 @@ async fn concurrent_writers_in_several_processes_are_seen_once_and_in_order(db: 
     const APPENDS_PER_TASK: usize = 15;
     let total = WRITERS * TASKS_PER_WRITER * APPENDS_PER_TASK;
 
-    let observer = EventStore::open(&db.url).await.unwrap();
+    let observer = db.store().await;
     let subscriber = {
         let store = observer.clone();
         tokio::spawn(async move {
@@ -69,7 +69,7 @@ async fn concurrent_writers_in_several_processes_are_seen_once_and_in_order(db: 
 
     let mut writers = Vec::new();
     for _ in 0..WRITERS {
-        let store = EventStore::open(&db.url).await.unwrap();
+        let store = db.store().await;
         for _ in 0..TASKS_PER_WRITER {
             let store = store.clone();
             writers.push(tokio::spawn(async move {
@@ -121,7 +121,7 @@ async fn concurrent_writers_in_several_processes_are_seen_once_and_in_order(db: 
 /// outside view of a waiting writer; its write lock is held from the held
 /// transaction's first statement, before this store's append is made.
 async fn a_later_position_never_commits_before_an_earlier_held_one(db: &TestDatabase) {
-    let store = EventStore::open(&db.url).await.unwrap();
+    let store = db.store().await;
     let site = SiteId::generate();
     fill(&store, site, 1).await;
     let postgres = store.database().backend_name() == "postgres";
@@ -154,7 +154,7 @@ async fn a_later_position_never_commits_before_an_earlier_held_one(db: &TestData
          FROM events WHERE position = 1; \
          UPDATE event_log_head SET last_position = 2 WHERE id = 1;"
     );
-    let other = EventStore::open(&db.url).await.unwrap();
+    let other = db.store().await;
     let later = crm_events::on_pool!(other.database(), |pool| {
         let mut held = pool.acquire().await.unwrap();
         let holder: Option<i32> = if postgres {

@@ -36,7 +36,7 @@ backend_tests!(
 /// (with the statement holding that position, the two would wait for each other
 /// until the database broke the deadlock), and this store's batch lands after it.
 async fn an_append_that_waits_for_the_log_head_holds_no_position_meanwhile(db: &TestDatabase) {
-    let store = EventStore::open(&db.url).await.unwrap();
+    let store = db.store().await;
     let site = SiteId::generate();
     let stream = fill(&store, site, 2).await;
     let head = store.head().await.unwrap().0;
@@ -106,7 +106,7 @@ async fn an_append_that_waits_for_the_log_head_holds_no_position_meanwhile(db: &
 }
 
 async fn an_append_reads_back_with_its_whole_envelope(db: &TestDatabase) {
-    let store = EventStore::open(&db.url).await.unwrap();
+    let store = db.store().await;
     let site = SiteId::generate();
     let stream = lead_stream();
     let admin = UserId::generate();
@@ -166,7 +166,7 @@ async fn an_append_reads_back_with_its_whole_envelope(db: &TestDatabase) {
 }
 
 async fn expected_versions_are_enforced_and_a_conflict_appends_nothing(db: &TestDatabase) {
-    let store = EventStore::open(&db.url).await.unwrap();
+    let store = db.store().await;
     let site = SiteId::generate();
     let stream = fill(&store, site, 3).await;
 
@@ -234,7 +234,7 @@ async fn expected_versions_are_enforced_and_a_conflict_appends_nothing(db: &Test
 }
 
 async fn a_retry_with_the_same_idempotency_key_appends_nothing(db: &TestDatabase) {
-    let store = EventStore::open(&db.url).await.unwrap();
+    let store = db.store().await;
     let site = SiteId::generate();
     let stream = lead_stream();
     let mut meta = meta();
@@ -309,7 +309,7 @@ async fn a_retry_with_the_same_idempotency_key_appends_nothing(db: &TestDatabase
 }
 
 async fn bad_appends_are_refused_and_leave_the_log_as_it_was(db: &TestDatabase) {
-    let store = EventStore::open(&db.url).await.unwrap();
+    let store = db.store().await;
     let site = SiteId::generate();
     let stream = fill(&store, site, 2).await;
     let head = store.head().await.unwrap();
@@ -454,7 +454,7 @@ async fn bad_appends_are_refused_and_leave_the_log_as_it_was(db: &TestDatabase) 
 }
 
 async fn an_atomic_append_to_several_streams_is_all_or_nothing(db: &TestDatabase) {
-    let store = EventStore::open(&db.url).await.unwrap();
+    let store = db.store().await;
     let site = SiteId::generate();
     let existing = fill(&store, site, 1).await;
     let fresh = lead_stream();
@@ -500,7 +500,7 @@ async fn an_atomic_append_to_several_streams_is_all_or_nothing(db: &TestDatabase
 }
 
 async fn reading_a_missing_stream_is_not_found(db: &TestDatabase) {
-    let store = EventStore::open(&db.url).await.unwrap();
+    let store = db.store().await;
     let stream = lead_stream();
     let e = store.read_stream(stream, 0).await.unwrap_err();
     assert!(
@@ -511,7 +511,7 @@ async fn reading_a_missing_stream_is_not_found(db: &TestDatabase) {
 }
 
 async fn many_concurrent_appenders_all_land_in_one_dense_order(db: &TestDatabase) {
-    let store = EventStore::open(&db.url).await.unwrap();
+    let store = db.store().await;
     let sites = [SiteId::generate(), SiteId::generate(), SiteId::generate()];
     let shared = lead_stream();
     store
@@ -612,7 +612,7 @@ async fn many_concurrent_appenders_all_land_in_one_dense_order(db: &TestDatabase
 }
 
 async fn subscribe_catches_up_then_follows_live_appends(db: &TestDatabase) {
-    let store = EventStore::open(&db.url).await.unwrap();
+    let store = db.store().await;
     let site = SiteId::generate();
     fill(&store, site, 5).await;
     let mut subscription = Box::pin(store.subscribe(Position(2)));
@@ -640,8 +640,8 @@ async fn subscribe_catches_up_then_follows_live_appends(db: &TestDatabase) {
 }
 
 async fn a_subscriber_sees_appends_made_by_another_store_on_the_same_database(db: &TestDatabase) {
-    let reader = EventStore::open(&db.url).await.unwrap();
-    let writer = EventStore::open(&db.url).await.unwrap();
+    let reader = db.store().await;
+    let writer = db.store().await;
     let site = SiteId::generate();
     let mut subscription = Box::pin(reader.subscribe(Position::START));
     fill(&writer, site, 3).await;
@@ -656,7 +656,7 @@ async fn a_subscriber_sees_appends_made_by_another_store_on_the_same_database(db
 }
 
 async fn a_closed_database_gives_unavailable_and_loses_nothing(db: &TestDatabase) {
-    let store = EventStore::open(&db.url).await.unwrap();
+    let store = db.store().await;
     let site = SiteId::generate();
     let stream = fill(&store, site, 2).await;
     match store.database() {
@@ -675,7 +675,7 @@ async fn a_closed_database_gives_unavailable_and_loses_nothing(db: &TestDatabase
     assert!(matches!(e, StoreError::Unavailable(_)), "{e:?}");
     drop(store);
 
-    let reopened = EventStore::open(&db.url).await.unwrap();
+    let reopened = db.store().await;
     assert_eq!(reopened.head().await.unwrap(), Position(2));
     assert!(reopened.verify(None).await.unwrap().ok);
 }
@@ -712,8 +712,8 @@ fn announced(
 async fn committed_batches_are_announced_once_whether_written_alone_or_the_long_way(
     db: &TestDatabase,
 ) {
-    let store = EventStore::open(&db.url).await.unwrap();
-    let other = EventStore::open(&db.url).await.unwrap();
+    let store = db.store().await;
+    let other = db.store().await;
     let mut commits = store.follow_commits();
     let site = SiteId::generate();
     let tag = |store: &EventStore, stream, version: u64, name: &str| {
@@ -782,7 +782,7 @@ async fn appends_are_announced_only_while_another_process_listens() {
     let Some(db) = TestDatabase::postgres().await else {
         return;
     };
-    let store = EventStore::open(&db.url).await.unwrap();
+    let store = db.store().await;
     let site = SiteId::generate();
     let stream = fill(&store, site, 1).await;
     // A bare listener, not a store's: the store does not count it.

@@ -23,7 +23,7 @@ backend_tests!(
 
 /// Ten events, alternating between two sites: 1-2 site A, 3-4 B, 5-6 A, 7-8 B, 9-10 A.
 async fn ten_events(db: &TestDatabase) -> (EventStore, SiteId, SiteId) {
-    let store = EventStore::open(&db.url).await.unwrap();
+    let store = db.store().await;
     let (a, b) = (SiteId::generate(), SiteId::generate());
     for site in [a, b, a, b, a] {
         fill(&store, site, 2).await;

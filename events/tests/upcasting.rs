@@ -108,7 +108,7 @@ async fn restore_fixture(store: &EventStore) -> Vec<StoredRow> {
 }
 
 async fn stored_old_versions_read_back_upcast_and_the_chain_continues(db: &TestDatabase) {
-    let store = EventStore::open(&db.url).await.unwrap();
+    let store = db.store().await;
     let rows = restore_fixture(&store).await;
     let events = store.read_all(Position::START, 100).await.unwrap();
     assert_eq!(events.len(), 4);

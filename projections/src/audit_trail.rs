@@ -4,10 +4,11 @@
 //! review what was changed while impersonating; compliance filters and exports all
 //! changes; an agent reads who logged in as them.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use chrono::{DateTime, Utc};
 use crm_events::ids::{ImpersonationId, SiteId, UserId};
+use crm_events::vault::{ERASED, PERSONAL_LEAD_FIELDS};
 use crm_events::{on_pool, Database, DomainEvent, FieldChange, Rows, StoreError, Tx};
 use futures_util::future::BoxFuture;
 use serde::Serialize;
@@ -16,7 +17,7 @@ use uuid::Uuid;
 
 use crate::projection::{Decoded, Projection};
 use crate::query::{decode_cursor, i64_at, paginate, Bind, Order, Page, QueryError, Sql};
-use crate::sql::execute;
+use crate::sql::{execute, fetch_all};
 
 /// See the module documentation.
 #[derive(Debug, Clone, Copy, Default)]
@@ -87,6 +88,13 @@ async fn apply(tx: &mut Tx<'_>, events: &[&Decoded]) -> Result<(), StoreError> {
         13,
         "",
     );
+    // Leads erased in this batch: their earlier changes in it are written as they
+    // read once erased, and those already stored are rewritten below.
+    let erased: BTreeSet<Uuid> = events
+        .iter()
+        .filter(|d| matches!(d.event, DomainEvent::LeadErased(_)))
+        .map(|d| d.recorded.stream.id)
+        .collect();
     let mut started: Vec<NewSession> = Vec::new();
     let mut updated: BTreeMap<Uuid, SessionUpdate> = BTreeMap::new();
     let mut named = Rows::new(
@@ -97,6 +105,11 @@ async fn apply(tx: &mut Tx<'_>, events: &[&Decoded]) -> Result<(), StoreError> {
     for decoded in events {
         let e = &decoded.recorded;
         if let Some((id, label)) = label_of(&decoded.event, e.stream.id) {
+            let label = if erased.contains(&id) {
+                ERASED.to_owned()
+            } else {
+                label
+            };
             named.push([id.into(), e.position.0.into(), label.into()]);
         }
         match &decoded.event {
@@ -124,6 +137,15 @@ async fn apply(tx: &mut Tx<'_>, events: &[&Decoded]) -> Result<(), StoreError> {
                     continue;
                 };
                 for (seq, change) in fields.iter().enumerate() {
+                    let erasing = entity_type == "lead" && erased.contains(&entity_id);
+                    let (before, after) = if erasing {
+                        (
+                            erased_value(&change.field, &change.before),
+                            erased_value(&change.field, &change.after),
+                        )
+                    } else {
+                        (change.before.clone(), change.after.clone())
+                    };
                     changes.push([
                         e.position.0.into(),
                         i64::try_from(seq).unwrap_or(i64::MAX).into(),
@@ -133,8 +155,8 @@ async fn apply(tx: &mut Tx<'_>, events: &[&Decoded]) -> Result<(), StoreError> {
                         entity_type.into(),
                         entity_id.into(),
                         change.field.as_str().into(),
-                        change.before.to_string().into(),
-                        change.after.to_string().into(),
+                        before.to_string().into(),
+                        after.to_string().into(),
                         e.actor_id.as_uuid().into(),
                         e.subject_id.as_uuid().into(),
                         e.impersonation_id.map(|i| i.as_uuid()).into(),
@@ -152,6 +174,9 @@ async fn apply(tx: &mut Tx<'_>, events: &[&Decoded]) -> Result<(), StoreError> {
     }
     changes.write(tx).await?;
     named.write(tx).await?;
+    for lead in &erased {
+        erase_stored(tx, *lead).await?;
+    }
     let mut sessions = Rows::new(
         "INSERT INTO audit_sessions (id, site_id, admin_id, subject_id, reason, started_at, \
          expires_at, ended_at, end_reason, change_count, position)",
@@ -187,6 +212,67 @@ async fn apply(tx: &mut Tx<'_>, events: &[&Decoded]) -> Result<(), StoreError> {
             id
         )?;
     }
+    Ok(())
+}
+
+/// A lead's change value as it reads once the lead is erased: exactly what its
+/// events' personal values open to then (see `crm_events::vault`), so that a
+/// rebuild after the erasure writes the same rows as the erasure leaves.
+#[must_use]
+pub fn erased_value(field: &str, value: &Value) -> Value {
+    let text = match field {
+        "note" => "body",
+        "task" => "title",
+        "communication" => "summary",
+        personal if PERSONAL_LEAD_FIELDS.contains(&personal) => {
+            return match value {
+                Value::String(_) => Value::String(ERASED.to_owned()),
+                other => other.clone(),
+            };
+        }
+        _ => return value.clone(),
+    };
+    let mut value = value.clone();
+    if let Some(slot) = value.get_mut(text).filter(|v| v.is_string()) {
+        *slot = Value::String(ERASED.to_owned());
+    }
+    value
+}
+
+/// Rewrites the stored changes and names of an erased lead as they read once
+/// erased.
+async fn erase_stored(tx: &mut Tx<'_>, lead: Uuid) -> Result<(), StoreError> {
+    let rows: Vec<(i64, i64, String, String, String)> = fetch_all!(
+        tx,
+        (i64, i64, String, String, String),
+        "SELECT position, seq, field, before, after FROM audit_changes \
+         WHERE entity_type = 'lead' AND entity_id = $1",
+        lead
+    )?;
+    for (position, seq, field, before, after) in rows {
+        let erase = |text: &str| -> String {
+            serde_json::from_str::<Value>(text)
+                .map(|value| erased_value(&field, &value).to_string())
+                .unwrap_or_else(|_| text.to_owned())
+        };
+        let (erased_before, erased_after) = (erase(&before), erase(&after));
+        if erased_before != before || erased_after != after {
+            execute!(
+                tx,
+                "UPDATE audit_changes SET before = $1, after = $2 WHERE position = $3 AND seq = $4",
+                erased_before,
+                erased_after,
+                position,
+                seq
+            )?;
+        }
+    }
+    execute!(
+        tx,
+        "UPDATE audit_labels SET label = $1 WHERE labelled_id = $2",
+        ERASED,
+        lead
+    )?;
     Ok(())
 }
 
@@ -327,6 +413,7 @@ pub fn changes_of(
             stream_id,
             one("archived", json!(false), json!(true)),
         ),
+        DomainEvent::LeadErased(_) => ("lead", stream_id, one("erased", json!(false), json!(true))),
         DomainEvent::UserSettingsChanged(c) => ("settings", stream_id, c.changes.clone()),
         DomainEvent::TemplateCreated(t) => (
             "template",

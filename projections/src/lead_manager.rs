@@ -122,8 +122,8 @@ impl Projection for LeadManager {
 
 const SELECT_LEADS_IN: &str =
     "SELECT id, site_id, assigned_agent_id, name, name_key, email, phone, \
-     source, stage, tags, archived, last_contacted_at, next_task_due_at, due_key, created_at, \
-     updated_at, version FROM leads_view WHERE id IN";
+     source, stage, tags, archived, erased, last_contacted_at, next_task_due_at, due_key, \
+     created_at, updated_at, version FROM leads_view WHERE id IN";
 
 const SELECT_OPEN_TASKS_IN: &str = "SELECT id, lead_id, title, due_at, completed_at, created_at \
      FROM lead_tasks WHERE completed_at IS NULL AND lead_id IN";
@@ -212,6 +212,7 @@ async fn apply(tx: &mut Tx<'_>, events: &[&Decoded], cache: &CachedRows) -> Resu
         7,
         "",
     );
+    let mut erased: Vec<Uuid> = Vec::new();
     let mut changed_tasks: BTreeSet<Uuid> = BTreeSet::new();
     let mut due_changed: BTreeSet<Uuid> = BTreeSet::new();
     for decoded in events {
@@ -231,6 +232,7 @@ async fn apply(tx: &mut Tx<'_>, events: &[&Decoded], cache: &CachedRows) -> Resu
                 stage: c.stage.as_str().to_owned(),
                 tags: String::new(),
                 archived: false,
+                erased: false,
                 last_contacted_at: None,
                 next_task_due_at: None,
                 due_key: no_task_due(),
@@ -323,6 +325,16 @@ async fn apply(tx: &mut Tx<'_>, events: &[&Decoded], cache: &CachedRows) -> Resu
                 row.last_contacted_at = Some(at);
             }
             DomainEvent::LeadArchived(_) => row.archived = true,
+            DomainEvent::LeadErased(_) => {
+                // Blanks, not NULLs: the columns hold text whenever a lead is not
+                // erased; the flag says what they mean.
+                row.name = String::new();
+                row.name_key = String::new();
+                row.email = None;
+                row.phone = None;
+                row.erased = true;
+                erased.push(id);
+            }
             _ => {}
         }
         row.updated_at = at;
@@ -360,11 +372,23 @@ async fn apply(tx: &mut Tx<'_>, events: &[&Decoded], cache: &CachedRows) -> Resu
             task.created_at.into(),
         ]);
     }
-    task_rows.write(tx).await
+    task_rows.write(tx).await?;
+    // An erased lead's texts go (the rows keep their dates and authors). Nothing
+    // of the lead follows its erasure, so the batch's own rows are written by now.
+    for lead in erased {
+        for blank in [
+            "UPDATE lead_notes SET body = '' WHERE lead_id = $1",
+            "UPDATE lead_tasks SET title = '' WHERE lead_id = $1",
+            "UPDATE lead_communications SET summary = '' WHERE lead_id = $1",
+        ] {
+            execute!(tx, blank, lead)?;
+        }
+    }
+    Ok(())
 }
 
 /// The columns of `leads_view` a fold may change, in a fixed order.
-const CHANGING: [&str; 14] = [
+const CHANGING: [&str; 15] = [
     "assigned_agent_id",
     "name",
     "name_key",
@@ -374,6 +398,7 @@ const CHANGING: [&str; 14] = [
     "stage",
     "tags",
     "archived",
+    "erased",
     "last_contacted_at",
     "next_task_due_at",
     "due_key",
@@ -382,7 +407,7 @@ const CHANGING: [&str; 14] = [
 ];
 
 /// A row's values of [`CHANGING`].
-fn changing(row: &LeadRow) -> [Bind; 14] {
+fn changing(row: &LeadRow) -> [Bind; 15] {
     [
         row.assigned_agent_id.into(),
         row.name.as_str().into(),
@@ -393,6 +418,7 @@ fn changing(row: &LeadRow) -> [Bind; 14] {
         row.stage.as_str().into(),
         row.tags.as_str().into(),
         row.archived.into(),
+        row.erased.into(),
         row.last_contacted_at.into(),
         row.next_task_due_at.into(),
         row.due_key.into(),
@@ -407,9 +433,9 @@ fn changing(row: &LeadRow) -> [Bind; 14] {
 async fn write_leads(tx: &mut Tx<'_>, leads: &BTreeMap<Uuid, Touched>) -> Result<(), StoreError> {
     let mut created = Rows::new(
         "INSERT INTO leads_view (id, site_id, created_at, assigned_agent_id, name, name_key, \
-         email, phone, source, stage, tags, archived, last_contacted_at, next_task_due_at, \
-         due_key, updated_at, version)",
-        17,
+         email, phone, source, stage, tags, archived, erased, last_contacted_at, \
+         next_task_due_at, due_key, updated_at, version)",
+        18,
         "",
     );
     let mut updates: BTreeMap<Vec<usize>, Updates> = BTreeMap::new();
@@ -478,7 +504,8 @@ pub struct Lead {
     pub id: Uuid,
     #[serde(skip)]
     pub site_id: Uuid,
-    pub name: String,
+    /// `null` once the lead is erased, like its email and phone.
+    pub name: Option<String>,
     pub email: Option<String>,
     pub phone: Option<String>,
     pub source: Option<String>,
@@ -490,6 +517,8 @@ pub struct Lead {
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
     pub version: i64,
+    /// Its personal data was erased.
+    pub erased: bool,
     #[serde(skip)]
     pub archived: bool,
     #[serde(skip)]
@@ -511,6 +540,7 @@ struct LeadRow {
     stage: String,
     tags: String,
     archived: bool,
+    erased: bool,
     last_contacted_at: Option<DateTime<Utc>>,
     next_task_due_at: Option<DateTime<Utc>>,
     due_key: DateTime<Utc>,
@@ -525,7 +555,7 @@ impl From<LeadRow> for Lead {
         Lead {
             id: r.id,
             site_id: r.site_id,
-            name: r.name,
+            name: (!r.erased).then_some(r.name),
             email: r.email,
             phone: r.phone,
             source: r.source,
@@ -537,6 +567,7 @@ impl From<LeadRow> for Lead {
             created_at: r.created_at,
             updated_at: r.updated_at,
             version: r.version,
+            erased: r.erased,
             archived: r.archived,
             name_key: r.name_key,
             due_key: r.due_key,
@@ -545,7 +576,8 @@ impl From<LeadRow> for Lead {
 }
 
 const LEAD_COLUMNS: &str = "SELECT id, site_id, assigned_agent_id, name, name_key, email, phone, source, stage, \
-     tags, archived, last_contacted_at, next_task_due_at, due_key, created_at, updated_at, version FROM leads_view ";
+     tags, archived, erased, last_contacted_at, next_task_due_at, due_key, created_at, updated_at, version \
+     FROM leads_view ";
 
 /// Whose leads: one user's (the Lead Manager) or the whole site's (`scope=site`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -741,7 +773,8 @@ pub async fn get(db: &Database, id: LeadId) -> Result<Option<Lead>, QueryError> 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow)]
 pub struct Note {
     pub id: Uuid,
-    pub body: String,
+    /// `null` once the lead is erased.
+    pub body: Option<String>,
     pub created_at: DateTime<Utc>,
     pub author_id: Uuid,
     /// The author's name (the account it was written in).
@@ -753,7 +786,8 @@ pub struct Note {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow)]
 pub struct Task {
     pub id: Uuid,
-    pub title: String,
+    /// `null` once the lead is erased.
+    pub title: Option<String>,
     pub due_at: DateTime<Utc>,
     pub completed_at: Option<DateTime<Utc>>,
 }
@@ -765,7 +799,8 @@ pub struct Communication {
     pub id: Uuid,
     pub channel: String,
     pub direction: String,
-    pub summary: String,
+    /// `null` once the lead is erased.
+    pub summary: Option<String>,
     pub created_at: DateTime<Utc>,
     pub author_id: Uuid,
     /// The author's name (the account it was logged in).
@@ -779,7 +814,7 @@ pub struct Communication {
 pub async fn notes(db: &Database, lead: LeadId) -> Result<Vec<Note>, QueryError> {
     Ok(on_pool!(db, |pool| {
         sqlx::query_as(
-            "SELECT id, body, created_at, author_id, \
+            "SELECT id, NULLIF(body, '') AS body, created_at, author_id, \
          (SELECT name FROM users_view WHERE users_view.id = lead_notes.author_id) AS author_name \
          FROM lead_notes WHERE lead_id = $1 ORDER BY created_at, id",
         )
@@ -796,11 +831,12 @@ pub async fn notes(db: &Database, lead: LeadId) -> Result<Vec<Note>, QueryError>
 pub async fn tasks(db: &Database, lead: LeadId) -> Result<Vec<Task>, QueryError> {
     Ok(on_pool!(db, |pool| {
         sqlx::query_as(
-        "SELECT id, title, due_at, completed_at FROM lead_tasks WHERE lead_id = $1 ORDER BY due_at, id"
-    )
-    .bind(lead.as_uuid())
-    .fetch_all(pool)
-    .await?
+            "SELECT id, NULLIF(title, '') AS title, due_at, completed_at FROM lead_tasks \
+         WHERE lead_id = $1 ORDER BY due_at, id",
+        )
+        .bind(lead.as_uuid())
+        .fetch_all(pool)
+        .await?
     }))
 }
 
@@ -810,7 +846,7 @@ pub async fn tasks(db: &Database, lead: LeadId) -> Result<Vec<Task>, QueryError>
 /// Store failures.
 pub async fn communications(db: &Database, lead: LeadId) -> Result<Vec<Communication>, QueryError> {
     Ok(on_pool!(db, |pool| sqlx::query_as(
-        "SELECT id, channel, direction, summary, created_at, author_id, \
+        "SELECT id, channel, direction, NULLIF(summary, '') AS summary, created_at, author_id, \
          (SELECT name FROM users_view WHERE users_view.id = lead_communications.author_id) \
          AS author_name FROM lead_communications WHERE lead_id = $1 ORDER BY created_at, id"
     )
@@ -825,7 +861,7 @@ pub async fn communications(db: &Database, lead: LeadId) -> Result<Vec<Communica
 /// Store failures.
 pub async fn task(db: &Database, id: crm_events::ids::TaskId) -> Result<Option<Task>, QueryError> {
     Ok(on_pool!(db, |pool| sqlx::query_as(
-        "SELECT id, title, due_at, completed_at FROM lead_tasks WHERE id = $1"
+        "SELECT id, NULLIF(title, '') AS title, due_at, completed_at FROM lead_tasks WHERE id = $1"
     )
     .bind(id.as_uuid())
     .fetch_optional(pool)

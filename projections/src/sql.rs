@@ -17,7 +17,15 @@ macro_rules! fetch_optional {
     };
 }
 
-pub(crate) use {execute, fetch_optional};
+/// Fetches every row as `$row` on a [`crm_events::Tx`], after every write given
+/// before it.
+macro_rules! fetch_all {
+    ($tx:expr, $row:ty, $sql:expr $(, $bind:expr)* $(,)?) => {
+        $tx.fetch_all::<$row>($sql, &[$(crm_events::Bind::from($bind)),*]).await
+    };
+}
+
+pub(crate) use {execute, fetch_all, fetch_optional};
 
 /// The statement that takes every checkpoint row's lock, always in the same order
 /// (by name) so that two transactions can never each hold a row the other waits

@@ -242,6 +242,13 @@ impl<T: Fold> Cache<T> {
             .and_then(|entries| entries.get(stream).cloned())
     }
 
+    /// Drops what is kept of `stream` (an erased lead's personal values).
+    pub(crate) fn forget(&self, stream: &StreamKey) {
+        if let Ok(mut entries) = self.entries.lock() {
+            entries.remove(stream);
+        }
+    }
+
     /// Keeps `loaded` unless a later version of it is kept already.
     pub(crate) fn keep(&self, stream: StreamKey, loaded: Loaded<T>) {
         if let Ok(mut entries) = self.entries.lock() {

@@ -123,7 +123,7 @@ impl App {
         let position = report.first_bad_position.unwrap_or(Position::START);
         let site = self
             .store
-            .read_all(Position(position.0 - 1), 1)
+            .read_all_stored(Position(position.0 - 1), 1)
             .await
             .ok()
             .and_then(|events| events.first().map(|e| e.site_id.to_string()));

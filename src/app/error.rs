@@ -26,6 +26,9 @@ pub enum AppError {
     /// The thing does not exist, or is not visible to the caller (never leak existence).
     #[error("{0} not found")]
     NotFound(&'static str),
+    /// It was there, and is gone for good (an erased lead).
+    #[error("the {0} was erased: nothing more can be recorded of it")]
+    Gone(&'static str),
     /// A stale version, a state that does not allow it, or a taken email.
     #[error("{0}")]
     Conflict(String),
@@ -69,6 +72,7 @@ impl From<StoreError> for AppError {
                 Self::invalid("Idempotency-Key", "must be 1 to 255 bytes long")
             }
             StoreError::PayloadTooLarge { .. } => Self::invalid("body", error.to_string()),
+            StoreError::LeadErased(_) => Self::Gone("lead"),
             other => Self::Store(other),
         }
     }
@@ -113,6 +117,7 @@ impl From<LeadRejection> for AppError {
         match rejection {
             LeadRejection::Archived => Self::NotFound("lead"),
             LeadRejection::TaskNotFound => Self::NotFound("task"),
+            LeadRejection::Erased => Self::Gone("lead"),
         }
     }
 }

@@ -3,13 +3,13 @@
 
 use crm_events::catalog::values::{Channel, Direction};
 use crm_events::ids::{CommunicationId, LeadId, NoteId, TaskId, UserId};
-use crm_events::{DomainEvent, ExpectedVersion};
+use crm_events::{DomainEvent, ExpectedVersion, SideWrite};
 
 use super::aggregates::{lead_stream, Loaded};
 use super::{expect, retry_lost_races, App, AppError, RequestContext, Written};
 use crate::domain::lead::{self, Lead, LeadEdit, NewLead};
 use crate::domain::policy::{authorize, can_see_lead, Action};
-use crate::domain::values::{DueAt, NoteBody, Summary, TaskTitle};
+use crate::domain::values::{DueAt, NoteBody, Reason, Summary, TaskTitle};
 
 impl App {
     /// A lead the subject may see. Others' leads and archived ones are "not found",
@@ -187,6 +187,91 @@ impl App {
         Ok((communication, written))
     }
 
+    /// Erases a lead's personal data, archived or not (owners and admins, never
+    /// while logged in as someone, with a reason): appends `LeadErased`, and the
+    /// store destroys the lead's key in the same transaction, so its personal
+    /// values read as erased everywhere from then on. Answers once the Lead
+    /// Manager and the audit trail show it; erasing it again appends nothing
+    /// and answers the first erasure.
+    ///
+    /// # Errors
+    /// [`AppError::Forbidden`], [`AppError::ImpersonationForbidden`];
+    /// [`AppError::NotFound`] for a lead of another site or none.
+    pub async fn erase_lead(
+        &self,
+        ctx: &RequestContext,
+        id: LeadId,
+        reason: Reason,
+    ) -> Result<Erasure, AppError> {
+        authorize(&ctx.caller, Action::EraseLeads)?;
+        retry_lost_races(None, || async {
+            let loaded = match self.load_lead(id).await {
+                Ok(loaded) => loaded,
+                Err(AppError::NotFound(_)) => return Err(AppError::NotFound("lead")),
+                Err(other) => return Err(other),
+            };
+            if !can_see_lead(&ctx.caller.subject, loaded.state.site_id, None) {
+                return Err(AppError::NotFound("lead"));
+            }
+            let events = lead::erase(&loaded.state, reason.clone());
+            // The answers kept for retries about the lead hold its personal data.
+            let kept = SideWrite::any(
+                "kept answers",
+                "DELETE FROM http_idempotency WHERE lead_id = $1",
+                vec![id.as_uuid().into()],
+            );
+            self.record_with(
+                ctx,
+                lead_stream(id),
+                ExpectedVersion::Exact(loaded.version),
+                events,
+                vec![kept],
+            )
+            .await
+        })
+        .await?;
+        self.caches.leads.forget(&lead_stream(id));
+        // The erasure is the stream's last event: nothing is recorded after it.
+        let version = self.store.stream_version(lead_stream(id)).await?;
+        let erasure = self
+            .store
+            .read_stream(lead_stream(id), version.saturating_sub(1))
+            .await?
+            .pop()
+            .filter(|e| e.event_type == "LeadErased")
+            .ok_or(AppError::NotFound("lead"))?;
+        self.settle_for(&[
+            crm_projections::lead_manager::NAME,
+            crm_projections::audit_trail::NAME,
+        ])
+        .await?;
+        Ok(Erasure {
+            id,
+            erased_at: erasure.recorded_at,
+            position: erasure.position,
+        })
+    }
+
+    /// Cleans the tables an erasure wrote (see [`crm_events::EventStore::scrub`]):
+    /// the lead keys, the Lead Manager's and the audit trail's. Answers what was
+    /// done.
+    ///
+    /// # Errors
+    /// Store failures.
+    pub async fn scrub_erased(&self) -> Result<String, AppError> {
+        let touched = [
+            crm_projections::lead_manager::NAME,
+            crm_projections::audit_trail::NAME,
+        ];
+        let mut tables = vec!["lead_keys"];
+        for projection in crm_projections::all() {
+            if touched.contains(&projection.name()) {
+                tables.extend(projection.tables());
+            }
+        }
+        Ok(self.store.scrub(&tables).await?)
+    }
+
     /// Archives a lead.
     ///
     /// # Errors
@@ -286,4 +371,12 @@ fn visible(ctx: &RequestContext, loaded: &Loaded<Lead>) -> Result<(), AppError> 
         return Err(AppError::NotFound("lead"));
     }
     Ok(())
+}
+
+/// What an erasure answers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Erasure {
+    pub id: LeadId,
+    pub erased_at: chrono::DateTime<chrono::Utc>,
+    pub position: crm_events::Position,
 }

@@ -76,14 +76,16 @@ impl App {
         session: &[u8; 32],
         key: &str,
         kept: &KeptResponse,
+        lead: Option<uuid::Uuid>,
     ) -> Result<(), AppError> {
         on_pool!(self.store.database(), |pool| {
             sqlx::query(
                 "INSERT INTO http_idempotency \
-                 (token_hash, key, fingerprint, status, content_type, body, created_at) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (token_hash, key) DO UPDATE \
+                 (token_hash, key, fingerprint, status, content_type, body, created_at, lead_id) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (token_hash, key) DO UPDATE \
                  SET status = excluded.status, content_type = excluded.content_type, \
-                 body = excluded.body WHERE http_idempotency.status = 0",
+                 body = excluded.body, lead_id = excluded.lead_id \
+                 WHERE http_idempotency.status = 0",
             )
             .bind(session.as_slice())
             .bind(key)
@@ -92,6 +94,7 @@ impl App {
             .bind(kept.content_type.as_deref())
             .bind(kept.body.as_slice())
             .bind(Utc::now())
+            .bind(lead)
             .execute(pool)
             .await
             .map(drop)

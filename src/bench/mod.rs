@@ -18,7 +18,7 @@ use serde::Serialize;
 
 use crm::app::{App, AppError, Clock, RequestContext};
 use crm::domain::lead::LeadEdit;
-use crm::domain::values::PersonName;
+use crm::domain::values::{PersonName, Phone};
 
 mod history;
 mod http;
@@ -64,8 +64,24 @@ pub struct Report {
 ///
 /// # Errors
 /// A database that is not empty; store failures.
-pub async fn run(url: &str, events: u64, phase: Duration) -> Result<Report, AppError> {
-    let store = EventStore::open(url).await?;
+pub async fn run(
+    url: &str,
+    events: u64,
+    phase: Duration,
+    master_key: Option<crm_events::vault::MasterKey>,
+) -> Result<Report, AppError> {
+    // Sealing is part of every command and every read: the benchmark's leads are
+    // sealed with the master key given, or one of its own.
+    let master_key = match master_key {
+        Some(key) => key,
+        None => crm_events::vault::MasterKey::generate()
+            .map_err(|e| AppError::Store(crm_events::StoreError::Sealing(e.to_string())))?,
+    };
+    let options = crm_events::StoreOptions {
+        master_key: Some(master_key),
+        ..crm_events::StoreOptions::default()
+    };
+    let store = EventStore::open_with(url, options.clone()).await?;
     if store.head().await? != Position::START {
         return Err(AppError::Conflict(
             "crm bench needs a fresh, empty database".into(),
@@ -105,7 +121,7 @@ pub async fn run(url: &str, events: u64, phase: Duration) -> Result<Report, AppE
     let command_per_s_c16 = commands(&app, &sites, 16, phase).await?;
     starting("lead commands, two servers with 16 writers each on the same leads");
     let (two_servers_command_per_s, two_servers_errors, two_servers_deadlocks) =
-        two_servers(&app, url, &sites).await?;
+        two_servers(&app, url, &options, &sites).await?;
     starting("audit and Lead Manager queries");
     let (audit_query_p50_ms, audit_query_p99_ms) = audit_queries(&app, &sites).await?;
     let (lead_page_p50_ms, lead_page_p99_ms) = lead_pages(&app, &sites).await?;
@@ -281,7 +297,7 @@ async fn raw_scan_once(store: &EventStore, total: i64) -> Result<f64, AppError> 
 /// writer, each its own transaction: inserts per second.
 async fn raw_inserts(store: &EventStore, phase: Duration) -> Result<f64, AppError> {
     let payload = store
-        .read_all(Position(store.head().await?.0 - 1), 1)
+        .read_all_stored(Position(store.head().await?.0 - 1), 1)
         .await?
         .pop()
         .map(|e| e.payload)
@@ -336,7 +352,7 @@ async fn commands(
         tokio::spawn(async move {
             let mut i = 0usize;
             while Instant::now() < deadline {
-                app.edit_lead(&ctx, lead, stage_change(i), None).await?;
+                app.edit_lead(&ctx, lead, lead_edit(i), None).await?;
                 done.fetch_add(1, Ordering::Relaxed);
                 i += 1;
             }
@@ -352,10 +368,18 @@ async fn commands(
     Ok(done.load(Ordering::Relaxed) as f64 / started.elapsed().as_secs_f64())
 }
 
-/// The `i`-th stage change of a benchmark writer: back and forth between two
-/// stages, so that every one changes something.
-fn stage_change(i: usize) -> LeadEdit {
-    let stage = if i % 2 == 0 {
+/// The `i`-th edit of a benchmark writer, one event each, every one changing
+/// something: every other one a new phone number (a personal value, sealed with
+/// the lead's key), the others a stage, back and forth between two.
+fn lead_edit(i: usize) -> LeadEdit {
+    if i % 2 == 1 {
+        let phone = Phone::parse(&format!("+1 555 01{:02}", (i / 2) % 100)).ok();
+        return LeadEdit {
+            phone: Some(phone),
+            ..LeadEdit::default()
+        };
+    }
+    let stage = if i % 4 == 0 {
         Stage::Contacted
     } else {
         Stage::Nurture
@@ -391,9 +415,14 @@ const TWO_SERVERS_COMMANDS: usize = 100;
 async fn two_servers(
     app: &App,
     url: &str,
+    options: &crm_events::StoreOptions,
     sites: &[BenchSite],
 ) -> Result<(f64, u64, i64), AppError> {
-    let other = App::start(EventStore::open(url).await?, Clock::system()).await?;
+    let other = App::start(
+        EventStore::open_with(url, options.clone()).await?,
+        Clock::system(),
+    )
+    .await?;
     let site = &sites[0];
     let mut leads = Vec::new();
     for l in 0..8 {
@@ -415,10 +444,7 @@ async fn two_servers(
         let (done, errors) = (done.clone(), errors.clone());
         tokio::spawn(async move {
             for i in 0..TWO_SERVERS_COMMANDS {
-                match server
-                    .edit_lead(&ctx, lead, stage_change(i + w), None)
-                    .await
-                {
+                match server.edit_lead(&ctx, lead, lead_edit(i + w), None).await {
                     Ok(_) => done.fetch_add(1, Ordering::Relaxed),
                     Err(AppError::Conflict(_)) => 0,
                     Err(error) => {

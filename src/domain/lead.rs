@@ -11,7 +11,7 @@ use crm_events::{DomainEvent, FieldChange};
 use serde_json::Value;
 
 use super::values::{
-    DueAt, Email, LeadSource, NoteBody, PersonName, Phone, Summary, Tags, TaskTitle,
+    DueAt, Email, LeadSource, NoteBody, PersonName, Phone, Reason, Summary, Tags, TaskTitle,
 };
 
 /// A lead as its events leave it.
@@ -26,6 +26,8 @@ pub struct Lead {
     pub tags: Vec<String>,
     pub assigned_agent_id: Option<UserId>,
     pub archived: bool,
+    /// Its personal data was erased: nothing more is recorded of it.
+    pub erased: bool,
     /// Every task, with whether it is completed.
     pub tasks: BTreeMap<TaskId, bool>,
 }
@@ -44,6 +46,7 @@ impl Lead {
             tags: created.tags.clone(),
             assigned_agent_id: created.assigned_agent_id,
             archived: false,
+            erased: false,
             tasks: BTreeMap::new(),
         }
     }
@@ -76,6 +79,12 @@ impl Lead {
                 self.tasks.insert(e.task_id, true);
             }
             DomainEvent::LeadArchived(_) => self.archived = true,
+            DomainEvent::LeadErased(_) => {
+                self.erased = true;
+                self.name = crm_events::vault::ERASED.to_owned();
+                self.email = None;
+                self.phone = None;
+            }
             _ => {}
         }
     }
@@ -89,6 +98,9 @@ pub enum LeadRejection {
     Archived,
     #[error("no such task on this lead")]
     TaskNotFound,
+    /// The lead's personal data was erased: nothing more is recorded of it.
+    #[error("the lead was erased")]
+    Erased,
 }
 
 /// A new lead, validated.
@@ -137,9 +149,7 @@ pub struct LeadEdit {
 /// # Errors
 /// [`LeadRejection::Archived`].
 pub fn edit(lead: &Lead, edit: LeadEdit) -> Result<Vec<DomainEvent>, LeadRejection> {
-    if lead.archived {
-        return Err(LeadRejection::Archived);
-    }
+    live(lead)?;
     let mut changes = Vec::new();
     let mut diff = |field: &str, before: Option<&str>, after: Option<&str>| {
         if before != after {
@@ -294,8 +304,23 @@ pub fn archive(lead: &Lead) -> Result<Vec<DomainEvent>, LeadRejection> {
     Ok(vec![LeadArchived {}.into()])
 }
 
+/// Erases the lead's personal data, archived or not; erasing it again records
+/// nothing.
+#[must_use]
+pub fn erase(lead: &Lead, reason: Reason) -> Vec<DomainEvent> {
+    if lead.erased {
+        return Vec::new();
+    }
+    vec![LeadErased {
+        reason: reason.into_inner(),
+    }
+    .into()]
+}
+
 fn live(lead: &Lead) -> Result<(), LeadRejection> {
-    if lead.archived {
+    if lead.erased {
+        Err(LeadRejection::Erased)
+    } else if lead.archived {
         Err(LeadRejection::Archived)
     } else {
         Ok(())

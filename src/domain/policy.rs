@@ -96,6 +96,8 @@ pub enum Action {
     ManageOwnSettings,
     /// Mark my notifications read.
     MarkOwnNotificationsRead,
+    /// Erase a lead's personal data (a right to be forgotten).
+    EraseLeads,
 }
 
 /// Why the policy said no.
@@ -132,7 +134,7 @@ pub fn authorize(caller: &Caller, action: Action) -> Result<(), Refusal> {
         Action::ManageUsers | Action::ReadSiteSettings | Action::StartImpersonation => {
             matches!(role, Role::Owner | Role::Admin)
         }
-        Action::WorkAllLeads => matches!(role, Role::Owner | Role::Admin),
+        Action::WorkAllLeads | Action::EraseLeads => matches!(role, Role::Owner | Role::Admin),
         Action::ChangeSiteSettings => role == Role::Owner,
         // Auditors change nothing but their own password.
         Action::WorkOwnLeads | Action::ChangeOwnEmail | Action::ManageOwnSettings => {
@@ -159,6 +161,7 @@ fn reserved_to_the_real_human(action: Action) -> Option<&'static str> {
         Action::ManageUsers => Some("managing users and roles"),
         Action::ChangeSiteSettings => Some("changing site settings"),
         Action::StartImpersonation => Some("logging in as another user"),
+        Action::EraseLeads => Some("erasing a lead's personal data"),
         // The agent reads what they are told; whoever acts as them must not.
         Action::MarkOwnNotificationsRead => Some("marking the notifications read"),
         Action::ReadAudit | Action::ReadEvents | Action::ReadOwnImpersonations => {

@@ -190,6 +190,9 @@ impl From<AppError> for ApiError {
                 why,
             ),
             AppError::NotFound(what) => Self::not_found(what),
+            error @ AppError::Gone(_) => {
+                Self::new(StatusCode::GONE, "gone", "Gone", error.to_string())
+            }
             AppError::Conflict(why) => Self::conflict(why),
             AppError::Validation(errors) => Self::validation(errors),
             error @ AppError::RateLimited { retry_after_secs } => Self {

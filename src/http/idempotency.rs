@@ -86,6 +86,8 @@ pub(super) async fn replay_or_record(
     };
 
     parts.extensions.insert(Fingerprint(fingerprint));
+    let lead_in_path = lead_of_path(parts.uri.path());
+    let creates_lead = parts.method == Method::POST && parts.uri.path() == "/api/leads";
     let response = next
         .run(Request::from_parts(parts, Body::from(bytes)))
         .await;
@@ -107,7 +109,14 @@ pub(super) async fn replay_or_record(
         content_type,
         body: bytes.to_vec(),
     };
-    if let Err(error) = state.app.keep_response(&token, &key, &kept).await {
+    // Erasing a lead removes the answers about it: they hold its personal data.
+    let lead = lead_in_path.or_else(|| {
+        creates_lead
+            .then(|| serde_json::from_slice::<serde_json::Value>(&bytes).ok())
+            .flatten()
+            .and_then(|created| created["id"].as_str()?.parse().ok())
+    });
+    if let Err(error) = state.app.keep_response(&token, &key, &kept, lead).await {
         tracing::warn!(%error, "could not keep the response of an idempotent request");
     }
     if replay {
@@ -116,6 +125,15 @@ pub(super) async fn replay_or_record(
             .insert("idempotent-replayed", HeaderValue::from_static("true"));
     }
     Response::from_parts(parts, Body::from(bytes))
+}
+
+/// The lead a request's path is about (`/api/leads/{id}...`).
+fn lead_of_path(path: &str) -> Option<uuid::Uuid> {
+    path.strip_prefix("/api/leads/")?
+        .split('/')
+        .next()?
+        .parse()
+        .ok()
 }
 
 /// A kept answer, given again.

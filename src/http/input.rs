@@ -430,6 +430,26 @@ impl ImpersonationInput {
     }
 }
 
+/// `POST /api/leads/{id}/erase`.
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ErasureInput {
+    /// Why the lead's personal data is erased (a request under GDPR Art. 17, ...):
+    /// required, at most 500 characters. It is recorded: keep personal data out.
+    #[schema(min_length = 1, max_length = 500)]
+    pub reason: String,
+}
+
+impl ErasureInput {
+    /// The reason, trimmed.
+    ///
+    /// # Errors
+    /// A [`FieldError`] for a blank reason or one over 500 characters.
+    pub fn parse(&self) -> Result<Reason, Vec<FieldError>> {
+        Reason::parse(&self.reason).map_err(|why| vec![FieldError::new("reason", why)])
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

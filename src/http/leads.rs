@@ -15,7 +15,7 @@ use utoipa_axum::routes;
 use super::bodies::{no_content, versioned, written};
 use super::error::{ApiError, ApiResult, Problem};
 use super::extract::{Auth, Body, IfMatch, Path, Query};
-use super::input::{CommunicationInput, LeadInput, LeadPatch, NoteInput, TaskInput};
+use super::input::{CommunicationInput, ErasureInput, LeadInput, LeadPatch, NoteInput, TaskInput};
 use super::AppState;
 use crate::app::reads::{LeadDetail, LeadPage, LeadQuery};
 use crate::app::Written;
@@ -29,6 +29,7 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(create_task))
         .routes(routes!(complete_task))
         .routes(routes!(log_communication))
+        .routes(routes!(erase_lead))
 }
 
 /// `GET /api/leads` query.
@@ -164,6 +165,40 @@ async fn archive_lead(
 ) -> ApiResult<Response> {
     let at = state.app.archive_lead(&ctx, id, if_match).await?;
     Ok(no_content(at.position))
+}
+
+/// What an erasure answers.
+#[derive(Debug, serde::Serialize, ToSchema)]
+pub struct Erased {
+    pub id: uuid::Uuid,
+    pub erased_at: chrono::DateTime<chrono::Utc>,
+    /// The position of the `LeadErased` event.
+    pub position: i64,
+}
+
+/// Erase a lead's personal data (owners and admins, never while logged in as
+/// someone): its name, email, phone and its notes', tasks' and communications'
+/// texts become unreadable everywhere, for good; the log stays verifiable and the
+/// audit trail keeps who changed which field when. Erasing it again answers the
+/// first erasure.
+#[utoipa::path(post, path = "/api/leads/{id}/erase", tag = "leads", security(("bearer" = [])),
+    params(("id" = uuid::Uuid, Path, description = "lead id")), request_body = ErasureInput,
+    responses((status = 200, body = Erased), (status = 401, body = Problem), (status = 403, body = Problem),
+        (status = 404, body = Problem), (status = 422, body = Problem)))]
+async fn erase_lead(
+    State(state): State<AppState>,
+    Auth(ctx): Auth,
+    Path(id): Path<LeadId>,
+    Body(body): Body<ErasureInput>,
+) -> ApiResult<Response> {
+    let reason = body.parse().map_err(ApiError::validation)?;
+    let erasure = state.app.erase_lead(&ctx, id, reason).await?;
+    let body = Erased {
+        id: erasure.id.as_uuid(),
+        erased_at: erasure.erased_at,
+        position: erasure.position.0,
+    };
+    Ok(written(StatusCode::OK, body, erasure.position, None))
 }
 
 /// `POST /api/leads/{id}/assign`.

@@ -12,7 +12,7 @@ use crm::domain::values::{Email, Password, PersonName, Reason, SiteName, Tags};
 use crm_events::catalog::values::{Role, Stage};
 use crm_events::ids::{CorrelationId, LeadId, SiteId, UserId};
 use crm_events::testing::TestDatabase;
-use crm_events::{EventStore, Position, RecordedEvent};
+use crm_events::{Position, RecordedEvent};
 
 pub const PASSWORD: &str = "demo-password";
 
@@ -38,9 +38,7 @@ pub struct Site {
 }
 
 pub async fn app(db: &TestDatabase) -> App {
-    App::start(EventStore::open(&db.url).await.unwrap(), Clock::system())
-        .await
-        .unwrap()
+    App::start(db.store().await, Clock::system()).await.unwrap()
 }
 
 pub async fn login(app: &App, email: &str) -> Person {

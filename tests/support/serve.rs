@@ -119,14 +119,23 @@ impl Drop for Server {
 }
 
 pub fn start_serve(db: &TestDatabase) -> (Server, String, Vec<String>) {
-    start_serve_at(&db.url)
+    let mut command = Command::new(env!("CARGO_BIN_EXE_crm"));
+    command.env("CRM_MASTER_KEY_FILE", &db.master_key_file);
+    start_serve_with(command, &db.url)
 }
 
-/// `crm serve --demo` on the database at `url`: the server, its address and what
-/// it printed before it listened.
+/// `crm serve --demo` on the database at `url` (with the master key `--demo`
+/// keeps beside it): the server, its address and what it printed before it
+/// listened.
 pub fn start_serve_at(url: &str) -> (Server, String, Vec<String>) {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_crm"));
+    command.env_remove("CRM_MASTER_KEY_FILE");
+    start_serve_with(command, url)
+}
+
+fn start_serve_with(mut command: Command, url: &str) -> (Server, String, Vec<String>) {
     let mut server = Server(
-        Command::new(env!("CARGO_BIN_EXE_crm"))
+        command
             .args([
                 "serve",
                 "--demo",

@@ -86,3 +86,11 @@ pub struct LeadCommunicationLogged {
 /// The lead was archived: it leaves the Lead Manager, its history stays.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct LeadArchived {}
+
+/// The lead's personal data was erased (a right to be forgotten): its key was
+/// destroyed in the same transaction, so its personal values in every event read
+/// as erased from now on (see the `vault` module). Carries no personal data.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LeadErased {
+    pub reason: String,
+}

@@ -133,6 +133,7 @@ catalog! {
     LeadTaskCompleted: Lead, version 1;
     LeadCommunicationLogged: Lead, version 2;
     LeadArchived: Lead, version 1;
+    LeadErased: Lead, version 1;
 
     UserSettingsChanged: Settings, version 1;
     TemplateCreated: Settings, version 1;

@@ -137,7 +137,7 @@ impl EventStore {
     /// Database errors; an unreadable row.
     pub async fn event_at(&self, position: Position) -> Result<Option<RecordedEvent>, StoreError> {
         let before = Position(position.0.saturating_sub(1));
-        let found = self.read_all(before, 1).await?;
+        let found = self.read_all_stored(before, 1).await?;
         Ok(found.into_iter().find(|e| e.position == position))
     }
 
@@ -155,7 +155,7 @@ impl EventStore {
         let mut check = DigestCheck::new(site, digests, key);
         let mut cursor = Position::START;
         while !check.failed() {
-            let page = self.read_site(site, cursor, 2_000).await?;
+            let page = self.read_site_stored(site, cursor, 2_000).await?;
             let Some(last) = page.last() else { break };
             cursor = last.position;
             for event in &page {

@@ -24,6 +24,7 @@ mod backend;
 mod bind;
 pub mod bulk;
 mod digests;
+mod keys;
 mod plan;
 mod postgres;
 mod rows;
@@ -77,6 +78,10 @@ pub struct StoreOptions {
     /// How often a caught-up subscriber looks for appends it was not told about
     /// (appends of another process on SQLite; a lost notification on PostgreSQL).
     pub poll_interval: Duration,
+    /// The master key that seals each lead's key (see [`crate::vault`]). Without
+    /// one, the store reads and verifies, but refuses to record a lead's
+    /// personal values and reads sealed ones as an error.
+    pub master_key: Option<crate::vault::MasterKey>,
 }
 
 impl Default for StoreOptions {
@@ -84,6 +89,7 @@ impl Default for StoreOptions {
         Self {
             max_batch: 512,
             poll_interval: Duration::from_millis(100),
+            master_key: None,
         }
     }
 }
@@ -113,6 +119,7 @@ struct Inner {
     /// The last position known to be committed (by any process, as far as we heard).
     head: watch::Sender<Position>,
     options: StoreOptions,
+    keys: keys::Keys,
     tasks: Vec<JoinHandle<()>>,
 }
 
@@ -152,6 +159,8 @@ impl EventStore {
             return Err(StoreError::UnsupportedUrl(url.to_owned()));
         };
         crate::schema::LOG.apply(&db).await?;
+        let keys = keys::Keys::new(options.master_key.clone());
+        keys.check(&db).await?;
         let last: i64 = on_pool!(&db, |pool| sqlx::query_scalar(sql::HEAD)
             .fetch_one(pool)
             .await?);
@@ -193,6 +202,7 @@ impl EventStore {
                 writer,
                 head,
                 options,
+                keys,
                 tasks,
             }),
         })
@@ -308,15 +318,35 @@ impl EventStore {
         &self,
         appends: Vec<StreamAppend>,
         meta: Metadata,
-        side: Vec<SideWrite>,
+        mut side: Vec<SideWrite>,
     ) -> Result<AppendOutcome, StoreError> {
         let site_id = validate(&appends, &meta)?;
+        // A retry is recognised by what was asked, before sealing (whose nonces
+        // differ every time).
+        let fingerprint = fingerprint(&appends);
+        let plain: Vec<String> = appends
+            .iter()
+            .flat_map(|a| a.events.iter().map(|e| e.payload.clone()))
+            .collect();
+        let mut appends = appends;
+        let sealed = self
+            .inner
+            .keys
+            .seal(&self.inner.db, &mut appends, &mut side)
+            .await?;
+        let opened = appends
+            .iter()
+            .flat_map(|a| a.events.iter())
+            .zip(plain)
+            .map(|(event, plain)| (event.payload != plain).then_some(plain))
+            .collect();
         let request = AppendRequest {
             site_id,
-            fingerprint: fingerprint(&appends),
+            fingerprint,
             appends,
             meta,
             side,
+            opened,
         };
         let (reply, outcome) = oneshot::channel();
         self.inner
@@ -324,7 +354,69 @@ impl EventStore {
             .send((request, reply))
             .await
             .map_err(|_| StoreError::Closed)?;
-        outcome.await.map_err(|_| StoreError::Closed)?
+        let outcome = outcome.await.map_err(|_| StoreError::Closed)??;
+        self.inner.keys.committed(sealed, outcome.replayed);
+        Ok(outcome)
+    }
+
+    /// Whether this store was given the master key: it can record and read a
+    /// lead's personal values.
+    #[must_use]
+    pub fn seals(&self) -> bool {
+        self.inner.options.master_key.is_some()
+    }
+
+    /// Makes what was deleted or overwritten in `tables` leave the database's
+    /// files as far as the database can, after an erasure: on SQLite (whose
+    /// `secure_delete` already zeroes freed content in the file) the write-ahead
+    /// log is checkpointed into the file and emptied, which waits for readers;
+    /// on PostgreSQL each table is vacuumed, removing old row versions (copies
+    /// made before, such as backups and archived write-ahead log, are not
+    /// reached). Answers what was done.
+    ///
+    /// # Errors
+    /// Database errors.
+    pub async fn scrub(&self, tables: &[&str]) -> Result<String, StoreError> {
+        match &self.inner.db {
+            Database::Sqlite(pool) => {
+                let (busy, _, _): (i64, i64, i64) =
+                    sqlx::query_as("PRAGMA wal_checkpoint(TRUNCATE)")
+                        .fetch_one(pool)
+                        .await?;
+                Ok(if busy == 0 {
+                    "the write-ahead log was emptied into the database file".to_owned()
+                } else {
+                    "the write-ahead log could not be emptied while readers were busy: run this again when the server is quiet".to_owned()
+                })
+            }
+            Database::Postgres(pool) => {
+                for table in tables {
+                    // Names of the crate's own tables, never the caller's input.
+                    sqlx::query(&format!("VACUUM {table}"))
+                        .execute(pool)
+                        .await?;
+                }
+                Ok(format!("vacuumed {}", tables.join(", ")))
+            }
+        }
+    }
+
+    /// The id of the master key this database's lead keys are sealed with, if
+    /// any was ever given to it.
+    ///
+    /// # Errors
+    /// Database errors.
+    pub async fn master_key_id(&self) -> Result<Option<String>, StoreError> {
+        keys::Keys::recorded(&self.inner.db).await
+    }
+
+    /// Opens the personal values of events read from the log (see
+    /// [`crate::vault`]).
+    async fn opened(
+        &self,
+        events: Result<Vec<RecordedEvent>, StoreError>,
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
+        self.inner.keys.open(&self.inner.db, events?).await
     }
 
     /// Every event of one stream, oldest first, after version `after_version`
@@ -349,7 +441,7 @@ impl EventStore {
         if rows.is_empty() && after_version == 0 {
             return Err(StoreError::StreamNotFound(stream));
         }
-        rows::into_events(rows)
+        self.opened(rows::into_events(rows)).await
     }
 
     /// The stream's current version; 0 when it does not exist.
@@ -361,11 +453,27 @@ impl EventStore {
     }
 
     /// Up to `limit` events (at most [`MAX_PAGE`]) of all sites after `after`, in
-    /// position order. Page through the log by passing the last position seen.
+    /// position order, with their leads' personal values opened (see
+    /// [`crate::vault`]). Page through the log by passing the last position seen.
     ///
     /// # Errors
-    /// [`StoreError::CorruptEvent`] naming the first unreadable row; database errors.
+    /// [`StoreError::CorruptEvent`] naming the first unreadable row;
+    /// [`StoreError::NoMasterKey`] for sealed values without the master key;
+    /// database errors.
     pub async fn read_all(
+        &self,
+        after: Position,
+        limit: u32,
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
+        self.opened(self.read_all_stored(after, limit).await).await
+    }
+
+    /// As [`EventStore::read_all`], with the payloads as stored: personal values
+    /// sealed, as the hash chain covers them.
+    ///
+    /// # Errors
+    /// As [`EventStore::read_all`].
+    pub async fn read_all_stored(
         &self,
         after: Position,
         limit: u32,
@@ -384,6 +492,21 @@ impl EventStore {
     /// # Errors
     /// As [`EventStore::read_all`].
     pub async fn read_site(
+        &self,
+        site: SiteId,
+        after: Position,
+        limit: u32,
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
+        self.opened(self.read_site_stored(site, after, limit).await)
+            .await
+    }
+
+    /// As [`EventStore::read_site`], with the payloads as stored (see
+    /// [`EventStore::read_all_stored`]).
+    ///
+    /// # Errors
+    /// As [`EventStore::read_all`].
+    pub async fn read_site_stored(
         &self,
         site: SiteId,
         after: Position,
@@ -459,8 +582,8 @@ impl EventStore {
             // before it is the first bad position.
             let limit = if unreadable.is_some() { 1 } else { 2_000 };
             let page = match site {
-                Some(site) => self.read_site(site, cursor, limit).await,
-                None => self.read_all(cursor, limit).await,
+                Some(site) => self.read_site_stored(site, cursor, limit).await,
+                None => self.read_all_stored(cursor, limit).await,
             };
             let page = match (page, &unreadable) {
                 (Ok(page), _) => page,
@@ -528,12 +651,12 @@ impl EventStore {
             .0
             .saturating_add(i64::try_from(at_most).unwrap_or(i64::MAX));
         while verifier.checked_to() < head && verifier.checked_to().0 < stop && !verifier.failed() {
-            let page = match self.read_all(verifier.checked_to(), 2_000).await {
+            let page = match self.read_all_stored(verifier.checked_to(), 2_000).await {
                 Ok(page) => page,
                 Err(StoreError::CorruptEvent { position, reason }) => {
                     // Read up to it one by one: a break before it comes first.
                     let mut cursor = verifier.checked_to();
-                    while let Ok(one) = self.read_all(cursor, 1).await {
+                    while let Ok(one) = self.read_all_stored(cursor, 1).await {
                         let Some(event) = one.first() else { break };
                         verifier.check(event);
                         cursor = event.position;

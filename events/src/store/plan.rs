@@ -29,6 +29,10 @@ pub(crate) struct AppendRequest {
     pub fingerprint: [u8; 32],
     /// Rows beside the log, written with the request's events.
     pub side: Vec<SideWrite>,
+    /// Each event's payload with its personal values open (in order across the
+    /// appends), where sealing changed it: what the commit is announced with,
+    /// so that the projections need not open what this process just sealed.
+    pub opened: Vec<Option<String>>,
 }
 
 /// A stream's owner and version as stored.
@@ -164,6 +168,8 @@ impl Known {
 #[derive(Debug, Default)]
 pub(crate) struct Writes {
     pub events: Vec<RecordedEvent>,
+    /// Each event's payload open, where it differs from the stored one.
+    pub opened: Vec<Option<String>>,
     pub streams: Vec<(StreamKey, StreamState)>,
     pub idempotency: Vec<((SiteId, String), IdempotencyRecord)>,
     pub chains: Vec<ChainHead>,
@@ -270,6 +276,7 @@ fn plan_one(
         event_count: 0,
     });
     let mut streams = Vec::with_capacity(request.appends.len());
+    let mut opened = request.opened.iter().cloned();
     for append in &request.appends {
         let mut version = state.streams.get(&append.stream).map_or(0, |s| s.version);
         let first_position = state.head.next();
@@ -300,6 +307,7 @@ fn plan_one(
             chain.last_position = event.position;
             chain.event_count += 1;
             writes.events.push(event);
+            writes.opened.push(opened.next().flatten());
         }
         state.streams.insert(
             append.stream,
@@ -363,6 +371,7 @@ mod tests {
                     })
                     .collect(),
             }],
+            opened: Vec::new(),
             meta: Metadata::acting_as_self(UserId::generate()),
             fingerprint: [n as u8; 32],
             side: Vec::new(),

@@ -115,7 +115,13 @@ impl Writer {
         };
         let (results, writes) = decided;
         if let Some(last) = writes.events.last().map(|e| e.position) {
-            self.announce(writes.events);
+            let mut events = writes.events;
+            for (event, opened) in events.iter_mut().zip(writes.opened) {
+                if let Some(opened) = opened {
+                    event.payload = opened;
+                }
+            }
+            self.announce(events);
             advance(&self.head, last);
         }
         Ok(results)

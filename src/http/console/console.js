@@ -566,7 +566,7 @@ async function leads(params) {
   const rows = body.items.map((lead) => {
     const overdue = lead.next_task_due_at && new Date(lead.next_task_due_at).getTime() < now;
     return h("tr", { "data-lead": lead.id },
-      h("td", {}, h("a", { href: `#/leads/${lead.id}` }, lead.name)),
+      h("td", {}, h("a", { href: `#/leads/${lead.id}` }, lead.erased ? h("span", { class: "muted" }, "Erased lead") : lead.name)),
       h("td", {}, pretty(lead.stage)),
       whole ? h("td", {}, lead.assigned_agent_id ? person(lead.assigned_agent_id) : "Unassigned") : null,
       h("td", {}, lead.email || ""), h("td", {}, lead.phone || ""),
@@ -601,6 +601,7 @@ const LEAD_FIELDS = [["name", "Name"], ["email", "Email"], ["phone", "Phone"], [
 async function lead(id) {
   const mine = ticket;
   const [{ body: lead, etag }] = await Promise.all([api("GET", `/api/leads/${id}`), manages() ? load_people() : null]);
+  if (lead.erased) return erased_lead(mine, lead);
   const field = (key, label, attrs) => h("label", {}, label,
     h("input", { name: key, value: lead[key] || "", ...(attrs || {}) }));
   const stage = h("select", { name: "stage" }, STAGES.map((s) => h("option", { value: s, selected: s === lead.stage }, pretty(s))));
@@ -690,7 +691,46 @@ async function lead(id) {
   const owner = lead.assigned_agent_id && state.people.size ? ` · agent ${person(lead.assigned_agent_id)}` : "";
   page(mine, lead.name, h("p", {}, h("a", { href: "#/leads" }, "← Lead Manager"),
     h("span", { class: "muted" }, `${owner} · updated ${when(lead.updated_at)}`)),
-  conflict, form, assign, h("div", { class: "two" }, notes, tasks), h("p", {}), comms);
+  conflict, form, assign, h("div", { class: "two" }, notes, tasks), h("p", {}), comms, erase_form(lead));
+}
+
+/** Owners and admins (as themselves) may erase a lead's personal data, with a
+ * reason, after confirming: it cannot be undone. */
+function erase_form(lead) {
+  if (!manages()) return null;
+  const reason = h("input", { name: "reason", required: true, maxlength: 500,
+    placeholder: "e.g. erasure request of 2026-12-01 (no personal data)" });
+  const form = h("form", { class: "card danger-zone", "aria-labelledby": "erase-h", onsubmit: async (e) => {
+    e.preventDefault();
+    if (!confirm(`Erase ${lead.name}'s name, email, phone, notes, tasks and call summaries for good? This cannot be undone.`)) return;
+    const done = await attempt(() => api("POST", `/api/leads/${lead.id}/erase`, { reason: reason.value }), null, form);
+    if (done) go(`#/leads/${lead.id}`, "Personal data erased.", true);
+  } }, h("h2", { id: "erase-h" }, "Erase personal data"),
+  h("p", { class: "muted" }, "For a buyer's or seller's request to be forgotten. Their personal data becomes unreadable everywhere, the audit trail keeps who changed what and when, and no one can work on the lead again."),
+  h("label", {}, "Reason (recorded)", reason),
+  h("div", { class: "actions" }, h("button", { type: "submit", class: "danger" }, "Erase personal data")));
+  return form;
+}
+
+/** An erased lead: what is left of it, read only. */
+function erased_lead(mine, lead) {
+  const gone = h("span", { class: "muted" }, "[erased]");
+  const by = (item) => (item.author_name ? `${item.author_name} · ` : "");
+  const list = (items, line, none) => (items.length ? h("ul", { class: "plain" }, items.map(line)) : h("p", { class: "muted" }, none));
+  page(mine, "Erased lead", h("p", {}, h("a", { href: "#/leads" }, "← Lead Manager")),
+    h("p", { class: "notice", role: "status" }, "This lead's personal data was erased. What is left shows when things happened and who did them."),
+    h("dl", { class: "card facts" },
+      h("dt", {}, "Stage"), h("dd", {}, pretty(lead.stage)),
+      h("dt", {}, "Tags"), h("dd", {}, lead.tags.length ? lead.tags.join(", ") : "None"),
+      h("dt", {}, "Created"), h("dd", {}, when(lead.created_at)),
+      h("dt", {}, "Erased"), h("dd", {}, when(lead.updated_at))),
+    h("section", { class: "card", "aria-label": "Notes" }, h("h2", {}, "Notes"),
+      list(lead.notes, (n) => h("li", {}, gone.cloneNode(true), " ", h("span", { class: "muted" }, `${by(n)}${when(n.created_at)}`)), "No notes.")),
+    h("section", { class: "card", "aria-label": "Tasks" }, h("h2", {}, "Tasks"),
+      list(lead.tasks, (t) => h("li", {}, gone.cloneNode(true), " · due ", when(t.due_at), t.completed_at ? " · done" : ""), "No tasks.")),
+    h("section", { class: "card", "aria-label": "Communications" }, h("h2", {}, "Communications"),
+      list(lead.communications, (c) => h("li", {}, `${c.direction} ${c.channel}: `, gone.cloneNode(true), " ",
+        h("span", { class: "muted" }, `${by(c)}${when(c.created_at)}`)), "None logged.")));
 }
 
 /**
@@ -980,12 +1020,12 @@ const DID = {
   LeadCreated: "Created the lead", LeadFieldsUpdated: "Edited the lead", LeadStageChanged: "Moved the lead",
   LeadReassigned: "Reassigned the lead", LeadTagAdded: "Tagged the lead", LeadTagRemoved: "Untagged the lead",
   LeadNoteAdded: "Added a note to", LeadTaskCreated: "Added a task to", LeadTaskCompleted: "Completed a task on",
-  LeadCommunicationLogged: "Logged a contact with", LeadArchived: "Archived the lead",
+  LeadCommunicationLogged: "Logged a contact with", LeadArchived: "Archived the lead", LeadErased: "Erased the personal data of",
   UserSettingsChanged: "Changed the settings of", TemplateCreated: "Created the template",
   TemplateUpdated: "Edited the template", TemplateDeleted: "Deleted the template",
 };
 const FIELD_NAMES = {
-  assigned_agent_id: "agent", archived: "archived", tag: "tag", note: "note", task: "task",
+  assigned_agent_id: "agent", archived: "archived", erased: "erased", tag: "tag", note: "note", task: "task",
   communication: "contact", active: "active", ...Object.fromEntries([...SETTINGS, ...SITE_RULES].map(([k, l]) => [k, l.toLowerCase()])),
 };
 const field_name = (field) => FIELD_NAMES[field] || pretty(field);

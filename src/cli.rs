@@ -816,6 +816,15 @@ async fn export(
 }
 
 async fn rebuild(store: EventStore, names: &[String]) -> Result<ExitCode, CliError> {
+    // Refused before anything is emptied: the folds could not open the leads'
+    // personal values.
+    if !store.seals() {
+        if let Some(id) = store.master_key_id().await? {
+            return Err(CliError::Usage(format!(
+                "this database's leads' personal data is sealed with master key {id}: give its file with --master-key-file"
+            )));
+        }
+    }
     let projector = Projector::open(store.clone(), crm_projections::all()).await?;
     let names: Vec<&str> = names.iter().map(String::as_str).collect();
     let chosen = projector.resolve(&names).map_err(CliError::Usage)?;

@@ -379,6 +379,19 @@ async fn every_kind_of_change_is_in_the_audit_as_the_table_says(db: &TestDatabas
         (
             &as_admin,
             row(
+                "erase a lead's personal data",
+                Method::POST,
+                format!("/api/leads/{lead}/erase"),
+                Some(json!({"reason": "erasure request #7"})),
+                vec![
+                    ("erased", json!(false), json!(true)),
+                    ("reason", Value::Null, json!("erasure request #7")),
+                ],
+            ),
+        ),
+        (
+            &as_admin,
+            row(
                 "change a role",
                 Method::PATCH,
                 format!("/api/users/{agent2}"),

@@ -538,6 +538,7 @@ async fn fold_independently(store: &EventStore) -> Expected {
                 for field in ["name", "email", "phone"] {
                     lead[field] = Value::Null;
                 }
+                open_tasks.remove(&id);
             }
             DomainEvent::UserCreated(u) => {
                 x.users.insert(
@@ -916,7 +917,10 @@ async fn audit_folded_independently(store: &EventStore) -> Vec<ChangeRow> {
                 push(id, "archived", lead["archived"].clone(), json!(true));
                 lead["archived"] = json!(true);
             }
-            DomainEvent::LeadErased(_) => push(id, "erased", json!(false), json!(true)),
+            DomainEvent::LeadErased(e) => {
+                push(id, "erased", json!(false), json!(true));
+                push(id, "reason", Value::Null, json!(e.reason));
+            }
             DomainEvent::UserSettingsChanged(c) => {
                 let values = settings.entry(id).or_default();
                 for change in c.changes {
@@ -1023,6 +1027,12 @@ async fn incremental_rebuilt_and_independently_folded_projections_agree(db: &Tes
         expected.sessions.len() > 10 && expected.leads.len() > 50,
         "the history exercised the projections"
     );
+    let erased = expected
+        .leads
+        .values()
+        .filter(|l| l["name"].is_null())
+        .count();
+    assert!(erased > 2, "{erased} leads erased along the history");
     let projected = read_back(&app, &sites).await;
     assert_same(&projected, &expected);
     // Which positions each session changed, from what the test did alone.

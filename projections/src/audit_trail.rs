@@ -413,7 +413,15 @@ pub fn changes_of(
             stream_id,
             one("archived", json!(false), json!(true)),
         ),
-        DomainEvent::LeadErased(_) => ("lead", stream_id, one("erased", json!(false), json!(true))),
+        // The reason is recorded as given (no personal data, by its contract).
+        DomainEvent::LeadErased(e) => (
+            "lead",
+            stream_id,
+            vec![
+                FieldChange::new("erased", json!(false), json!(true)),
+                FieldChange::new("reason", Value::Null, json!(e.reason)),
+            ],
+        ),
         DomainEvent::UserSettingsChanged(c) => ("settings", stream_id, c.changes.clone()),
         DomainEvent::TemplateCreated(t) => (
             "template",

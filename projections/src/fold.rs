@@ -440,8 +440,16 @@ impl Core {
             self.set_projected(from);
             return Ok(None);
         };
-        // Read the next batch while this one folds, when there is likely more.
+        // Read the next batch while this one folds, when there is likely more: in a
+        // task of its own, so that opening and decoding it run on another thread
+        // while this one waits for the database.
         let full = from_log && events.len() >= CATCH_UP_BATCH as usize;
+        let read_next = full.then(|| {
+            let store = self.store.clone();
+            tokio::spawn(async move {
+                decode_all(store.read_all(last, CATCH_UP_BATCH).await.ok()?).ok()
+            })
+        });
         let fold_all = async {
             for projection in running {
                 fold(projection.as_ref(), tx, events, at(projection.name())).await?;
@@ -451,18 +459,12 @@ impl Core {
                 .await
                 .map_err(Failure::from)
         };
-        let read_next = async {
-            if full {
-                decode_all(self.store.read_all(last, CATCH_UP_BATCH).await.ok()?).ok()
-            } else {
-                None
-            }
-        };
-        let (folded, next) = futures_util::future::join(fold_all, read_next).await;
-        folded?;
+        fold_all.await?;
         // A failed read ahead is only a missed head start: the next fold reads again.
-        if let Some(next) = next {
-            folding.run.extend(next);
+        if let Some(read_next) = read_next {
+            if let Ok(Some(next)) = read_next.await {
+                folding.run.extend(next);
+            }
         }
         for projection in running {
             checkpoints.insert(projection.name().to_owned(), last);

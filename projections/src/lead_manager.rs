@@ -333,6 +333,9 @@ async fn apply(tx: &mut Tx<'_>, events: &[&Decoded], cache: &CachedRows) -> Resu
                 row.email = None;
                 row.phone = None;
                 row.erased = true;
+                // Nobody can work on it again: its open tasks are due for no one.
+                row.next_task_due_at = None;
+                row.due_key = no_task_due();
                 erased.push(id);
             }
             _ => {}
@@ -341,7 +344,7 @@ async fn apply(tx: &mut Tx<'_>, events: &[&Decoded], cache: &CachedRows) -> Resu
         row.version = i64::try_from(e.stream_version).unwrap_or(i64::MAX);
     }
     for id in &due_changed {
-        if let Some(lead) = leads.get_mut(id) {
+        if let Some(lead) = leads.get_mut(id).filter(|lead| !lead.row.erased) {
             let next = tasks
                 .values()
                 .filter(|t| t.lead_id == *id && t.completed_at.is_none())

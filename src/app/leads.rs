@@ -245,6 +245,15 @@ impl App {
             crm_projections::audit_trail::NAME,
         ])
         .await?;
+        // SQLite keeps the pages as they were in the database file until its
+        // write-ahead log is checkpointed: at once, when no reader holds it (it
+        // is cheap; PostgreSQL's rewrite is not, and is `crm lead erase`'s).
+        if self.store.database().backend_name() == "sqlite" {
+            match self.store.scrub(&[]).await {
+                Ok(done) => tracing::info!(lead = %id, %done, "erased"),
+                Err(error) => tracing::warn!(%error, "the write-ahead log was not emptied"),
+            }
+        }
         Ok(Erasure {
             id,
             erased_at: erasure.recorded_at,
@@ -263,7 +272,9 @@ impl App {
             crm_projections::lead_manager::NAME,
             crm_projections::audit_trail::NAME,
         ];
-        let mut tables = vec!["lead_keys"];
+        // The lead keys, and the records that recognise retries (they hold
+        // hashes of requests and appends, personal values included).
+        let mut tables = vec!["lead_keys", "idempotency_keys", "http_idempotency"];
         for projection in crm_projections::all() {
             if touched.contains(&projection.name()) {
                 tables.extend(projection.tables());
@@ -340,6 +351,10 @@ impl App {
     where
         F: Fn(&Lead) -> Result<Vec<DomainEvent>, lead::LeadRejection>,
     {
+        // An erased lead is gone whatever version the client holds.
+        if lead.state.erased {
+            return Err(AppError::Gone("lead"));
+        }
         let expected = expect(if_match, lead.version)?;
         let events = decide(&lead.state)?;
         let written = self

@@ -293,7 +293,8 @@ impl App {
             });
         }
         let mut side = side;
-        side.extend(sessions::key_reserved(ctx, self.clock.now()));
+        let lead = (stream.stream_type == StreamType::Lead).then_some(stream.id);
+        side.extend(sessions::key_reserved(ctx, self.clock.now(), lead));
         // A write made while logged in as someone commits only while the session
         // still holds that impersonation (its own start and end excepted).
         let acting = ctx

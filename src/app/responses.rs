@@ -78,27 +78,43 @@ impl App {
         kept: &KeptResponse,
         lead: Option<uuid::Uuid>,
     ) -> Result<(), AppError> {
+        // An answer about a lead is kept only while the lead is not erased, in one
+        // statement (a request cancelled meanwhile leaves no transaction open). On
+        // PostgreSQL it takes the lead key's row lock: an erasure either waits
+        // for it, and then removes the answer with the others, or went first, and
+        // then it finds the key destroyed and keeps nothing. SQLite's statements
+        // write one at a time. (A retry then runs again, and is refused as the
+        // lead is gone.)
+        let lock = if self.store.database().backend_name() == "sqlite" {
+            ""
+        } else {
+            " FOR SHARE"
+        };
+        let keep = format!(
+            "INSERT INTO http_idempotency \
+             (token_hash, key, fingerprint, status, content_type, body, created_at, lead_id) \
+             SELECT $1, $2, $3, $4, $5, $6, $7, $8 WHERE NOT EXISTS \
+             (SELECT 1 FROM (SELECT sealed_key FROM lead_keys WHERE lead_id = $8{lock}) AS k \
+              WHERE k.sealed_key IS NULL) \
+             ON CONFLICT (token_hash, key) DO UPDATE \
+             SET status = excluded.status, content_type = excluded.content_type, \
+             body = excluded.body, lead_id = excluded.lead_id \
+             WHERE http_idempotency.status = 0"
+        );
         on_pool!(self.store.database(), |pool| {
-            sqlx::query(
-                "INSERT INTO http_idempotency \
-                 (token_hash, key, fingerprint, status, content_type, body, created_at, lead_id) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (token_hash, key) DO UPDATE \
-                 SET status = excluded.status, content_type = excluded.content_type, \
-                 body = excluded.body, lead_id = excluded.lead_id \
-                 WHERE http_idempotency.status = 0",
-            )
-            .bind(session.as_slice())
-            .bind(key)
-            .bind(kept.fingerprint.as_slice())
-            .bind(i64::from(kept.status))
-            .bind(kept.content_type.as_deref())
-            .bind(kept.body.as_slice())
-            .bind(Utc::now())
-            .bind(lead)
-            .execute(pool)
-            .await
-            .map(drop)
-            .map_err(crm_events::StoreError::from)?
+            sqlx::query(&keep)
+                .bind(session.as_slice())
+                .bind(key)
+                .bind(kept.fingerprint.as_slice())
+                .bind(i64::from(kept.status))
+                .bind(kept.content_type.as_deref())
+                .bind(kept.body.as_slice())
+                .bind(Utc::now())
+                .bind(lead)
+                .execute(pool)
+                .await
+                .map(drop)
+                .map_err(crm_events::StoreError::from)?
         });
         Ok(())
     }

@@ -271,21 +271,29 @@ const RELEASE: &str = "UPDATE sessions SET impersonation_id = NULL, impersonated
 /// with whatever the request appends: a retry then knows the first attempt
 /// committed even if its answer was never kept. For requests sent over HTTP with
 /// a key (`ctx.http_request`).
-pub(crate) fn key_reserved(ctx: &RequestContext, now: DateTime<Utc>) -> Option<SideWrite> {
+///
+/// `lead` is the lead the request writes to, if any: erasing it removes the row
+/// (its fingerprint is a hash of the request, personal values included).
+pub(crate) fn key_reserved(
+    ctx: &RequestContext,
+    now: DateTime<Utc>,
+    lead: Option<uuid::Uuid>,
+) -> Option<SideWrite> {
     let (Some(key), Some(request)) = (&ctx.idempotency_key, ctx.http_request) else {
         return None;
     };
     Some(SideWrite::any(
         "http_idempotency",
         "INSERT INTO http_idempotency \
-         (token_hash, key, fingerprint, status, content_type, body, created_at) \
-         VALUES ($1, $2, $3, 0, NULL, $4, $5) ON CONFLICT (token_hash, key) DO NOTHING",
+         (token_hash, key, fingerprint, status, content_type, body, created_at, lead_id) \
+         VALUES ($1, $2, $3, 0, NULL, $4, $5, $6) ON CONFLICT (token_hash, key) DO NOTHING",
         vec![
             ctx.session.to_vec().into(),
             key.as_str().into(),
             request.to_vec().into(),
             Vec::<u8>::new().into(),
             now.into(),
+            lead.into(),
         ],
     ))
 }

@@ -127,11 +127,13 @@ pub(super) async fn replay_or_record(
     Response::from_parts(parts, Body::from(bytes))
 }
 
-/// The lead a request's path is about (`/api/leads/{id}...`).
+/// The lead a request's path is about (`/api/leads/{id}...`), its id
+/// percent-decoded as the router decodes it.
 fn lead_of_path(path: &str) -> Option<uuid::Uuid> {
-    path.strip_prefix("/api/leads/")?
-        .split('/')
-        .next()?
+    let segment = path.strip_prefix("/api/leads/")?.split('/').next()?;
+    percent_encoding::percent_decode_str(segment)
+        .decode_utf8()
+        .ok()?
         .parse()
         .ok()
 }

@@ -118,12 +118,26 @@ impl Keys {
             }
             let lead = append.stream.id;
             if append.events.iter().any(|e| e.event_type == ERASURE) {
-                side.push(SideWrite::one(
-                    "lead key",
-                    "INSERT INTO lead_keys (lead_id, site_id, sealed_key, erased_at) \
-                     VALUES ($1, $2, NULL, $3) ON CONFLICT (lead_id) DO UPDATE \
-                     SET sealed_key = NULL, erased_at = COALESCE(lead_keys.erased_at, excluded.erased_at)",
-                    vec![lead.into(), append.site_id.as_uuid().into(), Utc::now().into()],
+                // First of the append's rows: whoever checks the key under its
+                // lock (a kept answer about to be written) waits for the erasure
+                // and then sees it, or went before and is then cleared with it.
+                side.insert(
+                    0,
+                    SideWrite::one(
+                        "lead key",
+                        "INSERT INTO lead_keys (lead_id, site_id, sealed_key, erased_at) \
+                         VALUES ($1, $2, NULL, $3) ON CONFLICT (lead_id) DO UPDATE \
+                         SET sealed_key = NULL, erased_at = COALESCE(lead_keys.erased_at, excluded.erased_at)",
+                        vec![lead.into(), append.site_id.as_uuid().into(), Utc::now().into()],
+                    ),
+                );
+                // The records that recognise a retried append hold a hash of
+                // what it appended, personal values included: they go too (a
+                // retry then appends again, and is refused as the lead is gone).
+                side.push(SideWrite::any(
+                    "idempotency records",
+                    "DELETE FROM idempotency_keys WHERE site_id = $1 AND outcome LIKE $2",
+                    vec![append.site_id.as_uuid().into(), format!("%{lead}%").into()],
                 ));
                 sealed.erased.push(lead);
             }

@@ -370,9 +370,10 @@ impl EventStore {
     /// files as far as the database can, after an erasure: on SQLite (whose
     /// `secure_delete` already zeroes freed content in the file) the write-ahead
     /// log is checkpointed into the file and emptied, which waits for readers;
-    /// on PostgreSQL each table is vacuumed, removing old row versions (copies
-    /// made before, such as backups and archived write-ahead log, are not
-    /// reached). Answers what was done.
+    /// on PostgreSQL each table is rewritten into new files (`VACUUM FULL`, which
+    /// locks it meanwhile: a plain VACUUM frees old row versions without erasing
+    /// their bytes). Copies made before, such as backups and archived
+    /// write-ahead log, are not reached. Answers what was done.
     ///
     /// # Errors
     /// Database errors.
@@ -392,11 +393,11 @@ impl EventStore {
             Database::Postgres(pool) => {
                 for table in tables {
                     // Names of the crate's own tables, never the caller's input.
-                    sqlx::query(&format!("VACUUM {table}"))
+                    sqlx::query(&format!("VACUUM FULL {table}"))
                         .execute(pool)
                         .await?;
                 }
-                Ok(format!("vacuumed {}", tables.join(", ")))
+                Ok(format!("rewrote (VACUUM FULL) {}", tables.join(", ")))
             }
         }
     }

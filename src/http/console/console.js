@@ -241,6 +241,11 @@ async function attempt(work, done, form) {
     const detail = fields.length
       ? left.map((e) => sentence(e.message)).join(" ") || "Please correct the fields marked below."
       : sentence(problem.message);
+    // Erased meanwhile (in another tab, by someone else): show what is left of it.
+    if (problem.status === 410) {
+      go(location.hash, detail);
+      return undefined;
+    }
     // A stale version: someone changed it meanwhile; offer the latest.
     if (problem.status === 409 && /stale|version|changed meanwhile/i.test(detail)) {
       say([`${detail} Someone changed it since this page was shown. `,
@@ -699,15 +704,18 @@ async function lead(id) {
 function erase_form(lead) {
   if (!manages()) return null;
   const reason = h("input", { name: "reason", required: true, maxlength: 500,
-    placeholder: "e.g. erasure request of 2026-12-01 (no personal data)" });
+    "aria-describedby": "erase-reason-help", placeholder: "e.g. erasure request #4411 of 2026-12-01" });
   const form = h("form", { class: "card danger-zone", "aria-labelledby": "erase-h", onsubmit: async (e) => {
     e.preventDefault();
+    clear_errors(form);
+    if (!reason.value.trim()) { field_error(form, "reason", "Give the reason for the erasure."); reason.focus(); return; }
     if (!confirm(`Erase ${lead.name}'s name, email, phone, notes, tasks and call summaries for good? This cannot be undone.`)) return;
     const done = await attempt(() => api("POST", `/api/leads/${lead.id}/erase`, { reason: reason.value }), null, form);
     if (done) go(`#/leads/${lead.id}`, "Personal data erased.", true);
   } }, h("h2", { id: "erase-h" }, "Erase personal data"),
   h("p", { class: "muted" }, "For a buyer's or seller's request to be forgotten. Their personal data becomes unreadable everywhere, the audit trail keeps who changed what and when, and no one can work on the lead again."),
   h("label", {}, "Reason (recorded)", reason),
+  h("p", { id: "erase-reason-help", class: "muted" }, "Kept for good in the audit trail, as written: no names, emails, phone numbers or other personal data."),
   h("div", { class: "actions" }, h("button", { type: "submit", class: "danger" }, "Erase personal data")));
   return form;
 }

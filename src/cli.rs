@@ -688,6 +688,9 @@ async fn serve(
         if let Some(note) = &demo_keys {
             say!("{note}");
         }
+        if let Some(id) = app.store().master_key_id().await? {
+            say!("Leads' personal data sealed with master key {id} (crm keys generate makes one for production; --master-key-file names it)");
+        }
     }
     let listener = tokio::net::TcpListener::bind(bind).await?;
     say!("crm listening on http://{}", listener.local_addr()?);

@@ -475,6 +475,39 @@ mod tests {
     }
 
     #[test]
+    fn an_erased_lead_takes_nothing_more_and_erasing_it_again_decides_nothing() {
+        let lead = lead();
+        let archived = applied(lead.clone(), &archive(&lead).unwrap());
+        let why = || Reason::parse("asked to be forgotten").unwrap();
+        // Archived or not, a lead can be erased; once.
+        let events = erase(&archived, why());
+        assert_eq!(
+            events,
+            [LeadErased {
+                reason: "asked to be forgotten".into()
+            }
+            .into()]
+        );
+        let erased = applied(archived, &events);
+        assert!(erased.erased && erased.email.is_none());
+        assert_eq!(erase(&erased, why()), Vec::<DomainEvent>::new());
+        let erased = applied(lead.clone(), &erase(&lead, why()));
+        assert_eq!(
+            edit(&erased, LeadEdit::default()),
+            Err(LeadRejection::Erased)
+        );
+        assert_eq!(
+            add_note(&erased, NoteId::generate(), NoteBody::parse("x").unwrap()),
+            Err(LeadRejection::Erased)
+        );
+        assert_eq!(archive(&erased), Err(LeadRejection::Erased));
+        assert_eq!(
+            assign(&erased, UserId::generate()),
+            Err(LeadRejection::Erased)
+        );
+    }
+
+    #[test]
     fn reassigning_records_from_and_to() {
         let lead = lead();
         let to = UserId::generate();

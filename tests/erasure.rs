@@ -26,6 +26,7 @@ backend_tests!(
     only_owners_and_admins_erase_never_while_logged_in_as_someone,
     over_http_an_erasure_answers_once_refuses_writes_as_gone_and_drops_kept_answers,
     the_command_line_erases_and_refuses_a_wrong_or_missing_master_key,
+    two_servers_erasing_at_once_record_one_erasure_and_a_kept_copy_writes_nothing,
 );
 
 /// A lead's values that no other row shares.
@@ -488,6 +489,25 @@ async fn only_owners_and_admins_erase_never_while_logged_in_as_someone(db: &Test
     assert_eq!(value, json!(["LeadCreated", "LeadArchived", "LeadErased"]));
 }
 
+/// A write of agent `token`'s with an `Idempotency-Key`.
+async fn keyed(
+    api: &support::http::Api,
+    token: &str,
+    method: axum::http::Method,
+    path: &str,
+    body: &Value,
+    key: &str,
+) -> support::http::Reply {
+    api.call(
+        method,
+        path,
+        Some(token),
+        Some(body),
+        &[("idempotency-key", key)],
+    )
+    .await
+}
+
 async fn over_http_an_erasure_answers_once_refuses_writes_as_gone_and_drops_kept_answers(
     db: &TestDatabase,
 ) {
@@ -511,27 +531,16 @@ async fn over_http_an_erasure_answers_once_refuses_writes_as_gone_and_drops_kept
         format!("/api/leads/{id}/notes"),
         json!({"body": format!("{name} wants a garden")}),
     );
-    let note = || {
-        api.call(
-            Method::POST,
-            &notes,
-            Some(&s.agent1.token),
-            Some(&note_body),
-            &[("idempotency-key", "note-1")],
-        )
-    };
+    let agent = &s.agent1.token;
+    let note = || keyed(&api, agent, Method::POST, &notes, &note_body, "note-1");
     assert_eq!(note().await.status, 201);
     // The same lead named with a percent-encoded id (the router decodes it).
-    let encoded = format!("/api/leads/%{:x}{}", id.as_bytes()[0], &id[1..]);
-    let changed = api
-        .call(
-            Method::PATCH,
-            &encoded,
-            Some(&s.agent1.token),
-            Some(&json!({"phone": "+1 555 6060", "name": format!("{name} Jr")})),
-            &[("idempotency-key", "encoded-1")],
-        )
-        .await;
+    let (encoded, change) = (
+        format!("/api/leads/%{:x}{}", id.as_bytes()[0], &id[1..]),
+        json!({"phone": "+1 555 6060", "name": format!("{name} Jr")}),
+    );
+    let change_encoded = || keyed(&api, agent, Method::PATCH, &encoded, &change, "encoded-1");
+    let changed = change_encoded().await;
     assert_eq!(changed.status, 200, "{:?}", changed.body);
     let kept = || async {
         let rows: Vec<(Vec<u8>,)> = crm_events::on_pool!(api.app.store().database(), |pool| {
@@ -612,16 +621,7 @@ async fn over_http_an_erasure_answers_once_refuses_writes_as_gone_and_drops_kept
         .await
         .unwrap();
     assert_eq!(kept().await, 0, "nothing is kept about an erased lead");
-    let replayed = api
-        .call(
-            Method::PATCH,
-            &encoded,
-            Some(&s.agent1.token),
-            Some(&json!({"phone": "+1 555 6060", "name": format!("{name} Jr")})),
-            &[("idempotency-key", "encoded-1")],
-        )
-        .await;
-    replayed.problem(410, "gone");
+    change_encoded().await.problem(410, "gone");
 
     let lead = api.get(&s.agent1.token, &format!("/api/leads/{id}")).await;
     assert_eq!(lead.status, 200);
@@ -713,4 +713,48 @@ async fn the_command_line_erases_and_refuses_a_wrong_or_missing_master_key(db: &
     assert_eq!(erased.actor_id, crm_events::ids::UserId::SYSTEM.as_uuid());
     let (ok, said) = crm(db, Some(&db.master_key_file), &erase);
     assert!(ok, "erasing again is no error: {said}");
+}
+
+async fn two_servers_erasing_at_once_record_one_erasure_and_a_kept_copy_writes_nothing(
+    db: &TestDatabase,
+) {
+    let one = app(db).await;
+    let other = crm::app::App::start(db.store().await, crm::app::Clock::system())
+        .await
+        .unwrap();
+    let s = site(&one, "Erasure Realty", "erasure.example").await;
+    let lead = lead_of(&one, &s.agent1.ctx, "Orsolya Vance").await;
+    // The other server works on the lead: it keeps the lead and its key.
+    other
+        .add_note(&s.agent1.ctx, lead, NoteBody::parse("first call").unwrap())
+        .await
+        .unwrap();
+    let why = || Reason::parse("asked to be forgotten").unwrap();
+    let (first, second) = tokio::join!(
+        one.erase_lead(&s.owner.ctx, lead, why()),
+        other.erase_lead(&s.admin.ctx, lead, why())
+    );
+    let (first, second) = (first.unwrap(), second.unwrap());
+    assert_eq!(first, second, "both answer the one erasure");
+    let erasures = one
+        .store()
+        .read_all(Position::START, 10_000)
+        .await
+        .unwrap()
+        .iter()
+        .filter(|e| e.event_type == "LeadErased")
+        .count();
+    assert_eq!(erasures, 1);
+    // Each server refuses a write on what it kept, and appends nothing.
+    let head = support::head(&one).await;
+    for server in [&one, &other] {
+        let refused = server
+            .add_note(&s.agent1.ctx, lead, NoteBody::parse("again").unwrap())
+            .await
+            .unwrap_err();
+        assert!(matches!(refused, AppError::Gone("lead")), "{refused:?}");
+        let read = server.lead_row(&s.agent1.ctx, lead).await.unwrap();
+        assert!(read.erased && read.name.is_none());
+    }
+    assert_eq!(support::head(&one).await, head);
 }

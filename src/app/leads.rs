@@ -204,7 +204,7 @@ impl App {
         reason: Reason,
     ) -> Result<Erasure, AppError> {
         authorize(&ctx.caller, Action::EraseLeads)?;
-        retry_lost_races(None, || async {
+        let written = retry_lost_races(None, || async {
             let loaded = match self.load_lead(id).await {
                 Ok(loaded) => loaded,
                 Err(AppError::NotFound(_)) => return Err(AppError::NotFound("lead")),
@@ -231,11 +231,11 @@ impl App {
         })
         .await?;
         self.caches.leads.forget(&lead_stream(id));
-        // The erasure is the stream's last event: nothing is recorded after it.
-        let version = self.store.stream_version(lead_stream(id)).await?;
+        // The erasure is the stream's last event (nothing is recorded after it),
+        // and the version written, or found, is the stream's.
         let erasure = self
             .store
-            .read_stream(lead_stream(id), version.saturating_sub(1))
+            .read_stream(lead_stream(id), written.version.saturating_sub(1))
             .await?
             .pop()
             .filter(|e| e.event_type == "LeadErased")
@@ -246,13 +246,11 @@ impl App {
         ])
         .await?;
         // SQLite keeps the pages as they were in the database file until its
-        // write-ahead log is checkpointed: at once, when no reader holds it (it
-        // is cheap; PostgreSQL's rewrite is not, and is `crm lead erase`'s).
-        if self.store.database().backend_name() == "sqlite" {
-            match self.store.scrub(&[]).await {
-                Ok(done) => tracing::info!(lead = %id, %done, "erased"),
-                Err(error) => tracing::warn!(%error, "the write-ahead log was not emptied"),
-            }
+        // write-ahead log is checkpointed: as far as it goes without waiting for
+        // anyone (emptying the log waits for every reader and holds the writers
+        // meanwhile, which is `crm lead erase`'s, like PostgreSQL's rewrite).
+        if let Err(error) = self.store.checkpoint().await {
+            tracing::warn!(%error, lead = %id, "the write-ahead log was not checkpointed");
         }
         Ok(Erasure {
             id,

@@ -85,24 +85,13 @@ impl App {
         // then it finds the key destroyed and keeps nothing. SQLite's statements
         // write one at a time. (A retry then runs again, and is refused as the
         // lead is gone.)
-        let lock = if self.store.database().backend_name() == "sqlite" {
-            ""
+        let keep = if self.store.database().backend_name() == "sqlite" {
+            KEEP_SQLITE
         } else {
-            " FOR SHARE"
+            KEEP_POSTGRES
         };
-        let keep = format!(
-            "INSERT INTO http_idempotency \
-             (token_hash, key, fingerprint, status, content_type, body, created_at, lead_id) \
-             SELECT $1, $2, $3, $4, $5, $6, $7, $8 WHERE NOT EXISTS \
-             (SELECT 1 FROM (SELECT sealed_key FROM lead_keys WHERE lead_id = $8{lock}) AS k \
-              WHERE k.sealed_key IS NULL) \
-             ON CONFLICT (token_hash, key) DO UPDATE \
-             SET status = excluded.status, content_type = excluded.content_type, \
-             body = excluded.body, lead_id = excluded.lead_id \
-             WHERE http_idempotency.status = 0"
-        );
         on_pool!(self.store.database(), |pool| {
-            sqlx::query(&keep)
+            sqlx::query(keep)
                 .bind(session.as_slice())
                 .bind(key)
                 .bind(kept.fingerprint.as_slice())
@@ -119,3 +108,24 @@ impl App {
         Ok(())
     }
 }
+
+/// Keeps an answer unless its lead is erased (see [`App::keep_response`]); the
+/// PostgreSQL form takes the lead key's row lock.
+macro_rules! keep_unless_erased {
+    ($lock:literal) => {
+        concat!(
+            "INSERT INTO http_idempotency \
+             (token_hash, key, fingerprint, status, content_type, body, created_at, lead_id) \
+             SELECT $1, $2, $3, $4, $5, $6, $7, $8 WHERE NOT EXISTS \
+             (SELECT 1 FROM (SELECT sealed_key FROM lead_keys WHERE lead_id = $8",
+            $lock,
+            ") AS k WHERE k.sealed_key IS NULL) \
+             ON CONFLICT (token_hash, key) DO UPDATE \
+             SET status = excluded.status, content_type = excluded.content_type, \
+             body = excluded.body, lead_id = excluded.lead_id \
+             WHERE http_idempotency.status = 0"
+        )
+    };
+}
+const KEEP_SQLITE: &str = keep_unless_erased!("");
+const KEEP_POSTGRES: &str = keep_unless_erased!(" FOR SHARE");

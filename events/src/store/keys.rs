@@ -44,6 +44,9 @@ pub(crate) struct Keys {
 pub(crate) struct Sealed {
     new_keys: Vec<(Uuid, Vec<u8>, LeadKey)>,
     erased: Vec<Uuid>,
+    /// Each event's payload as it was given (in order across the appends), where
+    /// sealing changed it: what the commit is announced with.
+    pub(crate) opened: Vec<Option<String>>,
 }
 
 impl Keys {
@@ -112,7 +115,9 @@ impl Keys {
         side: &mut Vec<SideWrite>,
     ) -> Result<Sealed, StoreError> {
         let mut sealed = Sealed::default();
-        for append in appends.iter_mut() {
+        let mut opened: Vec<Vec<Option<String>>> =
+            appends.iter().map(|a| vec![None; a.events.len()]).collect();
+        for (append, opened) in appends.iter_mut().zip(&mut opened) {
             if append.stream.stream_type != StreamType::Lead {
                 continue;
             }
@@ -176,11 +181,15 @@ impl Keys {
                         key
                     }
                 };
-            for event in &mut append.events {
-                event.payload = vault::seal(&key, lead, &event.event_type, &event.payload)
+            for (event, opened) in append.events.iter_mut().zip(opened.iter_mut()) {
+                let sealed_text = vault::seal(&key, lead, &event.event_type, &event.payload)
                     .map_err(StoreError::key)?;
+                if sealed_text != event.payload {
+                    *opened = Some(std::mem::replace(&mut event.payload, sealed_text));
+                }
             }
         }
+        sealed.opened = opened.into_iter().flatten().collect();
         Ok(sealed)
     }
 
@@ -309,7 +318,9 @@ impl Keys {
         }
         for event in &mut events {
             if let Some(granted) = access.get(&event.stream.id) {
-                if event.stream.stream_type == StreamType::Lead {
+                if event.stream.stream_type == StreamType::Lead
+                    && vault::is_personal(&event.event_type)
+                {
                     event.payload =
                         vault::open(granted, event.stream.id, &event.event_type, &event.payload);
                 }

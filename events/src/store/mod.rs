@@ -324,22 +324,13 @@ impl EventStore {
         // A retry is recognised by what was asked, before sealing (whose nonces
         // differ every time).
         let fingerprint = fingerprint(&appends);
-        let plain: Vec<String> = appends
-            .iter()
-            .flat_map(|a| a.events.iter().map(|e| e.payload.clone()))
-            .collect();
         let mut appends = appends;
-        let sealed = self
+        let mut sealed = self
             .inner
             .keys
             .seal(&self.inner.db, &mut appends, &mut side)
             .await?;
-        let opened = appends
-            .iter()
-            .flat_map(|a| a.events.iter())
-            .zip(plain)
-            .map(|(event, plain)| (event.payload != plain).then_some(plain))
-            .collect();
+        let opened = std::mem::take(&mut sealed.opened);
         let request = AppendRequest {
             site_id,
             fingerprint,
@@ -400,6 +391,22 @@ impl EventStore {
                 Ok(format!("rewrote (VACUUM FULL) {}", tables.join(", ")))
             }
         }
+    }
+
+    /// On SQLite, copies what the write-ahead log holds into the database file
+    /// as far as it can without waiting for readers or writers (a passive
+    /// checkpoint); nothing on PostgreSQL. See [`EventStore::scrub`] for the
+    /// whole of it.
+    ///
+    /// # Errors
+    /// Database errors.
+    pub async fn checkpoint(&self) -> Result<(), StoreError> {
+        if let Database::Sqlite(pool) = &self.inner.db {
+            sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
+                .execute(pool)
+                .await?;
+        }
+        Ok(())
     }
 
     /// The id of the master key this database's lead keys are sealed with, if

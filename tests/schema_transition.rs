@@ -41,9 +41,19 @@ async fn restore(db: &TestDatabase) {
     }
 }
 
-/// The last release's migrations, and this release's.
+/// The last release's migrations.
 const RELEASED: i64 = 10;
-const CURRENT: i64 = 13;
+
+/// This release's migrations on a backend: 14 is PostgreSQL's alone (the audit
+/// trail's key begins with the site there; SQLite's planner reads a site's pages by
+/// the site's index already).
+fn current(db: &TestDatabase) -> Vec<i64> {
+    let mut versions: Vec<i64> = (1..=13).collect();
+    if db.backend() == "postgres" {
+        versions.push(14);
+    }
+    versions
+}
 
 /// The fixture's migrations, read before anything of this release opens it.
 async fn released_migrations(db: &TestDatabase) -> Vec<(i64, Vec<u8>, String)> {
@@ -89,7 +99,7 @@ async fn a_database_of_the_last_release_opens_unchanged_and_works(db: &TestDatab
     );
     assert_eq!(
         after.iter().map(|m| m.0).collect::<Vec<_>>(),
-        (1..=CURRENT).collect::<Vec<_>>(),
+        current(db),
         "this release's migrations were applied"
     );
     let report = app.store().verify(None).await.unwrap();
@@ -230,8 +240,5 @@ async fn two_servers_starting_at_once_migrate_an_empty_database_once(db: &TestDa
     let (one, other) = tokio::join!(start(), start());
     let (one, _other) = (one.unwrap(), other.unwrap());
     let applied = migrations(one.store()).await;
-    assert_eq!(
-        applied.iter().map(|m| m.0).collect::<Vec<_>>(),
-        (1..=CURRENT).collect::<Vec<_>>()
-    );
+    assert_eq!(applied.iter().map(|m| m.0).collect::<Vec<_>>(), current(db));
 }

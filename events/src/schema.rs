@@ -83,9 +83,14 @@ impl Schema {
         }
     }
 
-    /// The versions this crate's migrations have (the same on both backends).
-    pub fn versions(&self) -> impl Iterator<Item = i64> + '_ {
-        self.sqlite
+    /// The versions this crate's migrations have on `db`'s backend (a migration may
+    /// be one backend's alone).
+    pub fn versions(&self, db: &Database) -> impl Iterator<Item = i64> + '_ {
+        let migrator = match db {
+            Database::Sqlite(_) => self.sqlite,
+            Database::Postgres(_) => self.postgres,
+        };
+        migrator
             .iter()
             .filter(|m| !m.migration_type.is_down_migration())
             .map(|m| m.version)
@@ -106,7 +111,7 @@ pub async fn unknown_versions(db: &Database, schemas: &[&Schema]) -> Result<Vec<
         .filter(|v| {
             !schemas
                 .iter()
-                .any(|s| s.versions().any(|known| known == *v))
+                .any(|s| s.versions(db).any(|known| known == *v))
         })
         .collect())
 }

@@ -4,7 +4,7 @@
 //! review what was changed while impersonating; compliance filters and exports all
 //! changes; an agent reads who logged in as them.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
 use crm_events::ids::{ImpersonationId, SiteId, UserId};
@@ -90,10 +90,10 @@ async fn apply(tx: &mut Tx<'_>, events: &[&Decoded]) -> Result<(), StoreError> {
     );
     // Leads erased in this batch: their earlier changes in it are written as they
     // read once erased, and those already stored are rewritten below.
-    let erased: BTreeSet<Uuid> = events
+    let erased: BTreeMap<Uuid, Uuid> = events
         .iter()
         .filter(|d| matches!(d.event, DomainEvent::LeadErased(_)))
-        .map(|d| d.recorded.stream.id)
+        .map(|d| (d.recorded.stream.id, d.recorded.site_id.as_uuid()))
         .collect();
     let mut started: Vec<NewSession> = Vec::new();
     let mut updated: BTreeMap<Uuid, SessionUpdate> = BTreeMap::new();
@@ -105,7 +105,7 @@ async fn apply(tx: &mut Tx<'_>, events: &[&Decoded]) -> Result<(), StoreError> {
     for decoded in events {
         let e = &decoded.recorded;
         if let Some((id, label)) = label_of(&decoded.event, e.stream.id) {
-            let label = if erased.contains(&id) {
+            let label = if erased.contains_key(&id) {
                 ERASED.to_owned()
             } else {
                 label
@@ -137,7 +137,7 @@ async fn apply(tx: &mut Tx<'_>, events: &[&Decoded]) -> Result<(), StoreError> {
                     continue;
                 };
                 for (seq, change) in fields.iter().enumerate() {
-                    let erasing = entity_type == "lead" && erased.contains(&entity_id);
+                    let erasing = entity_type == "lead" && erased.contains_key(&entity_id);
                     let (before, after) = if erasing {
                         (
                             erased_value(&change.field, &change.before),
@@ -174,8 +174,8 @@ async fn apply(tx: &mut Tx<'_>, events: &[&Decoded]) -> Result<(), StoreError> {
     }
     changes.write(tx).await?;
     named.write(tx).await?;
-    for lead in &erased {
-        erase_stored(tx, *lead).await?;
+    for (lead, site) in &erased {
+        erase_stored(tx, *site, *lead).await?;
     }
     let mut sessions = Rows::new(
         "INSERT INTO audit_sessions (id, site_id, admin_id, subject_id, reason, started_at, \
@@ -241,12 +241,14 @@ pub fn erased_value(field: &str, value: &Value) -> Value {
 
 /// Rewrites the stored changes and names of an erased lead as they read once
 /// erased.
-async fn erase_stored(tx: &mut Tx<'_>, lead: Uuid) -> Result<(), StoreError> {
+async fn erase_stored(tx: &mut Tx<'_>, site: Uuid, lead: Uuid) -> Result<(), StoreError> {
+    // The site first: the changes' indexes all begin with it.
     let rows: Vec<(i64, i64, String, String, String)> = fetch_all!(
         tx,
         (i64, i64, String, String, String),
         "SELECT position, seq, field, before, after FROM audit_changes \
-         WHERE entity_type = 'lead' AND entity_id = $1",
+         WHERE site_id = $1 AND entity_type = 'lead' AND entity_id = $2",
+        site,
         lead
     )?;
     for (position, seq, field, before, after) in rows {
@@ -259,9 +261,11 @@ async fn erase_stored(tx: &mut Tx<'_>, lead: Uuid) -> Result<(), StoreError> {
         if erased_before != before || erased_after != after {
             execute!(
                 tx,
-                "UPDATE audit_changes SET before = $1, after = $2 WHERE position = $3 AND seq = $4",
+                "UPDATE audit_changes SET before = $1, after = $2 \
+                 WHERE site_id = $3 AND position = $4 AND seq = $5",
                 erased_before,
                 erased_after,
+                site,
                 position,
                 seq
             )?;

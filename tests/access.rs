@@ -172,7 +172,7 @@ async fn every_endpoint_allows_and_denies_as_the_contract_says(db: &TestDatabase
     let (api, a) = demo(db).await;
     let b = site(&api.app, "Other Realty", "other.example").await;
     let (own_things, other_things) = (things(&api, &a).await, things(&api, &b).await);
-    let logged_in_as_agent1 = |email: String| {
+    let logged_in_as_agent1 = |email: String, mode: &'static str| {
         let api = api.clone();
         let agent1 = a.agent1.id;
         async move {
@@ -181,15 +181,17 @@ async fn every_endpoint_allows_and_denies_as_the_contract_says(db: &TestDatabase
                 .post(
                     &token,
                     "/api/impersonation",
-                    json!({"user_id": agent1, "reason": "matrix"}),
+                    json!({"user_id": agent1, "reason": "matrix", "mode": mode}),
                 )
                 .await;
             assert_eq!(started.status, 200, "{}", started.body);
+            assert_eq!(started.body["impersonation"]["mode"], mode);
             token
         }
     };
-    let owner_as = logged_in_as_agent1(a.owner.email.clone()).await;
-    let admin_as = logged_in_as_agent1(a.admin.email.clone()).await;
+    let owner_as = logged_in_as_agent1(a.owner.email.clone(), "edit").await;
+    let admin_as = logged_in_as_agent1(a.admin.email.clone(), "edit").await;
+    let admin_views = logged_in_as_agent1(a.admin.email.clone(), "view").await;
     let token = |c: Caller| -> Option<String> {
         Some(match c {
             Caller::Anonymous => return None,
@@ -200,6 +202,7 @@ async fn every_endpoint_allows_and_denies_as_the_contract_says(db: &TestDatabase
             Caller::Auditor => a.auditor.token.clone(),
             Caller::OwnerAsAgent1 => owner_as.clone(),
             Caller::AdminAsAgent1 => admin_as.clone(),
+            Caller::AdminViewsAgent1 => admin_views.clone(),
         })
     };
 
@@ -214,7 +217,7 @@ async fn every_endpoint_allows_and_denies_as_the_contract_says(db: &TestDatabase
             Caller::Agent2 => (id(&a.agent2), id(&a.agent2)),
             Caller::Auditor => (id(&a.auditor), id(&a.auditor)),
             Caller::OwnerAsAgent1 => (id(&a.agent1), id(&a.owner)),
-            Caller::AdminAsAgent1 => (id(&a.agent1), id(&a.admin)),
+            Caller::AdminAsAgent1 | Caller::AdminViewsAgent1 => (id(&a.agent1), id(&a.admin)),
         }
     };
     let agents = [a.agent1.id.to_string(), a.agent2.id.to_string()];
@@ -240,10 +243,12 @@ async fn every_endpoint_allows_and_denies_as_the_contract_says(db: &TestDatabase
                     }
                     None => None,
                 };
-                let expected = if caller == Caller::Anonymous {
-                    UNAUTHENTICATED
-                } else {
-                    (ep.expect)(caller, own)
+                let expected = match caller {
+                    Caller::Anonymous => UNAUTHENTICATED,
+                    Caller::AdminViewsAgent1 => {
+                        view_only(&ep, (ep.expect)(Caller::AdminAsAgent1, own))
+                    }
+                    _ => (ep.expect)(caller, own),
                 };
                 let token = token(caller);
                 let before = head(&api.app).await;
@@ -292,11 +297,16 @@ async fn every_endpoint_allows_and_denies_as_the_contract_says(db: &TestDatabase
                     if ep.method == Method::POST {
                         assert_eq!(api.delete(token, "/api/impersonation").await.status, 200);
                     } else {
+                        let mode = if caller == Caller::AdminViewsAgent1 {
+                            "view"
+                        } else {
+                            "edit"
+                        };
                         let again = api
                             .post(
                                 token,
                                 "/api/impersonation",
-                                json!({"user_id": a.agent1.id, "reason": "matrix"}),
+                                json!({"user_id": a.agent1.id, "reason": "matrix", "mode": mode}),
                             )
                             .await;
                         assert_eq!(again.status, 200, "{}", again.body);
@@ -513,10 +523,12 @@ enum Caller {
     Auditor,
     OwnerAsAgent1,
     AdminAsAgent1,
+    /// Logged in as agent1 in "View only" mode.
+    AdminViewsAgent1,
 }
 
 impl Caller {
-    const ALL: [Self; 8] = [
+    const ALL: [Self; 9] = [
         Self::Anonymous,
         Self::Owner,
         Self::Admin,
@@ -525,10 +537,14 @@ impl Caller {
         Self::Auditor,
         Self::OwnerAsAgent1,
         Self::AdminAsAgent1,
+        Self::AdminViewsAgent1,
     ];
 
     fn impersonating(self) -> bool {
-        matches!(self, Self::OwnerAsAgent1 | Self::AdminAsAgent1)
+        matches!(
+            self,
+            Self::OwnerAsAgent1 | Self::AdminAsAgent1 | Self::AdminViewsAgent1
+        )
     }
 
     /// Owner or admin, acting as themselves.
@@ -540,7 +556,7 @@ impl Caller {
     fn acts_as_agent1(self) -> bool {
         matches!(
             self,
-            Self::Agent1 | Self::OwnerAsAgent1 | Self::AdminAsAgent1
+            Self::Agent1 | Self::OwnerAsAgent1 | Self::AdminAsAgent1 | Self::AdminViewsAgent1
         )
     }
 }
@@ -559,6 +575,19 @@ const FORBIDDEN: Expect = Expect::Denied(403, "forbidden");
 const NOT_WHILE_IMPERSONATING: Expect = Expect::Denied(403, "impersonation_forbidden");
 const NOT_FOUND: Expect = Expect::Denied(404, "not_found");
 const CONFLICT: Expect = Expect::Denied(409, "conflict");
+const READ_ONLY: Expect = Expect::Denied(403, "impersonation_read_only");
+
+/// A view-only session gets what the same session in edit mode gets, except that
+/// every write is refused as read only (or as reserved to the real human, first):
+/// reads, signing out and "Return to Admin" are not writes of the agent's account.
+fn view_only(ep: &Endpoint, edit: Expect) -> Expect {
+    let session = ["/api/logout", "/api/impersonation"].contains(&ep.path);
+    if ep.method == Method::GET || session || edit == NOT_WHILE_IMPERSONATING {
+        edit
+    } else {
+        READ_ONLY
+    }
+}
 
 /// The ids of one site's things a request may name.
 #[derive(Debug, Clone)]

@@ -11,6 +11,7 @@ use crm::domain::values::{
     TemplateSubject,
 };
 use crm_events::backend_tests;
+use crm_events::catalog::values::ImpersonationMode;
 use crm_events::catalog::values::{Channel, Direction, Role, Stage, TemplateKind};
 use crm_events::ids::UserId;
 use crm_events::testing::TestDatabase;
@@ -78,7 +79,12 @@ async fn the_same_changes_as_the_agent_and_as_an_impersonating_admin_differ_only
     .await
     .unwrap();
     let acting = app
-        .start_impersonation(&s.admin.ctx, s.agent1.id, reason("Update Dana"))
+        .start_impersonation(
+            &s.admin.ctx,
+            s.agent1.id,
+            reason("Update Dana"),
+            ImpersonationMode::Edit,
+        )
         .await
         .unwrap()
         .0;

@@ -11,6 +11,7 @@ use crm::app::{App, Clock};
 use crm_events::backend_tests;
 use crm_events::catalog::impersonation::ImpersonationEnded;
 use crm_events::catalog::values::EndReason;
+use crm_events::catalog::values::ImpersonationMode;
 use crm_events::ids::ImpersonationId;
 use crm_events::testing::TestDatabase;
 use crm_events::{DomainEvent, Position};
@@ -56,7 +57,12 @@ async fn an_expired_impersonation_is_recorded_at_its_expiry_with_no_request_once
         second.watch_endings(std::time::Duration::from_millis(200)),
     ];
     let (acting, _) = first
-        .start_impersonation(&s.admin.ctx, s.agent1.id, reason("Fix the phone"))
+        .start_impersonation(
+            &s.admin.ctx,
+            s.agent1.id,
+            reason("Fix the phone"),
+            ImpersonationMode::Edit,
+        )
         .await
         .unwrap();
     let id = acting.impersonation().unwrap();
@@ -126,7 +132,12 @@ async fn deactivating_or_demoting_records_revoked_at_once_and_a_restart_keeps_it
     // The admin deactivated while logged in as the agent.
     let (acting, _) = api
         .app
-        .start_impersonation(&s.admin.ctx, s.agent1.id, reason("Help"))
+        .start_impersonation(
+            &s.admin.ctx,
+            s.agent1.id,
+            reason("Help"),
+            ImpersonationMode::Edit,
+        )
         .await
         .unwrap();
     let deactivated = acting.impersonation().unwrap();
@@ -142,7 +153,12 @@ async fn deactivating_or_demoting_records_revoked_at_once_and_a_restart_keeps_it
     // The agent deactivated while an admin is logged in as them.
     let (acting, _) = api
         .app
-        .start_impersonation(&admin.ctx, s.agent1.id, reason("Help"))
+        .start_impersonation(
+            &admin.ctx,
+            s.agent1.id,
+            reason("Help"),
+            ImpersonationMode::Edit,
+        )
         .await
         .unwrap();
     let agent_gone = acting.impersonation().unwrap();
@@ -156,7 +172,12 @@ async fn deactivating_or_demoting_records_revoked_at_once_and_a_restart_keeps_it
     // The admin demoted to agent while logged in as the agent.
     let (acting, _) = api
         .app
-        .start_impersonation(&admin.ctx, s.agent1.id, reason("Help"))
+        .start_impersonation(
+            &admin.ctx,
+            s.agent1.id,
+            reason("Help"),
+            ImpersonationMode::Edit,
+        )
         .await
         .unwrap();
     let demoted = acting.impersonation().unwrap();
@@ -432,7 +453,12 @@ async fn a_write_in_flight_when_the_impersonation_ends_commits_nothing(db: &Test
     ] {
         let admin = login(app, "admin@demo.example").await;
         let (acting, _) = app
-            .start_impersonation(&admin.ctx, s.agent1.id, reason("Help"))
+            .start_impersonation(
+                &admin.ctx,
+                s.agent1.id,
+                reason("Help"),
+                ImpersonationMode::Edit,
+            )
             .await
             .unwrap();
         // Authenticated now, written after the end.

@@ -11,6 +11,7 @@ use crm::app::AppError;
 use crm::domain::lead::LeadEdit;
 use crm::domain::values::{DueAt, Email, NoteBody, PersonName, Phone, Reason, Summary, TaskTitle};
 use crm_events::backend_tests;
+use crm_events::catalog::values::ImpersonationMode;
 use crm_events::catalog::values::{Channel, Direction, Stage};
 use crm_events::ids::LeadId;
 use crm_events::testing::TestDatabase;
@@ -112,7 +113,12 @@ async fn worked_lead(app: &crm::app::App, s: &Site, v: &Distinct) -> LeadId {
     .await
     .unwrap();
     let (acting, _) = app
-        .start_impersonation(&s.admin.ctx, s.agent1.id, reason("Fix the lead's contact"))
+        .start_impersonation(
+            &s.admin.ctx,
+            s.agent1.id,
+            reason("Fix the lead's contact"),
+            ImpersonationMode::Edit,
+        )
         .await
         .unwrap();
     app.edit_lead(
@@ -448,7 +454,12 @@ async fn only_owners_and_admins_erase_never_while_logged_in_as_someone(db: &Test
         assert!(matches!(refused, AppError::Forbidden(_)), "{refused:?}");
     }
     let (acting, _) = app
-        .start_impersonation(&s.admin.ctx, s.agent1.id, reason("look"))
+        .start_impersonation(
+            &s.admin.ctx,
+            s.agent1.id,
+            reason("look"),
+            ImpersonationMode::Edit,
+        )
         .await
         .unwrap();
     let refused = app.erase_lead(&acting, lead, why()).await.unwrap_err();

@@ -8,6 +8,7 @@ use crm::app::AppError;
 use crm::domain::site::SiteSettingsEdit;
 use crm::domain::values::Password;
 use crm_events::backend_tests;
+use crm_events::catalog::values::ImpersonationMode;
 use crm_events::catalog::values::{EndReason, Role};
 use crm_events::ids::CorrelationId;
 use crm_events::testing::TestDatabase;
@@ -35,6 +36,7 @@ async fn an_admin_logs_in_as_an_agent_and_returns_to_admin(db: &TestDatabase) {
             &s.admin.ctx,
             s.agent1.id,
             reason("Fix Dana's follow-up template"),
+            ImpersonationMode::Edit,
         )
         .await
         .unwrap()
@@ -81,7 +83,7 @@ async fn an_admin_logs_in_as_an_agent_and_returns_to_admin(db: &TestDatabase) {
     );
     // No nesting.
     let nested = app
-        .start_impersonation(&next, s.agent2.id, reason("x"))
+        .start_impersonation(&next, s.agent2.id, reason("x"), ImpersonationMode::Edit)
         .await
         .unwrap_err();
     assert!(matches!(nested, AppError::Conflict(_)), "{nested:?}");
@@ -114,7 +116,12 @@ async fn an_admin_logs_in_as_an_agent_and_returns_to_admin(db: &TestDatabase) {
 
     // The owner may too.
     let owner_acting = app
-        .start_impersonation(&s.owner.ctx, s.agent2.id, reason("Check settings"))
+        .start_impersonation(
+            &s.owner.ctx,
+            s.agent2.id,
+            reason("Check settings"),
+            ImpersonationMode::Edit,
+        )
         .await
         .unwrap()
         .0;
@@ -146,13 +153,23 @@ async fn disallowed_callers_and_targets_are_refused_and_append_nothing(db: &Test
     ];
     for (caller, target, case) in forbidden {
         let error = app
-            .start_impersonation(&caller.ctx, target, reason("reason"))
+            .start_impersonation(
+                &caller.ctx,
+                target,
+                reason("reason"),
+                ImpersonationMode::Edit,
+            )
             .await
             .unwrap_err();
         assert!(matches!(error, AppError::Forbidden(_)), "{case}: {error:?}");
     }
     let missing = app
-        .start_impersonation(&s.admin.ctx, s.agent1.id, reason("   "))
+        .start_impersonation(
+            &s.admin.ctx,
+            s.agent1.id,
+            reason("   "),
+            ImpersonationMode::Edit,
+        )
         .await
         .unwrap_err();
     assert!(
@@ -164,6 +181,7 @@ async fn disallowed_callers_and_targets_are_refused_and_append_nothing(db: &Test
             &s.admin.ctx,
             crm_events::ids::UserId::generate(),
             reason("r"),
+            ImpersonationMode::Edit,
         )
         .await
         .unwrap_err();
@@ -182,7 +200,7 @@ async fn disallowed_callers_and_targets_are_refused_and_append_nothing(db: &Test
     .await
     .unwrap();
     assert!(app
-        .start_impersonation(&s.admin.ctx, s.agent1.id, None)
+        .start_impersonation(&s.admin.ctx, s.agent1.id, None, ImpersonationMode::Edit)
         .await
         .is_ok());
 }
@@ -193,7 +211,12 @@ async fn the_reserved_actions_are_refused_while_impersonating_and_append_nothing
     let app = app(db).await;
     let s = site(&app, "Demo Realty", "demo.example").await;
     let acting = app
-        .start_impersonation(&s.owner.ctx, s.agent1.id, reason("Help"))
+        .start_impersonation(
+            &s.owner.ctx,
+            s.agent1.id,
+            reason("Help"),
+            ImpersonationMode::Edit,
+        )
         .await
         .unwrap()
         .0;
@@ -257,7 +280,12 @@ async fn an_expired_impersonation_acts_as_the_admin_again_and_is_recorded_as_exp
     let app = app(db).await;
     let s = site(&app, "Demo Realty", "demo.example").await;
     let acting = app
-        .start_impersonation(&s.admin.ctx, s.agent1.id, reason("Help"))
+        .start_impersonation(
+            &s.admin.ctx,
+            s.agent1.id,
+            reason("Help"),
+            ImpersonationMode::Edit,
+        )
         .await
         .unwrap()
         .0;
@@ -301,9 +329,14 @@ async fn deactivating_or_demoting_revokes_the_impersonation(db: &TestDatabase) {
     let s = site(&app, "Demo Realty", "demo.example").await;
 
     // The subject deactivated.
-    app.start_impersonation(&s.admin.ctx, s.agent1.id, reason("Help"))
-        .await
-        .unwrap();
+    app.start_impersonation(
+        &s.admin.ctx,
+        s.agent1.id,
+        reason("Help"),
+        ImpersonationMode::Edit,
+    )
+    .await
+    .unwrap();
     let before = head(&app).await;
     app.update_user(&s.owner.ctx, s.agent1.id, None, Some(false), None)
         .await
@@ -321,9 +354,14 @@ async fn deactivating_or_demoting_revokes_the_impersonation(db: &TestDatabase) {
     );
 
     // The admin demoted.
-    app.start_impersonation(&s.admin2.ctx, s.agent2.id, reason("Help"))
-        .await
-        .unwrap();
+    app.start_impersonation(
+        &s.admin2.ctx,
+        s.agent2.id,
+        reason("Help"),
+        ImpersonationMode::Edit,
+    )
+    .await
+    .unwrap();
     let before = head(&app).await;
     app.update_user(&s.owner.ctx, s.admin2.id, Some(Role::Agent), None, None)
         .await
@@ -339,9 +377,14 @@ async fn deactivating_or_demoting_revokes_the_impersonation(db: &TestDatabase) {
 async fn switching_impersonation_off_revokes_sessions_in_progress(db: &TestDatabase) {
     let app = app(db).await;
     let s = site(&app, "Demo Realty", "demo.example").await;
-    app.start_impersonation(&s.admin.ctx, s.agent1.id, reason("Help"))
-        .await
-        .unwrap();
+    app.start_impersonation(
+        &s.admin.ctx,
+        s.agent1.id,
+        reason("Help"),
+        ImpersonationMode::Edit,
+    )
+    .await
+    .unwrap();
     let before = head(&app).await;
     app.change_site_settings(
         &s.owner.ctx,
@@ -359,7 +402,7 @@ async fn switching_impersonation_off_revokes_sessions_in_progress(db: &TestDatab
     assert_eq!(next.impersonation(), None);
     assert_eq!(ended_reasons(&app, before).await, [EndReason::Revoked]);
     let error = app
-        .start_impersonation(&next, s.agent1.id, reason("again"))
+        .start_impersonation(&next, s.agent1.id, reason("again"), ImpersonationMode::Edit)
         .await
         .unwrap_err();
     assert!(matches!(error, AppError::Forbidden(_)), "{error:?}");
@@ -369,7 +412,12 @@ async fn signing_out_ends_the_impersonation_and_the_session(db: &TestDatabase) {
     let app = app(db).await;
     let s = site(&app, "Demo Realty", "demo.example").await;
     let acting = app
-        .start_impersonation(&s.admin.ctx, s.agent1.id, reason("Help"))
+        .start_impersonation(
+            &s.admin.ctx,
+            s.agent1.id,
+            reason("Help"),
+            ImpersonationMode::Edit,
+        )
         .await
         .unwrap()
         .0;
@@ -420,7 +468,12 @@ async fn the_sites_maximum_duration_is_honoured(db: &TestDatabase) {
         .await
         .unwrap();
     let acting = app
-        .start_impersonation(&s.admin.ctx, s.agent1.id, reason("Quick fix"))
+        .start_impersonation(
+            &s.admin.ctx,
+            s.agent1.id,
+            reason("Quick fix"),
+            ImpersonationMode::Edit,
+        )
         .await
         .unwrap()
         .0;

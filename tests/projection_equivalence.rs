@@ -5,6 +5,7 @@
 
 mod support;
 
+use crm_events::catalog::values::ImpersonationMode;
 use std::collections::{BTreeMap, HashMap};
 
 use crm::app::{App, AppError, RequestContext};
@@ -114,7 +115,12 @@ async fn random_history_made(apps: &[&App], seed: u64, steps: usize) -> (Vec<Sit
                 app.return_to_admin(&ctx).await.unwrap();
             } else {
                 let ctx = app
-                    .start_impersonation(&admin.ctx, agent.id, reason(&format!("step {step}")))
+                    .start_impersonation(
+                        &admin.ctx,
+                        agent.id,
+                        reason(&format!("step {step}")),
+                        ImpersonationMode::Edit,
+                    )
                     .await
                     .unwrap()
                     .0;

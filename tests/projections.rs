@@ -8,6 +8,7 @@ use crm::domain::settings::{SettingsChange, TemplateEdit};
 use crm::domain::site::SiteSettingsEdit;
 use crm::domain::values::{Email, NoteBody, Phone, TemplateBody, TemplateName, TemplateSubject};
 use crm_events::backend_tests;
+use crm_events::catalog::values::ImpersonationMode;
 use crm_events::catalog::values::{Stage, TemplateKind};
 use crm_events::ids::{LeadId, SiteId};
 use crm_events::testing::TestDatabase;
@@ -50,7 +51,12 @@ async fn the_seed_scenario_lists_exactly_the_admins_changes_with_before_and_afte
     // The admin logs in as the agent, changes two fields of a lead, adds a note,
     // edits a template and a setting, and returns to admin.
     let acting = app
-        .start_impersonation(&s.admin.ctx, s.agent1.id, reason("Fix Dana's record"))
+        .start_impersonation(
+            &s.admin.ctx,
+            s.agent1.id,
+            reason("Fix Dana's record"),
+            ImpersonationMode::Edit,
+        )
         .await
         .unwrap()
         .0;
@@ -431,7 +437,12 @@ async fn agents_are_told_when_the_site_says_so(db: &TestDatabase) {
     let app = app(db).await;
     let s = site(&app, "Demo Realty", "demo.example").await;
     let acting = app
-        .start_impersonation(&s.admin.ctx, s.agent1.id, reason("Quiet fix"))
+        .start_impersonation(
+            &s.admin.ctx,
+            s.agent1.id,
+            reason("Quiet fix"),
+            ImpersonationMode::Edit,
+        )
         .await
         .unwrap()
         .0;
@@ -460,9 +471,14 @@ async fn agents_are_told_when_the_site_says_so(db: &TestDatabase) {
     )
     .await
     .unwrap();
-    app.start_impersonation(&s.admin.ctx, s.agent1.id, reason("Update the signature"))
-        .await
-        .unwrap();
+    app.start_impersonation(
+        &s.admin.ctx,
+        s.agent1.id,
+        reason("Update the signature"),
+        ImpersonationMode::Edit,
+    )
+    .await
+    .unwrap();
     let told = notifications::list(
         app.settled(&app.projector().names()).await.unwrap(),
         s.agent1.id,
@@ -646,7 +662,12 @@ async fn the_users_list_says_on_which_rows_log_in_as_user_is_allowed(db: &TestDa
         "{agent:?}"
     );
     let acting = app
-        .start_impersonation(&s.admin.ctx, s.agent1.id, reason("Help"))
+        .start_impersonation(
+            &s.admin.ctx,
+            s.agent1.id,
+            reason("Help"),
+            ImpersonationMode::Edit,
+        )
         .await
         .unwrap()
         .0;
@@ -672,7 +693,12 @@ async fn reads_follow_the_same_policy_as_commands(db: &TestDatabase) {
     let s = site(&app, "Demo Realty", "demo.example").await;
     let lead = lead_of(&app, &s.agent1.ctx, "Dana").await;
     let acting = app
-        .start_impersonation(&s.admin.ctx, s.agent1.id, reason("Help"))
+        .start_impersonation(
+            &s.admin.ctx,
+            s.agent1.id,
+            reason("Help"),
+            ImpersonationMode::Edit,
+        )
         .await
         .unwrap()
         .0;

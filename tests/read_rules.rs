@@ -9,6 +9,7 @@ mod support;
 use crm::app::AppError;
 use crm::domain::site::SiteSettingsEdit;
 use crm_events::backend_tests;
+use crm_events::catalog::values::ImpersonationMode;
 use crm_events::ids::ImpersonationId;
 use crm_events::testing::TestDatabase;
 use support::*;
@@ -25,7 +26,12 @@ async fn an_agent_reads_only_the_sessions_about_their_own_account(db: &TestDatab
     let mut started = Vec::new();
     for (admin, agent) in [(&s.admin, &s.agent1), (&s.admin2, &s.agent2)] {
         let (acting, _) = app
-            .start_impersonation(&admin.ctx, agent.id, reason("checking the pipeline"))
+            .start_impersonation(
+                &admin.ctx,
+                agent.id,
+                reason("checking the pipeline"),
+                ImpersonationMode::Edit,
+            )
             .await
             .unwrap();
         started.push(acting.impersonation().unwrap());

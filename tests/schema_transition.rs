@@ -52,6 +52,7 @@ fn current(db: &TestDatabase) -> Vec<i64> {
     if db.backend() == "postgres" {
         versions.push(14);
     }
+    versions.push(15);
     versions
 }
 

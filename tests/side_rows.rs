@@ -6,6 +6,7 @@
 
 mod support;
 
+use crm_events::catalog::values::ImpersonationMode;
 use std::future::Future;
 use std::task::Poll;
 
@@ -153,9 +154,14 @@ async fn a_failed_append_leaves_credentials_and_sessions_untouched(db: &TestData
     remove_failure(&app, "events").await;
 
     inject_failure(&app, "events", "INSERT", Some("ImpersonationStarted")).await;
-    app.start_impersonation(&s.admin.ctx, s.agent1.id, reason("Help"))
-        .await
-        .unwrap_err();
+    app.start_impersonation(
+        &s.admin.ctx,
+        s.agent1.id,
+        reason("Help"),
+        ImpersonationMode::Edit,
+    )
+    .await
+    .unwrap_err();
     remove_failure(&app, "events").await;
 
     inject_failure(&app, "events", "INSERT", Some("UserDeactivated")).await;
@@ -213,9 +219,14 @@ async fn a_refused_row_beside_the_log_appends_nothing(db: &TestDatabase) {
     remove_failure(&app, "sessions").await;
 
     inject_failure(&app, "sessions", "UPDATE", None).await;
-    app.start_impersonation(&s.admin.ctx, s.agent1.id, reason("Help"))
-        .await
-        .unwrap_err();
+    app.start_impersonation(
+        &s.admin.ctx,
+        s.agent1.id,
+        reason("Help"),
+        ImpersonationMode::Edit,
+    )
+    .await
+    .unwrap_err();
     app.logout(&s.agent2.ctx).await.unwrap_err();
     app.update_user(&s.owner.ctx, s.agent2.id, None, Some(false), None)
         .await
@@ -231,12 +242,22 @@ async fn a_refused_row_beside_the_log_appends_nothing(db: &TestDatabase) {
     assert!(matches!(error, AppError::Conflict(_)), "{error:?}");
     // A session already in an impersonation cannot take up a second one, even
     // when the request was decided on an older view of it.
-    app.start_impersonation(&s.admin.ctx, s.agent1.id, reason("Help"))
-        .await
-        .unwrap();
+    app.start_impersonation(
+        &s.admin.ctx,
+        s.agent1.id,
+        reason("Help"),
+        ImpersonationMode::Edit,
+    )
+    .await
+    .unwrap();
     let before_second = head(&app).await;
     let error = app
-        .start_impersonation(&s.admin.ctx, s.agent2.id, reason("Again"))
+        .start_impersonation(
+            &s.admin.ctx,
+            s.agent2.id,
+            reason("Again"),
+            ImpersonationMode::Edit,
+        )
         .await
         .unwrap_err();
     assert!(matches!(error, AppError::Conflict(_)), "{error:?}");
@@ -336,7 +357,7 @@ async fn a_request_dropped_at_any_await_point_writes_both_or_neither(db: &TestDa
         let events = count(&app, "ImpersonationStarted").await;
         let done = dropped_after(
             polls,
-            app.start_impersonation(&ctx, s.agent1.id, reason("Help")),
+            app.start_impersonation(&ctx, s.agent1.id, reason("Help"), ImpersonationMode::Edit),
         )
         .await;
         after_the_writer(&app, &s).await;

@@ -67,6 +67,7 @@ struct NewSession {
     reason: Option<String>,
     started_at: DateTime<Utc>,
     expires_at: DateTime<Utc>,
+    mode: &'static str,
     ended: Option<(DateTime<Utc>, String)>,
     change_count: i64,
     position: i64,
@@ -121,6 +122,7 @@ async fn apply(tx: &mut Tx<'_>, events: &[&Decoded]) -> Result<(), StoreError> {
                 reason: s.reason.clone(),
                 started_at: e.recorded_at,
                 expires_at: s.expires_at,
+                mode: s.mode.as_str(),
                 ended: None,
                 change_count: 0,
                 position: e.position.0,
@@ -179,8 +181,8 @@ async fn apply(tx: &mut Tx<'_>, events: &[&Decoded]) -> Result<(), StoreError> {
     }
     let mut sessions = Rows::new(
         "INSERT INTO audit_sessions (id, site_id, admin_id, subject_id, reason, started_at, \
-         expires_at, ended_at, end_reason, change_count, position)",
-        11,
+         expires_at, ended_at, end_reason, change_count, position, mode)",
+        12,
         "",
     );
     for s in started {
@@ -197,6 +199,7 @@ async fn apply(tx: &mut Tx<'_>, events: &[&Decoded]) -> Result<(), StoreError> {
             end_reason.into(),
             s.change_count.into(),
             s.position.into(),
+            s.mode.into(),
         ]);
     }
     sessions.write(tx).await?;
@@ -477,6 +480,8 @@ pub struct ImpersonationSession {
     pub change_count: i64,
     #[serde(skip)]
     pub position: i64,
+    /// `edit`, or `view` for a session that could only look.
+    pub mode: String,
 }
 
 /// One change.
@@ -563,7 +568,7 @@ fn person(id: Uuid, name: Option<String>) -> Option<String> {
 
 const SESSION_COLUMNS: &str =
     "SELECT id, site_id, admin_id, subject_id, reason, started_at, expires_at, ended_at, \
-     end_reason, change_count, position FROM audit_sessions ";
+     end_reason, change_count, position, mode FROM audit_sessions ";
 /// The changes' columns with their names as they were at `as_of` (the latest when
 /// `None`), up to `FROM audit_changes `.
 fn change_columns(as_of: Option<i64>) -> Sql {

@@ -5,7 +5,7 @@ use std::net::IpAddr;
 use crm_events::catalog::user::{
     NotificationsRead, UserLoggedIn, UserLoggedOut, UserPasswordChanged,
 };
-use crm_events::catalog::values::{EndReason, Role};
+use crm_events::catalog::values::{EndReason, ImpersonationMode, Role};
 use crm_events::ids::{CorrelationId, ImpersonationId, SiteId, UserId};
 use crm_events::{DomainEvent, ExpectedVersion, Metadata, StoreError, StreamAppend};
 
@@ -201,11 +201,12 @@ impl App {
             idempotency_key,
             http_request: None,
         };
-        if let Some(subject) = self.ongoing_impersonation(&ctx, &session).await? {
+        if let Some((id, subject, mode)) = self.ongoing_impersonation(&ctx, &session).await? {
             ctx.caller = Caller {
                 actor: actor.view(),
-                subject: subject.1.view(),
-                impersonation: Some(subject.0),
+                subject: subject.view(),
+                impersonation: Some(id),
+                view_only: mode == ImpersonationMode::View,
             };
         }
         Ok(ctx)
@@ -216,7 +217,7 @@ impl App {
         &self,
         ctx: &RequestContext,
         session: &SessionRow,
-    ) -> Result<Option<(ImpersonationId, User)>, AppError> {
+    ) -> Result<Option<(ImpersonationId, User, ImpersonationMode)>, AppError> {
         let (Some(id), Some(subject_id)) = (session.impersonation_id, session.impersonated_user_id)
         else {
             return Ok(None);
@@ -227,7 +228,7 @@ impl App {
         let allowed = may_impersonate(&ctx.caller, &subject.view(), &rules, true).is_ok();
         let session_state = self.load_impersonation(id).await?.state;
         if allowed && session_state.is_live(self.clock.now()) {
-            return Ok(Some((id, subject)));
+            return Ok(Some((id, subject, session_state.mode)));
         }
         self.end_impersonation_of(ctx, id, subject.id, EndReason::Revoked)
             .await?;

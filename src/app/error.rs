@@ -23,6 +23,9 @@ pub enum AppError {
     /// Allowed to the real human, but not while logged in as someone else.
     #[error("{0}")]
     ImpersonationForbidden(String),
+    /// A write in a view-only "Log in as user" session.
+    #[error("{0}")]
+    ImpersonationReadOnly(String),
     /// The thing does not exist, or is not visible to the caller (never leak existence).
     #[error("{0} not found")]
     NotFound(&'static str),
@@ -98,6 +101,7 @@ impl From<Refusal> for AppError {
         match refusal {
             Refusal::Forbidden(why) => Self::Forbidden(why),
             Refusal::ImpersonationForbidden(_) => Self::ImpersonationForbidden(refusal.to_string()),
+            Refusal::ReadOnly => Self::ImpersonationReadOnly(refusal.to_string()),
         }
     }
 }

@@ -1,6 +1,6 @@
 //! "Log in as user" and "Return to Admin".
 
-use crm_events::catalog::values::EndReason;
+use crm_events::catalog::values::{EndReason, ImpersonationMode};
 use crm_events::ids::{CorrelationId, ImpersonationId, UserId};
 use crm_events::{DomainEvent, ExpectedVersion, StoreError};
 
@@ -14,8 +14,9 @@ use crate::domain::policy::{may_impersonate, Caller};
 use crate::domain::values::Reason;
 
 impl App {
-    /// The caller (an owner or admin) starts acting as the agent `target`. Returns
-    /// the context the session's next requests will have.
+    /// The caller (an owner or admin) starts acting as the agent `target`, in `mode`
+    /// (`view`: every write refused). Returns the context the session's next requests
+    /// will have.
     ///
     /// # Errors
     /// [`AppError::Conflict`] when already impersonating; [`AppError::NotFound`] for
@@ -27,6 +28,7 @@ impl App {
         ctx: &RequestContext,
         target: UserId,
         reason: Option<Reason>,
+        mode: ImpersonationMode,
     ) -> Result<(RequestContext, Written), AppError> {
         if ctx.caller.is_impersonating() {
             return Err(AppError::Conflict(
@@ -43,6 +45,7 @@ impl App {
                 actor: ctx.caller.actor,
                 subject: target.view(),
                 impersonation: Some(id),
+                view_only: mode == ImpersonationMode::View,
             },
             ..ctx.clone()
         };
@@ -50,6 +53,7 @@ impl App {
             ctx.actor(),
             target.id,
             reason,
+            mode,
             self.clock.now(),
             rules.max_minutes,
         );

@@ -172,9 +172,9 @@ impl App {
     ) -> Result<LeadPage, AppError> {
         self.settle_for(&[crm_projections::lead_manager::NAME])
             .await?;
-        authorize(&ctx.caller, Action::WorkOwnLeads)?;
+        authorize(&ctx.caller, Action::ReadOwnLeads)?;
         let owner = if query.whole_site {
-            authorize(&ctx.caller, Action::WorkAllLeads)?;
+            authorize(&ctx.caller, Action::ReadAllLeads)?;
             Owner::Site(ctx.site())
         } else {
             Owner::AssignedTo(ctx.subject())
@@ -222,7 +222,7 @@ impl App {
     /// the subject's to see.
     pub async fn lead_row(&self, ctx: &RequestContext, id: LeadId) -> Result<Lead, AppError> {
         let db = self.settled(&[crm_projections::lead_manager::NAME]).await?;
-        authorize(&ctx.caller, Action::WorkOwnLeads)?;
+        authorize(&ctx.caller, Action::ReadOwnLeads)?;
         let lead = lead_manager::get(db, id)
             .await?
             .ok_or(AppError::NotFound("lead"))?;

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use chrono::Utc;
 use crm_events::catalog::impersonation::{ImpersonationEnded, ImpersonationStarted};
 use crm_events::catalog::lead::*;
-use crm_events::catalog::values::{Channel, Direction, EndReason, Stage};
+use crm_events::catalog::values::{Channel, Direction, EndReason, ImpersonationMode, Stage};
 use crm_events::ids::{
     CommunicationId, CorrelationId, ImpersonationId, LeadId, NoteId, SiteId, TaskId, UserId,
 };
@@ -233,6 +233,7 @@ async fn lead_history(
             subject_id: agent,
             reason: Some("Clean up the pipeline".into()),
             expires_at: Utc::now() + chrono::Duration::minutes(60),
+            mode: ImpersonationMode::Edit,
         }
         .into();
         store

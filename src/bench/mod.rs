@@ -241,14 +241,16 @@ async fn definitions(
     }
 }
 
-/// Settles the database after a bulk write, as it is in service: PostgreSQL's
-/// planner gets its statistics, as autovacuum keeps them (a bulk fill outruns it,
-/// and it may be switched off); SQLite's write-ahead log is checkpointed into the
+/// Settles the database after a bulk write, as it is in service: PostgreSQL gets
+/// what autovacuum gives it (a bulk fill outruns autovacuum, and on a test machine
+/// it may be switched off): the planner's statistics, and the visibility map that
+/// lets a count read an index alone (the Lead Manager's counts per stage read 1,400
+/// heap pages of an agent's leads without it: 8 ms against 0.7); SQLite's write-ahead log is checkpointed into the
 /// database file, so reads do not wade through it. (SQLite plans without
 /// statistics unless asked to gather them, so none are gathered.)
 async fn ready_for_reads(store: &EventStore) -> Result<(), AppError> {
     let sql = match store.database() {
-        crm_events::Database::Postgres(_) => "ANALYZE",
+        crm_events::Database::Postgres(_) => "VACUUM (ANALYZE)",
         crm_events::Database::Sqlite(_) => "PRAGMA wal_checkpoint(TRUNCATE)",
     };
     run_sql(store, sql).await

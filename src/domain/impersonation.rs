@@ -2,7 +2,7 @@
 
 use chrono::{DateTime, Duration, Utc};
 use crm_events::catalog::impersonation::*;
-use crm_events::catalog::values::EndReason;
+use crm_events::catalog::values::{EndReason, ImpersonationMode};
 use crm_events::ids::UserId;
 use crm_events::DomainEvent;
 
@@ -16,6 +16,7 @@ pub struct Impersonation {
     pub reason: Option<String>,
     pub started_at: DateTime<Utc>,
     pub expires_at: DateTime<Utc>,
+    pub mode: ImpersonationMode,
     pub ended: Option<(EndReason, DateTime<Utc>)>,
 }
 
@@ -28,6 +29,7 @@ impl Impersonation {
             reason: started.reason.clone(),
             started_at: at,
             expires_at: started.expires_at,
+            mode: started.mode,
             ended: None,
         }
     }
@@ -51,6 +53,7 @@ pub fn start(
     admin_id: UserId,
     subject_id: UserId,
     reason: Option<Reason>,
+    mode: ImpersonationMode,
     now: DateTime<Utc>,
     max_minutes: u32,
 ) -> Vec<DomainEvent> {
@@ -59,6 +62,7 @@ pub fn start(
         subject_id,
         reason: reason.map(Reason::into_inner),
         expires_at: now + Duration::minutes(i64::from(max_minutes)),
+        mode,
     }
     .into()]
 }
@@ -92,6 +96,7 @@ mod tests {
             UserId::generate(),
             UserId::generate(),
             Some(Reason::parse("Fix the template").unwrap()),
+            ImpersonationMode::View,
             now,
             60,
         );

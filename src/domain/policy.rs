@@ -44,6 +44,9 @@ pub struct Caller {
     pub actor: UserView,
     pub subject: UserView,
     pub impersonation: Option<ImpersonationId>,
+    /// The impersonation is view only ("View only" rather than "Log in as user"):
+    /// every write is refused. Never set outside an impersonation.
+    pub view_only: bool,
 }
 
 impl Caller {
@@ -54,6 +57,7 @@ impl Caller {
             actor: user,
             subject: user,
             impersonation: None,
+            view_only: false,
         }
     }
 
@@ -86,9 +90,13 @@ pub enum Action {
     ChangeOwnPassword,
     /// Change my sign-in email.
     ChangeOwnEmail,
+    /// Read the Lead Manager: the leads assigned to me.
+    ReadOwnLeads,
+    /// Read every lead of the site (`scope=site`).
+    ReadAllLeads,
     /// Use the Lead Manager on leads assigned to me: create, edit, notes, tasks, ...
     WorkOwnLeads,
-    /// See and edit every lead of the site (`scope=site`), assign leads to others.
+    /// Edit every lead of the site, assign leads to others.
     WorkAllLeads,
     /// Read my settings, templates and communication tools.
     ReadOwnSettings,
@@ -109,17 +117,24 @@ pub enum Refusal {
     /// Allowed to the real human, but not while logged in as someone else.
     #[error("{0} is not allowed while logged in as another user")]
     ImpersonationForbidden(&'static str),
+    /// A write in a view-only impersonation.
+    #[error("this \"Log in as user\" session is view only: nothing can be changed in it")]
+    ReadOnly,
 }
 
 /// Rules on `action` for `caller`.
 ///
 /// # Errors
 /// [`Refusal::ImpersonationForbidden`] for the actions reserved to the real human
-/// while impersonating; [`Refusal::Forbidden`] when the role does not allow it.
+/// while impersonating; [`Refusal::ReadOnly`] for any write in a view-only
+/// impersonation; [`Refusal::Forbidden`] when the role does not allow it.
 pub fn authorize(caller: &Caller, action: Action) -> Result<(), Refusal> {
     if caller.is_impersonating() {
         if let Some(what) = reserved_to_the_real_human(action) {
             return Err(Refusal::ImpersonationForbidden(what));
+        }
+        if caller.view_only && writes(action) {
+            return Err(Refusal::ReadOnly);
         }
     }
     let who = &caller.subject;
@@ -134,12 +149,15 @@ pub fn authorize(caller: &Caller, action: Action) -> Result<(), Refusal> {
         Action::ManageUsers | Action::ReadSiteSettings | Action::StartImpersonation => {
             matches!(role, Role::Owner | Role::Admin)
         }
-        Action::WorkAllLeads | Action::EraseLeads => matches!(role, Role::Owner | Role::Admin),
+        Action::ReadAllLeads | Action::WorkAllLeads | Action::EraseLeads => {
+            matches!(role, Role::Owner | Role::Admin)
+        }
         Action::ChangeSiteSettings => role == Role::Owner,
         // Auditors change nothing but their own password.
-        Action::WorkOwnLeads | Action::ChangeOwnEmail | Action::ManageOwnSettings => {
-            role != Role::Auditor
-        }
+        Action::ReadOwnLeads
+        | Action::WorkOwnLeads
+        | Action::ChangeOwnEmail
+        | Action::ManageOwnSettings => role != Role::Auditor,
         Action::ReadOwnImpersonations
         | Action::ChangeOwnPassword
         | Action::ReadOwnSettings
@@ -169,10 +187,36 @@ fn reserved_to_the_real_human(action: Action) -> Option<&'static str> {
         }
         Action::ReadUsers
         | Action::ReadSiteSettings
+        | Action::ReadOwnLeads
+        | Action::ReadAllLeads
         | Action::WorkOwnLeads
         | Action::WorkAllLeads
         | Action::ReadOwnSettings
         | Action::ManageOwnSettings => None,
+    }
+}
+
+/// Whether `action` changes anything (refused in a view-only impersonation).
+fn writes(action: Action) -> bool {
+    match action {
+        Action::ManageUsers
+        | Action::ChangeSiteSettings
+        | Action::StartImpersonation
+        | Action::ChangeOwnPassword
+        | Action::ChangeOwnEmail
+        | Action::WorkOwnLeads
+        | Action::WorkAllLeads
+        | Action::ManageOwnSettings
+        | Action::MarkOwnNotificationsRead
+        | Action::EraseLeads => true,
+        Action::ReadUsers
+        | Action::ReadSiteSettings
+        | Action::ReadAudit
+        | Action::ReadEvents
+        | Action::ReadOwnImpersonations
+        | Action::ReadOwnLeads
+        | Action::ReadAllLeads
+        | Action::ReadOwnSettings => false,
     }
 }
 
@@ -377,6 +421,8 @@ mod tests {
             ReadOwnImpersonations,
             ChangeOwnPassword,
             ChangeOwnEmail,
+            ReadOwnLeads,
+            ReadAllLeads,
             WorkOwnLeads,
             WorkAllLeads,
             ReadOwnSettings,
@@ -398,6 +444,8 @@ mod tests {
                     ReadOwnImpersonations,
                     ChangeOwnPassword,
                     ChangeOwnEmail,
+                    ReadOwnLeads,
+                    ReadAllLeads,
                     WorkOwnLeads,
                     WorkAllLeads,
                     ReadOwnSettings,
@@ -411,6 +459,7 @@ mod tests {
                     ReadOwnImpersonations,
                     ChangeOwnPassword,
                     ChangeOwnEmail,
+                    ReadOwnLeads,
                     WorkOwnLeads,
                     ReadOwnSettings,
                     ManageOwnSettings,
@@ -458,6 +507,7 @@ mod tests {
                 actor: user(admin_role, site),
                 subject: agent,
                 impersonation: Some(ImpersonationId::generate()),
+                view_only: false,
             };
             for action in all {
                 let result = authorize(&caller, action);
@@ -466,10 +516,37 @@ mod tests {
                         matches!(result, Err(Refusal::ImpersonationForbidden(_))),
                         "{action:?}"
                     );
-                } else if [WorkOwnLeads, ReadOwnSettings, ManageOwnSettings].contains(&action) {
+                } else if [
+                    ReadOwnLeads,
+                    WorkOwnLeads,
+                    ReadOwnSettings,
+                    ManageOwnSettings,
+                ]
+                .contains(&action)
+                {
                     assert!(result.is_ok(), "{action:?}");
                 } else {
                     // The agent's permissions, not the admin's.
+                    assert!(matches!(result, Err(Refusal::Forbidden(_))), "{action:?}");
+                }
+            }
+            // View only: the agent's reads, no write at all.
+            let viewing = Caller {
+                view_only: true,
+                ..caller
+            };
+            for action in all {
+                let result = authorize(&viewing, action);
+                if reserved.contains(&action) {
+                    assert!(
+                        matches!(result, Err(Refusal::ImpersonationForbidden(_))),
+                        "{action:?}"
+                    );
+                } else if [ReadOwnLeads, ReadOwnSettings].contains(&action) {
+                    assert!(result.is_ok(), "{action:?}");
+                } else if [WorkOwnLeads, WorkAllLeads, ManageOwnSettings].contains(&action) {
+                    assert_eq!(result, Err(Refusal::ReadOnly), "{action:?}");
+                } else {
                     assert!(matches!(result, Err(Refusal::Forbidden(_))), "{action:?}");
                 }
             }

@@ -81,6 +81,8 @@ impl From<crate::app::audit::SessionView> for SessionBody {
 pub struct ImpersonationInfo {
     pub id: Uuid,
     pub reason: Option<String>,
+    /// `edit`, or `view`: every write is refused (403 `impersonation_read_only`).
+    pub mode: String,
     pub started_at: DateTime<Utc>,
     pub expires_at: DateTime<Utc>,
 }

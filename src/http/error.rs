@@ -15,7 +15,8 @@ use crate::domain::values::FieldError;
 /// A problem report (RFC 9457).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
 pub struct Problem {
-    /// One of `unauthenticated`, `forbidden`, `impersonation_forbidden`, `not_found`,
+    /// One of `unauthenticated`, `forbidden`, `impersonation_forbidden`,
+    /// `impersonation_read_only`, `not_found`, `gone`,
     /// `conflict`, `impersonation_ended`, `validation`, `payload_too_large`,
     /// `rate_limited`, `method_not_allowed`, `timeout`, `unavailable`, `internal`.
     #[serde(rename = "type")]
@@ -187,6 +188,12 @@ impl From<AppError> for ApiError {
                 StatusCode::FORBIDDEN,
                 "impersonation_forbidden",
                 "Not allowed while logged in as another user",
+                why,
+            ),
+            AppError::ImpersonationReadOnly(why) => Self::new(
+                StatusCode::FORBIDDEN,
+                "impersonation_read_only",
+                "Read only: this \"Log in as user\" session only views",
                 why,
             ),
             AppError::NotFound(what) => Self::not_found(what),

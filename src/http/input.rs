@@ -3,7 +3,9 @@
 //! refused, every bad field is reported by name (all of them, not only the first),
 //! and nothing past [`parse`](LeadInput::parse) sees unvalidated data.
 
-use crm_events::catalog::values::{Channel, Direction, Role, Stage, TemplateKind};
+use crm_events::catalog::values::{
+    Channel, Direction, ImpersonationMode, Role, Stage, TemplateKind,
+};
 use crm_events::ids::UserId;
 use serde::{Deserialize, Deserializer};
 use utoipa::ToSchema;
@@ -408,9 +410,31 @@ pub struct ImpersonationInput {
     pub user_id: UserId,
     #[serde(default)]
     pub reason: Option<String>,
+    /// `edit` (the default) or `view`: a view-only session refuses every write.
+    #[serde(default)]
+    pub mode: Option<String>,
 }
 
 impl ImpersonationInput {
+    /// The mode asked for; `edit` when none.
+    ///
+    /// # Errors
+    /// A [`FieldError`] for another value.
+    pub fn mode(&self) -> Result<ImpersonationMode, Vec<FieldError>> {
+        self.mode
+            .as_deref()
+            .map_or(Ok(ImpersonationMode::Edit), |text| {
+                named(
+                    "mode",
+                    text,
+                    ImpersonationMode::parse,
+                    ImpersonationMode::ALL,
+                    |m| m.as_str(),
+                )
+                .map_err(|message| vec![FieldError::new("mode", message)])
+            })
+    }
+
     /// The reason, trimmed; blank is none.
     ///
     /// # Errors

@@ -42,6 +42,7 @@ pub(super) async fn me_of(state: &AppState, ctx: &RequestContext) -> ApiResult<M
         impersonation: me.impersonation.map(|s| ImpersonationInfo {
             id: s.id,
             reason: s.reason,
+            mode: s.mode,
             started_at: s.started_at,
             expires_at: s.expires_at,
         }),
@@ -103,9 +104,10 @@ async fn start_impersonation(
     Body(body): Body<ImpersonationInput>,
 ) -> ApiResult<Response> {
     let reason = body.reason().map_err(ApiError::validation)?;
+    let mode = body.mode().map_err(ApiError::validation)?;
     let (acting, at) = state
         .app
-        .start_impersonation(&ctx, body.user_id, reason)
+        .start_impersonation(&ctx, body.user_id, reason, mode)
         .await?;
     let me = me_of(&state, &acting).await?;
     Ok(written(StatusCode::OK, me, at.position, None))

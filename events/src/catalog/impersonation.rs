@@ -3,7 +3,7 @@
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use super::values::EndReason;
+use super::values::{EndReason, ImpersonationMode};
 use crate::ids::UserId;
 
 /// An owner or admin started acting as an agent.
@@ -14,6 +14,10 @@ pub struct ImpersonationStarted {
     /// Why; `None` only when the site does not require a reason.
     pub reason: Option<String>,
     pub expires_at: DateTime<Utc>,
+    /// `view`: every write of the session is refused. Absent from sessions recorded
+    /// before there were modes, which could edit.
+    #[serde(default)]
+    pub mode: ImpersonationMode,
 }
 
 /// The session ended. For an expired session `ended_at` is its expiry time, which can

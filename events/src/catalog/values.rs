@@ -65,6 +65,18 @@ string_enum! {
 }
 
 string_enum! {
+    /// What an impersonation session may do: act as the agent, or only look.
+    ImpersonationMode { Edit => "edit", View => "view" }
+}
+
+impl Default for ImpersonationMode {
+    /// Sessions recorded before there were modes could edit.
+    fn default() -> Self {
+        Self::Edit
+    }
+}
+
+string_enum! {
     /// Why an impersonation session ended.
     EndReason {
         Returned => "returned",

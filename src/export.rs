@@ -240,7 +240,8 @@ fn pages(
 }
 
 /// One page as CSV rows (with the header row first): ids with the names beside
-/// them, and the session's reason.
+/// them, the session's reason, and whether the row is a change or a view (last,
+/// so that the columns before it stay where they were).
 fn csv_rows(changes: &[Change], header: bool) -> Vec<u8> {
     let mut writer = csv::WriterBuilder::new()
         .has_headers(false)
@@ -262,6 +263,7 @@ fn csv_rows(changes: &[Change], header: bool) -> Vec<u8> {
             "subject_name",
             "impersonation_id",
             "impersonation_reason",
+            "kind",
         ]);
     }
     let text = |value: &Option<String>| value.clone().unwrap_or_default();
@@ -284,6 +286,7 @@ fn csv_rows(changes: &[Change], header: bool) -> Vec<u8> {
                 .map(|i| i.to_string())
                 .unwrap_or_default(),
             text(&c.impersonation_reason),
+            c.kind.to_owned(),
         ]);
     }
     writer.into_inner().unwrap_or_default()

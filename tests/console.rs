@@ -235,6 +235,41 @@ async fn an_admin_an_owner_and_an_agent_work_in_the_console(db: &TestDatabase) {
     browser.wait_for_text("main h1", "Users");
     assert!(browser.text_of("#banner").is_empty(), "the banner is gone");
 
+    // "View only": the agent's account as they see it, with nothing to change.
+    browser
+        .click("tr[data-user='agent1@demo.example'] button[aria-label='View only as Agnes Agent']");
+    browser.type_into(
+        "dialog textarea[name=reason]",
+        "Checking what the agent sees",
+    );
+    browser.click("dialog button[type=submit]");
+    browser.wait_for_text(
+        "#banner",
+        "You are viewing Agnes Agent's account (view only)",
+    );
+    browser.wait_for_text("main h1", "Lead Manager");
+    assert!(
+        !browser.text_of("main").contains("New lead"),
+        "no form to add a lead"
+    );
+    browser.click(&format!("main a[href='#/leads/{lead_path}']"));
+    browser.wait_for_text("section[aria-labelledby=notes-h]", "Asked about financing");
+    assert_eq!(
+        browser.property("main form.grid select[name=stage]", "disabled"),
+        true
+    );
+    assert_eq!(browser.property("main form.grid .actions", "hidden"), true);
+    let shown = browser.text_of("main");
+    assert!(
+        !shown.contains("Add note") && !shown.contains("Add task") && !shown.contains("Complete"),
+        "{shown}"
+    );
+    step("07b-view-only-lead");
+    browser.click("#return-to-admin");
+    browser.wait_for_text("main h1", "Users");
+    browser.click("nav a[href='#/audit']");
+    browser.wait_for_text("main", "view only");
+
     // Settings: a template added, then edited in its dialog; a field's error next to it.
     browser.click("nav a[href='#/settings']");
     browser.wait_for_text("main h1", "Settings");

@@ -144,6 +144,36 @@ async fn the_readme_walkthrough_works(db: &TestDatabase) {
         ]
     );
     assert_eq!(detail.body["admin_id"], s.admin.id.to_string());
+
+    // "View only": the lead reads as the agent sees it; a write is refused and
+    // appends nothing; the session says its mode.
+    let viewing = api
+        .post(
+            &admin,
+            "/api/impersonation",
+            json!({"user_id": s.agent1.id, "reason": "Check what the agent sees", "mode": "view"}),
+        )
+        .await;
+    assert_eq!(viewing.status, 200, "{}", viewing.body);
+    assert_eq!(viewing.body["impersonation"]["mode"], "view");
+    let dana_path = format!("/api/leads/{}", dana["id"].as_str().unwrap());
+    let seen = api.get(&admin, &dana_path).await;
+    assert_eq!(seen.body["phone"], "+1 555 0199");
+    let head = api.app.store().head().await.unwrap();
+    api.patch(&admin, &dana_path, json!({"stage": "nurture"}), None)
+        .await
+        .problem(403, "impersonation_read_only");
+    assert_eq!(api.app.store().head().await.unwrap(), head);
+    assert_eq!(api.get(&admin, &dana_path).await.body["stage"], "contacted");
+    assert_eq!(api.delete(&admin, "/api/impersonation").await.status, 200);
+    let sessions = api.get(&admin, "/api/audit/impersonations").await;
+    let modes: Vec<&Value> = sessions.body["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| &s["mode"])
+        .collect();
+    assert_eq!(modes, [&json!("view"), &json!("edit")]);
 }
 
 async fn every_endpoint_answers_as_the_contract_says(db: &TestDatabase) {

@@ -43,16 +43,20 @@ pub enum StreamType {
     Impersonation,
     Lead,
     Settings,
+    /// The leads opened in one impersonation session (the session's id): kept apart
+    /// from the session's own stream, whose start and end views never contend with.
+    Views,
 }
 
 impl StreamType {
     /// Every stream type, in a fixed order.
-    pub const ALL: [StreamType; 5] = [
+    pub const ALL: [StreamType; 6] = [
         StreamType::Site,
         StreamType::User,
         StreamType::Impersonation,
         StreamType::Lead,
         StreamType::Settings,
+        StreamType::Views,
     ];
 
     /// The name stored in the `stream_type` column.
@@ -64,6 +68,7 @@ impl StreamType {
             StreamType::Impersonation => "impersonation",
             StreamType::Lead => "lead",
             StreamType::Settings => "settings",
+            StreamType::Views => "views",
         }
     }
 

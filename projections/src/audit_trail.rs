@@ -27,6 +27,10 @@ pub struct AuditTrail;
 /// it reads.
 pub const NAME: &str = "audit_trail";
 
+/// The field of the row that records a view (`LeadViewed`): a lead opened while
+/// logged in as its agent, nothing changed.
+pub const VIEWED: &str = "viewed";
+
 impl Projection for AuditTrail {
     fn name(&self) -> &'static str {
         NAME
@@ -164,7 +168,10 @@ async fn apply(tx: &mut Tx<'_>, events: &[&Decoded]) -> Result<(), StoreError> {
                         e.impersonation_id.map(|i| i.as_uuid()).into(),
                     ]);
                 }
-                if let Some(session) = e.impersonation_id.map(|i| i.as_uuid()) {
+                let counted = e
+                    .impersonation_id
+                    .filter(|_| !matches!(event, DomainEvent::LeadViewed(_)));
+                if let Some(session) = counted.map(|i| i.as_uuid()) {
                     let count = i64::try_from(fields.len()).unwrap_or(i64::MAX);
                     match started.iter_mut().find(|s| s.id == session) {
                         Some(new) => new.change_count += count,
@@ -367,6 +374,12 @@ pub fn changes_of(
             ]),
         ),
         DomainEvent::LeadFieldsUpdated(u) => ("lead", stream_id, u.changes.clone()),
+        // A view changes nothing: one row, so that the session lists it.
+        DomainEvent::LeadViewed(v) => (
+            "lead",
+            v.lead_id.as_uuid(),
+            one(VIEWED, Value::Null, Value::Null),
+        ),
         DomainEvent::LeadStageChanged(s) => {
             ("lead", stream_id, one("stage", json!(s.from), json!(s.to)))
         }
@@ -510,6 +523,10 @@ pub struct Change {
     pub subject_name: Option<String>,
     /// The reason given for the "Log in as user" session it was made in.
     pub impersonation_reason: Option<String>,
+    /// `change`, or `view`: a lead opened while logged in as its agent
+    /// (`LeadViewed`, field `viewed`), which changed nothing.
+    #[cfg_attr(feature = "openapi", schema(value_type = String))]
+    pub kind: &'static str,
 }
 
 #[derive(Debug, sqlx::FromRow)]
@@ -537,6 +554,11 @@ const SYSTEM: &str = "System";
 
 impl From<ChangeRow> for Change {
     fn from(r: ChangeRow) -> Self {
+        let kind = if r.event_type == "LeadViewed" {
+            "view"
+        } else {
+            "change"
+        };
         Change {
             position: r.position,
             seq: r.seq,
@@ -554,6 +576,7 @@ impl From<ChangeRow> for Change {
             subject_name: person(r.subject_id, r.subject_name),
             impersonation_reason: r.impersonation_reason,
             subject_id: r.subject_id,
+            kind,
         }
     }
 }

@@ -32,6 +32,10 @@ pub(crate) fn lead_stream(id: LeadId) -> StreamKey {
 pub(crate) fn impersonation_stream(id: ImpersonationId) -> StreamKey {
     StreamKey::new(StreamType::Impersonation, id.as_uuid())
 }
+/// The leads impersonation `id` opened.
+pub(crate) fn views_stream(id: ImpersonationId) -> StreamKey {
+    StreamKey::new(StreamType::Views, id.as_uuid())
+}
 
 /// Reads and decodes a stream; `None` when it does not exist.
 async fn history(

@@ -3,8 +3,10 @@
 
 use std::collections::BTreeMap;
 
+use crm_events::catalog::impersonation::LeadViewed;
 use crm_events::catalog::values::Role;
 use crm_events::ids::{CommunicationId, LeadId, NoteId, SiteId, TaskId, TemplateId, UserId};
+use crm_events::ExpectedVersion;
 use crm_projections::audit_trail::{self, ImpersonationSession};
 use crm_projections::lead_manager::{
     self, Communication, Lead, LeadFilter, LeadSort, Note, Owner, Task,
@@ -15,6 +17,7 @@ use crm_projections::{notifications, Page};
 use serde::Serialize;
 use serde_json::Value;
 
+use super::aggregates::views_stream;
 use super::{App, AppError, RequestContext};
 use crate::domain::policy::{
     authorize, can_see_lead, may_impersonate, Action, ImpersonationRules, UserView,
@@ -205,6 +208,24 @@ impl App {
         id: LeadId,
     ) -> Result<LeadDetail, AppError> {
         let lead = self.lead_row(ctx, id).await?;
+        if let Some(session) = ctx.impersonation() {
+            // Recorded before anything is shown: a view that cannot be recorded
+            // (the session ended meanwhile, the database is gone) shows nothing.
+            // An idempotency key sent with a read keeps nothing: each opening is
+            // recorded.
+            let reading = RequestContext {
+                idempotency_key: None,
+                http_request: None,
+                ..ctx.clone()
+            };
+            self.record(
+                &reading,
+                views_stream(session),
+                ExpectedVersion::Any,
+                vec![LeadViewed { lead_id: id }.into()],
+            )
+            .await?;
+        }
         let db = self.store.database();
         Ok(LeadDetail {
             notes: lead_manager::notes(db, id).await?,

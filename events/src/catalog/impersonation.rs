@@ -1,10 +1,11 @@
-//! Events of an impersonation ("Log in as user") session's stream.
+//! Events of an impersonation ("Log in as user") session: its stream's start and
+//! end, and the leads it opened (its views stream).
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use super::values::{EndReason, ImpersonationMode};
-use crate::ids::UserId;
+use crate::ids::{LeadId, UserId};
 
 /// An owner or admin started acting as an agent.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -18,6 +19,14 @@ pub struct ImpersonationStarted {
     /// before there were modes, which could edit.
     #[serde(default)]
     pub mode: ImpersonationMode,
+}
+
+/// While logged in as someone, the admin opened a lead's detail: a session shows
+/// what was seen, not only what changed. Carries no personal data. On the
+/// session's views stream (the session's id).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LeadViewed {
+    pub lead_id: LeadId,
 }
 
 /// The session ended. For an expired session `ended_at` is its expiry time, which can

@@ -289,6 +289,19 @@ function clear_errors(form) {
 
 const role = () => state.me && state.me.user.role;
 const impersonating = () => Boolean(state.me && state.me.impersonation);
+/** Logged in as someone in "View only" mode: the server refuses every write. */
+const viewing = () => impersonating() && state.me.impersonation.mode === "view";
+
+/** In a view-only session a form that changes something shows what it holds,
+ * disabled and without its buttons; one that only adds something (`adds`) is not
+ * shown at all. */
+function writes(form, adds) {
+  if (!form || !viewing()) return form;
+  if (adds) return null;
+  form.querySelectorAll("input, select, textarea, button").forEach((el) => { el.disabled = true; });
+  form.querySelectorAll(".actions").forEach((el) => { el.hidden = true; });
+  return form;
+}
 const manages = () => !impersonating() && ["owner", "admin"].includes(role());
 const reads_audit = () => !impersonating() && ["owner", "admin", "auditor"].includes(role());
 const me_id = () => state.me && state.me.actor.id;
@@ -299,7 +312,8 @@ function chrome() {
   $("#banner").hidden = !impersonating();
   if (!me) return;
   if (impersonating()) {
-    $("#banner-text").textContent = `You are logged in as ${me.user.name}`;
+    $("#banner-text").textContent = viewing()
+      ? `You are viewing ${me.user.name}'s account (view only)` : `You are logged in as ${me.user.name}`;
     banner_detail();
     // At the moment it expires (the server records the end within a second),
     // look again: the console says so with no click.
@@ -597,7 +611,7 @@ async function leads(params) {
     table(whole ? "The whole site's leads" : "My leads", headers, rows,
       query.get("q") || query.get("tag") || query.get("stage") ? "No leads match these filters." : "No leads yet."),
     pager("#/leads", query, body.next_cursor, body.items.length, total),
-    h("h2", {}, "New lead"), create);
+    viewing() ? null : [h("h2", {}, "New lead"), create]);
 }
 
 const LEAD_FIELDS = [["name", "Name"], ["email", "Email"], ["phone", "Phone"], ["source", "Source"],
@@ -659,10 +673,10 @@ async function lead(id) {
     lead.notes.length ? h("ul", { class: "plain" }, lead.notes.map((n) => h("li", {}, h("p", { class: "body" }, n.body),
       h("span", { class: "muted" }, `${by(n)}${when(n.created_at)}`))))
       : h("p", { class: "muted" }, "No notes yet."),
-    h("form", { onsubmit: async (e) => {
+    writes(h("form", { onsubmit: async (e) => {
       e.preventDefault();
       if (await attempt(() => api("POST", `/api/leads/${id}/notes`, { body: note.value }), "Note added.", e.target)) lead_again(id);
-    } }, h("label", {}, "New note", note), h("div", { class: "actions" }, h("button", { type: "submit" }, "Add note"))));
+    } }, h("label", {}, "New note", note), h("div", { class: "actions" }, h("button", { type: "submit" }, "Add note"))), true));
   const title = h("input", { name: "title", required: true });
   const due = h("input", { name: "due_at", type: "datetime-local", required: true });
   const now = Date.now();
@@ -670,16 +684,16 @@ async function lead(id) {
     lead.tasks.length ? h("ul", { class: "plain" }, lead.tasks.map((t) => h("li", { "data-task": t.title }, t.title, " · due ", when(t.due_at), " ",
       t.completed_at ? h("span", { class: "badge" }, "Done")
         : [new Date(t.due_at).getTime() < now ? h("span", { class: "badge bad" }, "Overdue") : null,
-          h("button", { type: "button", class: "quiet", "aria-label": `Complete ${t.title}`, onclick: async () => {
+          viewing() ? null : h("button", { type: "button", class: "quiet", "aria-label": `Complete ${t.title}`, onclick: async () => {
             if (await attempt(() => api("POST", `/api/leads/${id}/tasks/${t.id}/complete`), "Task done.")) lead_again(id);
           } }, "Complete")])))
       : h("p", { class: "muted" }, "No tasks yet."),
-    h("form", { class: "actions", onsubmit: async (e) => {
+    writes(h("form", { class: "actions", onsubmit: async (e) => {
       e.preventDefault();
       const due_at = zoned(due.value);
       if (await attempt(() => api("POST", `/api/leads/${id}/tasks`, { title: title.value, due_at }), "Task added.", e.target)) lead_again(id);
     } }, h("label", {}, "Task", title), h("label", {}, `Due (${zone().replaceAll("_", " ")})`, due),
-    h("button", { type: "submit" }, "Add task")));
+    h("button", { type: "submit" }, "Add task")), true));
   const channel = h("select", { name: "channel" }, ["call", "email", "text"].map((c) => h("option", { value: c }, c)));
   const direction = h("select", { name: "direction" }, ["outbound", "inbound"].map((d) => h("option", { value: d }, d)));
   const summary = h("input", { name: "summary", required: true });
@@ -687,16 +701,16 @@ async function lead(id) {
     lead.communications.length ? h("ul", { class: "plain" }, lead.communications.map((c) => h("li", {},
       `${c.direction} ${c.channel}: `, c.summary, " ", h("span", { class: "muted" }, `${by(c)}${when(c.at || c.created_at)}`))))
       : h("p", { class: "muted" }, "No calls, emails or texts logged yet."),
-    h("form", { class: "actions", onsubmit: async (e) => {
+    writes(h("form", { class: "actions", onsubmit: async (e) => {
       e.preventDefault();
       const sent = { channel: channel.value, direction: direction.value, summary: summary.value };
       if (await attempt(() => api("POST", `/api/leads/${id}/communications`, sent), "Logged.", e.target)) lead_again(id);
     } }, h("label", {}, "Channel", channel), h("label", {}, "Direction", direction),
-    h("label", {}, "Summary", summary), h("button", { type: "submit" }, "Log")));
+    h("label", {}, "Summary", summary), h("button", { type: "submit" }, "Log")), true));
   const owner = lead.assigned_agent_id && state.people.size ? ` · agent ${person(lead.assigned_agent_id)}` : "";
   page(mine, lead.name, h("p", {}, h("a", { href: "#/leads" }, "← Lead Manager"),
     h("span", { class: "muted" }, `${owner} · updated ${when(lead.updated_at)}`)),
-  conflict, form, assign, h("div", { class: "two" }, notes, tasks), h("p", {}), comms, erase_form(lead));
+  conflict, writes(form), writes(assign), h("div", { class: "two" }, notes, tasks), h("p", {}), comms, erase_form(lead));
 }
 
 /** Owners and admins (as themselves) may erase a lead's personal data, with a
@@ -778,7 +792,8 @@ async function users() {
     const you = u.id === me_id();
     const actions = [];
     if (u.can_impersonate) {
-      actions.push(h("button", { type: "button", class: "quiet", "aria-label": `Log in as user ${u.name}`, onclick: () => log_in_as(u) }, "Log in as user"));
+      actions.push(h("button", { type: "button", class: "quiet", "aria-label": `Log in as user ${u.name}`, onclick: () => log_in_as(u, "edit") }, "Log in as user"));
+      actions.push(h("button", { type: "button", class: "quiet", "aria-label": `View only as ${u.name}`, onclick: () => log_in_as(u, "view") }, "View only"));
     } else {
       actions.push(h("span", { class: "muted why" }, sentence(u.cannot_impersonate_because || "")));
     }
@@ -818,21 +833,25 @@ function dialog(title, ...content) {
   return box;
 }
 
-function log_in_as(user) {
+/** "Log in as user" (`edit`) or "View only" (`view`: nothing can be changed). */
+function log_in_as(user, mode) {
   const reason = h("textarea", { name: "reason", required: true });
-  const box = dialog(`Log in as ${user.name}`,
+  const view = mode === "view";
+  const box = dialog(view ? `View ${user.name}'s account` : `Log in as ${user.name}`,
     h("form", { method: "dialog", onsubmit: async (e) => {
       e.preventDefault();
-      const started = await attempt(() => api("POST", "/api/impersonation", { user_id: user.id, reason: reason.value }), null, e.target);
+      const started = await attempt(() => api("POST", "/api/impersonation", { user_id: user.id, reason: reason.value, mode }), null, e.target);
       if (!started) return;
       box.close();
       set_me(started.body);
       await load_zone();
       go("#/leads");
     } },
-    h("p", { class: "muted" }, "Changes you make apply to their account and show there as theirs; the audit trail records each one with your name and this reason."),
+    h("p", { class: "muted" }, view
+      ? "You see their account as they do, and nothing can be changed. The audit trail records the session with your name and this reason."
+      : "Changes you make apply to their account and show there as theirs; the audit trail records each one with your name and this reason."),
     h("label", {}, "Reason", reason),
-    h("div", { class: "actions" }, h("button", { type: "submit" }, "Log in"),
+    h("div", { class: "actions" }, h("button", { type: "submit" }, view ? "View" : "Log in"),
       h("button", { type: "button", class: "quiet", onclick: () => box.close() }, "Cancel"))));
   reason.focus();
 }
@@ -932,7 +951,7 @@ async function settings() {
   } }, inputs.map((i) => i[2]), h("div", { class: "actions" }, h("button", { type: "submit" }, "Save settings")));
   const list = (templates.items || templates).map((t) => h("tr", { "data-template": t.name },
     h("td", {}, t.kind), h("td", {}, t.name), h("td", {}, t.subject || ""), h("td", {}, t.body),
-    h("td", {}, h("div", { class: "actions" },
+    h("td", {}, viewing() ? h("span", { class: "muted" }, "View only") : h("div", { class: "actions" },
       h("button", { type: "button", class: "quiet", "aria-label": `Edit ${t.name}`, onclick: () => edit_template(t) }, "Edit"),
       h("button", { type: "button", class: "danger", "aria-label": `Delete ${t.name}`, onclick: async () => {
         if (confirm(`Delete the template ${t.name}?`) && await attempt(() => api("DELETE", `/api/templates/${t.id}`,
@@ -949,8 +968,9 @@ async function settings() {
     if (await attempt(() => api("POST", "/api/templates", made), "Template added.", create)) route();
   } }, h("label", {}, "Kind", kind), h("label", {}, "Name", name), h("label", {}, "Subject", subject),
   h("label", {}, "Body", text), h("div", { class: "actions" }, h("button", { type: "submit" }, "Add template")));
-  page(mine, "Settings", form, h("h2", {}, "Templates"),
-    table("Templates", ["Kind", "Name", "Subject", "Body", "Actions"], list, "No templates yet."), h("h2", {}, "New template"), create);
+  page(mine, "Settings", writes(form), h("h2", {}, "Templates"),
+    table("Templates", ["Kind", "Name", "Subject", "Body", "Actions"], list, "No templates yet."),
+    viewing() ? null : [h("h2", {}, "New template"), create]);
 }
 
 /** A template's name, subject and body, changed in a dialog (with its version). */
@@ -1029,6 +1049,7 @@ const DID = {
   LeadReassigned: "Reassigned the lead", LeadTagAdded: "Tagged the lead", LeadTagRemoved: "Untagged the lead",
   LeadNoteAdded: "Added a note to", LeadTaskCreated: "Added a task to", LeadTaskCompleted: "Completed a task on",
   LeadCommunicationLogged: "Logged a contact with", LeadArchived: "Archived the lead", LeadErased: "Erased the personal data of",
+  LeadViewed: "Viewed the lead",
   UserSettingsChanged: "Changed the settings of", TemplateCreated: "Created the template",
   TemplateUpdated: "Edited the template", TemplateDeleted: "Deleted the template",
 };
@@ -1069,18 +1090,21 @@ function change_rows(changes, with_who) {
       c.impersonation_id ? [" as ", h("a", { href: `#/audit/${c.impersonation_id}`, title: "The session" }, c.subject_name || person(c.subject_id))] : null)
       : null,
     h("td", {}, `${DID[c.event_type] || pretty(c.event_type)} `, entity(c)),
-    h("td", {}, field_name(c.field)),
-    h("td", { class: "change" },
-      h("span", { class: "before" }, value_text(c.field, c.before)),
-      h("span", { class: "arrow" }, " → "),
-      h("span", { class: "after" }, value_text(c.field, c.after)))));
+    // A view changed nothing: it says so rather than "— → —".
+    c.kind === "view" ? [h("td", {}, "—"), h("td", { class: "muted" }, "Opened; nothing changed")]
+      : [h("td", {}, field_name(c.field)),
+        h("td", { class: "change" },
+          h("span", { class: "before" }, value_text(c.field, c.before)),
+          h("span", { class: "arrow" }, " → "),
+          h("span", { class: "after" }, value_text(c.field, c.after)))]));
 }
 
 function sessions_table(items, caption) {
   return table(caption, ["Started", "Admin", "Logged in as", "Reason", "Ended", "How", "Changes"], items.map((s) =>
     h("tr", { "data-session": s.id },
       h("td", {}, h("a", { href: `#/audit/${s.id}` }, when(s.started_at))),
-      h("td", {}, s.admin.name), h("td", {}, s.subject.name), h("td", {}, s.reason || ""),
+      h("td", {}, s.admin.name), h("td", {}, s.subject.name, s.mode === "view" ? [" ", h("span", { class: "badge" }, "view only")] : null),
+      h("td", {}, s.reason || ""),
       h("td", {}, s.ended_at ? when(s.ended_at) : "ongoing"), h("td", {}, pretty(s.end_reason)),
       h("td", { class: "num" }, s.change_count))), "No sessions.");
 }
@@ -1278,15 +1302,17 @@ async function session(id) {
     h("p", {}, h("a", { href: reads_audit() ? "#/audit" : "#/me/impersonations" }, "← Sessions")),
     h("dl", { class: "card facts" },
       h("dt", {}, "Reason"), h("dd", {}, s.reason || "—"),
+      h("dt", {}, "Mode"), h("dd", {}, s.mode === "view" ? "View only: nothing could be changed" : "Log in as user: could change what the agent can"),
       h("dt", {}, "Started"), h("dd", {}, when(s.started_at)),
       h("dt", {}, "Ended"), h("dd", {}, s.ended_at ? `${when(s.ended_at)} (${pretty(s.end_reason)}, ${plural(minutes, "minute")})` : "ongoing"),
-      h("dt", {}, "Changes"), h("dd", {}, s.change_count)),
+      h("dt", {}, "Changes"), h("dd", {}, s.change_count),
+      h("dt", {}, "Leads opened"), h("dd", {}, s.changes.filter((c) => c.kind === "view").length)),
     reads_audit() ? h("div", { class: "actions" },
       h("button", { type: "button", class: "quiet", onclick: () => download("csv", filter, what, "session") }, "Export this session (CSV)"),
       h("button", { type: "button", class: "quiet", onclick: () => download("ndjson", filter, what, "session") }, "Export this session (NDJSON)"))
       : null,
-    table("Changes in this session, newest first", ["When", "What", "Field", "Before → after"], change_rows(newest, false),
-      "Nothing was changed in this session."));
+    table("Changes and leads opened in this session, newest first", ["When", "What", "Field", "Before → after"], change_rows(newest, false),
+      "Nothing was changed or opened in this session."));
 }
 
 /** One event of the log, as recorded (where the chain check points). */

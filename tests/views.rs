@@ -159,7 +159,7 @@ async fn opening_a_lead_while_logged_in_as_its_agent_is_recorded_and_exported(db
     assert_eq!(csv.status, 200);
     let mut reader = csv::Reader::from_reader(csv.raw.as_slice());
     let headers = reader.headers().unwrap().clone();
-    assert_eq!(headers.iter().last(), Some("kind"));
+    assert_eq!(headers.iter().next_back(), Some("kind"));
     let rows: Vec<(String, String, String)> = reader
         .records()
         .map(Result::unwrap)

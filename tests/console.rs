@@ -258,12 +258,13 @@ async fn an_admin_an_owner_and_an_agent_work_in_the_console(db: &TestDatabase) {
         browser.property("main form.grid select[name=stage]", "disabled"),
         true
     );
-    assert_eq!(browser.property("main form.grid .actions", "hidden"), true);
-    let shown = browser.text_of("main");
-    assert!(
-        !shown.contains("Add note") && !shown.contains("Add task") && !shown.contains("Complete"),
-        "{shown}"
+    // No button that writes is on screen (hidden ones have no box).
+    let buttons = browser.execute(
+        "return [...document.querySelectorAll('main button')] \
+           .filter((b) => b.getClientRects().length && !b.disabled).map((b) => b.textContent);",
+        Value::Array(vec![]),
     );
+    assert_eq!(buttons, Value::Array(vec![]), "buttons on a view-only lead");
     step("07b-view-only-lead");
     browser.click("#return-to-admin");
     browser.wait_for_text("main h1", "Users");
@@ -330,13 +331,32 @@ async fn an_admin_an_owner_and_an_agent_work_in_the_console(db: &TestDatabase) {
         chain.contains("Head: position") && chain.contains("Checked"),
         "{chain}"
     );
-    let newest = browser.text_of("main table tbody tr");
+    let viewing = browser.text_of("main table tbody tr:nth-child(1)");
     assert!(
-        newest.contains("Agent asked for help with a lead") && newest.contains("returned"),
-        "{newest}"
+        viewing.contains("view only") && viewing.contains("Checking what the agent sees"),
+        "{viewing}"
+    );
+    let edited = browser.text_of("main table tbody tr:nth-child(2)");
+    assert!(
+        edited.contains("Agent asked for help with a lead")
+            && edited.contains("returned")
+            && !edited.contains("view only"),
+        "{edited}"
     );
     step("09-audit");
-    browser.click("main table tbody tr a");
+    // The view-only session: the lead it opened, and nothing changed.
+    browser.click("main table tbody tr:nth-child(1) a");
+    let seen = browser.wait_for_text("main table", "Viewed the lead");
+    assert!(seen.contains("Opened; nothing changed"), "{seen}");
+    let facts = browser.text_of("main dl");
+    assert!(
+        facts.contains("View only: nothing could be changed") && facts.contains("Leads opened"),
+        "{facts}"
+    );
+    step("09b-view-only-session");
+    browser.click("main a[href='#/audit']");
+    browser.wait_for_text(".chain", "The log is intact");
+    browser.click("main table tbody tr:nth-child(2) a");
     let changes = browser.wait_for_text("main table", "Moved the lead");
     let expected = format!("{} → {}", before.replace('_', " "), after.replace('_', " "));
     assert!(changes.contains(&expected), "{expected:?} in {changes}");

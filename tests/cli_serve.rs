@@ -114,7 +114,7 @@ async fn sites_users_and_exports_from_the_command_line(db: &TestDatabase) {
     let (code, csv, _) = crm(db, &["audit", "export", "--site", &site]);
     assert_eq!(code, 0);
     let mut lines = csv.lines();
-    assert_eq!(lines.next(), Some("position,at,event_type,entity_type,entity_id,entity_label,field,before,after,actor_id,actor_name,subject_id,subject_name,impersonation_id,impersonation_reason"));
+    assert_eq!(lines.next(), Some("position,at,event_type,entity_type,entity_id,entity_label,field,before,after,actor_id,actor_name,subject_id,subject_name,impersonation_id,impersonation_reason,kind"));
     // Values as they are (no JSON quotes), with the names beside the ids; the
     // site's setup is by "System".
     assert!(

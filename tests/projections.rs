@@ -782,14 +782,18 @@ async fn reads_follow_the_same_policy_as_commands(db: &TestDatabase) {
             .len(),
         1
     );
+    let kinds: Vec<&str> = app
+        .audit_session(&s.agent1.ctx, session)
+        .await
+        .unwrap()
+        .changes
+        .iter()
+        .map(|c| c.kind)
+        .collect();
     assert_eq!(
-        app.audit_session(&s.agent1.ctx, session)
-            .await
-            .unwrap()
-            .changes
-            .len(),
-        1,
-        "what changed on my account"
+        kinds,
+        ["change", "view"],
+        "what changed on my account, and what was opened"
     );
     assert!(matches!(
         app.audit_session(&s.agent2.ctx, session).await.unwrap_err(),
@@ -801,7 +805,8 @@ async fn reads_follow_the_same_policy_as_commands(db: &TestDatabase) {
             .unwrap()
             .changes
             .len(),
-        1
+        2,
+        "the note, and the lead opened"
     );
     let other = site(&app, "Rival Homes", "rival.example").await;
     assert!(matches!(

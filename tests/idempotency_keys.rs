@@ -3,7 +3,8 @@
 //! write, and never the other's answer); concurrent retries of one request make
 //! one write; PATCH and DELETE retried append nothing; a refused request's answer
 //! is replayed too; a retry after signing in again is recognised and appends
-//! nothing.
+//! nothing; a view-only session is neither given a write's kept answer nor runs a
+//! reserved one again.
 
 mod support;
 
@@ -19,6 +20,7 @@ backend_tests!(
     patch_and_delete_retried_append_nothing,
     a_refused_request_is_replayed_as_refused,
     a_retry_after_signing_in_again_appends_nothing,
+    a_view_only_session_is_given_no_answer_kept_for_a_write,
 );
 
 async fn with_key(
@@ -230,4 +232,75 @@ async fn a_retry_after_signing_in_again_appends_nothing(db: &TestDatabase) {
     assert_eq!(head(&api).await, after_sign_in, "nothing appended");
     let leads = api.get(&second_session, "/api/leads?q=Signed").await;
     assert_eq!(leads.body["items"].as_array().unwrap().len(), 1);
+}
+
+/// A write made with a key in a "Log in as user" session, retried with the same key
+/// in a view-only session of the same sign-in: refused as read only, not replayed as
+/// a success; its key reserved without an answer (the first attempt committed, its
+/// answer was lost), the view-only retry is refused without running again, and a
+/// retry that may write still gets the first outcome.
+async fn a_view_only_session_is_given_no_answer_kept_for_a_write(db: &TestDatabase) {
+    let (api, s) = demo(db).await;
+    let agent1 = api.login("agent1@demo.example").await;
+    let lead = api
+        .post(&agent1, "/api/leads", json!({"name": "Dana Novak"}))
+        .await
+        .id();
+    let admin = api.login("admin@demo.example").await;
+    let start = |mode: &'static str| {
+        let (api, admin) = (api.clone(), admin.clone());
+        async move {
+            let started = api
+                .post(
+                    &admin,
+                    "/api/impersonation",
+                    json!({"user_id": s.agent1.id, "reason": "retries", "mode": mode}),
+                )
+                .await;
+            assert_eq!(started.status, 200, "{}", started.body);
+        }
+    };
+    let path = format!("/api/leads/{lead}");
+    let edit = |key: &'static str| {
+        let (api, admin, path) = (api.clone(), admin.clone(), path.clone());
+        async move {
+            with_key(
+                &api,
+                Method::PATCH,
+                &admin,
+                &path,
+                Some(json!({"phone": "+1 555 0199"})),
+                key,
+            )
+            .await
+        }
+    };
+    start("edit").await;
+    let first = edit("k1").await;
+    assert_eq!(first.status, 200, "{}", first.body);
+    assert_eq!(api.delete(&admin, "/api/impersonation").await.status, 200);
+
+    start("view").await;
+    let before = head(&api).await;
+    edit("k1").await.problem(403, "impersonation_read_only");
+    // The answer lost after the commit: the key is only reserved.
+    let reserved = "UPDATE http_idempotency SET status = 0 WHERE key = 'k1'";
+    crm_events::on_pool!(api.app.store().database(), |pool| {
+        sqlx::query(reserved).execute(pool).await.unwrap();
+    });
+    let refused = edit("k1").await;
+    refused.problem(403, "impersonation_read_only");
+    assert_eq!(refused.header("idempotent-replayed"), None);
+    assert_eq!(head(&api).await, before, "nothing appended");
+    assert_eq!(api.delete(&admin, "/api/impersonation").await.status, 200);
+
+    start("edit").await;
+    let again = edit("k1").await;
+    assert_eq!(again.status, 200, "{}", again.body);
+    assert_eq!(again.header("idempotent-replayed"), Some("true"));
+    assert_eq!(again.body["phone"], "+1 555 0199");
+    assert_eq!(
+        again.body["version"], first.body["version"],
+        "the first outcome"
+    );
 }

@@ -6,7 +6,7 @@ mod support;
 use chrono::Duration;
 use crm::app::AppError;
 use crm::domain::site::SiteSettingsEdit;
-use crm::domain::values::Password;
+use crm::domain::values::{NoteBody, Password};
 use crm_events::backend_tests;
 use crm_events::catalog::values::ImpersonationMode;
 use crm_events::catalog::values::{EndReason, Role};
@@ -24,6 +24,7 @@ backend_tests!(
     switching_impersonation_off_revokes_sessions_in_progress,
     signing_out_ends_the_impersonation_and_the_session,
     the_sites_maximum_duration_is_honoured,
+    nothing_commits_in_a_session_past_its_expiry_before_its_end_is_recorded,
 );
 
 async fn an_admin_logs_in_as_an_agent_and_returns_to_admin(db: &TestDatabase) {
@@ -486,4 +487,55 @@ async fn the_sites_maximum_duration_is_honoured(db: &TestDatabase) {
     let before = head(&app).await;
     assert_eq!(again(&app, &s.admin).await.impersonation(), None);
     assert_eq!(ended_reasons(&app, before).await, [EndReason::Expired]);
+}
+
+/// A request authenticated just before the session expired, whose append commits
+/// just after, before anyone has recorded the end: neither its write nor its view of
+/// a lead commits (the end is then recorded at the expiry, as always).
+async fn nothing_commits_in_a_session_past_its_expiry_before_its_end_is_recorded(
+    db: &TestDatabase,
+) {
+    let app = app(db).await;
+    let s = site(&app, "Demo Realty", "demo.example").await;
+    let lead = lead_of(&app, &s.agent1.ctx, "Dana").await;
+    let acting = app
+        .start_impersonation(
+            &s.admin.ctx,
+            s.agent1.id,
+            reason("Help"),
+            ImpersonationMode::Edit,
+        )
+        .await
+        .unwrap()
+        .0;
+    app.add_note(&acting, lead, NoteBody::parse("in time").unwrap())
+        .await
+        .unwrap();
+    assert!(app.lead_detail(&acting, lead).await.is_ok());
+    let before = head(&app).await;
+    app.clock().advance(Duration::minutes(60));
+    let late = app
+        .add_note(&acting, lead, NoteBody::parse("too late").unwrap())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            late,
+            AppError::ImpersonationEnded { .. } | AppError::Conflict(_)
+        ),
+        "{late:?}"
+    );
+    assert!(
+        app.lead_detail(&acting, lead).await.is_err(),
+        "no view either"
+    );
+    let after: Vec<String> = events_after(&app, before)
+        .await
+        .into_iter()
+        .map(|e| e.event_type)
+        .collect();
+    assert!(
+        after.iter().all(|t| t == "ImpersonationEnded"),
+        "only the end may have been recorded meanwhile: {after:?}"
+    );
 }

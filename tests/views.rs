@@ -225,6 +225,16 @@ async fn a_view_only_session_records_what_it_opened_and_nothing_else(db: &TestDa
         .await
         .id();
     let owner = api.login("owner@demo.example").await;
+    // A mode that is not one is refused, never read as the default.
+    for mode in [json!(null), json!("VIEW"), json!(""), json!(1)] {
+        api.post(
+            &owner,
+            "/api/impersonation",
+            json!({"user_id": s.agent1.id, "reason": "r", "mode": mode}),
+        )
+        .await
+        .problem(422, "validation");
+    }
     let id = log_in_as(&api, &owner, &s.agent1.id.to_string(), "view").await;
     let opened = api.get(&owner, &format!("/api/leads/{dana}")).await;
     assert_eq!(opened.body["name"], "Dana Novak");

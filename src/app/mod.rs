@@ -201,6 +201,15 @@ impl App {
         Ok(crate::domain::policy::authorize(&ctx.caller, action)?)
     }
 
+    /// Whether the caller may change anything at all (a view-only impersonation may
+    /// not): asked before an answer kept for a retry is given back or run again.
+    ///
+    /// # Errors
+    /// [`AppError::ImpersonationReadOnly`].
+    pub fn may_write(&self, ctx: &RequestContext) -> Result<(), AppError> {
+        Ok(crate::domain::policy::may_write(&ctx.caller)?)
+    }
+
     /// A context for the operator (the command line) acting on `site` with the
     /// owner's permissions; what it appends has [`crm_events::ids::UserId::SYSTEM`] as actor.
     #[must_use]
@@ -301,7 +310,7 @@ impl App {
             .impersonation()
             .filter(|_| stream.stream_type != StreamType::Impersonation);
         if let Some(id) = acting {
-            side.push(sessions::still_acting(&ctx.session, id));
+            side.push(sessions::still_acting(&ctx.session, id, self.clock.now()));
         }
         let appended = self
             .store

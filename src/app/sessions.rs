@@ -303,16 +303,20 @@ pub(crate) fn key_reserved(
 pub(crate) const ACTING: &str = "impersonation in progress";
 
 /// Written with whatever a request appends while logged in as someone: its
-/// session must still hold that impersonation, unrevoked, when the append
-/// commits (a Return to Admin, a sign-out, an expiry or a revocation that
-/// committed first refuses it).
-pub(crate) fn still_acting(token_hash: &[u8; 32], id: ImpersonationId) -> SideWrite {
+/// session must still hold that impersonation, unrevoked and unexpired at `now`,
+/// when the append commits (a Return to Admin, a sign-out or a revocation that
+/// committed first refuses it, and so does the expiry, before its end is recorded).
+pub(crate) fn still_acting(
+    token_hash: &[u8; 32],
+    id: ImpersonationId,
+    now: DateTime<Utc>,
+) -> SideWrite {
     SideWrite::one(
         ACTING,
         "UPDATE sessions SET impersonation_id = impersonation_id \
          WHERE token_hash = $1 AND impersonation_id = $2 AND ended_at IS NULL \
-         AND impersonation_revoked_at IS NULL",
-        vec![token_hash.to_vec().into(), id.as_uuid().into()],
+         AND impersonation_revoked_at IS NULL AND impersonation_expires_at > $3",
+        vec![token_hash.to_vec().into(), id.as_uuid().into(), now.into()],
     )
 }
 

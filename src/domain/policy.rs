@@ -133,8 +133,8 @@ pub fn authorize(caller: &Caller, action: Action) -> Result<(), Refusal> {
         if let Some(what) = reserved_to_the_real_human(action) {
             return Err(Refusal::ImpersonationForbidden(what));
         }
-        if caller.view_only && writes(action) {
-            return Err(Refusal::ReadOnly);
+        if writes(action) {
+            may_write(caller)?;
         }
     }
     let who = &caller.subject;
@@ -193,6 +193,19 @@ fn reserved_to_the_real_human(action: Action) -> Option<&'static str> {
         | Action::WorkAllLeads
         | Action::ReadOwnSettings
         | Action::ManageOwnSettings => None,
+    }
+}
+
+/// Whether the caller may change anything at all: not in a view-only impersonation
+/// (ending the session aside, which is not a change of the agent's account).
+///
+/// # Errors
+/// [`Refusal::ReadOnly`].
+pub fn may_write(caller: &Caller) -> Result<(), Refusal> {
+    if caller.is_impersonating() && caller.view_only {
+        Err(Refusal::ReadOnly)
+    } else {
+        Ok(())
     }
 }
 

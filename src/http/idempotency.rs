@@ -67,9 +67,22 @@ pub(super) async fn replay_or_record(
     // An answer from before is given only to a session that may still make the
     // request, as what it acts as now (`Acting-As`): the handler's own checks. A
     // request run afresh gets them from its handler.
+    // A view-only session writes nothing: an answer kept from a session that
+    // could (or a key reserved by one) is neither given back to it nor run again
+    // (that run's refusal would replace what the first attempt did). Ending the
+    // session is not a write of the agent's account.
     if found.is_some() {
-        if let Err(refused) = Auth::from_request_parts(&mut parts, &state).await {
-            return refused.into_response();
+        let ctx = match Auth::from_request_parts(&mut parts, &state).await {
+            Err(refused) => return refused.into_response(),
+            Ok(Auth(ctx)) => ctx,
+        };
+        let path = parts.uri.path();
+        let ends_session = path == "/api/logout"
+            || (path == "/api/impersonation" && parts.method == Method::DELETE);
+        if !ends_session {
+            if let Err(refused) = state.app.may_write(&ctx) {
+                return ApiError::from(refused).into_response();
+            }
         }
     }
     let replay = match found {

@@ -410,9 +410,16 @@ pub struct ImpersonationInput {
     pub user_id: UserId,
     #[serde(default)]
     pub reason: Option<String>,
-    /// `edit` (the default) or `view`: a view-only session refuses every write.
-    #[serde(default)]
-    pub mode: Option<String>,
+    /// `edit` (the default, when absent) or `view`: a view-only session refuses
+    /// every write. `null` is refused rather than read as the default.
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<String>)]
+    pub mode: Option<serde_json::Value>,
+}
+
+/// A field that is present, `null` included (an absent one stays `None`).
+fn present<'de, D: Deserializer<'de>>(value: D) -> Result<Option<serde_json::Value>, D::Error> {
+    serde_json::Value::deserialize(value).map(Some)
 }
 
 impl ImpersonationInput {
@@ -421,18 +428,19 @@ impl ImpersonationInput {
     /// # Errors
     /// A [`FieldError`] for another value.
     pub fn mode(&self) -> Result<ImpersonationMode, Vec<FieldError>> {
-        self.mode
-            .as_deref()
-            .map_or(Ok(ImpersonationMode::Edit), |text| {
-                named(
-                    "mode",
-                    text,
-                    ImpersonationMode::parse,
-                    ImpersonationMode::ALL,
-                    |m| m.as_str(),
-                )
-                .map_err(|message| vec![FieldError::new("mode", message)])
-            })
+        let text = match &self.mode {
+            None => return Ok(ImpersonationMode::Edit),
+            Some(serde_json::Value::String(text)) => text.as_str(),
+            Some(_) => "",
+        };
+        named(
+            "mode",
+            text,
+            ImpersonationMode::parse,
+            ImpersonationMode::ALL,
+            |m| m.as_str(),
+        )
+        .map_err(|message| vec![FieldError::new("mode", message)])
     }
 
     /// The reason, trimmed; blank is none.

@@ -468,6 +468,17 @@ pub fn changes_of(
                 .collect();
             ("template", t.template_id.as_uuid(), deleted)
         }
+        // The decision, on the session (its changes put back are rows of their own).
+        DomainEvent::ImpersonationReverted(r) => (
+            "session",
+            stream_id,
+            one(
+                "reverted",
+                Value::Null,
+                json!({"reason": r.reason, "reverted": r.reverted, "conflicts": r.conflicts,
+                    "not_revertible": r.not_revertible}),
+            ),
+        ),
         DomainEvent::UserLoggedIn(_)
         | DomainEvent::UserLoggedOut(_)
         | DomainEvent::NotificationsRead(_)

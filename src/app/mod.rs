@@ -26,6 +26,7 @@ pub mod impersonation;
 pub mod leads;
 pub mod reads;
 pub mod responses;
+pub mod revert;
 mod sessions;
 pub mod settings;
 pub mod streams;

@@ -12,6 +12,7 @@
 pub mod impersonation;
 pub mod lead;
 pub mod policy;
+pub mod revert;
 pub mod settings;
 pub mod site;
 pub mod user;

@@ -106,6 +106,8 @@ pub enum Action {
     MarkOwnNotificationsRead,
     /// Erase a lead's personal data (a right to be forgotten).
     EraseLeads,
+    /// Revert what an ended "Log in as user" session changed.
+    RevertSessions,
 }
 
 /// Why the policy said no.
@@ -149,7 +151,10 @@ pub fn authorize(caller: &Caller, action: Action) -> Result<(), Refusal> {
         Action::ManageUsers | Action::ReadSiteSettings | Action::StartImpersonation => {
             matches!(role, Role::Owner | Role::Admin)
         }
-        Action::ReadAllLeads | Action::WorkAllLeads | Action::EraseLeads => {
+        Action::ReadAllLeads
+        | Action::WorkAllLeads
+        | Action::EraseLeads
+        | Action::RevertSessions => {
             matches!(role, Role::Owner | Role::Admin)
         }
         Action::ChangeSiteSettings => role == Role::Owner,
@@ -180,6 +185,7 @@ fn reserved_to_the_real_human(action: Action) -> Option<&'static str> {
         Action::ChangeSiteSettings => Some("changing site settings"),
         Action::StartImpersonation => Some("logging in as another user"),
         Action::EraseLeads => Some("erasing a lead's personal data"),
+        Action::RevertSessions => Some("reverting a session"),
         // The agent reads what they are told; whoever acts as them must not.
         Action::MarkOwnNotificationsRead => Some("marking the notifications read"),
         Action::ReadAudit | Action::ReadEvents | Action::ReadOwnImpersonations => {
@@ -221,7 +227,8 @@ fn writes(action: Action) -> bool {
         | Action::WorkAllLeads
         | Action::ManageOwnSettings
         | Action::MarkOwnNotificationsRead
-        | Action::EraseLeads => true,
+        | Action::EraseLeads
+        | Action::RevertSessions => true,
         Action::ReadUsers
         | Action::ReadSiteSettings
         | Action::ReadAudit

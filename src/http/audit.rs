@@ -17,9 +17,11 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
 
-use super::bodies::{List, SessionBody, SessionDetailBody};
+use super::bodies::{written, List, SessionBody, SessionDetailBody};
 use super::error::{ApiError, ApiResult, Problem};
+use super::extract::Body;
 use super::extract::{Auth, Path, Query};
+use super::input::RevertInput;
 use super::AppState;
 use crate::app::audit::{SessionView, Verification};
 use crate::export::Format;
@@ -28,6 +30,7 @@ pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(list_sessions))
         .routes(routes!(get_session))
+        .routes(routes!(revert_session))
         .routes(routes!(list_changes))
         .routes(routes!(export_changes))
         .routes(routes!(verify_log))
@@ -82,6 +85,82 @@ pub(super) fn listed(page: crm_projections::Page<SessionView>) -> List<SessionBo
         items: page.items.into_iter().map(SessionBody::from).collect(),
         next_cursor: page.next_cursor,
     }
+}
+
+/// One change of a reverted session and what the revert does with it.
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+pub struct PlannedRevert {
+    pub position: i64,
+    pub entity_type: String,
+    pub entity_id: Uuid,
+    pub field: String,
+    /// `revert` (put back), `conflict` (changed since: left alone) or
+    /// `not_revertible` (the domain has no inverse; `why` says so).
+    pub action: String,
+    /// The value now.
+    pub current: serde_json::Value,
+    /// What the revert puts back: the value before the session changed it.
+    pub target: serde_json::Value,
+    /// Why a change is left alone.
+    pub why: Option<String>,
+}
+
+/// What a revert did (or, on a dry run, would do).
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+pub struct RevertPlan {
+    /// Every change of the session, newest first.
+    pub plan: Vec<PlannedRevert>,
+    /// The position of the revert's last event; null on a dry run, which appends
+    /// nothing.
+    pub position: Option<i64>,
+}
+
+/// Reverts what an ended session changed (owner or admin, never while logged in as
+/// someone, with a reason): each change, newest first, is put back where nothing
+/// changed it since (as the caller, on the agent's account, caused by the session),
+/// left alone where something did (`conflict`), or said to have no inverse
+/// (`not_revertible`). `dry_run` plans and appends nothing.
+#[utoipa::path(post, path = "/api/audit/impersonations/{id}/revert", tag = "audit", security(("bearer" = [])),
+    params(("id" = Uuid, Path, description = "impersonation id")), request_body = RevertInput,
+    responses((status = 200, body = RevertPlan), (status = 401, body = Problem), (status = 403, body = Problem),
+        (status = 404, body = Problem), (status = 409, body = Problem), (status = 422, body = Problem)))]
+async fn revert_session(
+    State(state): State<AppState>,
+    Auth(ctx): Auth,
+    Path(id): Path<ImpersonationId>,
+    Body(body): Body<RevertInput>,
+) -> ApiResult<Response> {
+    let reason = body.parse().map_err(ApiError::validation)?;
+    let reverted = state
+        .app
+        .revert_session(&ctx, id, reason, body.dry_run)
+        .await?;
+    let plan = RevertPlan {
+        plan: reverted
+            .plan
+            .into_iter()
+            .map(|i| PlannedRevert {
+                position: i.position,
+                entity_type: i.entity_type.to_owned(),
+                entity_id: i.entity_id,
+                field: i.field,
+                action: i.action.as_str().to_owned(),
+                current: i.current,
+                target: i.target,
+                why: i.why,
+            })
+            .collect(),
+        position: reverted.position,
+    };
+    Ok(match reverted.position {
+        Some(at) => written(
+            axum::http::StatusCode::OK,
+            plan,
+            crm_events::Position(at),
+            None,
+        ),
+        None => Json(plan).into_response(),
+    })
 }
 
 /// One session and every change made in it (before -> after).

@@ -482,6 +482,28 @@ impl ErasureInput {
     }
 }
 
+/// `POST /api/audit/impersonations/{id}/revert`.
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RevertInput {
+    /// Why the session is reverted: required, at most 500 characters; recorded.
+    #[schema(min_length = 1, max_length = 500)]
+    pub reason: String,
+    /// Only plan: say what would be reverted, append nothing.
+    #[serde(default)]
+    pub dry_run: bool,
+}
+
+impl RevertInput {
+    /// The reason, trimmed.
+    ///
+    /// # Errors
+    /// A [`FieldError`] for a blank reason or one over 500 characters.
+    pub fn parse(&self) -> Result<Reason, Vec<FieldError>> {
+        Reason::parse(&self.reason).map_err(|why| vec![FieldError::new("reason", why)])
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -29,6 +29,20 @@ pub struct LeadViewed {
     pub lead_id: LeadId,
 }
 
+/// An owner or admin reverted what the session changed (after it ended), with a
+/// reason: the changes put back are ordinary events of the agent's account, caused
+/// by the session (their `causation_id`); this one sums the decision up.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ImpersonationReverted {
+    pub reason: String,
+    /// Changes put back.
+    pub reverted: u32,
+    /// Changes changed since, left alone.
+    pub conflicts: u32,
+    /// Changes the domain has no inverse for.
+    pub not_revertible: u32,
+}
+
 /// The session ended. For an expired session `ended_at` is its expiry time, which can
 /// be earlier than when the end was recorded.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -121,6 +121,7 @@ catalog! {
 
     ImpersonationStarted: Impersonation, version 1;
     ImpersonationEnded: Impersonation, version 1;
+    ImpersonationReverted: Impersonation, version 1;
     LeadViewed: Views, version 1;
 
     LeadCreated: Lead, version 2;

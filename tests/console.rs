@@ -367,6 +367,23 @@ async fn an_admin_an_owner_and_an_agent_work_in_the_console(db: &TestDatabase) {
     );
     step("10-audit-session");
 
+    // Revert this session: a reason, the plan (nothing changes), then the revert.
+    browser.execute("window.confirm = () => true;", Value::Array(vec![]));
+    browser.click("main .actions button.danger");
+    browser.type_into(
+        "dialog textarea[name=reason]",
+        "Agnes asked to undo the stage change",
+    );
+    browser.click("dialog button[type=submit]");
+    let plan = browser.wait_for_text("dialog .plan", "will be put back");
+    assert!(
+        plan.contains("Put back") && plan.contains("Cannot be undone"),
+        "the stage goes back, the note stays: {plan}"
+    );
+    step("10b-revert-plan");
+    browser.click("dialog button.danger");
+    browser.wait_for_text("#message", "Reverted: 1 change put back.");
+
     // Changes made while logged in as someone: names, not ids; no setup rows.
     browser.click("nav a[href='#/audit']");
     browser.wait_for_text("main", "Changes, field by field");

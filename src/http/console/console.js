@@ -1049,7 +1049,7 @@ const DID = {
   LeadReassigned: "Reassigned the lead", LeadTagAdded: "Tagged the lead", LeadTagRemoved: "Untagged the lead",
   LeadNoteAdded: "Added a note to", LeadTaskCreated: "Added a task to", LeadTaskCompleted: "Completed a task on",
   LeadCommunicationLogged: "Logged a contact with", LeadArchived: "Archived the lead", LeadErased: "Erased the personal data of",
-  LeadViewed: "Viewed the lead",
+  LeadViewed: "Viewed the lead", ImpersonationReverted: "Reverted",
   UserSettingsChanged: "Changed the settings of", TemplateCreated: "Created the template",
   TemplateUpdated: "Edited the template", TemplateDeleted: "Deleted the template",
 };
@@ -1069,6 +1069,9 @@ function value_text(field, value) {
     return value.title ? `${value.title}, due ${when(value.due_at)}` : value.completed ? "done" : "open";
   }
   if (field === "communication" && typeof value === "object") return `${value.direction} ${value.channel}: ${value.summary}`;
+  if (field === "reverted" && typeof value === "object") {
+    return `${plural(value.reverted, "change")} put back, ${value.conflicts} left alone, ${value.not_revertible} not revertible: ${value.reason}`;
+  }
   if (field === "lead_manager.default_sort") return (SORTS.find(([v]) => v === value) || [value, value])[1];
   if (typeof value === "boolean") return value ? "yes" : "no";
   if (Array.isArray(value)) return value.length ? value.join(", ") : "none";
@@ -1078,6 +1081,7 @@ function value_text(field, value) {
 
 /** What a change is about, by name, linked to that thing's history. */
 function entity(c) {
+  if (c.entity_type === "session") return h("a", { href: `#/audit/${c.entity_id}` }, "a session");
   const label = c.entity_label || `${c.entity_type} (no name)`;
   const history = new URLSearchParams({ entity_type: c.entity_type, entity_id: c.entity_id });
   return h("a", { href: `#/audit?${history}#changes`, title: `Every change of ${label}` }, label);
@@ -1309,10 +1313,59 @@ async function session(id) {
       h("dt", {}, "Leads opened"), h("dd", {}, s.changes.filter((c) => c.kind === "view").length)),
     reads_audit() ? h("div", { class: "actions" },
       h("button", { type: "button", class: "quiet", onclick: () => download("csv", filter, what, "session") }, "Export this session (CSV)"),
-      h("button", { type: "button", class: "quiet", onclick: () => download("ndjson", filter, what, "session") }, "Export this session (NDJSON)"))
+      h("button", { type: "button", class: "quiet", onclick: () => download("ndjson", filter, what, "session") }, "Export this session (NDJSON)"),
+      manages() && s.ended_at && s.change_count > 0
+        ? h("button", { type: "button", class: "danger", onclick: () => revert_session(s) }, "Revert this session…") : null)
       : null,
     table("Changes and leads opened in this session, newest first", ["When", "What", "Field", "Before → after"], change_rows(newest, false),
       "Nothing was changed or opened in this session."));
+}
+
+const REVERT_ACTIONS = { revert: "Put back", conflict: "Left alone: changed since", not_revertible: "Cannot be undone" };
+
+/** "Revert this session": a reason, the plan (a dry run, which changes nothing),
+ * then, confirmed, the revert itself; the page then shows the session again. */
+function revert_session(s) {
+  const reason = h("textarea", { name: "reason", required: true, maxlength: 500 });
+  const plan = h("div", { class: "plan" });
+  const go_on = h("button", { type: "button", class: "danger", hidden: true }, "Revert");
+  const form = h("form", { method: "dialog", onsubmit: async (e) => {
+    e.preventDefault();
+    const planned = await attempt(() => api("POST", `/api/audit/impersonations/${s.id}/revert`,
+      { reason: reason.value, dry_run: true }), null, form);
+    if (!planned) return;
+    const items = planned.body.plan;
+    const rows = items.map((i) => h("tr", {},
+      h("td", {}, `${pretty(i.entity_type)} `, i.entity_type === "lead" ? person_or_label(s, i) : ""),
+      h("td", {}, field_name(i.field)),
+      h("td", {}, value_text(i.field, i.current)),
+      h("td", {}, value_text(i.field, i.target)),
+      h("td", {}, REVERT_ACTIONS[i.action] || i.action, i.why ? h("span", { class: "muted" }, ` (${i.why})`) : null)));
+    const count = items.filter((i) => i.action === "revert").length;
+    plan.replaceChildren(h("p", {}, `${plural(count, "change")} will be put back; the others are left as they are.`),
+      table("What the revert does, newest change first", ["What", "Field", "Now", "Back to", "Revert"], rows, "Nothing to revert."));
+    go_on.hidden = count === 0;
+  } },
+  h("p", { class: "muted" }, "Each change of the session that nothing has changed since is put back, as you, on the agent's account. First see the plan; nothing changes until you confirm."),
+  h("label", {}, "Reason (recorded)", reason), plan,
+  h("div", { class: "actions" }, h("button", { type: "submit", class: "quiet" }, "Show the plan"), go_on,
+    h("button", { type: "button", class: "quiet", onclick: () => box.close() }, "Cancel")));
+  go_on.onclick = async () => {
+    if (!confirm(`Revert the session of ${s.admin.name} as ${s.subject.name}?`)) return;
+    const done = await attempt(() => api("POST", `/api/audit/impersonations/${s.id}/revert`, { reason: reason.value }), null, form);
+    if (!done) return;
+    box.close();
+    const back = done.body.plan.filter((i) => i.action === "revert").length;
+    go(`#/audit/${s.id}`, `Reverted: ${plural(back, "change")} put back.`, true);
+  };
+  const box = dialog(`Revert the session of ${s.admin.name} as ${s.subject.name}`, form);
+  reason.focus();
+}
+
+/** The lead a planned item is about, by the name the session's changes gave it. */
+function person_or_label(s, i) {
+  const named = s.changes.find((c) => c.entity_id === i.entity_id && c.entity_label);
+  return named ? named.entity_label : "";
 }
 
 /** One event of the log, as recorded (where the chain check points). */

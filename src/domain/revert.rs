@@ -506,3 +506,114 @@ fn deleted(template_id: TemplateId, t: &Template) -> DomainEvent {
     }
     .into()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crm_events::catalog::lead::{LeadCreated, LeadNoteAdded};
+    use crm_events::catalog::values::Stage;
+    use crm_events::ids::{NoteId, SiteId};
+
+    fn lead() -> Lead {
+        Lead::created(
+            SiteId::generate(),
+            &LeadCreated {
+                name: "Dana Novak".into(),
+                email: None,
+                phone: Some("+1 555 0100".into()),
+                source: None,
+                stage: Stage::New,
+                tags: vec![],
+                assigned_agent_id: None,
+            },
+        )
+    }
+
+    fn made(position: i64, lead: LeadId, event: impl Into<DomainEvent>) -> Made {
+        Made {
+            position,
+            stream_id: lead.as_uuid(),
+            event: event.into(),
+        }
+    }
+
+    fn stage(from: Stage, to: Stage) -> LeadStageChanged {
+        LeadStageChanged { from, to }
+    }
+
+    /// A stage moved twice in the session goes back step by step, newest first.
+    #[test]
+    fn a_field_changed_twice_goes_back_step_by_step() {
+        let id = LeadId::generate();
+        let mut now = lead();
+        for e in [
+            stage(Stage::New, Stage::Contacted),
+            stage(Stage::Contacted, Stage::Nurture),
+        ] {
+            now.apply(&e.into());
+        }
+        let mut desk = Desk::default();
+        desk.leads.insert(id, now);
+        let session = [
+            made(10, id, stage(Stage::New, Stage::Contacted)),
+            made(11, id, stage(Stage::Contacted, Stage::Nurture)),
+        ];
+        let (items, undo) = plan(&session, &mut desk);
+        let steps: Vec<(i64, Action, Value, Value)> = items
+            .iter()
+            .map(|i| (i.position, i.action, i.current.clone(), i.target.clone()))
+            .collect();
+        assert_eq!(
+            steps,
+            [
+                (11, Action::Revert, json!("nurture"), json!("contacted")),
+                (10, Action::Revert, json!("contacted"), json!("new")),
+            ]
+        );
+        assert_eq!(
+            undo.leads[&id],
+            [
+                stage(Stage::Nurture, Stage::Contacted).into(),
+                stage(Stage::Contacted, Stage::New).into(),
+            ]
+        );
+        assert_eq!(desk.leads[&id].stage, Stage::New);
+    }
+
+    /// Changed since the session: left alone; a note: no inverse; a lead archived
+    /// since: every change of it is a conflict.
+    #[test]
+    fn changes_since_records_and_archived_leads_are_left_alone() {
+        let (id, archived) = (LeadId::generate(), LeadId::generate());
+        let mut edited = lead();
+        edited.apply(&stage(Stage::New, Stage::Contacted).into());
+        edited.apply(&stage(Stage::Contacted, Stage::Nurture).into());
+        let mut gone = lead();
+        gone.apply(&stage(Stage::New, Stage::Contacted).into());
+        gone.apply(&crm_events::catalog::lead::LeadArchived {}.into());
+        let mut desk = Desk::default();
+        desk.leads.insert(id, edited);
+        desk.leads.insert(archived, gone);
+        let note = LeadNoteAdded {
+            note_id: NoteId::generate(),
+            body: "Called".into(),
+        };
+        let session = [
+            made(1, id, stage(Stage::New, Stage::Contacted)),
+            made(2, id, note),
+            made(3, archived, stage(Stage::New, Stage::Contacted)),
+        ];
+        let (items, undo) = plan(&session, &mut desk);
+        let verdicts: Vec<(i64, Action)> = items.iter().map(|i| (i.position, i.action)).collect();
+        assert_eq!(
+            verdicts,
+            [
+                (3, Action::Conflict),
+                (2, Action::NotRevertible),
+                (1, Action::Conflict),
+            ]
+        );
+        assert_eq!(items[0].why.as_deref(), Some("the lead was archived since"));
+        assert!(undo.is_empty());
+    }
+}

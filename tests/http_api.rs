@@ -916,6 +916,7 @@ fn the_openapi_document_lists_every_route_of_the_contract() {
         ("delete", "/api/templates/{id}"),
         ("get", "/api/audit/impersonations"),
         ("get", "/api/audit/impersonations/{id}"),
+        ("post", "/api/audit/impersonations/{id}/revert"),
         ("get", "/api/audit/changes"),
         ("get", "/api/audit/export"),
         ("get", "/api/audit/verify"),

@@ -191,7 +191,13 @@ async fn a_session_is_reverted_where_nothing_changed_since_and_the_rest_is_said(
         .contains("no way to take one back"));
 
     let done = api
-        .post(&admin, &revert, json!({"reason": "Not what Agnes wanted"}))
+        .call(
+            axum::http::Method::POST,
+            &revert,
+            Some(&admin),
+            Some(&json!({"reason": "Not what Agnes wanted"})),
+            &[("idempotency-key", "revert-1")],
+        )
         .await;
     assert_eq!(done.status, 200, "{}", done.body);
     let at = done.body["position"].as_i64().unwrap();
@@ -282,17 +288,39 @@ async fn a_session_is_reverted_where_nothing_changed_since_and_the_rest_is_said(
     assert_eq!(decision["field"], "reverted");
     assert_eq!(decision["entity_id"], session.as_str());
 
-    // Reverting again puts nothing back: every change now reads as changed since.
-    let again = api
-        .post(&admin, &revert, json!({"reason": "Twice", "dry_run": true}))
+    // Once only: again (planned, done, or retried with its key) is a conflict, and
+    // the session's page says it was reverted.
+    let after = head(&api).await;
+    for body in [
+        json!({"reason": "Twice", "dry_run": true}),
+        json!({"reason": "Twice"}),
+    ] {
+        api.post(&admin, &revert, body)
+            .await
+            .problem(409, "conflict");
+    }
+    let retried = api
+        .call(
+            axum::http::Method::POST,
+            &revert,
+            Some(&admin),
+            Some(&json!({"reason": "Not what Agnes wanted"})),
+            &[("idempotency-key", "revert-1")],
+        )
         .await;
-    assert!(
-        actions(&again.body)
-            .iter()
-            .all(|(_, _, action)| action != "revert"),
-        "{}",
-        again.body
-    );
+    retried.problem(409, "conflict");
+    assert_eq!(head(&api).await, after);
+    let page = api
+        .get(&admin, &format!("/api/audit/impersonations/{session}"))
+        .await;
+    assert_eq!(page.body["reverted"], true);
+    // The answer names the leads' personal values: it is not kept for retries (an
+    // erasure of one lead could not find it).
+    let kept = "SELECT count(*) FROM http_idempotency WHERE status <> 0";
+    let kept: i64 = crm_events::on_pool!(api.app.store().database(), |pool| {
+        sqlx::query_scalar(kept).fetch_one(pool).await.unwrap()
+    });
+    assert_eq!(kept, 0);
     let verify = api.get(&admin, "/api/audit/verify").await;
     assert_eq!(verify.body["ok"], true);
 }

@@ -36,6 +36,8 @@ pub struct SessionView {
 pub struct SessionDetail {
     pub session: SessionView,
     pub changes: Vec<Change>,
+    /// What it changed was reverted (`POST …/revert`).
+    pub reverted: bool,
 }
 
 /// An export under way: the position it runs up to and its bytes, page by page.
@@ -134,7 +136,16 @@ impl App {
             next_cursor: None,
         };
         let session = self.with_people(ctx, page).await?.items.remove(0);
-        Ok(SessionDetail { session, changes })
+        // The session's own stream says it, whatever the projections have folded.
+        let reverted = super::aggregates::load_impersonation(&self.store, id)
+            .await?
+            .state
+            .reverted;
+        Ok(SessionDetail {
+            session,
+            changes,
+            reverted,
+        })
     }
 
     /// The site's changes, filtered (owners, admins, auditors).

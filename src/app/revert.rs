@@ -10,9 +10,10 @@ use crm_events::{DomainEvent, ExpectedVersion, Position, StoreError, StreamAppen
 use crm_projections::audit_trail;
 
 use super::aggregates::{
-    impersonation_stream, lead_stream, load_lead, load_settings, settings_stream,
+    impersonation_stream, lead_stream, load_impersonation, load_lead, load_settings,
+    settings_stream,
 };
-use super::{App, AppError, RequestContext};
+use super::{sessions, App, AppError, RequestContext};
 use crate::domain::policy::{authorize, Action};
 use crate::domain::revert::{self, Action as Step, Desk, Item, Made};
 use crate::domain::values::Reason;
@@ -52,6 +53,16 @@ impl App {
         if session.ended_at.is_none() {
             return Err(AppError::Conflict(
                 "the session is still running: only an ended session can be reverted".into(),
+            ));
+        }
+        // Once only: a second revert would take what the agent did since the first
+        // for the session's doing. Its append expects the version read here, so of
+        // two reverts at once one stands.
+        let stream = load_impersonation(&self.store, id).await?;
+        if stream.state.reverted {
+            return Err(AppError::Conflict(
+                "this session was reverted already; anything more is a new change, made by hand"
+                    .into(),
             ));
         }
         let agent = UserId::from_uuid(session.subject_id);
@@ -136,24 +147,28 @@ impl App {
         appends.push(StreamAppend {
             site_id: ctx.site(),
             stream: impersonation_stream(id),
-            expected: ExpectedVersion::Any,
+            expected: ExpectedVersion::Exact(stream.version),
             events: vec![summary.to_new_event()],
         });
-        // As the caller, on the agent's account, caused by the session.
+        // As the caller, on the agent's account, caused by the session; a key sent
+        // with it is reserved in the same transaction (a retry finds the revert done).
         let mut meta = ctx.as_actor().metadata();
         meta.subject_id = agent;
         meta.causation_id = Some(id.as_uuid());
-        let outcome = self
-            .store
-            .append_with(appends, meta, Vec::new())
-            .await
-            .map_err(|error| match error {
-                StoreError::Conflict { .. } => AppError::Conflict(
-                    "what the session changed moved while the revert was planned: plan again"
-                        .into(),
-                ),
-                other => other.into(),
-            })?;
+        let side = sessions::key_reserved(ctx, self.clock.now(), None)
+            .into_iter()
+            .collect();
+        let outcome =
+            self.store
+                .append_with(appends, meta, side)
+                .await
+                .map_err(|error| match error {
+                    StoreError::Conflict { .. } => AppError::Conflict(
+                        "what the session changed moved while the revert was planned: plan again"
+                            .into(),
+                    ),
+                    other => other.into(),
+                })?;
         for lead in undo.leads.keys() {
             self.caches.leads.forget(&lead_stream(*lead));
         }

@@ -18,6 +18,9 @@ pub struct Impersonation {
     pub expires_at: DateTime<Utc>,
     pub mode: ImpersonationMode,
     pub ended: Option<(EndReason, DateTime<Utc>)>,
+    /// What it changed was reverted (once: a second revert would undo what the
+    /// agent did since the first, as if it were the session's).
+    pub reverted: bool,
 }
 
 impl Impersonation {
@@ -31,12 +34,17 @@ impl Impersonation {
             expires_at: started.expires_at,
             mode: started.mode,
             ended: None,
+            reverted: false,
         }
     }
 
     pub fn apply(&mut self, event: &DomainEvent) {
-        if let DomainEvent::ImpersonationEnded(e) = event {
-            self.ended.get_or_insert((e.end_reason, e.ended_at));
+        match event {
+            DomainEvent::ImpersonationEnded(e) => {
+                self.ended.get_or_insert((e.end_reason, e.ended_at));
+            }
+            DomainEvent::ImpersonationReverted(_) => self.reverted = true,
+            _ => {}
         }
     }
 

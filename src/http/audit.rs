@@ -176,6 +176,7 @@ async fn get_session(
     Ok(Json(SessionDetailBody {
         session: SessionBody::from(detail.session),
         changes: detail.changes,
+        reverted: detail.reverted,
     }))
 }
 

@@ -64,6 +64,8 @@ pub struct SessionDetailBody {
     #[serde(flatten)]
     pub session: SessionBody,
     pub changes: Vec<crm_projections::audit_trail::Change>,
+    /// What it changed was reverted (once; `POST …/revert`).
+    pub reverted: bool,
 }
 
 impl From<crate::app::audit::SessionView> for SessionBody {

@@ -1310,11 +1310,12 @@ async function session(id) {
       h("dt", {}, "Started"), h("dd", {}, when(s.started_at)),
       h("dt", {}, "Ended"), h("dd", {}, s.ended_at ? `${when(s.ended_at)} (${pretty(s.end_reason)}, ${plural(minutes, "minute")})` : "ongoing"),
       h("dt", {}, "Changes"), h("dd", {}, s.change_count),
-      h("dt", {}, "Leads opened"), h("dd", {}, s.changes.filter((c) => c.kind === "view").length)),
+      h("dt", {}, "Leads opened"), h("dd", {}, s.changes.filter((c) => c.kind === "view").length),
+      s.reverted ? [h("dt", {}, "Reverted"), h("dd", {}, "Yes: see the audit's changes by the admin who reverted it")] : null),
     reads_audit() ? h("div", { class: "actions" },
       h("button", { type: "button", class: "quiet", onclick: () => download("csv", filter, what, "session") }, "Export this session (CSV)"),
       h("button", { type: "button", class: "quiet", onclick: () => download("ndjson", filter, what, "session") }, "Export this session (NDJSON)"),
-      manages() && s.ended_at && s.change_count > 0
+      manages() && s.ended_at && s.change_count > 0 && !s.reverted
         ? h("button", { type: "button", class: "danger", onclick: () => revert_session(s) }, "Revert this session…") : null)
       : null,
     table("Changes and leads opened in this session, newest first", ["When", "What", "Field", "Before → after"], change_rows(newest, false),

@@ -96,6 +96,12 @@ pub fn filter_params(filter: &ChangeFilter) -> serde_json::Map<String, serde_jso
         "impersonation_id",
         filter.impersonation_id.map(|v| json!(v)),
     );
+    put(
+        "kind",
+        filter
+            .views
+            .map(|v| json!(if v { "view" } else { "change" })),
+    );
     put("from", filter.from.map(|v| json!(v)));
     put("to", filter.to.map(|v| json!(v)));
     put(

@@ -131,6 +131,43 @@ async fn opening_a_lead_while_logged_in_as_its_agent_is_recorded_and_exported(db
         .collect();
     assert_eq!(kinds, ["view", "view", "view", "change"]);
 
+    // Views or changes alone, in the list and the export.
+    let only = |kind: &'static str| {
+        let (api, admin, id) = (api.clone(), admin.clone(), id.clone());
+        async move {
+            let listed = api
+                .get(
+                    &admin,
+                    &format!("/api/audit/changes?impersonation_id={id}&kind={kind}"),
+                )
+                .await;
+            assert_eq!(listed.status, 200, "{}", listed.body);
+            listed.body["items"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|c| c["kind"].as_str().unwrap().to_owned())
+                .collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(only("view").await, ["view", "view", "view"]);
+    assert_eq!(only("change").await, ["change"]);
+    api.get(&admin, "/api/audit/changes?kind=views")
+        .await
+        .problem(422, "validation");
+    let viewed_csv = api
+        .get(
+            &admin,
+            &format!("/api/audit/export?format=csv&impersonation_id={id}&kind=view"),
+        )
+        .await;
+    assert_eq!(
+        csv::Reader::from_reader(viewed_csv.raw.as_slice())
+            .records()
+            .count(),
+        3
+    );
+
     // The events: on the session's views stream, nothing personal in them.
     let events = api
         .get(&admin, &format!("/api/events?after={head}&limit=500"))

@@ -755,6 +755,9 @@ pub struct ChangeFilter {
     pub impersonated: Option<bool>,
     /// Only the changes of one "Log in as user" session.
     pub impersonation_id: Option<ImpersonationId>,
+    /// Only the views (`true`: leads opened while logged in as their agent) or only
+    /// the changes (`false`).
+    pub views: Option<bool>,
     /// At or after.
     pub from: Option<DateTime<Utc>>,
     /// Before.
@@ -803,6 +806,11 @@ pub fn changes_query(
     match filter.impersonated {
         Some(true) => sql.push(" AND impersonation_id IS NOT NULL"),
         Some(false) => sql.push(" AND impersonation_id IS NULL"),
+        None => &mut sql,
+    };
+    match filter.views {
+        Some(true) => sql.push(" AND event_type = 'LeadViewed'"),
+        Some(false) => sql.push(" AND event_type <> 'LeadViewed'"),
         None => &mut sql,
     };
     if let Some(from) = filter.from {

@@ -197,6 +197,10 @@ pub struct ChangesQuery {
     /// Only the changes of one "Log in as user" session.
     #[param(value_type = Option<Uuid>)]
     impersonation_id: Option<ImpersonationId>,
+    /// `change` (only what changed something) or `view` (only the leads opened
+    /// while logged in as their agent); both when absent.
+    #[param(value_type = Option<String>, pattern = "^(change|view)$")]
+    kind: Option<String>,
     /// At or after.
     from: Option<DateTime<Utc>>,
     /// Before.
@@ -224,6 +228,12 @@ impl ChangesQuery {
             entity_id: self.entity_id,
             impersonated: self.impersonated,
             impersonation_id: self.impersonation_id,
+            views: match self.kind.as_deref() {
+                None => None,
+                Some("view") => Some(true),
+                Some("change") => Some(false),
+                Some(_) => return Err(ApiError::invalid("kind", "change or view")),
+            },
             from: self.from,
             to: self.to,
             up_to: self.up_to,

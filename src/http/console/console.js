@@ -1231,7 +1231,7 @@ function day_filter(query, key, label) {
 async function audit(params) {
   const mine = ticket;
   const query = new URLSearchParams(params);
-  const filter = filters_of(query, ["actor_id", "subject_id", "entity_type", "entity_id", "impersonated", "cursor"]);
+  const filter = filters_of(query, ["actor_id", "subject_id", "entity_type", "entity_id", "impersonated", "kind", "cursor"]);
   const [{ body: sessions }, { body: verified }, , { body: changes }, { body: digests }] = await Promise.all([
     api("GET", "/api/audit/impersonations?limit=10"), api("GET", "/api/audit/verify"),
     load_people(), api("GET", `/api/audit/changes?${filter}`), api("GET", "/api/audit/digests?limit=1")]);
@@ -1256,6 +1256,7 @@ async function audit(params) {
   choose("actor_id", "Who acted", users), choose("subject_id", "On whose account", users),
   choose("entity_type", "What", [["lead", "leads"], ["template", "templates"], ["settings", "settings"], ["user", "users"], ["site", "the site"]]),
   choose("impersonated", "While logged in as someone", [["true", "yes"], ["false", "no"]]),
+  choose("kind", "Changes or leads opened", [["change", "changes"], ["view", "leads opened"]]),
   day("from_day", "From"), day("to_day", "To"),
   h("button", { type: "submit" }, "Show changes"));
   // What the filter narrows to, named from the changes themselves (never from the address).
@@ -1273,6 +1274,8 @@ async function audit(params) {
     query.get("entity_type") && !one && `of ${query.get("entity_type")}s`,
     query.get("impersonated") === "true" && "made while logged in as someone",
     query.get("impersonated") === "false" && "made as themselves",
+    query.get("kind") === "change" && "changes only",
+    query.get("kind") === "view" && "leads opened only",
     query.get("from_day") && `from ${query.get("from_day")}`, query.get("to_day") && `to ${query.get("to_day")}`,
   ].filter(Boolean).join(", ") || "every change";
   const exported = new URLSearchParams(filter);

@@ -3,7 +3,8 @@
 //! lead fields, stage, tags, settings and templates (created: deleted; updated:
 //! restored; deleted: recreated) as the reverting admin on the agent's account,
 //! caused by the session; a field the agent changed again since is a conflict, left
-//! alone; a note is not revertible; who may revert, and when.
+//! alone; a note is not revertible; who may revert, and when; two servers
+//! reverting one session at the same moment revert it once.
 
 mod support;
 
@@ -15,6 +16,7 @@ use support::http::{demo, Api};
 backend_tests!(
     a_session_is_reverted_where_nothing_changed_since_and_the_rest_is_said,
     only_owners_and_admins_revert_ended_sessions_of_their_site,
+    two_servers_reverting_one_session_at_once_revert_it_once,
 );
 
 async fn head(api: &Api) -> i64 {
@@ -406,4 +408,52 @@ async fn only_owners_and_admins_revert_ended_sessions_of_their_site(db: &TestDat
     assert_eq!(done.status, 200, "{}", done.body);
     assert_eq!(done.body["plan"], json!([]));
     assert_eq!(done.body["position"].as_i64(), Some(head(&api).await));
+}
+
+async fn two_servers_reverting_one_session_at_once_revert_it_once(db: &TestDatabase) {
+    use crm::app::AppError;
+    use crm::domain::lead::LeadEdit;
+    use crm::domain::values::Reason;
+    use crm_events::catalog::values::{ImpersonationMode, Stage};
+
+    let one = support::app(db).await;
+    let other = support::app(db).await;
+    let s = support::site(&one, "Demo Realty", "demo.example").await;
+    let lead = support::lead_of(&one, &s.agent1.ctx, "Dana").await;
+    let acting = one
+        .start_impersonation(
+            &s.admin.ctx,
+            s.agent1.id,
+            support::reason("Help"),
+            ImpersonationMode::Edit,
+        )
+        .await
+        .unwrap()
+        .0;
+    let edit = LeadEdit {
+        stage: Some(Stage::Contacted),
+        ..LeadEdit::default()
+    };
+    one.edit_lead(&acting, lead, edit, None).await.unwrap();
+    one.return_to_admin(&acting).await.unwrap();
+    let id = acting.impersonation().unwrap();
+    let before = support::head(&one).await;
+    let why = || Reason::parse("Undo the stage").unwrap();
+    let (a, b) = tokio::join!(
+        one.revert_session(&s.admin.ctx, id, why(), false),
+        other.revert_session(&s.owner.ctx, id, why(), false),
+    );
+    let stood = [&a, &b].iter().filter(|r| r.is_ok()).count();
+    assert_eq!(stood, 1, "{a:?} / {b:?}");
+    for refused in [a, b].into_iter().filter_map(Result::err) {
+        assert!(matches!(refused, AppError::Conflict(_)), "{refused:?}");
+    }
+    let appended: Vec<String> = support::events_after(&one, before)
+        .await
+        .into_iter()
+        .map(|e| e.event_type)
+        .collect();
+    assert_eq!(appended, ["LeadStageChanged", "ImpersonationReverted"]);
+    let dana = one.lead_detail(&s.agent1.ctx, lead).await.unwrap();
+    assert_eq!(dana.lead.stage, "new");
 }

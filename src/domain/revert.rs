@@ -358,27 +358,13 @@ fn settings_undo(m: &Made, settings: &Settings, items: &mut Vec<Item>) -> Vec<Do
     };
     match &m.event {
         DomainEvent::UserSettingsChanged(c) => {
-            let mut back = Vec::new();
-            for change in &c.changes {
-                let current =
-                    SettingKey::parse(&change.field).map_or(Value::Null, |key| settings.value(key));
-                let action = verdict(current == change.after);
-                item(
-                    "settings",
-                    m.stream_id,
-                    &change.field,
-                    action,
-                    current.clone(),
-                    change.before.clone(),
-                );
-                if action == Action::Revert {
-                    back.push(FieldChange::new(
-                        change.field.clone(),
-                        current,
-                        change.before.clone(),
-                    ));
-                }
-            }
+            let back = fields_back(
+                &c.changes,
+                |field| SettingKey::parse(field).map_or(Value::Null, |key| settings.value(key)),
+                |field, action, current, target| {
+                    item("settings", m.stream_id, field, action, current, target);
+                },
+            );
             if back.is_empty() {
                 vec![]
             } else {
@@ -423,26 +409,20 @@ fn settings_undo(m: &Made, settings: &Settings, items: &mut Vec<Item>) -> Vec<Do
                 }
                 return vec![];
             };
-            let mut back = Vec::new();
-            for change in &t.changes {
-                let current = template_field(now, &change.field);
-                let action = verdict(current == change.after);
-                item(
-                    "template",
-                    t.template_id.as_uuid(),
-                    &change.field,
-                    action,
-                    current.clone(),
-                    change.before.clone(),
-                );
-                if action == Action::Revert {
-                    back.push(FieldChange::new(
-                        change.field.clone(),
+            let back = fields_back(
+                &t.changes,
+                |field| template_field(now, field),
+                |field, action, current, target| {
+                    item(
+                        "template",
+                        t.template_id.as_uuid(),
+                        field,
+                        action,
                         current,
-                        change.before.clone(),
-                    ));
-                }
-            }
+                        target,
+                    );
+                },
+            );
             if back.is_empty() {
                 vec![]
             } else {
@@ -486,6 +466,40 @@ fn settings_undo(m: &Made, settings: &Settings, items: &mut Vec<Item>) -> Vec<Do
         }
         _ => vec![],
     }
+}
+
+/// The field changes whose value is still what they left, undone (each said to
+/// `say` as put back or, changed since, left alone).
+fn fields_back(
+    changes: &[FieldChange],
+    current_of: impl Fn(&str) -> Value,
+    mut say: impl FnMut(&str, Action, Value, Value),
+) -> Vec<FieldChange> {
+    let mut back = Vec::new();
+    for change in changes {
+        let current = current_of(&change.field);
+        if current == change.after {
+            say(
+                &change.field,
+                Action::Revert,
+                current.clone(),
+                change.before.clone(),
+            );
+            back.push(FieldChange::new(
+                change.field.clone(),
+                current,
+                change.before.clone(),
+            ));
+        } else {
+            say(
+                &change.field,
+                Action::Conflict,
+                current,
+                change.before.clone(),
+            );
+        }
+    }
+    back
 }
 
 fn same_template(a: &Template, b: &Template) -> bool {

@@ -21,6 +21,7 @@ use super::bodies::{written, List, SessionBody, SessionDetailBody};
 use super::error::{ApiError, ApiResult, Problem};
 use super::extract::Body;
 use super::extract::{Auth, Path, Query};
+use super::idempotency::NotKept;
 use super::input::RevertInput;
 use super::AppState;
 use crate::app::audit::{SessionView, Verification};
@@ -129,11 +130,28 @@ async fn revert_session(
     Auth(ctx): Auth,
     Path(id): Path<ImpersonationId>,
     Body(body): Body<RevertInput>,
+) -> Response {
+    let mut response = revert(&state, &ctx, id, &body)
+        .await
+        .unwrap_or_else(IntoResponse::into_response);
+    // The answer holds the personal values of every lead the session touched, which
+    // an erasure (by one lead) could not find to remove: no answer of a revert is
+    // kept. A retry finds the key reserved by the revert, runs again, and is told
+    // the session was reverted already.
+    response.extensions_mut().insert(NotKept);
+    response
+}
+
+async fn revert(
+    state: &AppState,
+    ctx: &crate::app::RequestContext,
+    id: ImpersonationId,
+    body: &RevertInput,
 ) -> ApiResult<Response> {
     let reason = body.parse().map_err(ApiError::validation)?;
     let reverted = state
         .app
-        .revert_session(&ctx, id, reason, body.dry_run)
+        .revert_session(ctx, id, reason, body.dry_run)
         .await?;
     let plan = RevertPlan {
         plan: reverted

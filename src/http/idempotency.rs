@@ -24,6 +24,11 @@ use super::{AppState, MAX_BODY_BYTES};
 use crate::app::responses::KeptResponse;
 use crate::app::token_hash;
 
+/// Set on a response by a handler whose answer must not be kept for retries: a
+/// retry then finds its key as the write reserved it, and runs again.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct NotKept;
+
 /// Responses are small JSON documents; a larger one is not kept.
 const MAX_KEPT_RESPONSE: usize = 1024 * 1024;
 
@@ -105,22 +110,17 @@ pub(super) async fn replay_or_record(
     parts.extensions.insert(Fingerprint(fingerprint));
     let lead_in_path = lead_of_path(parts.uri.path());
     let creates_lead = parts.method == Method::POST && parts.uri.path() == "/api/leads";
-    // A revert's answer holds the personal values of every lead the session touched,
-    // which an erasure (by one lead) could not find to remove: it is not kept. A
-    // retry finds the key reserved by the revert and runs again, to be told the
-    // session was reverted already.
-    let keeps = !reverts(parts.uri.path());
     let response = next
         .run(Request::from_parts(parts, Body::from(bytes)))
         .await;
-    if response.status().is_server_error() {
+    if response.status().is_server_error() || response.extensions().get::<NotKept>().is_some() {
         return response;
     }
     let (mut parts, body) = response.into_parts();
     let Ok(bytes) = to_bytes(body, MAX_RESPONSE).await else {
         return (StatusCode::INTERNAL_SERVER_ERROR, "response too large").into_response();
     };
-    if !keeps || bytes.len() > MAX_KEPT_RESPONSE {
+    if bytes.len() > MAX_KEPT_RESPONSE {
         return Response::from_parts(parts, Body::from(bytes));
     }
     let content_type = parts
@@ -150,11 +150,6 @@ pub(super) async fn replay_or_record(
             .insert("idempotent-replayed", HeaderValue::from_static("true"));
     }
     Response::from_parts(parts, Body::from(bytes))
-}
-
-/// Whether the path is a session's revert (`/api/audit/impersonations/{id}/revert`).
-fn reverts(path: &str) -> bool {
-    path.starts_with("/api/audit/impersonations/") && path.ends_with("/revert")
 }
 
 /// The lead a request's path is about (`/api/leads/{id}...`), its id

@@ -8,6 +8,8 @@ mod support;
 use crm_events::catalog::values::ImpersonationMode;
 use std::collections::{BTreeMap, HashMap};
 
+use crm::app::past::At;
+use crm::app::reads::LeadQuery;
 use crm::app::{App, AppError, RequestContext};
 use crm::domain::lead::LeadEdit;
 use crm::domain::settings::{SettingsChange, TemplateEdit};
@@ -31,6 +33,7 @@ backend_tests!(
     incremental_rebuilt_and_independently_folded_projections_agree,
     two_servers_writing_by_turns_leave_the_projections_a_fold_of_the_log_gives,
     a_stopped_rebuild_run_again_and_a_version_change_give_the_same_projections,
+    past_views_show_the_projections_as_they_were,
 );
 
 /// A small deterministic generator (xorshift64*), so a failure can be replayed.
@@ -70,6 +73,8 @@ struct World {
     leads: Vec<(LeadId, UserId)>,
     tasks: HashMap<LeadId, Vec<TaskId>>,
     templates: HashMap<UserId, Vec<TemplateId>>,
+    /// Every lead created, archived ones too.
+    ever: Vec<LeadId>,
 }
 
 /// One command of the history as the test made it: the log's head before and after
@@ -92,7 +97,34 @@ async fn random_history(apps: &[&App], seed: u64, steps: usize) -> Vec<Site> {
 
 /// [`random_history`], with what the test made each command as.
 async fn random_history_made(apps: &[&App], seed: u64, steps: usize) -> (Vec<Site>, Vec<Made>) {
+    random_history_with(apps, seed, steps, &mut Extras::default()).await
+}
+
+/// What a history does besides its commands.
+#[derive(Default)]
+struct Extras {
+    /// No lead is erased (a past view reads a lead erased since as erased at every
+    /// position, unlike the projections then).
+    no_erasures: bool,
+    /// Before about this percent of the steps, the agents' screens as the
+    /// projections show them, with the position they show.
+    screens_percent: u64,
+    /// The position, the screens, and how many leads had been made then.
+    screens: Vec<(i64, Value, usize)>,
+    /// Every lead made, in the order made.
+    leads: Vec<LeadId>,
+}
+
+/// [`random_history_made`], with `extras`.
+async fn random_history_with(
+    apps: &[&App],
+    seed: u64,
+    steps: usize,
+    extras: &mut Extras,
+) -> (Vec<Site>, Vec<Made>) {
     let mut made = Vec::new();
+    // Its own generator, so that the history is the same with screens or without.
+    let mut screens_rng = Rng(seed ^ 0x05c4_ee45);
     let app = apps[0];
     let sites = vec![
         site(app, "Demo Realty", "demo.example").await,
@@ -104,6 +136,11 @@ async fn random_history_made(apps: &[&App], seed: u64, steps: usize) -> (Vec<Sit
     // The session each admin's last "Log in as" started, as the test got it back.
     let mut sessions_started: HashMap<UserId, (uuid::Uuid, UserId)> = HashMap::new();
     for step in 0..steps {
+        if screens_rng.chance(extras.screens_percent) {
+            let position = app.store().head().await.unwrap().0;
+            let screens = agents_screens(app, &sites, &world.ever).await;
+            extras.screens.push((position, screens, world.ever.len()));
+        }
         let app = if apps.len() > 1 { *rng.pick(apps) } else { app };
         let s = rng.pick(&sites);
         // Who acts: an agent as themselves, or an admin as an agent (impersonating).
@@ -181,6 +218,7 @@ async fn random_history_made(apps: &[&App], seed: u64, steps: usize) -> (Vec<Sit
                 }
                 let (id, _) = app.create_lead(&ctx, lead).await.unwrap();
                 world.leads.push((id, subject));
+                world.ever.push(id);
                 Ok(())
             }
             2 | 3 if !mine.is_empty() => {
@@ -260,7 +298,7 @@ async fn random_history_made(apps: &[&App], seed: u64, steps: usize) -> (Vec<Sit
             8 if !mine.is_empty() && rng.chance(30) => {
                 let lead = *rng.pick(&mine);
                 world.leads.retain(|(id, _)| *id != lead);
-                if rng.chance(40) {
+                if rng.chance(40) && !extras.no_erasures {
                     // The owner, as themselves, erases the lead's personal data.
                     made_by = Some((s.owner.id, s.owner.id, None));
                     let why = Reason::parse(&format!("forget me {step}")).unwrap();
@@ -346,7 +384,209 @@ async fn random_history_made(apps: &[&App], seed: u64, steps: usize) -> (Vec<Sit
             session,
         });
     }
+    extras.leads = world.ever;
     (sites, made)
+}
+
+/// The Lead Manager queries a screen is read with: every sort, alone and with
+/// each filter.
+fn screen_queries() -> Vec<LeadQuery> {
+    let mut queries = Vec::new();
+    for sort in [
+        LeadSort::UpdatedAt,
+        LeadSort::UpdatedAtDesc,
+        LeadSort::Name,
+        LeadSort::NextTaskDueAt,
+    ] {
+        let base = LeadQuery {
+            sort,
+            ..LeadQuery::default()
+        };
+        queries.push(base.clone());
+        queries.push(LeadQuery {
+            stage: Some(Stage::Contacted),
+            ..base.clone()
+        });
+        queries.push(LeadQuery {
+            tag: Some("vip".into()),
+            ..base.clone()
+        });
+        queries.push(LeadQuery {
+            q: Some(" EE ".into()),
+            ..base
+        });
+    }
+    queries
+}
+
+/// What each agent's screens show now, through the reads the agent makes: every
+/// Lead Manager query (and one walked page by page), every lead opened (or not
+/// found), the settings and templates.
+async fn agents_screens(app: &App, sites: &[Site], leads: &[LeadId]) -> Value {
+    let mut out = serde_json::Map::new();
+    for s in sites {
+        for agent in [&s.agent1, &s.agent2] {
+            let key = |what: &str| format!("{} {what}", agent.email);
+            for (i, query) in screen_queries().into_iter().enumerate() {
+                let page = app.leads(&agent.ctx, query, None, 500).await.unwrap();
+                out.insert(key(&format!("leads {i}")), json!(page));
+            }
+            let mut pages = Vec::new();
+            let mut cursor: Option<String> = None;
+            loop {
+                let query = LeadQuery {
+                    sort: LeadSort::Name,
+                    ..LeadQuery::default()
+                };
+                let page = app
+                    .leads(&agent.ctx, query, cursor.as_deref(), 3)
+                    .await
+                    .unwrap();
+                cursor = page.next_cursor.clone();
+                pages.push(json!(page));
+                if cursor.is_none() {
+                    break;
+                }
+            }
+            out.insert(key("pages"), json!(pages));
+            for id in leads {
+                let detail = match app.lead_detail(&agent.ctx, *id).await {
+                    Ok(detail) => json!(detail),
+                    Err(AppError::NotFound(_)) => json!("not found"),
+                    Err(other) => panic!("{other:?}"),
+                };
+                out.insert(key(&format!("lead {id}")), detail);
+            }
+            let (settings, version) = app.settings_view(&agent.ctx).await.unwrap();
+            let templates = app.templates_view(&agent.ctx).await.unwrap();
+            out.insert(key("settings"), json!([settings, version, templates]));
+        }
+    }
+    Value::Object(out)
+}
+
+/// [`agents_screens`] as the past views show them at `position`: the Lead Manager
+/// and settings as the owner sees the agent's, the leads as the agent sees their
+/// own.
+async fn past_screens(app: &App, sites: &[Site], leads: &[LeadId], position: i64) -> Value {
+    let at = Some(At::Position(Position(position)));
+    let mut out = serde_json::Map::new();
+    for s in sites {
+        for agent in [&s.agent1, &s.agent2] {
+            let key = |what: &str| format!("{} {what}", agent.email);
+            let owner = &s.owner.ctx;
+            for (i, query) in screen_queries().into_iter().enumerate() {
+                let past = app
+                    .past_leads(owner, Some(agent.id), at, query, None, 500)
+                    .await
+                    .unwrap();
+                assert_eq!(past.position, position);
+                out.insert(key(&format!("leads {i}")), json!(past.page));
+            }
+            let mut pages = Vec::new();
+            let mut cursor: Option<String> = None;
+            loop {
+                let query = LeadQuery {
+                    sort: LeadSort::Name,
+                    ..LeadQuery::default()
+                };
+                let past = app
+                    .past_leads(owner, Some(agent.id), at, query, cursor.as_deref(), 3)
+                    .await
+                    .unwrap();
+                cursor = past.page.next_cursor.clone();
+                pages.push(json!(past.page));
+                if cursor.is_none() {
+                    break;
+                }
+            }
+            out.insert(key("pages"), json!(pages));
+            for id in leads {
+                let detail = match app.past_lead(&agent.ctx, None, at, *id).await {
+                    Ok(past) => json!(past.detail),
+                    Err(AppError::NotFound(_)) => json!("not found"),
+                    Err(other) => panic!("{other:?}"),
+                };
+                out.insert(key(&format!("lead {id}")), detail);
+            }
+            let past = app.past_settings(owner, Some(agent.id), at).await.unwrap();
+            out.insert(
+                key("settings"),
+                json!([past.settings, past.version, past.templates]),
+            );
+        }
+    }
+    Value::Object(out)
+}
+
+/// The first difference between two screens, by key.
+fn assert_same_screens(position: i64, then: &Value, past: &Value) {
+    let (Some(then), Some(past)) = (then.as_object(), past.as_object()) else {
+        panic!("screens are maps");
+    };
+    for (key, shown) in then {
+        assert_eq!(
+            Some(shown),
+            past.get(key),
+            "at position {position}, {key}: the projection then against the past view"
+        );
+    }
+    assert_eq!(then.len(), past.len(), "as many screens at {position}");
+}
+
+async fn past_views_show_the_projections_as_they_were(db: &TestDatabase) {
+    let app = app(db).await;
+    let mut extras = Extras {
+        no_erasures: true,
+        screens_percent: 2,
+        ..Extras::default()
+    };
+    let (sites, _) = random_history_with(&[&app], 0xA50F, 1_200, &mut extras).await;
+    assert!(
+        extras.screens.len() >= 10,
+        "{} screens along the history",
+        extras.screens.len()
+    );
+    let leads = extras.leads.clone();
+    let mut compared = 0;
+    for (position, then, made) in &extras.screens {
+        let past = past_screens(&app, &sites, &leads[..*made], *position).await;
+        assert_same_screens(*position, then, &past);
+        // Leads made later did not exist then.
+        let at = Some(At::Position(Position(*position)));
+        for later in leads.iter().skip(*made).take(3) {
+            for s in &sites {
+                let past = app.past_lead(&s.owner.ctx, None, at, *later).await;
+                assert!(matches!(past, Err(AppError::NotFound(_))), "{past:?}");
+            }
+        }
+        compared += made;
+    }
+    assert!(compared > 100, "{compared} leads compared as opened");
+    // The same moments named by time: the head then.
+    for (position, ..) in &extras.screens {
+        let recorded = app
+            .store()
+            .read_all(Position(position - 1), 1)
+            .await
+            .unwrap();
+        let Some(event) = recorded.first() else {
+            continue;
+        };
+        let past = app
+            .past_settings(
+                &sites[0].owner.ctx,
+                Some(sites[0].agent1.id),
+                Some(At::Time(event.recorded_at)),
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            past.position, *position,
+            "the head at {}",
+            event.recorded_at
+        );
+    }
 }
 
 /// Everything the projections answer, in a comparable form.

@@ -3,6 +3,7 @@
 //! tasks and communications; counts per stage. Filters by stage, tag and text, four
 //! sort orders, cursor pagination, each backed by an index.
 
+use std::cmp::Ordering;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Mutex;
 
@@ -89,11 +90,13 @@ impl Projection for LeadManager {
     }
 
     fn version(&self) -> i64 {
-        1
+        // 2: `lead_assignments`.
+        2
     }
 
     fn tables(&self) -> &'static [&'static str] {
         &[
+            "lead_assignments",
             "lead_tags",
             "lead_notes",
             "lead_tasks",
@@ -130,13 +133,13 @@ const SELECT_OPEN_TASKS_IN: &str = "SELECT id, lead_id, title, due_at, completed
 
 /// A task row, kept while the batch folds.
 #[derive(Debug, Clone, sqlx::FromRow)]
-struct TaskRow {
-    id: Uuid,
-    lead_id: Uuid,
-    title: String,
-    due_at: DateTime<Utc>,
-    completed_at: Option<DateTime<Utc>>,
-    created_at: DateTime<Utc>,
+pub(crate) struct TaskRow {
+    pub(crate) id: Uuid,
+    pub(crate) lead_id: Uuid,
+    pub(crate) title: String,
+    pub(crate) due_at: DateTime<Utc>,
+    pub(crate) completed_at: Option<DateTime<Utc>>,
+    pub(crate) created_at: DateTime<Utc>,
 }
 
 /// A lead the batch touches: its row as folded so far, and as it was before the
@@ -147,7 +150,7 @@ struct Touched {
 }
 
 /// A row's tags (kept as JSON text, as the column holds them).
-fn tags_of(row: &LeadRow) -> Vec<String> {
+pub(crate) fn tags_of(row: &LeadRow) -> Vec<String> {
     serde_json::from_str(&row.tags).unwrap_or_default()
 }
 
@@ -213,145 +216,74 @@ async fn apply(tx: &mut Tx<'_>, events: &[&Decoded], cache: &CachedRows) -> Resu
         "",
     );
     let mut erased: Vec<Uuid> = Vec::new();
+    let mut assignments = Rows::new(
+        "INSERT INTO lead_assignments (agent_id, lead_id, site_id, since_position)",
+        4,
+        "ON CONFLICT (agent_id, lead_id) DO NOTHING",
+    );
     let mut changed_tasks: BTreeSet<Uuid> = BTreeSet::new();
     let mut due_changed: BTreeSet<Uuid> = BTreeSet::new();
     for decoded in events {
         let e = &decoded.recorded;
         let id = e.stream.id;
         let at = e.recorded_at;
-        if let DomainEvent::LeadCreated(c) = &decoded.event {
-            let row = LeadRow {
-                id,
-                site_id: e.site_id.as_uuid(),
-                assigned_agent_id: c.assigned_agent_id.map(|a| a.as_uuid()),
-                name: c.name.clone(),
-                name_key: c.name.to_lowercase(),
-                email: c.email.clone(),
-                phone: c.phone.clone(),
-                source: c.source.clone(),
-                stage: c.stage.as_str().to_owned(),
-                tags: String::new(),
-                archived: false,
-                erased: false,
-                last_contacted_at: None,
-                next_task_due_at: None,
-                due_key: no_task_due(),
-                created_at: at,
-                updated_at: at,
-                version: 0,
-            };
-            let mut tags: Vec<String> = Vec::new();
-            for tag in &c.tags {
-                if !tags.contains(tag) {
-                    tags.push(tag.clone());
-                }
-            }
-            let mut touched = Touched { row, before: None };
-            touched.row.tags = json!(tags).to_string();
-            leads.insert(id, touched);
+        if let Some(row) = created_row(decoded) {
+            leads.insert(id, Touched { row, before: None });
         }
         // Events of a lead the projection never saw created change nothing.
         let Some(lead) = leads.get_mut(&id) else {
             continue;
         };
-        let row = &mut lead.row;
-        match &decoded.event {
-            DomainEvent::LeadFieldsUpdated(u) => {
-                for change in &u.changes {
-                    let value = change.after.as_str().map(str::to_owned);
-                    match change.field.as_str() {
-                        "name" => {
-                            row.name = value.unwrap_or_default();
-                            row.name_key = row.name.to_lowercase();
-                        }
-                        "email" => row.email = value,
-                        "phone" => row.phone = value,
-                        "source" => row.source = value,
-                        _ => {}
-                    }
-                }
-            }
-            DomainEvent::LeadStageChanged(s) => row.stage = s.to.as_str().to_owned(),
-            DomainEvent::LeadReassigned(r) => row.assigned_agent_id = Some(r.to.as_uuid()),
-            DomainEvent::LeadTagAdded(t) => {
-                let mut tags = tags_of(row);
-                if !tags.contains(&t.tag) {
-                    tags.push(t.tag.clone());
-                }
-                row.tags = json!(tags).to_string();
-            }
-            DomainEvent::LeadTagRemoved(t) => {
-                let mut tags = tags_of(row);
-                tags.retain(|x| *x != t.tag);
-                row.tags = json!(tags).to_string();
-            }
-            DomainEvent::LeadNoteAdded(n) => notes.push([
-                n.note_id.as_uuid().into(),
+        match fold_row(&mut lead.row, decoded) {
+            Effect::Nothing => {}
+            Effect::Assigned(agent) => assignments.push([
+                agent.into(),
                 id.into(),
-                n.body.as_str().into(),
+                e.site_id.as_uuid().into(),
+                e.position.0.into(),
+            ]),
+            Effect::Note { id: note, body } => notes.push([
+                note.into(),
+                id.into(),
+                body.into(),
                 e.subject_id.as_uuid().into(),
                 at.into(),
             ]),
-            DomainEvent::LeadTaskCreated(t) => {
-                let task = TaskRow {
-                    id: t.task_id.as_uuid(),
-                    lead_id: id,
-                    title: t.title.clone(),
-                    due_at: t.due_at,
-                    completed_at: None,
-                    created_at: at,
-                };
+            Effect::Task(task) => {
                 changed_tasks.insert(task.id);
                 tasks.insert(task.id, task);
                 due_changed.insert(id);
             }
-            DomainEvent::LeadTaskCompleted(t) => {
-                if let Some(task) = tasks.get_mut(&t.task_id.as_uuid()) {
+            Effect::TaskCompleted(task) => {
+                if let Some(task) = tasks.get_mut(&task) {
                     task.completed_at = Some(at);
                     changed_tasks.insert(task.id);
                 }
                 due_changed.insert(id);
             }
-            DomainEvent::LeadCommunicationLogged(c) => {
-                communications.push([
-                    c.communication_id.as_uuid().into(),
-                    id.into(),
-                    c.channel.as_str().into(),
-                    c.direction.as_str().into(),
-                    c.summary.as_str().into(),
-                    e.subject_id.as_uuid().into(),
-                    at.into(),
-                ]);
-                row.last_contacted_at = Some(at);
-            }
-            DomainEvent::LeadArchived(_) => row.archived = true,
-            DomainEvent::LeadErased(_) => {
-                // Blanks, not NULLs: the columns hold text whenever a lead is not
-                // erased; the flag says what they mean.
-                row.name = String::new();
-                row.name_key = String::new();
-                row.email = None;
-                row.phone = None;
-                row.erased = true;
-                // Nobody can work on it again: its open tasks are due for no one.
-                row.next_task_due_at = None;
-                row.due_key = no_task_due();
-                erased.push(id);
-            }
-            _ => {}
+            Effect::Communication {
+                id: communication,
+                channel,
+                direction,
+                summary,
+            } => communications.push([
+                communication.into(),
+                id.into(),
+                channel.into(),
+                direction.into(),
+                summary.into(),
+                e.subject_id.as_uuid().into(),
+                at.into(),
+            ]),
+            Effect::Erased => erased.push(id),
         }
-        row.updated_at = at;
-        row.version = i64::try_from(e.stream_version).unwrap_or(i64::MAX);
     }
     for id in &due_changed {
-        if let Some(lead) = leads.get_mut(id).filter(|lead| !lead.row.erased) {
-            let next = tasks
+        if let Some(lead) = leads.get_mut(id) {
+            let open = tasks
                 .values()
-                .filter(|t| t.lead_id == *id && t.completed_at.is_none())
-                .map(|t| t.due_at)
-                .min();
-            lead.row.next_task_due_at = next;
-            lead.row.due_key = next.unwrap_or_else(no_task_due);
+                .filter(|t| t.lead_id == *id && t.completed_at.is_none());
+            set_next_due(&mut lead.row, open.map(|t| t.due_at));
         }
     }
 
@@ -360,6 +292,7 @@ async fn apply(tx: &mut Tx<'_>, events: &[&Decoded], cache: &CachedRows) -> Resu
     cache.keep(tx, &leads);
     notes.write(tx).await?;
     communications.write(tx).await?;
+    assignments.write(tx).await?;
     let mut task_rows = Rows::new(
         "INSERT INTO lead_tasks (id, lead_id, title, due_at, completed_at, created_at)",
         6,
@@ -388,6 +321,172 @@ async fn apply(tx: &mut Tx<'_>, events: &[&Decoded], cache: &CachedRows) -> Resu
         }
     }
     Ok(())
+}
+
+/// What an event of a lead does besides changing its row.
+pub(crate) enum Effect<'a> {
+    Nothing,
+    /// The lead was assigned to this user (on creation or by a reassignment).
+    Assigned(Uuid),
+    Note {
+        id: Uuid,
+        body: &'a str,
+    },
+    Task(TaskRow),
+    TaskCompleted(Uuid),
+    Communication {
+        id: Uuid,
+        channel: &'a str,
+        direction: &'a str,
+        summary: &'a str,
+    },
+    /// Its personal data was erased: its texts go too.
+    Erased,
+}
+
+/// The row of the lead `decoded` creates, if it creates one (before
+/// [`fold_row`] folds the same event into it).
+pub(crate) fn created_row(decoded: &Decoded) -> Option<LeadRow> {
+    let DomainEvent::LeadCreated(c) = &decoded.event else {
+        return None;
+    };
+    let e = &decoded.recorded;
+    let mut tags: Vec<String> = Vec::new();
+    for tag in &c.tags {
+        if !tags.contains(tag) {
+            tags.push(tag.clone());
+        }
+    }
+    Some(LeadRow {
+        id: e.stream.id,
+        site_id: e.site_id.as_uuid(),
+        assigned_agent_id: c.assigned_agent_id.map(|a| a.as_uuid()),
+        name: c.name.clone(),
+        name_key: c.name.to_lowercase(),
+        email: c.email.clone(),
+        phone: c.phone.clone(),
+        source: c.source.clone(),
+        stage: c.stage.as_str().to_owned(),
+        tags: json!(tags).to_string(),
+        archived: false,
+        erased: false,
+        last_contacted_at: None,
+        next_task_due_at: None,
+        due_key: no_task_due(),
+        created_at: e.recorded_at,
+        updated_at: e.recorded_at,
+        version: 0,
+    })
+}
+
+/// Folds one event of a lead into its row: the one fold both the projection (which
+/// writes the rows) and a past view (which keeps them in memory) run. Returns what
+/// else the event does, for the caller to keep its way.
+pub(crate) fn fold_row<'a>(row: &mut LeadRow, decoded: &'a Decoded) -> Effect<'a> {
+    let e = &decoded.recorded;
+    let at = e.recorded_at;
+    let effect = match &decoded.event {
+        DomainEvent::LeadCreated(c) => c
+            .assigned_agent_id
+            .map_or(Effect::Nothing, |agent| Effect::Assigned(agent.as_uuid())),
+        DomainEvent::LeadFieldsUpdated(u) => {
+            for change in &u.changes {
+                let value = change.after.as_str().map(str::to_owned);
+                match change.field.as_str() {
+                    "name" => {
+                        row.name = value.unwrap_or_default();
+                        row.name_key = row.name.to_lowercase();
+                    }
+                    "email" => row.email = value,
+                    "phone" => row.phone = value,
+                    "source" => row.source = value,
+                    _ => {}
+                }
+            }
+            Effect::Nothing
+        }
+        DomainEvent::LeadStageChanged(s) => {
+            row.stage = s.to.as_str().to_owned();
+            Effect::Nothing
+        }
+        DomainEvent::LeadReassigned(r) => {
+            row.assigned_agent_id = Some(r.to.as_uuid());
+            Effect::Assigned(r.to.as_uuid())
+        }
+        DomainEvent::LeadTagAdded(t) => {
+            let mut tags = tags_of(row);
+            if !tags.contains(&t.tag) {
+                tags.push(t.tag.clone());
+            }
+            row.tags = json!(tags).to_string();
+            Effect::Nothing
+        }
+        DomainEvent::LeadTagRemoved(t) => {
+            let mut tags = tags_of(row);
+            tags.retain(|x| *x != t.tag);
+            row.tags = json!(tags).to_string();
+            Effect::Nothing
+        }
+        DomainEvent::LeadNoteAdded(n) => Effect::Note {
+            id: n.note_id.as_uuid(),
+            body: n.body.as_str(),
+        },
+        DomainEvent::LeadTaskCreated(t) => Effect::Task(TaskRow {
+            id: t.task_id.as_uuid(),
+            lead_id: e.stream.id,
+            title: t.title.clone(),
+            due_at: t.due_at,
+            completed_at: None,
+            created_at: at,
+        }),
+        DomainEvent::LeadTaskCompleted(t) => Effect::TaskCompleted(t.task_id.as_uuid()),
+        DomainEvent::LeadCommunicationLogged(c) => {
+            row.last_contacted_at = Some(at);
+            Effect::Communication {
+                id: c.communication_id.as_uuid(),
+                channel: c.channel.as_str(),
+                direction: c.direction.as_str(),
+                summary: c.summary.as_str(),
+            }
+        }
+        DomainEvent::LeadArchived(_) => {
+            row.archived = true;
+            Effect::Nothing
+        }
+        DomainEvent::LeadErased(_) => {
+            erase_row(row);
+            Effect::Erased
+        }
+        _ => Effect::Nothing,
+    };
+    row.updated_at = at;
+    row.version = i64::try_from(e.stream_version).unwrap_or(i64::MAX);
+    effect
+}
+
+/// Blanks a lead's personal data in its row.
+pub(crate) fn erase_row(row: &mut LeadRow) {
+    // Blanks, not NULLs: the columns hold text whenever a lead is not erased; the
+    // flag says what they mean.
+    row.name = String::new();
+    row.name_key = String::new();
+    row.email = None;
+    row.phone = None;
+    row.erased = true;
+    // Nobody can work on it again: its open tasks are due for no one.
+    row.next_task_due_at = None;
+    row.due_key = no_task_due();
+}
+
+/// Sets a lead's next due date from the due dates of its open tasks (an erased
+/// lead has none).
+pub(crate) fn set_next_due(row: &mut LeadRow, open: impl Iterator<Item = DateTime<Utc>>) {
+    if row.erased {
+        return;
+    }
+    let next = open.min();
+    row.next_task_due_at = next;
+    row.due_key = next.unwrap_or_else(no_task_due);
 }
 
 /// The columns of `leads_view` a fold may change, in a fixed order.
@@ -531,25 +630,25 @@ pub struct Lead {
 }
 
 #[derive(Debug, Clone, sqlx::FromRow)]
-struct LeadRow {
-    id: Uuid,
-    site_id: Uuid,
-    assigned_agent_id: Option<Uuid>,
-    name: String,
-    name_key: String,
-    email: Option<String>,
-    phone: Option<String>,
-    source: Option<String>,
-    stage: String,
-    tags: String,
-    archived: bool,
-    erased: bool,
-    last_contacted_at: Option<DateTime<Utc>>,
-    next_task_due_at: Option<DateTime<Utc>>,
-    due_key: DateTime<Utc>,
-    created_at: DateTime<Utc>,
-    updated_at: DateTime<Utc>,
-    version: i64,
+pub(crate) struct LeadRow {
+    pub(crate) id: Uuid,
+    pub(crate) site_id: Uuid,
+    pub(crate) assigned_agent_id: Option<Uuid>,
+    pub(crate) name: String,
+    pub(crate) name_key: String,
+    pub(crate) email: Option<String>,
+    pub(crate) phone: Option<String>,
+    pub(crate) source: Option<String>,
+    pub(crate) stage: String,
+    pub(crate) tags: String,
+    pub(crate) archived: bool,
+    pub(crate) erased: bool,
+    pub(crate) last_contacted_at: Option<DateTime<Utc>>,
+    pub(crate) next_task_due_at: Option<DateTime<Utc>>,
+    pub(crate) due_key: DateTime<Utc>,
+    pub(crate) created_at: DateTime<Utc>,
+    pub(crate) updated_at: DateTime<Utc>,
+    pub(crate) version: i64,
 }
 
 impl From<LeadRow> for Lead {
@@ -691,13 +790,9 @@ pub fn list_query(
     let column = sort.column();
     let descending = sort == LeadSort::UpdatedAtDesc;
     if let Some(cursor) = cursor {
-        let key = match sort {
-            LeadSort::Name => decode_cursor(cursor, |k| {
-                Some((Bind::Text(text_at(k, 0)?), uuid_at(k, 1)?))
-            })?,
-            _ => decode_cursor(cursor, |k| {
-                Some((Bind::Time(time_at(k, 0)?), uuid_at(k, 1)?))
-            })?,
+        let key = match cursor_key(sort, cursor)? {
+            CursorKey::Text(text, id) => (Bind::Text(text), id),
+            CursorKey::Time(time, id) => (Bind::Time(time), id),
         };
         let op = if descending { "<" } else { ">" };
         sql.push(&format!(" AND ({column}, id) {op} ("))
@@ -729,11 +824,7 @@ pub async fn list(
         .fetch_all(db)
         .await?;
     let leads: Vec<Lead> = rows.into_iter().map(Lead::from).collect();
-    Ok(paginate(leads, limit, |l| match sort {
-        LeadSort::Name => json!([l.name_key, l.id]),
-        LeadSort::NextTaskDueAt => json!([l.due_key, l.id]),
-        LeadSort::UpdatedAt | LeadSort::UpdatedAtDesc => json!([l.updated_at, l.id]),
-    }))
+    Ok(paginate(leads, limit, cursor_of(sort)))
 }
 
 /// How many leads of the filter (stage aside) are in each stage; every stage is
@@ -869,4 +960,53 @@ pub async fn task(db: &Database, id: crm_events::ids::TaskId) -> Result<Option<T
     .bind(id.as_uuid())
     .fetch_optional(pool)
     .await?))
+}
+
+/// The cursor of a page as the list query reads it.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum CursorKey {
+    Text(String, Uuid),
+    Time(DateTime<Utc>, Uuid),
+}
+
+impl CursorKey {
+    /// Whether `row` comes after the cursor in `sort`'s order (on the next page).
+    pub(crate) fn is_before(&self, sort: LeadSort, row: &LeadRow) -> bool {
+        let order = match (self, sort) {
+            (Self::Text(name, id), _) => (&row.name_key, row.id).cmp(&(name, *id)),
+            (Self::Time(time, id), LeadSort::NextTaskDueAt) => {
+                (row.due_key, row.id).cmp(&(*time, *id))
+            }
+            (Self::Time(time, id), _) => (row.updated_at, row.id).cmp(&(*time, *id)),
+        };
+        if sort == LeadSort::UpdatedAtDesc {
+            order == Ordering::Less
+        } else {
+            order == Ordering::Greater
+        }
+    }
+}
+
+/// The cursor `cursor` of a page in `sort`'s order.
+///
+/// # Errors
+/// [`QueryError::BadCursor`].
+pub(crate) fn cursor_key(sort: LeadSort, cursor: &str) -> Result<CursorKey, QueryError> {
+    match sort {
+        LeadSort::Name => decode_cursor(cursor, |k| {
+            Some(CursorKey::Text(text_at(k, 0)?, uuid_at(k, 1)?))
+        }),
+        _ => decode_cursor(cursor, |k| {
+            Some(CursorKey::Time(time_at(k, 0)?, uuid_at(k, 1)?))
+        }),
+    }
+}
+
+/// The cursor of the page after `lead`, in `sort`'s order.
+pub(crate) fn cursor_of(sort: LeadSort) -> impl Fn(&Lead) -> serde_json::Value {
+    move |l| match sort {
+        LeadSort::Name => json!([l.name_key, l.id]),
+        LeadSort::NextTaskDueAt => json!([l.due_key, l.id]),
+        LeadSort::UpdatedAt | LeadSort::UpdatedAtDesc => json!([l.updated_at, l.id]),
+    }
 }

@@ -2,7 +2,8 @@
 //!
 //! The read side: pure folds of the event log of [`crm_events`] into tables of their
 //! own, which web frontends, admins and compliance read. Nothing else writes these
-//! tables; nothing reads the log to answer a page.
+//! tables; nothing reads the log to answer a page but [`past`], whose pages are the
+//! projections as they were at a past position, folded from the log.
 //!
 //! # Layout
 //!
@@ -15,6 +16,7 @@
 //!   hears of them.
 //! - One module per projection, with its fold and its queries: [`users`],
 //!   [`lead_manager`], [`settings`], [`notifications`], [`audit_trail`].
+//! - [`past`]: a user's Lead Manager, a lead and settings at a past position.
 //! - [`query`]: pages, cursors and the query builder the list queries share.
 //! - [`SCHEMA`]: this crate's tables, applied when a [`Projector`] opens.
 
@@ -24,6 +26,7 @@ mod follower;
 mod indexes;
 pub mod lead_manager;
 pub mod notifications;
+pub mod past;
 pub mod projection;
 pub mod query;
 pub mod runner;

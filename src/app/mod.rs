@@ -24,6 +24,7 @@ pub mod digests;
 pub mod error;
 pub mod impersonation;
 pub mod leads;
+pub mod past;
 pub mod reads;
 pub mod responses;
 pub mod revert;

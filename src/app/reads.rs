@@ -81,13 +81,26 @@ fn rules_of(site: &SiteRow) -> ImpersonationRules {
     }
 }
 
-fn view_of(user: &UserRow) -> UserView {
+pub(crate) fn view_of(user: &UserRow) -> UserView {
     UserView {
         id: UserId::from_uuid(user.id),
         site_id: SiteId::from_uuid(user.site_id),
         role: Role::parse(&user.role).unwrap_or(Role::Auditor),
         active: user.active,
     }
+}
+
+/// Every settings key with its value: the one stored, or its default.
+pub(crate) fn with_defaults(
+    stored: &serde_json::Map<String, Value>,
+) -> BTreeMap<&'static str, Value> {
+    SettingKey::ALL
+        .into_iter()
+        .map(|key| {
+            let value = stored.get(key.as_str()).cloned();
+            (key.as_str(), value.unwrap_or_else(|| key.default_value()))
+        })
+        .collect()
 }
 
 impl App {
@@ -359,19 +372,7 @@ impl App {
         self.settle_for(&[crm_projections::settings::NAME]).await?;
         authorize(&ctx.caller, Action::ReadOwnSettings)?;
         let (stored, version) = settings_view::get(self.store.database(), ctx.subject()).await?;
-        let values = SettingKey::ALL
-            .into_iter()
-            .map(|key| {
-                (
-                    key.as_str(),
-                    stored
-                        .get(key.as_str())
-                        .cloned()
-                        .unwrap_or_else(|| key.default_value()),
-                )
-            })
-            .collect();
-        Ok((values, version))
+        Ok((with_defaults(&stored), version))
     }
 
     /// The subject's templates, by name.

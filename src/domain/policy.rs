@@ -108,6 +108,9 @@ pub enum Action {
     EraseLeads,
     /// Revert what an ended "Log in as user" session changed.
     RevertSessions,
+    /// See my own Lead Manager, leads and settings as they were at a past moment
+    /// (anyone else's takes [`Action::ReadAudit`]).
+    ReadOwnPast,
 }
 
 /// Why the policy said no.
@@ -166,6 +169,7 @@ pub fn authorize(caller: &Caller, action: Action) -> Result<(), Refusal> {
         Action::ReadOwnImpersonations
         | Action::ChangeOwnPassword
         | Action::ReadOwnSettings
+        | Action::ReadOwnPast
         | Action::MarkOwnNotificationsRead => true,
     };
     if allowed {
@@ -188,9 +192,10 @@ fn reserved_to_the_real_human(action: Action) -> Option<&'static str> {
         Action::RevertSessions => Some("reverting a session"),
         // The agent reads what they are told; whoever acts as them must not.
         Action::MarkOwnNotificationsRead => Some("marking the notifications read"),
-        Action::ReadAudit | Action::ReadEvents | Action::ReadOwnImpersonations => {
-            Some("reading the audit trail")
-        }
+        Action::ReadAudit
+        | Action::ReadEvents
+        | Action::ReadOwnImpersonations
+        | Action::ReadOwnPast => Some("reading the audit trail"),
         Action::ReadUsers
         | Action::ReadSiteSettings
         | Action::ReadOwnLeads
@@ -236,7 +241,8 @@ fn writes(action: Action) -> bool {
         | Action::ReadOwnImpersonations
         | Action::ReadOwnLeads
         | Action::ReadAllLeads
-        | Action::ReadOwnSettings => false,
+        | Action::ReadOwnSettings
+        | Action::ReadOwnPast => false,
     }
 }
 

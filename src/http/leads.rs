@@ -60,32 +60,11 @@ async fn list_leads(
     Auth(ctx): Auth,
     Query(query): Query<LeadsQuery>,
 ) -> ApiResult<axum::Json<LeadPage>> {
-    let stage = match query.stage.as_deref() {
-        None | Some("") => None,
-        Some(text) => {
-            Some(Stage::parse(text).ok_or_else(|| ApiError::invalid("stage", "not a stage"))?)
-        }
-    };
-    let sort = match query.sort.as_deref() {
-        None | Some("") => LeadSort::default(),
-        Some(text) => LeadSort::parse(text).ok_or_else(|| {
-            ApiError::invalid(
-                "sort",
-                "one of updated_at, -updated_at, name, next_task_due_at",
-            )
-        })?,
-    };
-    let whole_site = match query.scope.as_deref() {
+    let mut lead_query = lead_query(query.stage, query.tag, query.q, query.sort)?;
+    lead_query.whole_site = match query.scope.as_deref() {
         None | Some("") => false,
         Some("site") => true,
         Some(_) => return Err(ApiError::invalid("scope", "the only scope is `site`")),
-    };
-    let lead_query = LeadQuery {
-        stage,
-        tag: query.tag.filter(|t| !t.is_empty()),
-        q: query.q,
-        sort,
-        whole_site,
     };
     let limit = crm_projections::query::clamp_limit(query.limit);
     Ok(axum::Json(
@@ -94,6 +73,41 @@ async fn list_leads(
             .leads(&ctx, lead_query, query.cursor.as_deref(), limit)
             .await?,
     ))
+}
+
+/// The Lead Manager's filters and sort as a query gives them (of the subject's
+/// own leads).
+///
+/// # Errors
+/// 422 for a stage or sort that is not one.
+pub(super) fn lead_query(
+    stage: Option<String>,
+    tag: Option<String>,
+    q: Option<String>,
+    sort: Option<String>,
+) -> ApiResult<LeadQuery> {
+    let stage = match stage.as_deref() {
+        None | Some("") => None,
+        Some(text) => {
+            Some(Stage::parse(text).ok_or_else(|| ApiError::invalid("stage", "not a stage"))?)
+        }
+    };
+    let sort = match sort.as_deref() {
+        None | Some("") => LeadSort::default(),
+        Some(text) => LeadSort::parse(text).ok_or_else(|| {
+            ApiError::invalid(
+                "sort",
+                "one of updated_at, -updated_at, name, next_task_due_at",
+            )
+        })?,
+    };
+    Ok(LeadQuery {
+        stage,
+        tag: tag.filter(|t| !t.is_empty()),
+        q,
+        sort,
+        whole_site: false,
+    })
 }
 
 fn lead_written(lead: Lead, status: StatusCode, at: Written) -> Response {

@@ -24,6 +24,7 @@ pub mod extract;
 mod idempotency;
 pub mod input;
 pub mod leads;
+pub mod past;
 pub mod proof;
 pub mod session;
 pub mod settings;
@@ -104,6 +105,7 @@ fn documented() -> OpenApiRouter<AppState> {
         .merge(leads::router())
         .merge(settings::router())
         .merge(audit::router())
+        .merge(past::router())
         .merge(proof::router())
         .merge(events::router())
 }

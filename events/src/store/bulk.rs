@@ -51,6 +51,29 @@ fn chunks(len: usize) -> impl Iterator<Item = (usize, usize)> {
     })
 }
 
+/// Keys read with `… IN ($first, …)` on a pool rather than in a transaction: cut
+/// into lists of at most 256, each padded with its last key up to a power of two
+/// (a key twice in an `IN` list matches its rows once), so that a query has at
+/// most nine shapes to keep prepared.
+pub(crate) fn key_lists<T: Clone>(keys: &[T]) -> impl Iterator<Item = Vec<T>> + '_ {
+    keys.chunks(256).map(|chunk| {
+        let mut padded = chunk.to_vec();
+        let size = chunk.len().next_power_of_two();
+        while padded.len() < size {
+            padded.push(chunk[chunk.len() - 1].clone());
+        }
+        padded
+    })
+}
+
+/// `$first, $first + 1, …`: `n` numbered parameters, for an `IN` list.
+pub(crate) fn numbered(first: usize, n: usize) -> String {
+    (first..first + n)
+        .map(|i| format!("${i}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// Rows for one table, written with few multi-row statements.
 #[derive(Debug)]
 pub struct Rows {

@@ -243,16 +243,13 @@ impl Keys {
         leads: &[Uuid],
     ) -> Result<HashMap<Uuid, Option<Vec<u8>>>, StoreError> {
         let mut found = HashMap::with_capacity(leads.len());
-        for chunk in leads.chunks(256) {
-            let list = (1..=chunk.len())
-                .map(|n| format!("${n}"))
-                .collect::<Vec<_>>()
-                .join(", ");
+        for chunk in super::bulk::key_lists(leads) {
+            let list = super::bulk::numbered(1, chunk.len());
             let sql =
                 format!("SELECT lead_id, sealed_key FROM lead_keys WHERE lead_id IN ({list})");
             let rows: Vec<(Uuid, Option<Vec<u8>>)> = on_pool!(db, |pool| {
                 let mut query = sqlx::query_as(&sql);
-                for lead in chunk {
+                for lead in &chunk {
                     query = query.bind(*lead);
                 }
                 query.fetch_all(pool).await?

@@ -20,6 +20,11 @@ pub(crate) const READ_SITE: &str =
 pub(crate) const READ_STREAM: &str = select_events!(
     "WHERE stream_type = $1 AND stream_id = $2 AND stream_version > $3 ORDER BY stream_version"
 );
+/// Followed by the list of stream ids, from `$3`.
+pub(crate) const READ_STREAMS_UP_TO: &str =
+    select_events!("WHERE stream_type = $1 AND position <= $2 AND stream_id IN");
+pub(crate) const RECORDED_AT_OR_AFTER: &str =
+    "SELECT recorded_at FROM events WHERE position >= $1 ORDER BY position LIMIT 1";
 pub(crate) const STREAM_VERSION: &str =
     "SELECT site_id, version FROM streams WHERE stream_type = $1 AND stream_id = $2";
 pub(crate) const HEAD: &str = "SELECT last_position FROM event_log_head WHERE id = 1";

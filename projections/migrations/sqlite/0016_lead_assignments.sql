@@ -1,0 +1,9 @@
+-- Every user a lead was ever assigned to, from the position it first was: the
+-- leads whose streams a fold of one user's Lead Manager at a past position reads.
+CREATE TABLE lead_assignments (
+    agent_id      BLOB    NOT NULL,
+    lead_id       BLOB    NOT NULL,
+    site_id       BLOB    NOT NULL,
+    since_position INTEGER NOT NULL,
+    PRIMARY KEY (agent_id, lead_id)
+);

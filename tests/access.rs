@@ -651,6 +651,22 @@ fn audit_readers(c: Caller, own: bool) -> Expect {
     }
 }
 
+/// agent1's screen at a past moment: the audit's readers of agent1's site, and
+/// agent1 themselves; never while logged in as someone.
+fn past_readers(c: Caller, own: bool) -> Expect {
+    if c.impersonating() {
+        NOT_WHILE_IMPERSONATING
+    } else if c == Caller::Agent1 && own {
+        Expect::Allowed
+    } else if matches!(c, Caller::Agent1 | Caller::Agent2) {
+        FORBIDDEN
+    } else if !own {
+        NOT_FOUND
+    } else {
+        Expect::Allowed
+    }
+}
+
 /// The Lead Manager on agent1's lead: agent1 (or someone logged in as agent1),
 /// owners and admins; other agents do not know it exists; auditors read the audit
 /// trail, not the Lead Manager.
@@ -909,6 +925,39 @@ fn endpoints() -> Vec<Endpoint> {
         endpoint(M::GET, "/api/audit/verify", None, |c, _| {
             audit_readers(c, true)
         }),
+        endpoint(
+            M::GET,
+            "/api/audit/view/leads?subject_id={agent1}&at=1",
+            None,
+            past_readers,
+        ),
+        endpoint(
+            M::GET,
+            "/api/audit/view/leads/{lead}?subject_id={agent1}",
+            None,
+            past_readers,
+        ),
+        endpoint(
+            M::GET,
+            "/api/audit/view/settings?subject_id={agent1}",
+            None,
+            past_readers,
+        ),
+        endpoint(
+            M::GET,
+            "/api/audit/view/leads/{lead}",
+            None,
+            // One's own past: agent1's lead as the caller could open it.
+            |c, own| {
+                if c.impersonating() {
+                    NOT_WHILE_IMPERSONATING
+                } else if own && matches!(c, Caller::Owner | Caller::Admin | Caller::Agent1) {
+                    Expect::Allowed
+                } else {
+                    NOT_FOUND
+                }
+            },
+        ),
         endpoint(M::GET, "/api/events", None, |c, _| audit_readers(c, true)),
         endpoint(M::GET, "/api/events/stream", None, |c, _| {
             audit_readers(c, true)

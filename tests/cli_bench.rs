@@ -43,6 +43,7 @@ async fn a_small_bench_run_reports_every_figure(db: &TestDatabase) {
         "lead_page_p50_ms",
         "lead_page_p99_ms",
         "http_lead_page_p99_ms",
+        "past_lead_page_p99_ms",
         "peak_rss_mb",
         "command_vs_raw",
         "rebuild_vs_scan",

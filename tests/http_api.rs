@@ -923,6 +923,9 @@ fn the_openapi_document_lists_every_route_of_the_contract() {
         ("get", "/api/audit/export/manifest"),
         ("get", "/api/audit/digests"),
         ("get", "/api/audit/public-key"),
+        ("get", "/api/audit/view/leads"),
+        ("get", "/api/audit/view/leads/{id}"),
+        ("get", "/api/audit/view/settings"),
         ("get", "/api/events"),
         ("get", "/api/events/stream"),
     ];

@@ -15,7 +15,7 @@
 //! gone from the log's point of view too.
 
 use std::cmp::Ordering;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use chrono::{DateTime, Utc};
 use crm_events::catalog::values::Stage;
@@ -208,7 +208,23 @@ pub async fn lead_manager(
     let after = cursor
         .map(|c| lead_manager::cursor_key(sort, c))
         .transpose()?;
-    let ids: Vec<(Uuid, Option<bool>)> = on_pool!(store.database(), |pool| sqlx::query_as(
+    let db = store.database();
+    // A lead with no event after `at` was then what its row is now (the row is
+    // the fold of its own events, and the projection is past `at`): those rows
+    // are read as they are, the others folded from the log.
+    let unchanged: Vec<LeadRow> = on_pool!(db, |pool| sqlx::query_as(
+        // In this order: from the user's leads (SQLite takes CROSS JOIN's order
+        // as given).
+        "SELECT v.* FROM lead_assignments a CROSS JOIN leads_view v CROSS JOIN events e \
+         WHERE a.agent_id = $1 AND a.since_position <= $2 AND v.id = a.lead_id \
+         AND e.stream_type = 'lead' AND e.stream_id = v.id AND e.stream_version = v.version \
+         AND e.position <= $2"
+    )
+    .bind(user.as_uuid())
+    .bind(at.0)
+    .fetch_all(pool)
+    .await?);
+    let ids: Vec<(Uuid, Option<bool>)> = on_pool!(db, |pool| sqlx::query_as(
         "SELECT a.lead_id, v.erased FROM lead_assignments a \
          LEFT JOIN leads_view v ON v.id = a.lead_id \
          WHERE a.agent_id = $1 AND a.since_position <= $2"
@@ -217,24 +233,33 @@ pub async fn lead_manager(
     .bind(at.0)
     .fetch_all(pool)
     .await?);
-    let erased: Vec<Uuid> = ids
+    let kept: BTreeSet<Uuid> = unchanged.iter().map(|row| row.id).collect();
+    let changed: Vec<(Uuid, Option<bool>)> = ids
+        .into_iter()
+        .filter(|(id, _)| !kept.contains(id))
+        .collect();
+    let erased: Vec<Uuid> = changed
         .iter()
         .filter(|(_, erased)| *erased == Some(true))
         .map(|(id, _)| *id)
         .collect();
-    let ids: Vec<Uuid> = ids.into_iter().map(|(id, _)| id).collect();
-    let leads = leads_at(store, &ids, &erased, at).await?;
+    let ids: Vec<Uuid> = changed.into_iter().map(|(id, _)| id).collect();
+    let mut leads: BTreeMap<Uuid, LeadRow> = leads_at(store, &ids, &erased, at)
+        .await?
+        .into_iter()
+        .map(|(id, lead)| (id, lead.row))
+        .collect();
+    leads.extend(unchanged.into_iter().map(|row| (row.id, row)));
 
     let mut counts: BTreeMap<String, i64> = Stage::ALL
         .iter()
         .map(|s| (s.as_str().to_owned(), 0))
         .collect();
-    for lead in leads.values().filter(|l| listed(&l.row, &filter, false)) {
-        *counts.entry(lead.row.stage.clone()).or_default() += 1;
+    for row in leads.values().filter(|row| listed(row, &filter, false)) {
+        *counts.entry(row.stage.clone()).or_default() += 1;
     }
     let mut rows: Vec<&LeadRow> = leads
         .values()
-        .map(|l| &l.row)
         .filter(|row| listed(row, &filter, true))
         .filter(|row| after.as_ref().is_none_or(|key| key.is_before(sort, row)))
         .collect();

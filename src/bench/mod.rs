@@ -54,6 +54,9 @@ pub struct Report {
     pub lead_page_p50_ms: f64,
     pub lead_page_p99_ms: f64,
     pub http_lead_page_p99_ms: f64,
+    /// An agent's Lead Manager at a past position, folded from the log.
+    pub past_lead_page_p50_ms: f64,
+    pub past_lead_page_p99_ms: f64,
     pub peak_rss_mb: f64,
     pub command_vs_raw: f64,
     pub rebuild_vs_scan: f64,
@@ -125,6 +128,8 @@ pub async fn run(
     starting("audit and Lead Manager queries");
     let (audit_query_p50_ms, audit_query_p99_ms) = audit_queries(&app, &sites).await?;
     let (lead_page_p50_ms, lead_page_p99_ms) = lead_pages(&app, &sites).await?;
+    let (past_lead_page_p50_ms, past_lead_page_p99_ms) =
+        past_lead_pages(&app, &sites, total).await?;
     starting("Lead Manager pages over HTTP, 16 clients");
     let http_lead_page_p99_ms = http_lead_pages(&app, &sites).await?;
     starting("exporting every audit trail");
@@ -147,6 +152,8 @@ pub async fn run(
         lead_page_p50_ms,
         lead_page_p99_ms,
         http_lead_page_p99_ms,
+        past_lead_page_p50_ms,
+        past_lead_page_p99_ms,
         peak_rss_mb: peak_rss_mb(),
         command_vs_raw: command_per_s / raw_insert_per_s,
         rebuild_vs_scan: rebuild_per_s / raw_scan_per_s,
@@ -551,6 +558,48 @@ async fn lead_pages(app: &App, sites: &[BenchSite]) -> Result<(f64, f64), AppErr
         lead_manager::list(db, &filter, sorts[i % sorts.len()], None, 50).await?;
         lead_manager::counts_by_stage(db, &filter).await?;
         if i >= 100 {
+            samples.push(started.elapsed().as_secs_f64() * 1_000.0);
+        }
+    }
+    Ok(percentiles(samples))
+}
+
+/// An agent's Lead Manager as it was at a past position (each sort, with and
+/// without a stage filter, at positions spread over the log), folded from the log:
+/// p50 and p99 in ms.
+async fn past_lead_pages(
+    app: &App,
+    sites: &[BenchSite],
+    total: i64,
+) -> Result<(f64, f64), AppError> {
+    let sorts = [
+        LeadSort::UpdatedAtDesc,
+        LeadSort::Name,
+        LeadSort::NextTaskDueAt,
+        LeadSort::UpdatedAt,
+    ];
+    let mut samples = Vec::new();
+    // The first 40 warm up.
+    for i in 0..240 {
+        let site = &sites[i % sites.len()];
+        let agent = site.agents[(i / sites.len()) % site.agents.len()].0.actor();
+        let mut filter = LeadFilter::of(Owner::AssignedTo(agent));
+        if i % 3 == 0 {
+            filter.stage = Some(Stage::ALL[i % Stage::ALL.len()]);
+        }
+        let at = Position(total * (i as i64 % 10 + 1) / 10);
+        let started = Instant::now();
+        crm_projections::past::lead_manager(
+            app.store(),
+            agent,
+            at,
+            &filter,
+            sorts[i % sorts.len()],
+            None,
+            50,
+        )
+        .await?;
+        if i >= 40 {
             samples.push(started.elapsed().as_secs_f64() * 1_000.0);
         }
     }

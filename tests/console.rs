@@ -384,6 +384,47 @@ async fn an_admin_an_owner_and_an_agent_work_in_the_console(db: &TestDatabase) {
     browser.click("dialog button.danger");
     browser.wait_for_text("#message", "Reverted: 1 change put back.");
 
+    // What the agent saw, from the session's page: the lead at the session's start
+    // (the stage before, no note), then at its end (the stage after, the note).
+    browser.wait_for_text("main h1", "Adam Admin as Agnes Agent");
+    browser.click("main a.button[href^='#/then']");
+    browser.wait_for_text("main h1", "What Agnes Agent saw");
+    browser.wait_for_text("main", "log position");
+    browser.click(&format!("main table a[href*='lead={lead_path}']"));
+    let then = browser.wait_for_text(
+        "main dl[aria-label='The lead then']",
+        &before.replace('_', " "),
+    );
+    assert!(!then.contains(&after.replace('_', " ")), "{then}");
+    assert!(
+        !browser.text_of("main").contains("Asked about financing"),
+        "no note yet at the start"
+    );
+    assert_eq!(
+        browser.execute(
+            "return document.querySelectorAll('main input:not([name=at]), main textarea, main button:not([type=submit])').length;",
+            Value::Array(vec![]),
+        ),
+        0,
+        "nothing to change in the past"
+    );
+    step("10c-what-the-agent-saw-at-the-start");
+    browser.click("main form[aria-label=When] a:nth-of-type(2)");
+    browser.wait_for_text(
+        "main dl[aria-label='The lead then']",
+        &after.replace('_', " "),
+    );
+    browser.wait_for_text("main", "Asked about financing");
+    step("10d-what-the-agent-saw-at-the-end");
+    browser.resize(390, 844);
+    let wide = browser.execute(
+        "return document.documentElement.scrollWidth > window.innerWidth;",
+        Value::Array(vec![]),
+    );
+    assert_eq!(wide, false, "the past lead fits at 390 px");
+    step("10e-narrow-what-the-agent-saw");
+    browser.resize(1280, 800);
+
     // Changes made while logged in as someone: names, not ids; no setup rows.
     browser.click("nav a[href='#/audit']");
     browser.wait_for_text("main", "Changes, field by field");

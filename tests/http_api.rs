@@ -144,6 +144,30 @@ async fn the_readme_walkthrough_works(db: &TestDatabase) {
         ]
     );
     assert_eq!(detail.body["admin_id"], s.admin.id.to_string());
+    // What agent1's Lead Manager showed when the session started: the phone as it was.
+    let started = detail.body["started_at"].as_str().unwrap();
+    let then = api
+        .get(
+            &admin,
+            &format!(
+                "/api/audit/view/leads?subject_id={}&at={}",
+                s.agent1.id,
+                started.replace('+', "%2B").replace(':', "%3A")
+            ),
+        )
+        .await;
+    assert_eq!(then.status, 200, "{}", then.body);
+    let dana_then = then.body["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|l| l["id"] == dana["id"])
+        .cloned()
+        .unwrap();
+    assert_eq!(
+        (dana_then["phone"].clone(), dana_then["stage"].clone()),
+        (json!("+1 555 0100"), json!("new"))
+    );
 
     // "View only": the lead reads as the agent sees it; a write is refused and
     // appends nothing; the session says its mode.

@@ -99,11 +99,18 @@ function offset_at(ms) {
 function zoned(local) {
   const [day, time = "00:00"] = local.split("T");
   const [y, m, d] = day.split("-").map(Number);
-  const [hh, mm] = time.split(":").map(Number);
-  const clock = Date.UTC(y, m - 1, d, hh, mm);
+  const [hh, mm, ss = 0] = time.split(":").map(Number);
+  const clock = Date.UTC(y, m - 1, d, hh, mm, ss);
   let ms = clock - offset_at(clock);
   ms = clock - offset_at(ms);
   return new Date(ms).toISOString();
+}
+
+/** An instant as the account's clock shows it, for a datetime-local input
+ * ("2026-12-05T09:30:12"). */
+function wall(iso) {
+  const ms = new Date(iso).getTime();
+  return new Date(ms + offset_at(ms)).toISOString().slice(0, 19);
 }
 
 /** The day after "2026-12-05", as "2026-12-06". */
@@ -1315,6 +1322,9 @@ async function session(id) {
       h("dt", {}, "Changes"), h("dd", {}, s.change_count),
       h("dt", {}, "Leads opened"), h("dd", {}, s.changes.filter((c) => c.kind === "view").length),
       s.reverted ? [h("dt", {}, "Reverted"), h("dd", {}, "Yes: see the audit's changes by the admin who reverted it")] : null),
+    h("div", { class: "actions" },
+      h("a", { class: "button quiet", href: then_link(s, s.started_at) }, "See what the agent saw at the start"),
+      s.ended_at ? h("a", { class: "button quiet", href: then_link(s, s.ended_at) }, "…and at the end") : null),
     reads_audit() ? h("div", { class: "actions" },
       h("button", { type: "button", class: "quiet", onclick: () => download("csv", filter, what, "session") }, "Export this session (CSV)"),
       h("button", { type: "button", class: "quiet", onclick: () => download("ndjson", filter, what, "session") }, "Export this session (NDJSON)"),
@@ -1323,6 +1333,107 @@ async function session(id) {
       : null,
     table("Changes and leads opened in this session, newest first", ["When", "What", "Field", "Before → after"], change_rows(newest, false),
       "Nothing was changed or opened in this session."));
+}
+
+/** The agent's screen at a moment of a session, with its start and end at hand. */
+function then_link(s, at) {
+  const q = new URLSearchParams({ subject: s.subject.id, at, start: s.started_at, name: s.subject.name });
+  if (s.ended_at) q.set("end", s.ended_at);
+  return `#/then?${q}`;
+}
+
+/** What a user saw at a past moment: their Lead Manager, one of their leads, or
+ * their settings and templates, as the server folds them from the log. Read only.
+ * `subject` (default: me), `at` (a time; none: now), `show` (leads or settings),
+ * `lead`, and the Lead Manager's stage and sort; `start` and `end` of a session. */
+async function then_view(params) {
+  const mine = ticket;
+  const query = new URLSearchParams(params);
+  const subject = query.get("subject") || me_id();
+  const at = query.get("at") || "";
+  const show = query.get("show") === "settings" ? "settings" : "leads";
+  const lead_id = query.get("lead");
+  const link = (changes) => {
+    const next = new URLSearchParams(query);
+    for (const [key, value] of Object.entries(changes)) if (value) next.set(key, value); else next.delete(key);
+    if (!("cursor" in changes)) { next.delete("cursor"); next.delete("trail"); }
+    return `#/then?${next}`;
+  };
+  const asked = new URLSearchParams({ subject_id: subject });
+  if (at) asked.set("at", at);
+  let path = "/api/audit/view/settings";
+  if (show === "leads" && lead_id) path = `/api/audit/view/leads/${encodeURIComponent(lead_id)}`;
+  else if (show === "leads") {
+    path = "/api/audit/view/leads";
+    for (const key of ["stage", "cursor"]) if (query.get(key)) asked.set(key, query.get(key));
+    asked.set("sort", query.get("sort") || "-updated_at");
+  }
+  const [{ body }] = await Promise.all([api("GET", `${path}?${asked}`), reads_audit() ? load_people() : null]);
+  const name = subject === me_id() ? state.me.user.name : (query.get("name") || person(subject));
+  const picker = h("input", { type: "datetime-local", name: "at", step: 1, value: at ? wall(at) : "" });
+  const moments = h("form", { class: "toolbar", "aria-label": "When", onsubmit: (e) => {
+    e.preventDefault();
+    if (picker.value) go(link({ at: zoned(picker.value) }));
+  } },
+  h("label", {}, `When (${zone().replaceAll("_", " ")})`, picker), h("button", { type: "submit" }, "Show"),
+  query.get("start") ? h("a", { class: "button quiet", href: link({ at: query.get("start") }) }, "At the session's start") : null,
+  query.get("end") ? h("a", { class: "button quiet", href: link({ at: query.get("end") }) }, "At its end") : null,
+  h("a", { class: "button quiet", href: link({ at: "" }) }, "Now"));
+  const tabs = h("nav", { class: "chips", "aria-label": "Screens" },
+    h("a", { class: "chip", href: link({ show: "", lead: "" }), "aria-current": show === "leads" && !lead_id ? "page" : null }, "Lead Manager"),
+    h("a", { class: "chip", href: link({ show: "settings", lead: "" }), "aria-current": show === "settings" ? "page" : null }, "Settings and templates"));
+  const moment = h("p", { class: "muted" }, at ? `As it was at ${when(at, true)}` : "As it is now",
+    ` · log position ${body.position}. Folded from the log: exactly what the screen showed then; nothing here can be changed.`);
+  let content;
+  if (show === "settings") {
+    content = [h("dl", { class: "card facts" }, SETTINGS.map(([key, label]) => [
+      h("dt", {}, label), h("dd", {}, value_text(key, body.settings[key]))])),
+    h("h2", {}, "Templates"),
+    table("Templates then", ["Kind", "Name", "Subject", "Body"], body.templates.map((t) => h("tr", { "data-template": t.name },
+      h("td", {}, t.kind), h("td", {}, t.name), h("td", {}, t.subject || ""), h("td", {}, t.body))), "No templates then.")];
+  } else if (lead_id) {
+    const lead = body;
+    const by = (item) => (item.author_name ? `${item.author_name} · ` : "");
+    const gone = (text) => (text === null ? h("span", { class: "muted" }, "[erased]") : text);
+    content = [h("p", {}, h("a", { href: link({ lead: "" }) }, "← Lead Manager then")),
+      h("dl", { class: "card facts", "aria-label": "The lead then" },
+        h("dt", {}, "Name"), h("dd", {}, gone(lead.name)),
+        h("dt", {}, "Email"), h("dd", {}, lead.erased ? gone(null) : lead.email || "—"),
+        h("dt", {}, "Phone"), h("dd", {}, lead.erased ? gone(null) : lead.phone || "—"),
+        h("dt", {}, "Source"), h("dd", {}, lead.source || "—"),
+        h("dt", {}, "Stage"), h("dd", {}, pretty(lead.stage)),
+        h("dt", {}, "Tags"), h("dd", {}, lead.tags.length ? lead.tags.map((t) => h("span", { class: "tag" }, t)) : "none"),
+        h("dt", {}, "Updated"), h("dd", {}, when(lead.updated_at))),
+      h("div", { class: "two" },
+        h("section", { class: "card", "aria-labelledby": "then-notes" }, h("h2", { id: "then-notes" }, "Notes"),
+          lead.notes.length ? h("ul", { class: "plain" }, lead.notes.map((n) => h("li", {}, h("p", { class: "body" }, gone(n.body)),
+            h("span", { class: "muted" }, `${by(n)}${when(n.created_at)}`)))) : h("p", { class: "muted" }, "No notes then.")),
+        h("section", { class: "card", "aria-labelledby": "then-tasks" }, h("h2", { id: "then-tasks" }, "Tasks"),
+          lead.tasks.length ? h("ul", { class: "plain" }, lead.tasks.map((t) => h("li", {}, gone(t.title), " · due ", when(t.due_at), " ",
+            t.completed_at ? h("span", { class: "badge" }, "Done") : null))) : h("p", { class: "muted" }, "No tasks then."))),
+      h("section", { class: "card", "aria-labelledby": "then-comms" }, h("h2", { id: "then-comms" }, "Communications"),
+        lead.communications.length ? h("ul", { class: "plain" }, lead.communications.map((c) => h("li", {},
+          `${c.direction} ${c.channel}: `, gone(c.summary), " ", h("span", { class: "muted" }, `${by(c)}${when(c.created_at)}`))))
+          : h("p", { class: "muted" }, "No calls, emails or texts then."))];
+  } else {
+    const counts = body.counts_by_stage;
+    const all = Object.values(counts).reduce((a, b) => a + b, 0);
+    const chips = h("div", { class: "chips", role: "group", "aria-label": "Stages then" },
+      h("a", { class: "chip", href: link({ stage: "" }), "aria-current": query.get("stage") ? null : "true" }, "All", h("span", { class: "n" }, all)),
+      STAGES.map((stage) => h("a", { class: "chip", href: link({ stage }), "aria-current": query.get("stage") === stage ? "true" : null },
+        pretty(stage), h("span", { class: "n" }, counts[stage] || 0))));
+    const rows = body.items.map((lead) => h("tr", { "data-lead": lead.id },
+      h("td", {}, h("a", { href: link({ lead: lead.id }) }, lead.erased ? h("span", { class: "muted" }, "Erased lead") : lead.name)),
+      h("td", {}, pretty(lead.stage)), h("td", {}, lead.email || ""), h("td", {}, lead.phone || ""),
+      h("td", {}, lead.tags.map((t) => h("span", { class: "tag" }, t))),
+      h("td", {}, when(lead.next_task_due_at)), h("td", {}, when(lead.updated_at))));
+    const total = query.get("stage") ? counts[query.get("stage")] || 0 : all;
+    content = [chips,
+      table(`${name}'s leads then`, ["Name", "Stage", "Email", "Phone", "Tags", "Next task", "Updated"], rows,
+        query.get("stage") ? "No leads in this stage then." : "No leads then."),
+      pager("#/then", query, body.next_cursor, body.items.length, total)];
+  }
+  page(mine, `What ${name} saw`, moments, moment, tabs, content);
 }
 
 const REVERT_ACTIONS = { revert: "Put back", conflict: "Left alone: changed since", not_revertible: "Cannot be undone" };
@@ -1415,7 +1526,7 @@ async function my_impersonations() {
 
 /** Why the page `name` is not for whoever the console shows now, if it is not. */
 function refusal(name) {
-  const real_human = ["users", "site", "audit", "event", "sessions", "me", "account"];
+  const real_human = ["users", "site", "audit", "event", "sessions", "me", "account", "then"];
   if (impersonating() && real_human.includes(name)) {
     return `Not while logged in as ${state.me.user.name}: Return to Admin first.`;
   }
@@ -1457,6 +1568,7 @@ async function route(forced) {
     else if (parts[0] === "event") await event_at(parts[1]);
     else if (parts[0] === "me") await my_impersonations();
     else if (parts[0] === "sessions") await all_sessions(q);
+    else if (parts[0] === "then") await then_view(q);
     else go(landing());
   } catch (problem) {
     if (mine === ticket) busy(false);

@@ -927,7 +927,7 @@ fn endpoints() -> Vec<Endpoint> {
         }),
         endpoint(
             M::GET,
-            "/api/audit/view/leads?subject_id={agent1}&at=1",
+            "/api/audit/view/leads?subject_id={agent1}&at=2999-01-01T00%3A00%3A00Z",
             None,
             past_readers,
         ),

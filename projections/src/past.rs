@@ -18,7 +18,7 @@ use std::cmp::Ordering;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use chrono::{DateTime, Utc};
-use crm_events::catalog::values::Stage;
+use crm_events::catalog::values::{Role, Stage};
 use crm_events::ids::{LeadId, SiteId, UserId};
 use crm_events::{on_pool, DomainEvent, EventStore, Position, StreamType};
 use serde_json::{Map, Value};
@@ -134,7 +134,9 @@ async fn leads_at(
     erased_now: &[Uuid],
     at: Position,
 ) -> Result<BTreeMap<Uuid, PastLead>, QueryError> {
-    let events = store.read_streams_up_to(StreamType::Lead, ids, at).await?;
+    let events = store
+        .read_streams_up_to(StreamType::Lead, ids, &[], at)
+        .await?;
     let mut leads = fold(events)?;
     for id in erased_now {
         if let Some(lead) = leads.get_mut(id).filter(|l| !l.row.erased) {
@@ -340,6 +342,34 @@ pub async fn lead(
     Ok(Some((Lead::from(lead.row), notes, tasks, communications)))
 }
 
+/// A user's role at `at`; `None` when the account did not exist yet.
+///
+/// # Errors
+/// Store failures.
+pub async fn role_at(
+    store: &EventStore,
+    user: UserId,
+    at: Position,
+) -> Result<Option<Role>, QueryError> {
+    let events = store
+        .read_streams_up_to(
+            StreamType::User,
+            &[user.as_uuid()],
+            &["UserCreated", "UserRoleChanged"],
+            at,
+        )
+        .await?;
+    let mut role = None;
+    for recorded in events {
+        match Decoded::new(recorded)?.event {
+            DomainEvent::UserCreated(created) => role = Some(created.role),
+            DomainEvent::UserRoleChanged(changed) => role = Some(changed.to),
+            _ => {}
+        }
+    }
+    Ok(role)
+}
+
 /// The names of a site's users, by id.
 async fn author_names(
     store: &EventStore,
@@ -366,7 +396,7 @@ pub async fn settings(
     at: Position,
 ) -> Result<(Map<String, Value>, i64, Vec<Template>), QueryError> {
     let events = store
-        .read_streams_up_to(StreamType::Settings, &[user.as_uuid()], at)
+        .read_streams_up_to(StreamType::Settings, &[user.as_uuid()], &[], at)
         .await?;
     let mut values = Map::new();
     let mut version = 0;

@@ -201,7 +201,11 @@ pub(crate) fn decode_cursor<T>(
 
 /// The `i`th element of a cursor key as text.
 pub(crate) fn text_at(key: &serde_json::Value, i: usize) -> Option<String> {
-    key.get(i)?.as_str().map(str::to_owned)
+    // No NUL: no text a list sorts by holds one, and PostgreSQL refuses it.
+    key.get(i)?
+        .as_str()
+        .filter(|text| !text.contains('\0'))
+        .map(str::to_owned)
 }
 
 /// The `i`th element of a cursor key as a UUID.

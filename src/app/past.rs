@@ -88,7 +88,7 @@ impl App {
         ctx: &RequestContext,
         subject: Option<UserId>,
         at: Option<At>,
-    ) -> Result<(UserRow, Position), AppError> {
+    ) -> Result<(UserRow, UserView, Position), AppError> {
         let subject = subject.unwrap_or(ctx.actor());
         authorize(&ctx.caller, Action::ReadOwnPast)?;
         if subject != ctx.actor() {
@@ -106,7 +106,9 @@ impl App {
                     format!("position {} is past the log's head ({})", p.0, head.0),
                 ))
             }
-            Some(At::Position(p)) => p,
+            // A position inside a batch names a state nobody could read: the
+            // batch's end is what the projections showed.
+            Some(At::Position(p)) => self.store.batch_end(p).await?,
             Some(At::Time(time)) => self.store.position_at(time).await?,
         };
         let db = self
@@ -118,7 +120,18 @@ impl App {
         let user = users::get(db, ctx.site(), subject)
             .await?
             .ok_or(AppError::NotFound("user"))?;
-        Ok((user, position))
+        // Who they were then: what a lead shows depends on the role they had; an
+        // account that did not exist yet saw nothing. (Deactivated since or then,
+        // what their screen showed while they could use it is what is asked.)
+        let role = past::role_at(&self.store, subject, position)
+            .await?
+            .ok_or(AppError::NotFound("user"))?;
+        let then = UserView {
+            role,
+            active: true,
+            ..view_of(&user)
+        };
+        Ok((user, then, position))
     }
 
     /// `subject`'s Lead Manager (the leads assigned to them) as it was at `at`.
@@ -142,7 +155,7 @@ impl App {
                 "a past Lead Manager is the subject's own",
             ));
         }
-        let (user, position) = self.past_of(ctx, subject, at).await?;
+        let (user, _, position) = self.past_of(ctx, subject, at).await?;
         let subject = UserId::from_uuid(user.id);
         let filter = LeadFilter {
             owner: Owner::AssignedTo(subject),
@@ -184,18 +197,13 @@ impl App {
         at: Option<At>,
         id: LeadId,
     ) -> Result<PastLeadDetail, AppError> {
-        let (user, position) = self.past_of(ctx, subject, at).await?;
+        let (user, then, position) = self.past_of(ctx, subject, at).await?;
         let (lead, notes, tasks, communications) = past::lead(&self.store, id, position)
             .await?
             .ok_or(AppError::NotFound("lead"))?;
-        // Whether the subject could open it then; what their account is now
-        // (deactivated since, say) does not change what they saw.
-        let subject = UserView {
-            active: true,
-            ..view_of(&user)
-        };
+        // Whether the subject could open it then, with the role they had then.
         let visible = can_see_lead(
-            &subject,
+            &then,
             SiteId::from_uuid(lead.site_id),
             lead.assigned_agent_id.map(UserId::from_uuid),
         );
@@ -224,7 +232,7 @@ impl App {
         subject: Option<UserId>,
         at: Option<At>,
     ) -> Result<PastSettings, AppError> {
-        let (user, position) = self.past_of(ctx, subject, at).await?;
+        let (user, _, position) = self.past_of(ctx, subject, at).await?;
         let (stored, version, templates) =
             past::settings(&self.store, UserId::from_uuid(user.id), position).await?;
         Ok(PastSettings {

@@ -86,6 +86,11 @@ pub(super) fn lead_query(
     q: Option<String>,
     sort: Option<String>,
 ) -> ApiResult<LeadQuery> {
+    for (field, text) in [("q", &q), ("tag", &tag)] {
+        if text.as_deref().is_some_and(|t| t.contains('\0')) {
+            return Err(ApiError::invalid(field, "must not contain a NUL character"));
+        }
+    }
     let stage = match stage.as_deref() {
         None | Some("") => None,
         Some(text) => {

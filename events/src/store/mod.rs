@@ -456,10 +456,10 @@ impl EventStore {
         self.opened(rows::into_events(rows)).await
     }
 
-    /// Every event of the streams of `stream_type` among `ids`, up to and including
-    /// position `up_to`, in position order, with their leads' personal values
-    /// opened: what a fold of those streams had seen at `up_to`. One query per 256
-    /// streams.
+    /// Every event of the streams of `stream_type` among `ids` (of the types
+    /// `only`, or of every type when it is empty), up to and including position
+    /// `up_to`, in position order, with their leads' personal values opened: what a
+    /// fold of those streams had seen at `up_to`. One query per 256 streams.
     ///
     /// # Errors
     /// As [`EventStore::read_all`].
@@ -467,21 +467,29 @@ impl EventStore {
         &self,
         stream_type: StreamType,
         ids: &[uuid::Uuid],
+        only: &[&str],
         up_to: Position,
     ) -> Result<Vec<RecordedEvent>, StoreError> {
         let mut rows: Vec<EventRow> = Vec::new();
         for chunk in bulk::key_lists(ids) {
-            let sql = format!(
+            let mut sql = format!(
                 "{} ({})",
                 sql::READ_STREAMS_UP_TO,
                 bulk::numbered(3, chunk.len())
             );
+            if !only.is_empty() {
+                let types = bulk::numbered(3 + chunk.len(), only.len());
+                sql.push_str(&format!(" AND event_type IN ({types})"));
+            }
             let read: Vec<EventRow> = on_pool!(&self.inner.db, |pool| {
                 let mut query = sqlx::query_as(&sql)
                     .bind(stream_type.as_str())
                     .bind(up_to.0);
                 for id in &chunk {
                     query = query.bind(*id);
+                }
+                for event_type in only {
+                    query = query.bind(*event_type);
                 }
                 query.fetch_all(pool).await?
             });
@@ -520,6 +528,29 @@ impl EventStore {
             }
         }
         Ok(Position(low))
+    }
+
+    /// The last position committed together with `position` (in one batch, whose
+    /// events share the time they were recorded at): a state of the log that
+    /// readers could see, never one half-way through a transaction. `position`
+    /// itself when nothing is recorded there.
+    ///
+    /// # Errors
+    /// Database errors.
+    pub async fn batch_end(&self, position: Position) -> Result<Position, StoreError> {
+        if position.0 <= 0 {
+            return Ok(Position::START);
+        }
+        let recorded: Option<DateTime<Utc>> = on_pool!(&self.inner.db, |pool| {
+            sqlx::query_scalar(sql::RECORDED_AT_OR_AFTER)
+                .bind(position.0)
+                .fetch_optional(pool)
+                .await?
+        });
+        match recorded {
+            Some(at) => Ok(self.position_at(at).await?.max(position)),
+            None => Ok(position),
+        }
     }
 
     /// The stream's current version; 0 when it does not exist.

@@ -1337,7 +1337,7 @@ async function session(id) {
 
 /** The agent's screen at a moment of a session, with its start and end at hand. */
 function then_link(s, at) {
-  const q = new URLSearchParams({ subject: s.subject.id, at, start: s.started_at, name: s.subject.name });
+  const q = new URLSearchParams({ subject: s.subject.id, at, start: s.started_at });
   if (s.ended_at) q.set("end", s.ended_at);
   return `#/then?${q}`;
 }
@@ -1369,8 +1369,11 @@ async function then_view(params) {
     asked.set("sort", query.get("sort") || "-updated_at");
   }
   const [{ body }] = await Promise.all([api("GET", `${path}?${asked}`), reads_audit() ? load_people() : null]);
-  const name = subject === me_id() ? state.me.user.name : (query.get("name") || person(subject));
-  const picker = h("input", { type: "datetime-local", name: "at", step: 1, value: at ? wall(at) : "" });
+  // Named from the server's users (never from the address).
+  const name = subject === me_id() ? state.me.user.name : person(subject);
+  // `at` may be a time or a log position.
+  const position_asked = /^\d+$/.test(at);
+  const picker = h("input", { type: "datetime-local", name: "at", step: 1, value: at && !position_asked ? wall(at) : "" });
   const moments = h("form", { class: "toolbar", "aria-label": "When", onsubmit: (e) => {
     e.preventDefault();
     if (picker.value) go(link({ at: zoned(picker.value) }));
@@ -1382,7 +1385,8 @@ async function then_view(params) {
   const tabs = h("nav", { class: "chips", "aria-label": "Screens" },
     h("a", { class: "chip", href: link({ show: "", lead: "" }), "aria-current": show === "leads" && !lead_id ? "page" : null }, "Lead Manager"),
     h("a", { class: "chip", href: link({ show: "settings", lead: "" }), "aria-current": show === "settings" ? "page" : null }, "Settings and templates"));
-  const moment = h("p", { class: "muted" }, at ? `As it was at ${when(at, true)}` : "As it is now",
+  const moment = h("p", { class: "muted" },
+    !at ? "As it is now" : position_asked ? `As it was at log position ${at}` : `As it was at ${when(at, true)}`,
     ` · log position ${body.position}. Folded from the log: exactly what the screen showed then; nothing here can be changed.`);
   let content;
   if (show === "settings") {
@@ -1431,7 +1435,9 @@ async function then_view(params) {
     content = [chips,
       table(`${name}'s leads then`, ["Name", "Stage", "Email", "Phone", "Tags", "Next task", "Updated"], rows,
         query.get("stage") ? "No leads in this stage then." : "No leads then."),
-      pager("#/then", query, body.next_cursor, body.items.length, total)];
+      // The next pages are read at this page's position, whatever comes meanwhile.
+      pager("#/then", new URLSearchParams({ ...Object.fromEntries(query), at: String(body.position) }),
+        body.next_cursor, body.items.length, total)];
   }
   page(mine, `What ${name} saw`, moments, moment, tabs, content);
 }

@@ -126,7 +126,7 @@ impl Projection for LeadManager {
 const SELECT_LEADS_IN: &str =
     "SELECT id, site_id, assigned_agent_id, name, name_key, email, phone, \
      source, stage, tags, archived, erased, last_contacted_at, next_task_due_at, due_key, \
-     created_at, updated_at, version FROM leads_view WHERE id IN";
+     created_at, updated_at, version, position FROM leads_view WHERE id IN";
 
 const SELECT_OPEN_TASKS_IN: &str = "SELECT id, lead_id, title, due_at, completed_at, created_at \
      FROM lead_tasks WHERE completed_at IS NULL AND lead_id IN";
@@ -376,6 +376,7 @@ pub(crate) fn created_row(decoded: &Decoded) -> Option<LeadRow> {
         created_at: e.recorded_at,
         updated_at: e.recorded_at,
         version: 0,
+        position: e.position.0,
     })
 }
 
@@ -461,6 +462,7 @@ pub(crate) fn fold_row<'a>(row: &mut LeadRow, decoded: &'a Decoded) -> Effect<'a
     };
     row.updated_at = at;
     row.version = i64::try_from(e.stream_version).unwrap_or(i64::MAX);
+    row.position = e.position.0;
     effect
 }
 
@@ -490,7 +492,7 @@ pub(crate) fn set_next_due(row: &mut LeadRow, open: impl Iterator<Item = DateTim
 }
 
 /// The columns of `leads_view` a fold may change, in a fixed order.
-const CHANGING: [&str; 15] = [
+const CHANGING: [&str; 16] = [
     "assigned_agent_id",
     "name",
     "name_key",
@@ -506,10 +508,11 @@ const CHANGING: [&str; 15] = [
     "due_key",
     "updated_at",
     "version",
+    "position",
 ];
 
 /// A row's values of [`CHANGING`].
-fn changing(row: &LeadRow) -> [Bind; 15] {
+fn changing(row: &LeadRow) -> [Bind; 16] {
     [
         row.assigned_agent_id.into(),
         row.name.as_str().into(),
@@ -526,6 +529,7 @@ fn changing(row: &LeadRow) -> [Bind; 15] {
         row.due_key.into(),
         row.updated_at.into(),
         row.version.into(),
+        row.position.into(),
     ]
 }
 
@@ -536,8 +540,8 @@ async fn write_leads(tx: &mut Tx<'_>, leads: &BTreeMap<Uuid, Touched>) -> Result
     let mut created = Rows::new(
         "INSERT INTO leads_view (id, site_id, created_at, assigned_agent_id, name, name_key, \
          email, phone, source, stage, tags, archived, erased, last_contacted_at, \
-         next_task_due_at, due_key, updated_at, version)",
-        18,
+         next_task_due_at, due_key, updated_at, version, position)",
+        19,
         "",
     );
     let mut updates: BTreeMap<Vec<usize>, Updates> = BTreeMap::new();
@@ -649,6 +653,8 @@ pub(crate) struct LeadRow {
     pub(crate) created_at: DateTime<Utc>,
     pub(crate) updated_at: DateTime<Utc>,
     pub(crate) version: i64,
+    /// The position of the last event of the lead folded into the row.
+    pub(crate) position: i64,
 }
 
 impl From<LeadRow> for Lead {
@@ -678,7 +684,7 @@ impl From<LeadRow> for Lead {
 }
 
 const LEAD_COLUMNS: &str = "SELECT id, site_id, assigned_agent_id, name, name_key, email, phone, source, stage, \
-     tags, archived, erased, last_contacted_at, next_task_due_at, due_key, created_at, updated_at, version \
+     tags, archived, erased, last_contacted_at, next_task_due_at, due_key, created_at, updated_at, version, position \
      FROM leads_view ";
 
 /// Whose leads: one user's (the Lead Manager) or the whole site's (`scope=site`).

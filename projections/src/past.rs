@@ -9,18 +9,20 @@
 //! paged as its queries do; the settings with the fold the settings projection
 //! runs in SQL, restated here over values. Which leads a user's list could have
 //! held at a position is kept by the Lead Manager (`lead_assignments`: each user a
-//! lead was ever assigned to, from when).
+//! lead was ever assigned to, from when). A lead with no event after the position
+//! is read from its row as it is: the row is the fold of the lead's own events, all
+//! of which the projection had folded by then; only the others are folded here.
 //!
 //! A lead erased since reads as erased at every position: its personal data is
 //! gone from the log's point of view too.
 
 use std::cmp::Ordering;
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, HashMap};
 
 use chrono::{DateTime, Utc};
 use crm_events::catalog::values::{Role, Stage};
 use crm_events::ids::{LeadId, SiteId, UserId};
-use crm_events::{on_pool, DomainEvent, EventStore, Position, StreamType};
+use crm_events::{on_pool, Database, DomainEvent, EventStore, Position, StreamType};
 use serde_json::{Map, Value};
 use uuid::Uuid;
 
@@ -118,10 +120,7 @@ fn fold(events: Vec<crm_events::RecordedEvent>) -> Result<BTreeMap<Uuid, PastLea
         }
         if due_changed {
             let open = lead.tasks.iter().filter(|t| t.completed_at.is_none());
-            set_next_due(
-                &mut lead.row,
-                open.map(|t| t.due_at).collect::<Vec<_>>().into_iter(),
-            );
+            set_next_due(&mut lead.row, open.map(|t| t.due_at));
         }
     }
     Ok(leads)
@@ -210,42 +209,43 @@ pub async fn lead_manager(
     let after = cursor
         .map(|c| lead_manager::cursor_key(sort, c))
         .transpose()?;
-    let db = store.database();
-    // A lead with no event after `at` was then what its row is now (the row is
-    // the fold of its own events, and the projection is past `at`): those rows
-    // are read as they are, the others folded from the log.
-    let unchanged: Vec<LeadRow> = on_pool!(db, |pool| sqlx::query_as(
-        // In this order: from the user's leads (SQLite takes CROSS JOIN's order
-        // as given).
-        "SELECT v.* FROM lead_assignments a CROSS JOIN leads_view v CROSS JOIN events e \
-         WHERE a.agent_id = $1 AND a.since_position <= $2 AND v.id = a.lead_id \
-         AND e.stream_type = 'lead' AND e.stream_id = v.id AND e.stream_version = v.version \
-         AND e.position <= $2"
-    )
-    .bind(user.as_uuid())
-    .bind(at.0)
-    .fetch_all(pool)
-    .await?);
-    let ids: Vec<(Uuid, Option<bool>)> = on_pool!(db, |pool| sqlx::query_as(
-        "SELECT a.lead_id, v.erased FROM lead_assignments a \
-         LEFT JOIN leads_view v ON v.id = a.lead_id \
-         WHERE a.agent_id = $1 AND a.since_position <= $2"
-    )
-    .bind(user.as_uuid())
-    .bind(at.0)
-    .fetch_all(pool)
-    .await?);
-    let kept: BTreeSet<Uuid> = unchanged.iter().map(|row| row.id).collect();
-    let changed: Vec<(Uuid, Option<bool>)> = ids
-        .into_iter()
-        .filter(|(id, _)| !kept.contains(id))
-        .collect();
+    // Every lead the user held by then, as its row is now: one lookup by id per
+    // lead (PostgreSQL's planner would rather scan every row for a large list;
+    // `OFFSET 0` keeps the subquery a lookup; SQLite takes CROSS JOIN's order as
+    // given).
+    let rows: Vec<LeadRow> = match store.database() {
+        Database::Sqlite(pool) => {
+            sqlx::query_as(
+                "SELECT v.* FROM lead_assignments a CROSS JOIN leads_view v \
+                 WHERE a.agent_id = $1 AND a.since_position <= $2 AND v.id = a.lead_id",
+            )
+            .bind(user.as_uuid())
+            .bind(at.0)
+            .fetch_all(pool)
+            .await?
+        }
+        Database::Postgres(pool) => {
+            sqlx::query_as(
+                "SELECT v.* FROM lead_assignments a CROSS JOIN LATERAL \
+                 (SELECT * FROM leads_view WHERE id = a.lead_id OFFSET 0) v \
+                 WHERE a.agent_id = $1 AND a.since_position <= $2",
+            )
+            .bind(user.as_uuid())
+            .bind(at.0)
+            .fetch_all(pool)
+            .await?
+        }
+    };
+    // A lead whose last event is at or before `at` was then what its row is now
+    // (the row is the fold of its own events); the others are folded from the log.
+    let (unchanged, changed): (Vec<LeadRow>, Vec<LeadRow>) =
+        rows.into_iter().partition(|row| row.position <= at.0);
+    let ids: Vec<Uuid> = changed.iter().map(|row| row.id).collect();
     let erased: Vec<Uuid> = changed
         .iter()
-        .filter(|(_, erased)| *erased == Some(true))
-        .map(|(id, _)| *id)
+        .filter(|row| row.erased)
+        .map(|row| row.id)
         .collect();
-    let ids: Vec<Uuid> = changed.into_iter().map(|(id, _)| id).collect();
     let mut leads: BTreeMap<Uuid, LeadRow> = leads_at(store, &ids, &erased, at)
         .await?
         .into_iter()

@@ -7,3 +7,7 @@ CREATE TABLE lead_assignments (
     since_position INTEGER NOT NULL,
     PRIMARY KEY (agent_id, lead_id)
 );
+
+-- The position of each lead's last event, folded into its row: a lead whose last
+-- event is at or before a past position was then what its row is now.
+ALTER TABLE leads_view ADD COLUMN position INTEGER NOT NULL DEFAULT 0;

@@ -6,7 +6,7 @@ CREATE TABLE lead_assignments (
     site_id       BLOB    NOT NULL,
     since_position INTEGER NOT NULL,
     PRIMARY KEY (agent_id, lead_id)
-);
+) WITHOUT ROWID;
 
 -- The position of each lead's last event, folded into its row: a lead whose last
 -- event is at or before a past position was then what its row is now.

@@ -508,21 +508,12 @@ impl EventStore {
     /// # Errors
     /// Database errors.
     pub async fn position_at(&self, at: DateTime<Utc>) -> Result<Position, StoreError> {
-        let recorded_at = |position: i64| async move {
-            let found: Option<DateTime<Utc>> = on_pool!(&self.inner.db, |pool| {
-                sqlx::query_scalar(sql::RECORDED_AT_OR_AFTER)
-                    .bind(position)
-                    .fetch_optional(pool)
-                    .await?
-            });
-            Ok::<_, StoreError>(found)
-        };
         // `low` was recorded by `at` (0: nothing yet); everything after `high`
         // was recorded after it.
         let (mut low, mut high) = (0, self.head().await?.0);
         while low < high {
             let middle = low + (high - low + 1) / 2;
-            match recorded_at(middle).await? {
+            match self.recorded_at_or_after(Position(middle)).await? {
                 Some(time) if time <= at => low = middle,
                 _ => high = middle - 1,
             }
@@ -541,16 +532,24 @@ impl EventStore {
         if position.0 <= 0 {
             return Ok(Position::START);
         }
-        let recorded: Option<DateTime<Utc>> = on_pool!(&self.inner.db, |pool| {
+        match self.recorded_at_or_after(position).await? {
+            Some(at) => Ok(self.position_at(at).await?.max(position)),
+            None => Ok(position),
+        }
+    }
+
+    /// When the first event at or after `position` was recorded; `None` past the
+    /// head.
+    async fn recorded_at_or_after(
+        &self,
+        position: Position,
+    ) -> Result<Option<DateTime<Utc>>, StoreError> {
+        Ok(on_pool!(&self.inner.db, |pool| {
             sqlx::query_scalar(sql::RECORDED_AT_OR_AFTER)
                 .bind(position.0)
                 .fetch_optional(pool)
                 .await?
-        });
-        match recorded {
-            Some(at) => Ok(self.position_at(at).await?.max(position)),
-            None => Ok(position),
-        }
+        }))
     }
 
     /// The stream's current version; 0 when it does not exist.

@@ -224,8 +224,16 @@ impl Browser {
             let at = format!("/session/{}/element/{}{path}", self.session, element.0);
             match self.try_call(method, &at, body) {
                 Ok(value) => return value,
+                // Replaced by the page drawn again, or not yet usable while the
+                // next page loads (the old one is dimmed and takes no input):
+                // found again, as a person would wait for it.
                 Err(answer)
-                    if answer["value"]["error"] == "stale element reference"
+                    if [
+                        "stale element reference",
+                        "element not interactable",
+                        "element click intercepted",
+                    ]
+                    .contains(&answer["value"]["error"].as_str().unwrap_or_default())
                         && started.elapsed() < Duration::from_secs(10) =>
                 {
                     std::thread::sleep(Duration::from_millis(50));

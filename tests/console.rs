@@ -613,6 +613,22 @@ async fn an_admin_an_owner_and_an_agent_work_in_the_console(db: &TestDatabase) {
         .all(|n| n["read_at"].is_string()));
     step("21-agent-notifications-read");
 
+    // "Who logged in as me": the agent opens a session about them, and sees their
+    // own screen at its start.
+    browser.click("nav a[href='#/me/impersonations']");
+    browser.wait_for_text("main h1", "Who logged in as me");
+    browser.click("main table tbody tr a");
+    browser.wait_for_text("main h1", "as Agnes Agent");
+    browser.click("main a.button[href^='#/then']");
+    browser.wait_for_text("main h1", "What Agnes Agent saw");
+    browser.wait_for_text("main", "log position");
+    step("21b-agent-own-past");
+    // Before the account existed there was no screen: said in words, with the
+    // ways to another moment still there.
+    browser.goto(&format!("http://{addr}/#/then?at=1"));
+    browser.wait_for_text("main [role=status]", "had no account yet");
+    browser.find("main form[aria-label=When] input[name=at]");
+
     // Times show in the account's own zone, named: a task due at 9:30 in Chicago.
     let agent_token = login(&addr, "agent1@demo.example");
     let (status, _) = call(

@@ -1324,7 +1324,7 @@ async function session(id) {
       s.reverted ? [h("dt", {}, "Reverted"), h("dd", {}, "Yes: see the audit's changes by the admin who reverted it")] : null),
     h("div", { class: "actions" },
       h("a", { class: "button quiet", href: then_link(s, s.started_at) }, "See what the agent saw at the start"),
-      s.ended_at ? h("a", { class: "button quiet", href: then_link(s, s.ended_at) }, "…and at the end") : null),
+      s.ended_at ? h("a", { class: "button quiet", href: then_link(s, s.ended_at) }, "See what the agent saw at the end") : null),
     reads_audit() ? h("div", { class: "actions" },
       h("button", { type: "button", class: "quiet", onclick: () => download("csv", filter, what, "session") }, "Export this session (CSV)"),
       h("button", { type: "button", class: "quiet", onclick: () => download("ndjson", filter, what, "session") }, "Export this session (NDJSON)"),
@@ -1337,7 +1337,7 @@ async function session(id) {
 
 /** The agent's screen at a moment of a session, with its start and end at hand. */
 function then_link(s, at) {
-  const q = new URLSearchParams({ subject: s.subject.id, at, start: s.started_at });
+  const q = new URLSearchParams({ subject: s.subject.id, at, start: s.started_at, session: s.id });
   if (s.ended_at) q.set("end", s.ended_at);
   return `#/then?${q}`;
 }
@@ -1368,30 +1368,55 @@ async function then_view(params) {
     for (const key of ["stage", "cursor"]) if (query.get(key)) asked.set(key, query.get(key));
     asked.set("sort", query.get("sort") || "-updated_at");
   }
-  const [{ body }] = await Promise.all([api("GET", `${path}?${asked}`), reads_audit() ? load_people() : null]);
+  if (reads_audit()) await load_people();
   // Named from the server's users (never from the address).
   const name = subject === me_id() ? state.me.user.name : person(subject);
+  // A moment that shows nothing keeps the page, with what to do, in words.
+  let body = null;
+  let why = null;
+  try {
+    ({ body } = await api("GET", `${path}?${asked}`));
+  } catch (problem) {
+    if (problem.handled || ![404, 422].includes(problem.status)) throw problem;
+    const field = ((problem.body && problem.body.errors) || [])[0];
+    why = problem.status === 404
+      ? (lead_id ? `Not shown: this lead did not exist yet at that moment, or was not ${name}'s to see then.`
+        : `Nothing to show: ${name} had no account yet at that moment.`)
+      : field && field.field === "at" ? "That is not a moment this page can show: pick a date and time (or a log position up to now)."
+        : field && field.field === "subject_id" ? "This address names no user of your site."
+          : "This address is not one the console makes: open the page again from a session.";
+  }
   // `at` may be a time or a log position.
   const position_asked = /^\d+$/.test(at);
   const picker = h("input", { type: "datetime-local", name: "at", step: 1, value: at && !position_asked ? wall(at) : "" });
   const moments = h("form", { class: "toolbar", "aria-label": "When", onsubmit: (e) => {
     e.preventDefault();
     if (picker.value) go(link({ at: zoned(picker.value) }));
+    else say("Pick a date and time first.");
   } },
   h("label", {}, `When (${zone().replaceAll("_", " ")})`, picker), h("button", { type: "submit" }, "Show"),
   query.get("start") ? h("a", { class: "button quiet", href: link({ at: query.get("start") }) }, "At the session's start") : null,
-  query.get("end") ? h("a", { class: "button quiet", href: link({ at: query.get("end") }) }, "At its end") : null,
+  query.get("end") ? h("a", { class: "button quiet", href: link({ at: query.get("end") }) }, "At the session's end") : null,
   h("a", { class: "button quiet", href: link({ at: "" }) }, "Now"));
   const tabs = h("nav", { class: "chips", "aria-label": "Screens" },
     h("a", { class: "chip", href: link({ show: "", lead: "" }), "aria-current": show === "leads" && !lead_id ? "page" : null }, "Lead Manager"),
     h("a", { class: "chip", href: link({ show: "settings", lead: "" }), "aria-current": show === "settings" ? "page" : null }, "Settings and templates"));
+  const back = query.get("session")
+    ? h("p", {}, h("a", { href: `#/audit/${encodeURIComponent(query.get("session"))}` }, "← The session")) : null;
+  if (!body) {
+    page(mine, `What ${name} saw`, back, moments, tabs, h("p", { class: "empty card", role: "status" }, why));
+    return;
+  }
+  const to_come = at && !position_asked && new Date(at).getTime() > Date.now();
   const moment = h("p", { class: "muted" },
-    !at ? "As it is now" : position_asked ? `As it was at log position ${at}` : `As it was at ${when(at, true)}`,
-    ` · log position ${body.position}. Folded from the log: exactly what the screen showed then; nothing here can be changed.`);
+    !at || to_come ? `As it is now${to_come ? " (the time asked is still to come)" : ""}, at log position ${body.position}`
+      : position_asked ? `As it was at log position ${body.position}`
+        : `As it was at ${when(at, true)}, log position ${body.position}`,
+    `. Folded from the log: ${at && !to_come ? "exactly what the screen showed then" : "what the screen shows"}; nothing here can be changed. Times are in ${zone().replaceAll("_", " ")}.`);
   let content;
   if (show === "settings") {
     content = [h("dl", { class: "card facts" }, SETTINGS.map(([key, label]) => [
-      h("dt", {}, label), h("dd", {}, value_text(key, body.settings[key]))])),
+      h("dt", {}, label), h("dd", { class: "body" }, value_text(key, body.settings[key]))])),
     h("h2", {}, "Templates"),
     table("Templates then", ["Kind", "Name", "Subject", "Body"], body.templates.map((t) => h("tr", { "data-template": t.name },
       h("td", {}, t.kind), h("td", {}, t.name), h("td", {}, t.subject || ""), h("td", {}, t.body))), "No templates then.")];
@@ -1436,10 +1461,10 @@ async function then_view(params) {
       table(`${name}'s leads then`, ["Name", "Stage", "Email", "Phone", "Tags", "Next task", "Updated"], rows,
         query.get("stage") ? "No leads in this stage then." : "No leads then."),
       // The next pages are read at this page's position, whatever comes meanwhile.
-      pager("#/then", new URLSearchParams({ ...Object.fromEntries(query), at: String(body.position) }),
+      pager("#/then", new URLSearchParams({ ...Object.fromEntries(query), at: at || String(body.position) }),
         body.next_cursor, body.items.length, total)];
   }
-  page(mine, `What ${name} saw`, moments, moment, tabs, content);
+  page(mine, `What ${name} saw`, back, moments, moment, tabs, content);
 }
 
 const REVERT_ACTIONS = { revert: "Put back", conflict: "Left alone: changed since", not_revertible: "Cannot be undone" };
@@ -1531,7 +1556,7 @@ async function my_impersonations() {
 // --- routing -------------------------------------------------------------------
 
 /** Why the page `name` is not for whoever the console shows now, if it is not. */
-function refusal(name) {
+function refusal(name, id) {
   const real_human = ["users", "site", "audit", "event", "sessions", "me", "account", "then"];
   if (impersonating() && real_human.includes(name)) {
     return `Not while logged in as ${state.me.user.name}: Return to Admin first.`;
@@ -1539,7 +1564,8 @@ function refusal(name) {
   const allowed = {
     leads: role() !== "auditor", settings: role() !== "auditor",
     users: ["owner", "admin", "auditor"].includes(role()), site: manages(),
-    audit: reads_audit(), event: reads_audit(), sessions: reads_audit(), me: role() === "agent",
+    // An agent opens the sessions in which someone logged in as them.
+    audit: reads_audit() || (Boolean(id) && role() === "agent"), event: reads_audit(), sessions: reads_audit(), me: role() === "agent",
   };
   return name in allowed && !allowed[name] ? "Not allowed: this page is not for your role." : null;
 }
@@ -1556,7 +1582,7 @@ async function route(forced) {
     if (!state.me) await load_me();
     chrome();
     const q = new URLSearchParams(search || "");
-    const refused = refusal(parts[0]);
+    const refused = refusal(parts[0], parts[1]);
     if (refused) {
       say(refused);
       if (mine === ticket) { busy(false); main.replaceChildren(); document.title = "Not allowed · CRM"; }

@@ -8,6 +8,8 @@
 
 mod support;
 
+use crm::app::past::At;
+use crm::app::reads::LeadQuery;
 use crm_events::backend_tests;
 use crm_events::testing::TestDatabase;
 use serde_json::{json, Value};
@@ -18,6 +20,7 @@ backend_tests!(
     a_lead_handed_over_or_erased_since_reads_as_the_past_and_the_erasure_say,
     an_agent_sees_only_their_own_past_and_bad_moments_are_refused,
     the_role_then_and_whole_batches_decide_what_the_past_shows,
+    a_second_servers_writes_are_in_the_past_at_their_position,
 );
 
 async fn head(api: &Api) -> i64 {
@@ -228,6 +231,37 @@ async fn an_admins_session_reads_as_the_agent_saw_it_at_its_start_and_end(db: &T
     let at = head(&api).await;
     api.get(&admin, &view(&format!("leads/{dana}"), "1")).await;
     assert_eq!(head(&api).await, at);
+}
+
+/// A write made through another server on the same database is in the past view
+/// at its position, exactly as that server's Lead Manager shows it.
+async fn a_second_servers_writes_are_in_the_past_at_their_position(db: &TestDatabase) {
+    let one = support::app(db).await;
+    let two = support::app(db).await;
+    let s = support::site(&one, "Demo Realty", "demo.example").await;
+    let (lead, _) = two
+        .create_lead(&s.agent1.ctx, support::new_lead("Dana Novak"))
+        .await
+        .unwrap();
+    let at = support::head(&two).await;
+    let past = one
+        .past_leads(
+            &s.owner.ctx,
+            Some(s.agent1.id),
+            Some(At::Position(at)),
+            LeadQuery::default(),
+            None,
+            50,
+        )
+        .await
+        .unwrap();
+    assert_eq!(past.position, at.0);
+    assert_eq!(past.page.items[0].id, lead.as_uuid());
+    let live = two
+        .leads(&s.agent1.ctx, LeadQuery::default(), None, 50)
+        .await
+        .unwrap();
+    assert_eq!(past.page, live);
 }
 
 /// Hex of `text`'s bytes (how cursors travel).

@@ -217,8 +217,8 @@ async fn apply(tx: &mut Tx<'_>, events: &[&Decoded], cache: &CachedRows) -> Resu
     );
     let mut erased: Vec<Uuid> = Vec::new();
     let mut assignments = Rows::new(
-        "INSERT INTO lead_assignments (agent_id, lead_id, site_id, since_position)",
-        4,
+        "INSERT INTO lead_assignments (agent_id, lead_id, since_position)",
+        3,
         "ON CONFLICT (agent_id, lead_id) DO NOTHING",
     );
     let mut changed_tasks: BTreeSet<Uuid> = BTreeSet::new();
@@ -236,12 +236,9 @@ async fn apply(tx: &mut Tx<'_>, events: &[&Decoded], cache: &CachedRows) -> Resu
         };
         match fold_row(&mut lead.row, decoded) {
             Effect::Nothing => {}
-            Effect::Assigned(agent) => assignments.push([
-                agent.into(),
-                id.into(),
-                e.site_id.as_uuid().into(),
-                e.position.0.into(),
-            ]),
+            Effect::Assigned(agent) => {
+                assignments.push([agent.into(), id.into(), e.position.0.into()]);
+            }
             Effect::Note { id: note, body } => notes.push([
                 note.into(),
                 id.into(),

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crm_events::catalog::values::Stage;
-use crm_events::ids::LeadId;
+use crm_events::ids::{LeadId, UserId};
 use crm_events::{on_pool, EventStore, Position};
 use crm_projections::audit_trail::{self, ChangeFilter};
 use crm_projections::lead_manager::{self, LeadFilter, LeadSort, Owner};
@@ -536,26 +536,33 @@ async fn audit_queries(app: &App, sites: &[BenchSite]) -> Result<(f64, f64), App
     Ok(percentiles(samples))
 }
 
-/// Lead Manager pages (each sort, with and without a stage filter): p50 and p99 in ms.
-async fn lead_pages(app: &App, sites: &[BenchSite]) -> Result<(f64, f64), AppError> {
-    let db = app.store().database();
-    let sorts = [
+/// The Lead Manager query of sample `i`: the `nth` agent of sample `i`'s site, each
+/// sort in turn, a stage filter every third sample.
+fn lead_query(sites: &[BenchSite], i: usize, nth: usize) -> (UserId, LeadFilter, LeadSort) {
+    const SORTS: [LeadSort; 4] = [
         LeadSort::UpdatedAtDesc,
         LeadSort::Name,
         LeadSort::NextTaskDueAt,
         LeadSort::UpdatedAt,
     ];
+    let site = &sites[i % sites.len()];
+    let agent = site.agents[nth % site.agents.len()].0.actor();
+    let mut filter = LeadFilter::of(Owner::AssignedTo(agent));
+    if i % 3 == 0 {
+        filter.stage = Some(Stage::ALL[i % Stage::ALL.len()]);
+    }
+    (agent, filter, SORTS[i % SORTS.len()])
+}
+
+/// Lead Manager pages (each sort, with and without a stage filter): p50 and p99 in ms.
+async fn lead_pages(app: &App, sites: &[BenchSite]) -> Result<(f64, f64), AppError> {
+    let db = app.store().database();
     let mut samples = Vec::new();
     // As above: the first 100 warm up.
     for i in 0..500 {
-        let site = &sites[i % sites.len()];
-        let agent = site.agents[i % site.agents.len()].0.actor();
-        let mut filter = LeadFilter::of(Owner::AssignedTo(agent));
-        if i % 3 == 0 {
-            filter.stage = Some(Stage::ALL[i % Stage::ALL.len()]);
-        }
+        let (_, filter, sort) = lead_query(sites, i, i);
         let started = Instant::now();
-        lead_manager::list(db, &filter, sorts[i % sorts.len()], None, 50).await?;
+        lead_manager::list(db, &filter, sort, None, 50).await?;
         lead_manager::counts_by_stage(db, &filter).await?;
         if i >= 100 {
             samples.push(started.elapsed().as_secs_f64() * 1_000.0);
@@ -572,33 +579,15 @@ async fn past_lead_pages(
     sites: &[BenchSite],
     total: i64,
 ) -> Result<(f64, f64), AppError> {
-    let sorts = [
-        LeadSort::UpdatedAtDesc,
-        LeadSort::Name,
-        LeadSort::NextTaskDueAt,
-        LeadSort::UpdatedAt,
-    ];
     let mut samples = Vec::new();
     // The first 40 warm up.
     for i in 0..240 {
-        let site = &sites[i % sites.len()];
-        let agent = site.agents[(i / sites.len()) % site.agents.len()].0.actor();
-        let mut filter = LeadFilter::of(Owner::AssignedTo(agent));
-        if i % 3 == 0 {
-            filter.stage = Some(Stage::ALL[i % Stage::ALL.len()]);
-        }
+        // Every agent of every site in turn.
+        let (agent, filter, sort) = lead_query(sites, i, i / sites.len());
         let at = Position(total * (i as i64 % 10 + 1) / 10);
         let started = Instant::now();
-        crm_projections::past::lead_manager(
-            app.store(),
-            agent,
-            at,
-            &filter,
-            sorts[i % sorts.len()],
-            None,
-            50,
-        )
-        .await?;
+        crm_projections::past::lead_manager(app.store(), agent, at, &filter, sort, None, 50)
+            .await?;
         if i >= 40 {
             samples.push(started.elapsed().as_secs_f64() * 1_000.0);
         }

@@ -3,7 +3,6 @@
 CREATE TABLE lead_assignments (
     agent_id       UUID   NOT NULL,
     lead_id        UUID   NOT NULL,
-    site_id        UUID   NOT NULL,
     since_position BIGINT NOT NULL,
     PRIMARY KEY (agent_id, lead_id)
 );

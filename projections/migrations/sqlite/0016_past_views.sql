@@ -3,7 +3,6 @@
 CREATE TABLE lead_assignments (
     agent_id      BLOB    NOT NULL,
     lead_id       BLOB    NOT NULL,
-    site_id       BLOB    NOT NULL,
     since_position INTEGER NOT NULL,
     PRIMARY KEY (agent_id, lead_id)
 ) WITHOUT ROWID;
